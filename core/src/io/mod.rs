@@ -1,0 +1,15 @@
+//! I/O (feature `std`): HF model folders in and out.
+//!
+//! - [`config`]: `config.json` in the hub's layout and in transformers 5's.
+//! - [`safetensors`]: memory-mapped single-file and sharded checkpoints; atomic writes.
+//! - [`tokenizer`]: `tokenizer.json`, `tokenizer_config.json` (special tokens, chat template),
+//!   `generation_config.json` (EOS ids).
+//! - [`model_dir`]: all of the above for one folder.
+
+pub mod config;
+pub mod fsutil;
+pub mod model_dir;
+pub mod safetensors;
+pub mod tokenizer;
+
+pub use model_dir::ModelDir;

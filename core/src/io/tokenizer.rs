@@ -1,0 +1,144 @@
+//! Tokenizer (`tokenizer.json` through the `tokenizers` crate), its special tokens and chat template
+//! (`tokenizer_config.json`, rendered with minijinja), and EOS ids (`generation_config.json`).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::config::ids_of;
+use super::fsutil::read_json;
+use crate::error::{Error, Result};
+use crate::think::Tokens;
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    origin: String,
+    /// Every id that ends generation (config.json, generation_config.json, tokenizer_config.json).
+    pub eos_ids: BTreeSet<u32>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub chat_template: Option<String>,
+}
+
+impl Tokenizer {
+    /// Loads `dir/tokenizer.json`, and `tokenizer_config.json` / `generation_config.json` when present.
+    /// `config_eos` are the EOS ids of `config.json`.
+    pub fn load_dir(dir: &Path, config_eos: &[u32]) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            return Err(Error::io(format!("{}: missing (the tokenizer is required)", path.display())));
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| Error::format(format!("{}: invalid tokenizer: {e}", path.display())))?;
+        let mut tok = Tokenizer {
+            inner,
+            origin: path.display().to_string(),
+            eos_ids: config_eos.iter().copied().collect(),
+            bos_token: None,
+            eos_token: None,
+            chat_template: None,
+        };
+        let tc = dir.join("tokenizer_config.json");
+        if tc.exists() {
+            let v = read_json(&tc)?;
+            tok.bos_token = special_token_text(v.get("bos_token"));
+            tok.eos_token = special_token_text(v.get("eos_token"));
+            tok.chat_template = match v.get("chat_template") {
+                Some(Value::String(s)) => Some(s.clone()),
+                // A list of named templates: take "default".
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                    .and_then(|t| t.get("template"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                _ => None,
+            };
+            if let Some(e) = &tok.eos_token {
+                if let Some(id) = tok.inner.token_to_id(e) {
+                    tok.eos_ids.insert(id);
+                }
+            }
+        }
+        let gc = dir.join("generation_config.json");
+        if gc.exists() {
+            let v = read_json(&gc)?;
+            tok.eos_ids.extend(ids_of(v.get("eos_token_id")));
+        }
+        Ok(tok)
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Token ids of `text`, with special tokens as the tokenizer's post-processor adds them (BOS).
+    pub fn encode_with_specials(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_opt(text, true)
+    }
+
+    fn encode_opt(&self, text: &str, specials: bool) -> Result<Vec<u32>> {
+        self.inner
+            .encode(text, specials)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| Error::format(format!("{}: cannot encode text: {e}", self.origin)))
+    }
+
+    /// Renders the chat template for one user message with the generation prompt appended.
+    pub fn apply_chat_template(&self, user: &str) -> Result<String> {
+        let tpl = self
+            .chat_template
+            .as_deref()
+            .ok_or_else(|| Error::invalid(format!("--chat: {} has no chat_template in tokenizer_config.json", self.origin)))?;
+        let mut env = minijinja::Environment::new();
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template("chat", tpl)
+            .map_err(|e| Error::format(format!("{}: chat_template does not parse: {e}", self.origin)))?;
+        let t = env.get_template("chat").map_err(|e| Error::format(format!("chat template: {e}")))?;
+        let ctx = minijinja::context! {
+            messages => vec![minijinja::context! { role => "user", content => user }],
+            add_generation_prompt => true,
+            bos_token => self.bos_token.clone().unwrap_or_default(),
+            eos_token => self.eos_token.clone().unwrap_or_default(),
+        };
+        t.render(ctx).map_err(|e| Error::format(format!("{}: chat_template failed to render: {e}", self.origin)))
+    }
+
+    /// Token ids of a chat-wrapped prompt (the template writes BOS itself, so no specials are added).
+    pub fn encode_chat(&self, user: &str) -> Result<Vec<u32>> {
+        let text = self.apply_chat_template(user)?;
+        self.encode_opt(&text, false)
+    }
+
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+}
+
+impl Tokens for Tokenizer {
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| Error::format(format!("{}: cannot decode ids: {e}", self.origin)))
+    }
+    /// Plain text to ids, no special tokens (used for the forced prefill strings).
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode_opt(text, false)
+    }
+    fn is_eos(&self, id: u32) -> bool {
+        self.eos_ids.contains(&id)
+    }
+}
+
+fn special_token_text(v: Option<&Value>) -> Option<String> {
+    match v {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
+}

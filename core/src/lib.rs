@@ -1,0 +1,26 @@
+//! softcot-core: everything of softcot that does not depend on a device.
+//!
+//! Layers, each depending only on those above it (see `docs/ARCHITECTURE.md`):
+//! - [`backend`]: the `Backend` contract: device buffers, transfers, coarse LLM ops.
+//! - [`model`]: the Llama / Qwen2 transformer (config, weights under HF names, forward with a KV cache).
+//! - [`think`]: hard, soft and fuzzy thinking at inference, the stop and prefill rules.
+//! - [`philox`]: the counter-based Philox4x32-10 generator that every backend reproduces bit for bit.
+//! - [`io`] (feature `std`): HF checkpoints, tokenizers, chat templates, generation configs.
+//!
+//! The crate is `no_std` + `alloc` without the default `std` feature.
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
+pub mod backend;
+pub mod dtype;
+pub mod error;
+pub mod model;
+pub mod philox;
+pub mod think;
+
+#[cfg(feature = "std")]
+pub mod io;
+
+pub use backend::Backend;
+pub use error::{Error, Result};
