@@ -65,8 +65,8 @@ impl NoiseScale {
     pub fn sigma(self, sum_sq: f64, v: usize, d: usize) -> f32 {
         let mean_row_sq = sum_sq / v as f64;
         match self {
-            NoiseScale::Rms { gamma } => (gamma as f64 * (mean_row_sq / d as f64).sqrt()) as f32,
-            NoiseScale::RowNorm { gamma } => (gamma as f64 * mean_row_sq.sqrt()) as f32,
+            NoiseScale::Rms { gamma } => (gamma as f64 * libm::sqrt(mean_row_sq / d as f64)) as f32,
+            NoiseScale::RowNorm { gamma } => (gamma as f64 * libm::sqrt(mean_row_sq)) as f32,
         }
     }
 }

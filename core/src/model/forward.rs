@@ -189,7 +189,7 @@ impl<B: Backend> Model<B> {
             kv_heads: c.num_key_value_heads,
             head_dim: c.head_dim,
             t_max: cache.t_max,
-            scale: 1.0 / (c.head_dim as f32).sqrt(),
+            scale: 1.0 / libm::sqrtf(c.head_dim as f32),
         };
         let rope_q = RopeShape { b, t, heads: c.num_attention_heads, head_dim: c.head_dim, scaling: 1.0 };
         let rope_k = RopeShape { heads: c.num_key_value_heads, ..rope_q };
