@@ -1,1 +1,156 @@
-//! cpu
+//! softcot-cpu: the reference backend and the laptop path. Float32 compute; weights stored as
+//! bf16/f16 are widened once at load. GEMMs go through the `gemm` crate (runtime-dispatched SIMD,
+//! rayon threads) except the skinny products of batched decode, which have their own kernel
+//! ([`gemm::skinny`]); softmax-like rows use a vectorisable `exp` ([`fastmath`]).
+//!
+//! Buffers are plain vectors: an op uses the prefix its sizes cover and checks every length first,
+//! so a wrong size is an error, never a panic or an out-of-bounds write.
+
+mod attention;
+mod fastmath;
+mod gemm;
+mod heads;
+mod layers;
+
+use softcot_core::backend::{AttnShape, Backend, Gemm, RopeShape};
+use softcot_core::dtype::{decode_into, DType};
+use softcot_core::{Error, Result};
+
+/// Float32 buffer. data: [len]
+pub struct CpuBuf(pub Vec<f32>);
+/// u32 buffer. data: [len]
+pub struct CpuIds(pub Vec<u32>);
+
+/// The CPU backend. Threads come from rayon's global pool (`RAYON_NUM_THREADS` to change).
+#[derive(Debug, Clone, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new() -> Self {
+        CpuBackend
+    }
+}
+
+/// Checks that `len` elements are available in a buffer of `have` (op and argument named).
+pub(crate) fn need(have: usize, len: usize, what: &str) -> Result<()> {
+    if have < len {
+        return Err(Error::invalid(format!("{what}: buffer holds {have} elements, {len} needed")));
+    }
+    Ok(())
+}
+
+impl Backend for CpuBackend {
+    type Buf = CpuBuf;
+    type Ids = CpuIds;
+
+    fn name(&self) -> String {
+        format!("cpu ({} threads)", rayon::current_num_threads())
+    }
+
+    fn zeros(&self, len: usize) -> Result<CpuBuf> {
+        Ok(CpuBuf(vec![0.0; len]))
+    }
+    fn upload(&self, host: &[f32]) -> Result<CpuBuf> {
+        Ok(CpuBuf(host.to_vec()))
+    }
+    fn write(&self, dst: &mut CpuBuf, host: &[f32]) -> Result<()> {
+        need(dst.0.len(), host.len(), "write")?;
+        dst.0[..host.len()].copy_from_slice(host);
+        Ok(())
+    }
+    fn download(&self, src: &CpuBuf, len: usize) -> Result<Vec<f32>> {
+        need(src.0.len(), len, "download")?;
+        Ok(src.0[..len].to_vec())
+    }
+    fn len(&self, buf: &CpuBuf) -> usize {
+        buf.0.len()
+    }
+    fn ids_zeros(&self, len: usize) -> Result<CpuIds> {
+        Ok(CpuIds(vec![0; len]))
+    }
+    fn upload_ids(&self, host: &[u32]) -> Result<CpuIds> {
+        Ok(CpuIds(host.to_vec()))
+    }
+    fn write_ids(&self, dst: &mut CpuIds, host: &[u32]) -> Result<()> {
+        need(dst.0.len(), host.len(), "write_ids")?;
+        dst.0[..host.len()].copy_from_slice(host);
+        Ok(())
+    }
+    fn download_ids(&self, src: &CpuIds, len: usize) -> Result<Vec<u32>> {
+        need(src.0.len(), len, "download_ids")?;
+        Ok(src.0[..len].to_vec())
+    }
+    fn upload_weight(&self, bytes: &[u8], dtype: DType, len: usize) -> Result<CpuBuf> {
+        let mut out = vec![0f32; len];
+        decode_into(dtype, bytes, &mut out)?;
+        Ok(CpuBuf(out))
+    }
+
+    fn gemm(&self, c: &mut CpuBuf, a: &CpuBuf, b: &CpuBuf, g: Gemm) -> Result<()> {
+        gemm::gemm(&mut c.0, &a.0, &b.0, g)
+    }
+    fn add_bias(&self, x: &mut CpuBuf, bias: &CpuBuf, rows: usize, n: usize) -> Result<()> {
+        layers::add_bias(&mut x.0, &bias.0, rows, n)
+    }
+    fn add(&self, y: &mut CpuBuf, x: &CpuBuf, n: usize) -> Result<()> {
+        layers::add(&mut y.0, &x.0, n)
+    }
+    fn copy(&self, dst: &mut CpuBuf, dst_off: usize, src: &CpuBuf, src_off: usize, n: usize) -> Result<()> {
+        need(dst.0.len(), dst_off + n, "copy: dst")?;
+        need(src.0.len(), src_off + n, "copy: src")?;
+        dst.0[dst_off..dst_off + n].copy_from_slice(&src.0[src_off..src_off + n]);
+        Ok(())
+    }
+    fn sum_squares(&self, x: &CpuBuf, n: usize) -> Result<f64> {
+        need(x.0.len(), n, "sum_squares")?;
+        Ok(x.0[..n].iter().map(|&v| (v as f64) * (v as f64)).sum())
+    }
+
+    fn rmsnorm(&self, out: &mut CpuBuf, rstd: Option<&mut CpuBuf>, x: &CpuBuf, w: &CpuBuf, rows: usize, d: usize, eps: f32) -> Result<()> {
+        layers::rmsnorm(&mut out.0, rstd.map(|r| &mut r.0[..]), &x.0, &w.0, rows, d, eps)
+    }
+    fn rope(&self, x: &mut CpuBuf, start: &CpuIds, inv_freq: &CpuBuf, s: RopeShape) -> Result<()> {
+        layers::rope(&mut x.0, &start.0, &inv_freq.0, s)
+    }
+    fn kv_write(&self, cache: &mut CpuBuf, x: &CpuBuf, slots: &CpuIds, start: &CpuIds, s: AttnShape) -> Result<()> {
+        attention::kv_write(&mut cache.0, &x.0, &slots.0, &start.0, s)
+    }
+    fn attention(
+        &self,
+        out: &mut CpuBuf,
+        lse: Option<&mut CpuBuf>,
+        q: &CpuBuf,
+        k_cache: &CpuBuf,
+        v_cache: &CpuBuf,
+        slots: &CpuIds,
+        start: &CpuIds,
+        s: AttnShape,
+    ) -> Result<()> {
+        attention::attention(&mut out.0, lse.map(|l| &mut l.0[..]), &q.0, &k_cache.0, &v_cache.0, &slots.0, &start.0, s)
+    }
+    fn swiglu(&self, out: &mut CpuBuf, gate: &CpuBuf, up: &CpuBuf, n: usize) -> Result<()> {
+        layers::swiglu(&mut out.0, &gate.0, &up.0, n)
+    }
+    fn embedding(&self, out: &mut CpuBuf, table: &CpuBuf, ids: &CpuIds, rows: usize, d: usize) -> Result<()> {
+        layers::embedding(&mut out.0, &table.0, &ids.0, rows, d)
+    }
+
+    fn softmax(&self, p: &mut CpuBuf, logits: &CpuBuf, rows: usize, v: usize, tau: f32) -> Result<()> {
+        heads::softmax(&mut p.0, &logits.0, rows, v, tau)
+    }
+    fn logprob_gather(&self, out: &mut CpuBuf, logits: &CpuBuf, targets: &CpuIds, rows: usize, v: usize) -> Result<()> {
+        heads::logprob_gather(&mut out.0, &logits.0, &targets.0, rows, v)
+    }
+    fn argmax(&self, ids: &mut CpuIds, x: &CpuBuf, rows: usize, v: usize) -> Result<()> {
+        heads::argmax(&mut ids.0, &x.0, rows, v)
+    }
+    fn sample(&self, ids: &mut CpuIds, logits: &CpuBuf, rows: usize, v: usize, tau: f32, seed: u64, streams: &CpuIds, steps: &CpuIds) -> Result<()> {
+        heads::sample(&mut ids.0, &logits.0, rows, v, tau, seed, &streams.0, &steps.0)
+    }
+    fn add_noise(&self, x: &mut CpuBuf, rows: usize, d: usize, sigma: f32, seed: u64, streams: &CpuIds, steps: &CpuIds) -> Result<()> {
+        heads::add_noise(&mut x.0, rows, d, sigma, seed, &streams.0, &steps.0)
+    }
+    fn gather_rows(&self, dst: &mut CpuBuf, src: &CpuBuf, index: &CpuIds, rows: usize, d: usize) -> Result<()> {
+        layers::gather_rows(&mut dst.0, &src.0, &index.0, rows, d)
+    }
+}

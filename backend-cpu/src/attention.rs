@@ -1,0 +1,123 @@
+//! Causal grouped-query attention over a KV cache, one query row at a time with an online
+//! softmax (running max and sum, as flash attention does): no scores buffer, no allocation.
+
+use rayon::prelude::*;
+use softcot_core::backend::AttnShape;
+use softcot_core::{Error, Result};
+
+use crate::layers::MAX_HEAD_DIM;
+use crate::need;
+
+fn check_rows(slots: &[u32], start: &[u32], s: &AttnShape, what: &str) -> Result<()> {
+    need(slots.len(), s.b, &format!("{what}: slots"))?;
+    need(start.len(), s.b, &format!("{what}: start"))?;
+    for r in 0..s.b {
+        if start[r] as usize + s.t > s.t_max {
+            return Err(Error::invalid(format!(
+                "{what}: row {r} reaches position {} beyond the cache's {}",
+                start[r] as usize + s.t,
+                s.t_max
+            )));
+        }
+    }
+    if s.head_dim > MAX_HEAD_DIM {
+        return Err(Error::unsupported(format!("{what}: head_dim {} exceeds {MAX_HEAD_DIM}", s.head_dim)));
+    }
+    Ok(())
+}
+
+/// cache[slots[b], h, start[b] + i, :] = x[b, i, h, :].
+/// cache: [S, Hkv, t_max, hd]; x: [B, T, Hkv, hd]; slots, start: [B]
+pub fn kv_write(cache: &mut [f32], x: &[f32], slots: &[u32], start: &[u32], s: AttnShape) -> Result<()> {
+    check_rows(slots, start, &s, "kv_write")?;
+    let (hkv, hd) = (s.kv_heads, s.head_dim);
+    need(x.len(), s.b * s.t * hkv * hd, "kv_write: x")?;
+    let slot_len = hkv * s.t_max * hd;
+    for b in 0..s.b {
+        let slot = slots[b] as usize;
+        need(cache.len(), (slot + 1) * slot_len, "kv_write: cache")?;
+        for i in 0..s.t {
+            let pos = start[b] as usize + i;
+            for h in 0..hkv {
+                let src = ((b * s.t + i) * hkv + h) * hd;
+                let dst = slot * slot_len + (h * s.t_max + pos) * hd;
+                cache[dst..dst + hd].copy_from_slice(&x[src..src + hd]);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: each task writes only the lse entry of its own query row.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// out[b, i, h, :] = softmax_j(q . k_j * scale) @ v over j <= start[b] + i of slot slots[b].
+/// out, q: [B, T, H, hd]; k_cache, v_cache: [S, Hkv, t_max, hd]; lse: [B, H, T]
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    out: &mut [f32],
+    lse: Option<&mut [f32]>,
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    slots: &[u32],
+    start: &[u32],
+    s: AttnShape,
+) -> Result<()> {
+    check_rows(slots, start, &s, "attention")?;
+    let (h, hkv, hd, t) = (s.heads, s.kv_heads, s.head_dim, s.t);
+    if hkv == 0 || h % hkv != 0 {
+        return Err(Error::invalid("attention: heads must be a multiple of kv_heads"));
+    }
+    let n = s.b * t * h * hd;
+    need(out.len(), n, "attention: out")?;
+    need(q.len(), n, "attention: q")?;
+    let slot_len = hkv * s.t_max * hd;
+    for &slot in &slots[..s.b] {
+        need(k_cache.len(), (slot as usize + 1) * slot_len, "attention: k_cache")?;
+        need(v_cache.len(), (slot as usize + 1) * slot_len, "attention: v_cache")?;
+    }
+    let lse_ptr = match lse {
+        Some(l) => {
+            need(l.len(), s.b * h * t, "attention: lse")?;
+            Some(SendPtr(l.as_mut_ptr()))
+        }
+        None => None,
+    };
+    let group = h / hkv;
+    out[..n].par_chunks_mut(hd).zip(q[..n].par_chunks(hd)).enumerate().with_min_len(8).for_each(|(row, (o, qr))| {
+        let lse_ptr = lse_ptr;
+        let (b, rest) = (row / (t * h), row % (t * h));
+        let (i, head) = (rest / h, rest % h);
+        let len = start[b] as usize + i + 1;
+        let base = slots[b] as usize * slot_len + (head / group) * s.t_max * hd;
+        let mut acc = [0f32; MAX_HEAD_DIM];
+        let acc = &mut acc[..hd];
+        let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+        for j in 0..len {
+            let kr = &k_cache[base + j * hd..base + (j + 1) * hd];
+            let score = qr.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * s.scale;
+            if score > m {
+                // A new maximum: rescale what was accumulated under the old one.
+                let c = (m - score).exp();
+                sum *= c;
+                acc.iter_mut().for_each(|a| *a *= c);
+                m = score;
+            }
+            let p = (score - m).exp();
+            sum += p;
+            let vr = &v_cache[base + j * hd..base + (j + 1) * hd];
+            acc.iter_mut().zip(vr).for_each(|(a, &v)| *a += p * v);
+        }
+        let inv = 1.0 / sum;
+        o.iter_mut().zip(acc.iter()).for_each(|(o, &a)| *o = a * inv);
+        if let Some(p) = lse_ptr {
+            // SAFETY: index (b, head, i) < B * H * T (checked above) and unique to this row.
+            unsafe { *p.0.add((b * h + head) * t + i) = m + sum.ln() };
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! Matrix products. General shapes go to the `gemm` crate; the skinny products of batched decode
+//! (`x[m, k] @ W^T` with m <= 16 and W stored `[n, k]`) go to [`skinny`], which streams each weight
+//! row once and reuses it for every input row: decode is bound by reading the weights.
+
+use rayon::prelude::*;
+use softcot_core::backend::Gemm;
+use softcot_core::Result;
+
+use crate::need;
+
+/// Below this many multiply-adds a product runs on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+/// The skinny kernel handles up to this many rows of `a`.
+const SKINNY_MAX_M: usize = 16;
+
+pub fn gemm(c: &mut [f32], a: &[f32], b: &[f32], g: Gemm) -> Result<()> {
+    let (la, lb, lc) = g.required_lens();
+    need(a.len(), la, "gemm: a")?;
+    need(b.len(), lb, "gemm: b")?;
+    need(c.len(), lc, "gemm: c")?;
+    if g.m == 0 || g.n == 0 || g.batch == 0 {
+        return Ok(());
+    }
+    // A batch of single rows against one shared `b` (the lm_head on each row's last token) is one
+    // product whose rows of `a` are `stride_a` apart.
+    if g.batch > 1 && g.m == 1 && g.stride_b == 0 && !g.trans_a && g.stride_c == g.n {
+        let rows = Rows { m: g.batch, lda: g.stride_a, off_a: g.off_a };
+        return product(&mut c[g.off_c..], a, &b[g.off_b..], rows, g);
+    }
+    for i in 0..g.batch {
+        let rows = Rows { m: g.m, lda: if g.trans_a { g.m } else { g.k }, off_a: g.off_a + i * g.stride_a };
+        product(&mut c[g.off_c + i * g.stride_c..], a, &b[g.off_b + i * g.stride_b..], rows, g)?;
+    }
+    Ok(())
+}
+
+/// The rows of `a` taking part in one product: `m` rows, `lda` apart, starting at `off_a`.
+#[derive(Clone, Copy)]
+struct Rows {
+    m: usize,
+    lda: usize,
+    off_a: usize,
+}
+
+fn product(c: &mut [f32], a: &[f32], b: &[f32], rows: Rows, g: Gemm) -> Result<()> {
+    let (m, n, k) = (rows.m, g.n, g.k);
+    if k == 0 {
+        // Empty sum: c = beta * c.
+        for v in c[..m * n].iter_mut() {
+            *v *= g.beta;
+        }
+        return Ok(());
+    }
+    if !g.trans_a && g.trans_b && m <= SKINNY_MAX_M {
+        skinny(&mut c[..m * n], &a[rows.off_a..], rows.lda, b, m, n, k, g.alpha, g.beta);
+        return Ok(());
+    }
+    let a = &a[rows.off_a..];
+    let (a_rs, a_cs) = if g.trans_a { (1, rows.lda as isize) } else { (rows.lda as isize, 1) };
+    let (b_rs, b_cs) = if g.trans_b { (1, k as isize) } else { (n as isize, 1) };
+    let par = if m * n * k >= PARALLEL_MIN_MACS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    // SAFETY: the lengths were checked against the strides above (required_lens covers every element
+    // the strides reach), and `c` does not alias `a` or `b` (distinct borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            g.beta != 0.0,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            g.beta,  // the gemm crate computes dst = alpha * dst + beta * lhs @ rhs
+            g.alpha, // so its alpha is our beta and its beta our alpha
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: tasks write disjoint columns of `c` (see `skinny`).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+/// c[m, n] = alpha * a[m, k] @ w[n, k]^T + beta * c, with a's rows `lda` apart and m small.
+/// Parallel over blocks of output columns; each weight row is read once for all m rows.
+#[allow(clippy::too_many_arguments)]
+pub fn skinny(c: &mut [f32], a: &[f32], lda: usize, w: &[f32], m: usize, n: usize, k: usize, alpha: f32, beta: f32) {
+    let threads = rayon::current_num_threads().max(1);
+    let block = if m * n * k < PARALLEL_MIN_MACS { n } else { n.div_ceil(threads * 8).max(16) };
+    let cp = SendPtr(c.as_mut_ptr());
+    (0..n.div_ceil(block)).into_par_iter().for_each(|bi| {
+        let cp = cp;
+        let j0 = bi * block;
+        let j1 = (j0 + block).min(n);
+        let mut acc = [0f32; SKINNY_MAX_M];
+        for j in j0..j1 {
+            let wr = &w[j * k..(j + 1) * k];
+            dot_rows(a, lda, m, wr, &mut acc[..m]);
+            for (i, &s) in acc[..m].iter().enumerate() {
+                // SAFETY: (i, j) is inside c[m, n] (checked by the caller) and column j belongs to
+                // this task alone.
+                unsafe {
+                    let p = cp.0.add(i * n + j);
+                    *p = if beta == 0.0 { alpha * s } else { alpha * s + beta * *p };
+                }
+            }
+        }
+    });
+}
+
+/// out[i] = a[i * lda ..][..k] . w for i < m.
+fn dot_rows(a: &[f32], lda: usize, m: usize, w: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            let mut i = 0;
+            while i < m {
+                let r = (m - i).min(4);
+                // SAFETY: the CPU supports AVX2 and FMA (checked above); every row read is in bounds.
+                unsafe {
+                    match r {
+                        4 => x86::dot_rows::<4>(a, lda, i, w, &mut out[i..i + 4]),
+                        3 => x86::dot_rows::<3>(a, lda, i, w, &mut out[i..i + 3]),
+                        2 => x86::dot_rows::<2>(a, lda, i, w, &mut out[i..i + 2]),
+                        _ => x86::dot_rows::<1>(a, lda, i, w, &mut out[i..i + 1]),
+                    }
+                }
+                i += r;
+            }
+            return;
+        }
+    }
+    for (i, o) in out.iter_mut().enumerate().take(m) {
+        let row = &a[i * lda..i * lda + w.len()];
+        *o = row.iter().zip(w).map(|(x, y)| x * y).sum();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// R rows against one weight row, two 8-wide accumulators per row to hide FMA latency.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_rows<const R: usize>(a: &[f32], lda: usize, i0: usize, w: &[f32], out: &mut [f32]) {
+        let k = w.len();
+        let mut acc0 = [_mm256_setzero_ps(); R];
+        let mut acc1 = [_mm256_setzero_ps(); R];
+        let rows: [&[f32]; R] = core::array::from_fn(|r| &a[(i0 + r) * lda..(i0 + r) * lda + k]);
+        let mut l = 0;
+        while l + 16 <= k {
+            let w0 = _mm256_loadu_ps(w.as_ptr().add(l));
+            let w1 = _mm256_loadu_ps(w.as_ptr().add(l + 8));
+            for r in 0..R {
+                acc0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(rows[r].as_ptr().add(l)), w0, acc0[r]);
+                acc1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(rows[r].as_ptr().add(l + 8)), w1, acc1[r]);
+            }
+            l += 16;
+        }
+        for r in 0..R {
+            let s = _mm256_add_ps(acc0[r], acc1[r]);
+            let hi = _mm256_extractf128_ps(s, 1);
+            let lo = _mm256_castps256_ps128(s);
+            let q = _mm_add_ps(hi, lo);
+            let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+            let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
+            let mut t = _mm_cvtss_f32(q);
+            for ll in l..k {
+                t += rows[r][ll] * w[ll];
+            }
+            out[r] = t;
+        }
+    }
+}

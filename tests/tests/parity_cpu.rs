@@ -1,0 +1,19 @@
+//! HF parity of the forward pass and generation on the CPU backend, for every fixture folder.
+
+use softcot_tests::{fixtures, parity};
+
+#[test]
+fn forward_logits_match_hf() {
+    let be = softcot_cpu::CpuBackend::new();
+    for dir in fixtures::discover() {
+        parity::forward(&be, &dir);
+    }
+}
+
+#[test]
+fn generation_matches_hf() {
+    let be = softcot_cpu::CpuBackend::new();
+    for dir in fixtures::discover() {
+        parity::generate_sections(&be, &dir);
+    }
+}
