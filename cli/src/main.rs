@@ -1,1 +1,57 @@
-fn main() {}
+//! `softcot`: train and run continuous chain-of-thought reasoning models.
+//!
+//! Every command returns a [`softcot_core::Error`] on bad input; `main` prints it as one line and
+//! exits non-zero. Nothing here panics on user input.
+
+mod args;
+mod bench;
+mod generate;
+mod init_model;
+mod jsonl;
+mod score;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use softcot_core::Result;
+
+/// softcot: reinforcement learning of continuous (soft) chains of thought, and inference anywhere.
+#[derive(Parser)]
+#[command(name = "softcot", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Log-probabilities of texts or token ids under a model (log-likelihood evaluation).
+    Score(score::ScoreArgs),
+    /// Think (hard, soft or fuzzy), then answer, from one prompt.
+    Generate(generate::GenerateArgs),
+    /// Write a randomly initialised model in HF format (no download needed).
+    InitModel(init_model::InitArgs),
+    /// Measure throughput: prefill, decode, soft decode, matmul.
+    Bench(bench::BenchArgs),
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Score(a) => score::run(a),
+        Cmd::Generate(a) => generate::run(a),
+        Cmd::InitModel(a) => init_model::run(a),
+        Cmd::Bench(a) => bench::run(a),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

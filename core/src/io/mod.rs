@@ -8,8 +8,10 @@
 
 pub mod config;
 pub mod fsutil;
+pub mod byte_tokenizer;
 pub mod model_dir;
 pub mod safetensors;
+pub mod save;
 pub mod tokenizer;
 
 pub use model_dir::ModelDir;

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod forward;
+pub mod init;
 pub mod params;
 
 pub use config::{Arch, ModelConfig, RopeScaling};

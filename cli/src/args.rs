@@ -1,0 +1,48 @@
+//! Options shared by several commands, and backend selection.
+
+use clap::ValueEnum;
+use softcot_core::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Float32 on the CPU (gemm crate, rayon threads, SIMD).
+    Cpu,
+    /// Any GPU through wgpu (Vulkan, Metal, DX12).
+    Wgpu,
+    /// NVIDIA GPUs through CUDA.
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Text,
+}
+
+/// Runs `$body` with `$be` bound to the chosen backend. GPU backends that are not available report
+/// it plainly (a clear error, non-zero exit).
+#[macro_export]
+macro_rules! with_backend {
+    ($kind:expr, |$be:ident| $body:expr) => {
+        match $kind {
+            $crate::args::BackendKind::Cpu => {
+                let $be = softcot_cpu::CpuBackend::new();
+                $body
+            }
+            $crate::args::BackendKind::Wgpu => softcot_wgpu::probe(),
+            $crate::args::BackendKind::Cuda => softcot_cuda::probe(),
+        }
+    };
+}
+
+/// Parses `1,2,3` into ids (the error names the flag and the bad item).
+pub fn parse_ids(s: &str, flag: &str) -> Result<Vec<u32>> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<u32>()
+                .map_err(|_| softcot_core::Error::invalid(format!("{flag}: `{t}` is not a token id")))
+        })
+        .collect()
+}

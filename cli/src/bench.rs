@@ -1,0 +1,168 @@
+//! `softcot bench`: throughput of the workloads of docs/BENCHMARKS.md, to run alternately with
+//! `shared/tools/pytorch_bench.py` on the same machine.
+//!
+//! - `prefill`: B x P random tokens, one forward with the last position's logits; B*P / time.
+//! - `decode`: B prompts of P tokens, then N greedy hard tokens with the KV cache, prefill included;
+//!   B*N / time (as `model.generate` is timed).
+//! - `soft-decode`: the same with soft thinking (tau 0.5, noise gamma 0.33).
+//! - `matmul`: an N x N x N float32 product (the machine's GEMM rate, the physical yardstick).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use serde_json::json;
+use softcot_core::backend::Gemm;
+use softcot_core::io::ModelDir;
+use softcot_core::model::{Batch, Input, LogitRows, Model};
+use softcot_core::think::{generate, ThinkConfig, ThinkMode};
+use softcot_core::{philox, Backend, Error, Result};
+
+use crate::args::{BackendKind, Format};
+use crate::with_backend;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    Prefill,
+    Decode,
+    SoftDecode,
+    Matmul,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// HF model folder (not needed for `matmul`).
+    #[arg(long, required_unless_present_any = ["workload"])]
+    model: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    workload: Workload,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    #[arg(long, default_value_t = 64)]
+    prompt_len: usize,
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    /// Timed repeats after one untimed warm-up.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Matrix size of the `matmul` workload.
+    #[arg(long, default_value_t = 2048)]
+    size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value = "cpu")]
+    backend: BackendKind,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// The per-repeat measure of a workload: (work units, seconds).
+type Sample = (f64, f64);
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    if a.repeats == 0 || a.batch == 0 {
+        return Err(Error::invalid("--repeats and --batch must be positive"));
+    }
+    with_backend!(a.backend, |be| bench_on(&be, &a))
+}
+
+fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
+    let (label, unit, samples, extra) = if a.workload == Workload::Matmul {
+        let n = a.size;
+        let g = Gemm::nn(n, n, n);
+        let x = be.upload(&random_vec(n * n, a.seed))?;
+        let mut c = be.zeros(n * n)?;
+        let samples = repeat(be, a.repeats, || {
+            be.gemm(&mut c, &x, &x, g)?;
+            Ok(2.0 * (n as f64).powi(3) / 1e9)
+        })?;
+        ("matmul", "gflops", samples, json!({"size": n}))
+    } else {
+        let dir = a.model.as_ref().ok_or_else(|| Error::invalid("--model is required for this workload"))?;
+        let md = ModelDir::open(dir)?;
+        let model = md.load(be)?;
+        let prompts: Vec<Vec<u32>> = (0..a.batch)
+            .map(|b| (0..a.prompt_len).map(|i| random_id(a.seed, b, i, model.cfg.vocab_size)).collect())
+            .collect();
+        let samples = match a.workload {
+            Workload::Prefill => prefill(be, &model, &prompts, a.repeats)?,
+            Workload::Decode | Workload::SoftDecode => {
+                let mode = if a.workload == Workload::Decode { ThinkMode::Hard } else { ThinkMode::Soft };
+                let mut cfg = ThinkConfig::new(mode);
+                cfg.greedy = mode == ThinkMode::Hard;
+                cfg.stop = false;
+                cfg.think_tokens = a.new_tokens;
+                cfg.answer_tokens = 0;
+                cfg.seed = a.seed;
+                let streams: Vec<u32> = (0..a.batch as u32).collect();
+                repeat(be, a.repeats, || {
+                    generate(be, &model, &prompts, &streams, &cfg, &md.tokenizer)?;
+                    Ok((a.batch * a.new_tokens) as f64)
+                })?
+            }
+            Workload::Matmul => unreachable!("handled above"),
+        };
+        let label = match a.workload {
+            Workload::Prefill => "prefill",
+            Workload::Decode => "decode",
+            _ => "soft-decode",
+        };
+        let extra = json!({"model": dir.display().to_string(), "arch": model.cfg.name_hint(),
+                           "batch": a.batch, "prompt_len": a.prompt_len, "new_tokens": a.new_tokens});
+        (label, "tokens_per_s", samples, extra)
+    };
+    let mut rates: Vec<f64> = samples.iter().map(|(w, s)| w / s).collect();
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    let (min, max) = (rates[0], rates[rates.len() - 1]);
+    match a.format {
+        Format::Json => {
+            let mut v = json!({"workload": label, "backend": be.name(), "repeats": a.repeats,
+                               unit: {"median": median, "min": min, "max": max},
+                               "seconds": samples.iter().map(|s| s.1).collect::<Vec<_>>()});
+            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+                o.extend(e.clone());
+            }
+            println!("{v}");
+        }
+        Format::Text => println!("{label}: {median:.1} {unit} (median of {}, min {min:.1}, max {max:.1}) on {}", a.repeats, be.name()),
+    }
+    Ok(())
+}
+
+/// One untimed warm-up, then `n` timed runs of `f` (which returns its work units).
+fn repeat<B: Backend>(be: &B, n: usize, mut f: impl FnMut() -> Result<f64>) -> Result<Vec<Sample>> {
+    f()?;
+    be.sync()?;
+    (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let w = f()?;
+            be.sync()?;
+            Ok((w, t.elapsed().as_secs_f64()))
+        })
+        .collect()
+}
+
+fn prefill<B: Backend>(be: &B, model: &Model<B>, prompts: &[Vec<u32>], repeats: usize) -> Result<Vec<Sample>> {
+    let (b, p) = (prompts.len(), prompts[0].len());
+    let mut ws = model.new_workspace(be, b * p, b)?;
+    let mut cache = model.new_cache(be, b, p)?;
+    let ids = be.upload_ids(&prompts.concat())?;
+    let slots = be.upload_ids(&(0..b as u32).collect::<Vec<_>>())?;
+    let start = be.upload_ids(&vec![0; b])?;
+    repeat(be, repeats, || {
+        let batch = Batch { input: Input::Ids(&ids), slots: &slots, start: &start, b, t: p, max_end: p, logits: LogitRows::Last };
+        model.forward(be, &mut ws, &mut cache, &batch)?;
+        Ok((b * p) as f64)
+    })
+}
+
+fn random_id(seed: u64, b: usize, i: usize, v: usize) -> u32 {
+    let w = philox::philox4x32_10([i as u32, 0, b as u32, 7], philox::key_of(seed));
+    (w[0] as u64 * v as u64 >> 32) as u32
+}
+
+fn random_vec(n: usize, seed: u64) -> Vec<f32> {
+    (0..n).map(|i| philox::noise_at(seed, 99, 0, i as u32)).collect()
+}

@@ -1,0 +1,127 @@
+//! Randomly initialised models (for experiments and benchmarks without downloads) and the named
+//! presets of `softcot init-model`.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use super::config::{Arch, ModelConfig, RopeScaling};
+use super::params::param_specs;
+use crate::dtype::DType;
+use crate::philox;
+
+/// HF's default `initializer_range`: weights ~ N(0, 0.02^2); norms 1; biases 0.
+pub const INIT_STD: f32 = 0.02;
+
+/// Every parameter of `cfg` as (name, shape, values), deterministic in `seed`.
+pub fn random_params(cfg: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let (specs, _) = param_specs(cfg);
+    specs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, shape))| {
+            let n: usize = shape.iter().product();
+            let values = if name.ends_with("norm.weight") {
+                alloc::vec![1.0; n]
+            } else if name.ends_with(".bias") {
+                alloc::vec![0.0; n]
+            } else {
+                // One Philox stream per tensor: values do not depend on the order tensors are made in.
+                (0..n).map(|j| INIT_STD * philox::noise_at(seed, i as u32, 0, j as u32)).collect()
+            };
+            (name, shape, values)
+        })
+        .collect()
+}
+
+/// Names of the presets.
+pub const PRESETS: &[&str] = &["tiny", "bench-125m", "llama-3.2-3b", "llama-3.1-8b", "qwen2.5-3b"];
+
+/// A named architecture (random weights; the vocabulary size is part of the preset).
+pub fn preset(name: &str) -> Option<ModelConfig> {
+    let llama3_rope = |factor: f64| RopeScaling::Llama3 {
+        factor,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 8192.0,
+    };
+    let base = ModelConfig {
+        arch: Arch::Llama,
+        vocab_size: 32000,
+        hidden_size: 768,
+        intermediate_size: 2048,
+        num_hidden_layers: 12,
+        num_attention_heads: 12,
+        num_key_value_heads: 4,
+        head_dim: 64,
+        rms_norm_eps: 1e-5,
+        rope_theta: 500000.0,
+        rope_scaling: RopeScaling::None,
+        max_position_embeddings: 2048,
+        tie_word_embeddings: false,
+        qkv_bias: false,
+        o_bias: false,
+        dtype: DType::F32,
+        bos_token_id: None,
+        eos_token_ids: Vec::new(),
+    };
+    Some(match name {
+        // A few hundred thousand parameters: the quick start and end-to-end tests.
+        "tiny" => ModelConfig {
+            vocab_size: 258,
+            hidden_size: 64,
+            intermediate_size: 176,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: 16,
+            ..base
+        },
+        // The CPU benchmark model (the same shape as shared/tools/pytorch_bench.py --make-model).
+        "bench-125m" => base,
+        "llama-3.2-3b" => ModelConfig {
+            vocab_size: 128256,
+            hidden_size: 3072,
+            intermediate_size: 8192,
+            num_hidden_layers: 28,
+            num_attention_heads: 24,
+            num_key_value_heads: 8,
+            head_dim: 128,
+            rope_scaling: llama3_rope(32.0),
+            max_position_embeddings: 131072,
+            tie_word_embeddings: true,
+            dtype: DType::BF16,
+            ..base
+        },
+        "llama-3.1-8b" => ModelConfig {
+            vocab_size: 128256,
+            hidden_size: 4096,
+            intermediate_size: 14336,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            num_key_value_heads: 8,
+            head_dim: 128,
+            rope_scaling: llama3_rope(8.0),
+            max_position_embeddings: 131072,
+            dtype: DType::BF16,
+            ..base
+        },
+        "qwen2.5-3b" => ModelConfig {
+            arch: Arch::Qwen2,
+            vocab_size: 151936,
+            hidden_size: 2048,
+            intermediate_size: 11008,
+            num_hidden_layers: 36,
+            num_attention_heads: 16,
+            num_key_value_heads: 2,
+            head_dim: 128,
+            rms_norm_eps: 1e-6,
+            rope_theta: 1_000_000.0,
+            max_position_embeddings: 32768,
+            tie_word_embeddings: true,
+            qkv_bias: true,
+            dtype: DType::BF16,
+            ..base
+        },
+        _ => return None,
+    })
+}
