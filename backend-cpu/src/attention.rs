@@ -21,7 +21,10 @@ fn check_rows(slots: &[u32], start: &[u32], s: &AttnShape, what: &str) -> Result
         }
     }
     if s.head_dim > MAX_HEAD_DIM {
-        return Err(Error::unsupported(format!("{what}: head_dim {} exceeds {MAX_HEAD_DIM}", s.head_dim)));
+        return Err(Error::unsupported(format!(
+            "{what}: head_dim {} exceeds {MAX_HEAD_DIM}",
+            s.head_dim
+        )));
     }
     Ok(())
 }
@@ -88,36 +91,41 @@ pub fn attention(
         None => None,
     };
     let group = h / hkv;
-    out[..n].par_chunks_mut(hd).zip(q[..n].par_chunks(hd)).enumerate().with_min_len(8).for_each(|(row, (o, qr))| {
-        let lse_ptr = lse_ptr;
-        let (b, rest) = (row / (t * h), row % (t * h));
-        let (i, head) = (rest / h, rest % h);
-        let len = start[b] as usize + i + 1;
-        let base = slots[b] as usize * slot_len + (head / group) * s.t_max * hd;
-        let mut acc = [0f32; MAX_HEAD_DIM];
-        let acc = &mut acc[..hd];
-        let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-        for j in 0..len {
-            let kr = &k_cache[base + j * hd..base + (j + 1) * hd];
-            let score = qr.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * s.scale;
-            if score > m {
-                // A new maximum: rescale what was accumulated under the old one.
-                let c = (m - score).exp();
-                sum *= c;
-                acc.iter_mut().for_each(|a| *a *= c);
-                m = score;
+    out[..n]
+        .par_chunks_mut(hd)
+        .zip(q[..n].par_chunks(hd))
+        .enumerate()
+        .with_min_len(8)
+        .for_each(|(row, (o, qr))| {
+            let lse_ptr = lse_ptr;
+            let (b, rest) = (row / (t * h), row % (t * h));
+            let (i, head) = (rest / h, rest % h);
+            let len = start[b] as usize + i + 1;
+            let base = slots[b] as usize * slot_len + (head / group) * s.t_max * hd;
+            let mut acc = [0f32; MAX_HEAD_DIM];
+            let acc = &mut acc[..hd];
+            let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+            for j in 0..len {
+                let kr = &k_cache[base + j * hd..base + (j + 1) * hd];
+                let score = qr.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * s.scale;
+                if score > m {
+                    // A new maximum: rescale what was accumulated under the old one.
+                    let c = (m - score).exp();
+                    sum *= c;
+                    acc.iter_mut().for_each(|a| *a *= c);
+                    m = score;
+                }
+                let p = (score - m).exp();
+                sum += p;
+                let vr = &v_cache[base + j * hd..base + (j + 1) * hd];
+                acc.iter_mut().zip(vr).for_each(|(a, &v)| *a += p * v);
             }
-            let p = (score - m).exp();
-            sum += p;
-            let vr = &v_cache[base + j * hd..base + (j + 1) * hd];
-            acc.iter_mut().zip(vr).for_each(|(a, &v)| *a += p * v);
-        }
-        let inv = 1.0 / sum;
-        o.iter_mut().zip(acc.iter()).for_each(|(o, &a)| *o = a * inv);
-        if let Some(p) = lse_ptr {
-            // SAFETY: index (b, head, i) < B * H * T (checked above) and unique to this row.
-            unsafe { *p.0.add((b * h + head) * t + i) = m + sum.ln() };
-        }
-    });
+            let inv = 1.0 / sum;
+            o.iter_mut().zip(acc.iter()).for_each(|(o, &a)| *o = a * inv);
+            if let Some(p) = lse_ptr {
+                // SAFETY: index (b, head, i) < B * H * T (checked above) and unique to this row.
+                unsafe { *p.0.add((b * h + head) * t + i) = m + sum.ln() };
+            }
+        });
     Ok(())
 }

@@ -26,12 +26,26 @@ pub fn gemm(c: &mut [f32], a: &[f32], b: &[f32], g: Gemm) -> Result<()> {
     // A batch of single rows against one shared `b` (the lm_head on each row's last token) is one
     // product whose rows of `a` are `stride_a` apart.
     if g.batch > 1 && g.m == 1 && g.stride_b == 0 && !g.trans_a && g.stride_c == g.n {
-        let rows = Rows { m: g.batch, lda: g.stride_a, off_a: g.off_a };
+        let rows = Rows {
+            m: g.batch,
+            lda: g.stride_a,
+            off_a: g.off_a,
+        };
         return product(&mut c[g.off_c..], a, &b[g.off_b..], rows, g);
     }
     for i in 0..g.batch {
-        let rows = Rows { m: g.m, lda: if g.trans_a { g.m } else { g.k }, off_a: g.off_a + i * g.stride_a };
-        product(&mut c[g.off_c + i * g.stride_c..], a, &b[g.off_b + i * g.stride_b..], rows, g)?;
+        let rows = Rows {
+            m: g.m,
+            lda: if g.trans_a { g.m } else { g.k },
+            off_a: g.off_a + i * g.stride_a,
+        };
+        product(
+            &mut c[g.off_c + i * g.stride_c..],
+            a,
+            &b[g.off_b + i * g.stride_b..],
+            rows,
+            g,
+        )?;
     }
     Ok(())
 }
@@ -60,14 +74,32 @@ fn product(c: &mut [f32], a: &[f32], b: &[f32], rows: Rows, g: Gemm) -> Result<(
     if !g.trans_a && !g.trans_b && m <= SKINNY_MAX_M && has_avx512() {
         for i0 in (0..m).step_by(8) {
             let r = (m - i0).min(8);
-            skinny_nn(&mut c[i0 * n..(i0 + r) * n], &a[rows.off_a + i0 * rows.lda..], rows.lda, b, r, n, k, g.alpha, g.beta);
+            skinny_nn(
+                &mut c[i0 * n..(i0 + r) * n],
+                &a[rows.off_a + i0 * rows.lda..],
+                rows.lda,
+                b,
+                r,
+                n,
+                k,
+                g.alpha,
+                g.beta,
+            );
         }
         return Ok(());
     }
     let a = &a[rows.off_a..];
-    let (a_rs, a_cs) = if g.trans_a { (1, rows.lda as isize) } else { (rows.lda as isize, 1) };
+    let (a_rs, a_cs) = if g.trans_a {
+        (1, rows.lda as isize)
+    } else {
+        (rows.lda as isize, 1)
+    };
     let (b_rs, b_cs) = if g.trans_b { (1, k as isize) } else { (n as isize, 1) };
-    let par = if m * n * k >= PARALLEL_MIN_MACS { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    let par = if m * n * k >= PARALLEL_MIN_MACS {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: the lengths were checked against the strides above (required_lens covers every element
     // the strides reach), and `c` does not alias `a` or `b` (distinct borrows).
     unsafe {
@@ -107,7 +139,11 @@ unsafe impl Sync for SendPtr {}
 #[allow(clippy::too_many_arguments)]
 pub fn skinny(c: &mut [f32], a: &[f32], lda: usize, w: &[f32], m: usize, n: usize, k: usize, alpha: f32, beta: f32) {
     let threads = rayon::current_num_threads().max(1);
-    let block = if m * n * k < PARALLEL_MIN_MACS { n } else { n.div_ceil(threads * 8).max(16) };
+    let block = if m * n * k < PARALLEL_MIN_MACS {
+        n
+    } else {
+        n.div_ceil(threads * 8).max(16)
+    };
     let cp = SendPtr(c.as_mut_ptr());
     (0..n.div_ceil(block)).into_par_iter().for_each(|bi| {
         let cp = cp;
@@ -151,35 +187,38 @@ const NN_COLS: usize = 32;
 fn skinny_nn(c: &mut [f32], a: &[f32], lda: usize, b: &[f32], m: usize, n: usize, k: usize, alpha: f32, beta: f32) {
     let cp = SendPtr(c.as_mut_ptr());
     let min_len = if m * n * k < PARALLEL_MIN_MACS { n } else { 1 };
-    (0..n.div_ceil(NN_COLS)).into_par_iter().with_min_len(min_len).for_each(|chunk| {
-        let cp = cp;
-        let c0 = chunk * NN_COLS;
-        let width = (n - c0).min(NN_COLS);
-        let mut acc = [[0f32; NN_COLS]; 8];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX-512F is present (the caller checked); reads stay within a[m, lda] and b[k, n].
-        unsafe {
-            match m {
-                8 => x86::nn_block::<8>(a, lda, b, n, k, c0, width, &mut acc),
-                7 => x86::nn_block::<7>(a, lda, b, n, k, c0, width, &mut acc),
-                6 => x86::nn_block::<6>(a, lda, b, n, k, c0, width, &mut acc),
-                5 => x86::nn_block::<5>(a, lda, b, n, k, c0, width, &mut acc),
-                4 => x86::nn_block::<4>(a, lda, b, n, k, c0, width, &mut acc),
-                3 => x86::nn_block::<3>(a, lda, b, n, k, c0, width, &mut acc),
-                2 => x86::nn_block::<2>(a, lda, b, n, k, c0, width, &mut acc),
-                _ => x86::nn_block::<1>(a, lda, b, n, k, c0, width, &mut acc),
-            }
-        }
-        for (i, row) in acc.iter().enumerate().take(m) {
-            for (j, &s) in row.iter().enumerate().take(width) {
-                // SAFETY: (i, c0 + j) lies in c[m, n]; these columns belong to this task alone.
-                unsafe {
-                    let p = cp.0.add(i * n + c0 + j);
-                    *p = if beta == 0.0 { alpha * s } else { alpha * s + beta * *p };
+    (0..n.div_ceil(NN_COLS))
+        .into_par_iter()
+        .with_min_len(min_len)
+        .for_each(|chunk| {
+            let cp = cp;
+            let c0 = chunk * NN_COLS;
+            let width = (n - c0).min(NN_COLS);
+            let mut acc = [[0f32; NN_COLS]; 8];
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: AVX-512F is present (the caller checked); reads stay within a[m, lda] and b[k, n].
+            unsafe {
+                match m {
+                    8 => x86::nn_block::<8>(a, lda, b, n, k, c0, width, &mut acc),
+                    7 => x86::nn_block::<7>(a, lda, b, n, k, c0, width, &mut acc),
+                    6 => x86::nn_block::<6>(a, lda, b, n, k, c0, width, &mut acc),
+                    5 => x86::nn_block::<5>(a, lda, b, n, k, c0, width, &mut acc),
+                    4 => x86::nn_block::<4>(a, lda, b, n, k, c0, width, &mut acc),
+                    3 => x86::nn_block::<3>(a, lda, b, n, k, c0, width, &mut acc),
+                    2 => x86::nn_block::<2>(a, lda, b, n, k, c0, width, &mut acc),
+                    _ => x86::nn_block::<1>(a, lda, b, n, k, c0, width, &mut acc),
                 }
             }
-        }
-    });
+            for (i, row) in acc.iter().enumerate().take(m) {
+                for (j, &s) in row.iter().enumerate().take(width) {
+                    // SAFETY: (i, c0 + j) lies in c[m, n]; these columns belong to this task alone.
+                    unsafe {
+                        let p = cp.0.add(i * n + c0 + j);
+                        *p = if beta == 0.0 { alpha * s } else { alpha * s + beta * *p };
+                    }
+                }
+            }
+        });
 }
 
 /// out[i] = a[i * lda ..][..k] . w for i < m; `next` is the weight row that follows (prefetched).
@@ -239,7 +278,14 @@ mod x86 {
     /// R rows against one weight row, 16 lanes x 2 accumulators per row; prefetches `next` (the
     /// weight row a few rows ahead) so the stream of weights arrives before it is needed.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn dot_rows_512<const R: usize>(a: &[f32], lda: usize, i0: usize, w: &[f32], next: &[f32], out: &mut [f32]) {
+    pub unsafe fn dot_rows_512<const R: usize>(
+        a: &[f32],
+        lda: usize,
+        i0: usize,
+        w: &[f32],
+        next: &[f32],
+        out: &mut [f32],
+    ) {
         let k = w.len();
         let mut acc0 = [_mm512_setzero_ps(); R];
         let mut acc1 = [_mm512_setzero_ps(); R];
@@ -281,8 +327,18 @@ mod x86 {
         acc: &mut [[f32; 32]; 8],
     ) {
         const AHEAD: usize = 16;
-        let m0: __mmask16 = if width >= 16 { 0xffff } else { (1u32 << width) as u16 - 1 };
-        let m1: __mmask16 = if width >= 32 { 0xffff } else if width > 16 { (1u32 << (width - 16)) as u16 - 1 } else { 0 };
+        let m0: __mmask16 = if width >= 16 {
+            0xffff
+        } else {
+            (1u32 << width) as u16 - 1
+        };
+        let m1: __mmask16 = if width >= 32 {
+            0xffff
+        } else if width > 16 {
+            (1u32 << (width - 16)) as u16 - 1
+        } else {
+            0
+        };
         let mut s0 = [_mm512_setzero_ps(); R];
         let mut s1 = [_mm512_setzero_ps(); R];
         let bp = b.as_ptr().add(c0);

@@ -13,11 +13,14 @@ pub fn softmax(p: &mut [f32], logits: &[f32], rows: usize, v: usize, tau: f32) -
     need(p.len(), rows * v, "softmax: p")?;
     need(logits.len(), rows * v, "softmax: logits")?;
     let inv_tau = 1.0 / tau;
-    p[..rows * v].par_chunks_mut(v).zip(logits[..rows * v].par_chunks(v)).for_each(|(pr, z)| {
-        let m = fastmath::max(z);
-        let s = fastmath::exp_shifted(pr, z, m, inv_tau);
-        fastmath::scale(pr, 1.0 / s);
-    });
+    p[..rows * v]
+        .par_chunks_mut(v)
+        .zip(logits[..rows * v].par_chunks(v))
+        .for_each(|(pr, z)| {
+            let m = fastmath::max(z);
+            let s = fastmath::exp_shifted(pr, z, m, inv_tau);
+            fastmath::scale(pr, 1.0 / s);
+        });
     Ok(())
 }
 
@@ -27,13 +30,19 @@ pub fn logprob_gather(out: &mut [f32], logits: &[f32], targets: &[u32], rows: us
     need(logits.len(), rows * v, "logprob_gather: logits")?;
     need(targets.len(), rows, "logprob_gather: targets")?;
     if let Some(&bad) = targets[..rows].iter().find(|&&t| t as usize >= v) {
-        return Err(Error::invalid(format!("token id {bad} is outside the vocabulary (size {v})")));
+        return Err(Error::invalid(format!(
+            "token id {bad} is outside the vocabulary (size {v})"
+        )));
     }
-    out[..rows].par_iter_mut().zip(logits[..rows * v].par_chunks(v)).zip(&targets[..rows]).for_each(|((o, z), &t)| {
-        let m = fastmath::max(z);
-        let s = fastmath::sum_exp_shifted(z, m, 1.0);
-        *o = z[t as usize] - m - s.ln();
-    });
+    out[..rows]
+        .par_iter_mut()
+        .zip(logits[..rows * v].par_chunks(v))
+        .zip(&targets[..rows])
+        .for_each(|((o, z), &t)| {
+            let m = fastmath::max(z);
+            let s = fastmath::sum_exp_shifted(z, m, 1.0);
+            *o = z[t as usize] - m - s.ln();
+        });
     Ok(())
 }
 
@@ -41,48 +50,72 @@ pub fn logprob_gather(out: &mut [f32], logits: &[f32], targets: &[u32], rows: us
 pub fn argmax(ids: &mut [u32], x: &[f32], rows: usize, v: usize) -> Result<()> {
     need(ids.len(), rows, "argmax: ids")?;
     need(x.len(), rows * v, "argmax: x")?;
-    ids[..rows].par_iter_mut().zip(x[..rows * v].par_chunks(v)).for_each(|(id, z)| {
-        let m = fastmath::max(z);
-        *id = z.iter().position(|&a| a == m).unwrap_or(0) as u32;
-    });
+    ids[..rows]
+        .par_iter_mut()
+        .zip(x[..rows * v].par_chunks(v))
+        .for_each(|(id, z)| {
+            let m = fastmath::max(z);
+            *id = z.iter().position(|&a| a == m).unwrap_or(0) as u32;
+        });
     Ok(())
 }
 
 /// Inverse-CDF sample of softmax(logits / tau) with u = sample_uniform(seed, streams[r], steps[r]).
 /// ids, streams, steps: [rows]; logits: [rows, V]
 #[allow(clippy::too_many_arguments)]
-pub fn sample(ids: &mut [u32], logits: &[f32], rows: usize, v: usize, tau: f32, seed: u64, streams: &[u32], steps: &[u32]) -> Result<()> {
+pub fn sample(
+    ids: &mut [u32],
+    logits: &[f32],
+    rows: usize,
+    v: usize,
+    tau: f32,
+    seed: u64,
+    streams: &[u32],
+    steps: &[u32],
+) -> Result<()> {
     need(ids.len(), rows, "sample: ids")?;
     need(logits.len(), rows * v, "sample: logits")?;
     need(streams.len(), rows, "sample: streams")?;
     need(steps.len(), rows, "sample: steps")?;
     let inv_tau = 1.0 / tau;
-    ids[..rows].par_iter_mut().zip(logits[..rows * v].par_chunks(v)).enumerate().for_each(|(r, (id, z))| {
-        let m = fastmath::max(z);
-        let total = fastmath::sum_exp_shifted(z, m, inv_tau);
-        let target = sample_uniform(seed, streams[r], steps[r]) * total;
-        // The scan's sum may fall short of `total` by rounding: then the last token with mass wins.
-        let mut acc = 0f32;
-        let mut pick = None;
-        let mut last_pos = 0;
-        for (i, &x) in z.iter().enumerate() {
-            let e = fastmath::exp((x - m) * inv_tau);
-            if e > 0.0 {
-                last_pos = i;
+    ids[..rows]
+        .par_iter_mut()
+        .zip(logits[..rows * v].par_chunks(v))
+        .enumerate()
+        .for_each(|(r, (id, z))| {
+            let m = fastmath::max(z);
+            let total = fastmath::sum_exp_shifted(z, m, inv_tau);
+            let target = sample_uniform(seed, streams[r], steps[r]) * total;
+            // The scan's sum may fall short of `total` by rounding: then the last token with mass wins.
+            let mut acc = 0f32;
+            let mut pick = None;
+            let mut last_pos = 0;
+            for (i, &x) in z.iter().enumerate() {
+                let e = fastmath::exp((x - m) * inv_tau);
+                if e > 0.0 {
+                    last_pos = i;
+                }
+                acc += e;
+                if acc > target {
+                    pick = Some(i);
+                    break;
+                }
             }
-            acc += e;
-            if acc > target {
-                pick = Some(i);
-                break;
-            }
-        }
-        *id = pick.unwrap_or(last_pos) as u32;
-    });
+            *id = pick.unwrap_or(last_pos) as u32;
+        });
     Ok(())
 }
 
 /// x[r, i] += sigma * noise_at(seed, streams[r], steps[r], i). x: [rows, d]; streams, steps: [rows]
-pub fn add_noise(x: &mut [f32], rows: usize, d: usize, sigma: f32, seed: u64, streams: &[u32], steps: &[u32]) -> Result<()> {
+pub fn add_noise(
+    x: &mut [f32],
+    rows: usize,
+    d: usize,
+    sigma: f32,
+    seed: u64,
+    streams: &[u32],
+    steps: &[u32],
+) -> Result<()> {
     need(x.len(), rows * d, "add_noise: x")?;
     need(streams.len(), rows, "add_noise: streams")?;
     need(steps.len(), rows, "add_noise: steps")?;

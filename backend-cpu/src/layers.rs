@@ -29,7 +29,15 @@ pub fn add(y: &mut [f32], x: &[f32], n: usize) -> Result<()> {
 
 /// out = x * rsqrt(mean(x^2) + eps) * w per row, statistics in float32 as HF computes them.
 /// out, x: [rows, d]; w: [d]; rstd: [rows]
-pub fn rmsnorm(out: &mut [f32], rstd: Option<&mut [f32]>, x: &[f32], w: &[f32], rows: usize, d: usize, eps: f32) -> Result<()> {
+pub fn rmsnorm(
+    out: &mut [f32],
+    rstd: Option<&mut [f32]>,
+    x: &[f32],
+    w: &[f32],
+    rows: usize,
+    d: usize,
+    eps: f32,
+) -> Result<()> {
     need(out.len(), rows * d, "rmsnorm: out")?;
     need(x.len(), rows * d, "rmsnorm: x")?;
     need(w.len(), d, "rmsnorm: w")?;
@@ -45,9 +53,14 @@ pub fn rmsnorm(out: &mut [f32], rstd: Option<&mut [f32]>, x: &[f32], w: &[f32], 
         }
         r
     };
-    let rows_out = out[..rows * d].par_chunks_mut(d).zip(x[..rows * d].par_chunks(d)).with_min_len(ROWS_PER_TASK);
+    let rows_out = out[..rows * d]
+        .par_chunks_mut(d)
+        .zip(x[..rows * d].par_chunks(d))
+        .with_min_len(ROWS_PER_TASK);
     match rstd {
-        Some(r) => rows_out.zip(r[..rows].par_iter_mut()).for_each(|((o, xr), rs)| *rs = norm_row(o, xr)),
+        Some(r) => rows_out
+            .zip(r[..rows].par_iter_mut())
+            .for_each(|((o, xr), rs)| *rs = norm_row(o, xr)),
         None => rows_out.for_each(|(o, xr)| {
             norm_row(o, xr);
         }),
@@ -65,26 +78,32 @@ pub fn rope(x: &mut [f32], start: &[u32], inv_freq: &[f32], s: RopeShape) -> Res
     need(start.len(), s.b, "rope: start")?;
     need(inv_freq.len(), half, "rope: inv_freq")?;
     if hd > MAX_HEAD_DIM {
-        return Err(Error::unsupported(format!("rope: head_dim {hd} exceeds {MAX_HEAD_DIM}")));
+        return Err(Error::unsupported(format!(
+            "rope: head_dim {hd} exceeds {MAX_HEAD_DIM}"
+        )));
     }
-    x[..s.b * s.t * row].par_chunks_mut(row).enumerate().with_min_len(4).for_each(|(tok, xr)| {
-        let (b, i) = (tok / s.t, tok % s.t);
-        let pos = (start[b] as usize + i) as f32;
-        // cos/sin once per token, shared by every head. cs: [hd / 2] pairs
-        let mut cs = [(0f32, 0f32); 256];
-        for (j, c) in cs.iter_mut().take(half).enumerate() {
-            let a = pos * inv_freq[j];
-            *c = (a.cos() * s.scaling, a.sin() * s.scaling);
-        }
-        for head in xr.chunks_exact_mut(hd) {
-            let (lo, hi) = head.split_at_mut(half);
-            for ((x1, x2), &(c, sn)) in lo.iter_mut().zip(hi.iter_mut()).zip(&cs[..half]) {
-                let (a, b2) = (*x1, *x2);
-                *x1 = a * c - b2 * sn;
-                *x2 = b2 * c + a * sn;
+    x[..s.b * s.t * row]
+        .par_chunks_mut(row)
+        .enumerate()
+        .with_min_len(4)
+        .for_each(|(tok, xr)| {
+            let (b, i) = (tok / s.t, tok % s.t);
+            let pos = (start[b] as usize + i) as f32;
+            // cos/sin once per token, shared by every head. cs: [hd / 2] pairs
+            let mut cs = [(0f32, 0f32); 256];
+            for (j, c) in cs.iter_mut().take(half).enumerate() {
+                let a = pos * inv_freq[j];
+                *c = (a.cos() * s.scaling, a.sin() * s.scaling);
             }
-        }
-    });
+            for head in xr.chunks_exact_mut(hd) {
+                let (lo, hi) = head.split_at_mut(half);
+                for ((x1, x2), &(c, sn)) in lo.iter_mut().zip(hi.iter_mut()).zip(&cs[..half]) {
+                    let (a, b2) = (*x1, *x2);
+                    *x1 = a * c - b2 * sn;
+                    *x2 = b2 * c + a * sn;
+                }
+            }
+        });
     Ok(())
 }
 
@@ -116,7 +135,9 @@ pub fn embedding(out: &mut [f32], table: &[f32], ids: &[u32], rows: usize, d: us
     for (r, o) in out[..rows * d].chunks_exact_mut(d).enumerate() {
         let id = ids[r] as usize;
         if id >= v {
-            return Err(Error::invalid(format!("token id {id} is outside the vocabulary (size {v})")));
+            return Err(Error::invalid(format!(
+                "token id {id} is outside the vocabulary (size {v})"
+            )));
         }
         o.copy_from_slice(&table[id * d..(id + 1) * d]);
     }

@@ -34,7 +34,9 @@ impl CpuBackend {
 /// Checks that `len` elements are available in a buffer of `have` (op and argument named).
 pub(crate) fn need(have: usize, len: usize, what: &str) -> Result<()> {
     if have < len {
-        return Err(Error::invalid(format!("{what}: buffer holds {have} elements, {len} needed")));
+        return Err(Error::invalid(format!(
+            "{what}: buffer holds {have} elements, {len} needed"
+        )));
     }
     Ok(())
 }
@@ -106,7 +108,16 @@ impl Backend for CpuBackend {
         Ok(x.0[..n].iter().map(|&v| (v as f64) * (v as f64)).sum())
     }
 
-    fn rmsnorm(&self, out: &mut CpuBuf, rstd: Option<&mut CpuBuf>, x: &CpuBuf, w: &CpuBuf, rows: usize, d: usize, eps: f32) -> Result<()> {
+    fn rmsnorm(
+        &self,
+        out: &mut CpuBuf,
+        rstd: Option<&mut CpuBuf>,
+        x: &CpuBuf,
+        w: &CpuBuf,
+        rows: usize,
+        d: usize,
+        eps: f32,
+    ) -> Result<()> {
         layers::rmsnorm(&mut out.0, rstd.map(|r| &mut r.0[..]), &x.0, &w.0, rows, d, eps)
     }
     fn rope(&self, x: &mut CpuBuf, start: &CpuIds, inv_freq: &CpuBuf, s: RopeShape) -> Result<()> {
@@ -126,7 +137,16 @@ impl Backend for CpuBackend {
         start: &CpuIds,
         s: AttnShape,
     ) -> Result<()> {
-        attention::attention(&mut out.0, lse.map(|l| &mut l.0[..]), &q.0, &k_cache.0, &v_cache.0, &slots.0, &start.0, s)
+        attention::attention(
+            &mut out.0,
+            lse.map(|l| &mut l.0[..]),
+            &q.0,
+            &k_cache.0,
+            &v_cache.0,
+            &slots.0,
+            &start.0,
+            s,
+        )
     }
     fn swiglu(&self, out: &mut CpuBuf, gate: &CpuBuf, up: &CpuBuf, n: usize) -> Result<()> {
         layers::swiglu(&mut out.0, &gate.0, &up.0, n)
@@ -144,10 +164,29 @@ impl Backend for CpuBackend {
     fn argmax(&self, ids: &mut CpuIds, x: &CpuBuf, rows: usize, v: usize) -> Result<()> {
         heads::argmax(&mut ids.0, &x.0, rows, v)
     }
-    fn sample(&self, ids: &mut CpuIds, logits: &CpuBuf, rows: usize, v: usize, tau: f32, seed: u64, streams: &CpuIds, steps: &CpuIds) -> Result<()> {
+    fn sample(
+        &self,
+        ids: &mut CpuIds,
+        logits: &CpuBuf,
+        rows: usize,
+        v: usize,
+        tau: f32,
+        seed: u64,
+        streams: &CpuIds,
+        steps: &CpuIds,
+    ) -> Result<()> {
         heads::sample(&mut ids.0, &logits.0, rows, v, tau, seed, &streams.0, &steps.0)
     }
-    fn add_noise(&self, x: &mut CpuBuf, rows: usize, d: usize, sigma: f32, seed: u64, streams: &CpuIds, steps: &CpuIds) -> Result<()> {
+    fn add_noise(
+        &self,
+        x: &mut CpuBuf,
+        rows: usize,
+        d: usize,
+        sigma: f32,
+        seed: u64,
+        streams: &CpuIds,
+        steps: &CpuIds,
+    ) -> Result<()> {
         heads::add_noise(&mut x.0, rows, d, sigma, seed, &streams.0, &steps.0)
     }
     fn gather_rows(&self, dst: &mut CpuBuf, src: &CpuBuf, index: &CpuIds, rows: usize, d: usize) -> Result<()> {

@@ -8,7 +8,9 @@ use softcot_core::Error;
 
 /// Reports that the wgpu backend is not built yet (a clear error, never a panic).
 pub fn probe() -> Result<(), Error> {
-    Err(Error::backend("the wgpu backend is not implemented yet in this build of softcot; use --backend cpu"))
+    Err(Error::backend(
+        "the wgpu backend is not implemented yet in this build of softcot; use --backend cpu",
+    ))
 }
 
 #[cfg(test)]

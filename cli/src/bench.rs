@@ -78,16 +78,27 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
         })?;
         ("matmul", "gflops", samples, json!({"size": n}))
     } else {
-        let dir = a.model.as_ref().ok_or_else(|| Error::invalid("--model is required for this workload"))?;
+        let dir = a
+            .model
+            .as_ref()
+            .ok_or_else(|| Error::invalid("--model is required for this workload"))?;
         let md = ModelDir::open(dir)?;
         let model = md.load(be)?;
         let prompts: Vec<Vec<u32>> = (0..a.batch)
-            .map(|b| (0..a.prompt_len).map(|i| random_id(a.seed, b, i, model.cfg.vocab_size)).collect())
+            .map(|b| {
+                (0..a.prompt_len)
+                    .map(|i| random_id(a.seed, b, i, model.cfg.vocab_size))
+                    .collect()
+            })
             .collect();
         let samples = match a.workload {
             Workload::Prefill => prefill(be, &model, &prompts, a.repeats)?,
             Workload::Decode | Workload::SoftDecode => {
-                let mode = if a.workload == Workload::Decode { ThinkMode::Hard } else { ThinkMode::Soft };
+                let mode = if a.workload == Workload::Decode {
+                    ThinkMode::Hard
+                } else {
+                    ThinkMode::Soft
+                };
                 let mut cfg = ThinkConfig::new(mode);
                 cfg.greedy = mode == ThinkMode::Hard;
                 cfg.stop = false;
@@ -125,7 +136,11 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
             }
             println!("{v}");
         }
-        Format::Text => println!("{label}: {median:.1} {unit} (median of {}, min {min:.1}, max {max:.1}) on {}", a.repeats, be.name()),
+        Format::Text => println!(
+            "{label}: {median:.1} {unit} (median of {}, min {min:.1}, max {max:.1}) on {}",
+            a.repeats,
+            be.name()
+        ),
     }
     Ok(())
 }
@@ -152,7 +167,15 @@ fn prefill<B: Backend>(be: &B, model: &Model<B>, prompts: &[Vec<u32>], repeats: 
     let slots = be.upload_ids(&(0..b as u32).collect::<Vec<_>>())?;
     let start = be.upload_ids(&vec![0; b])?;
     repeat(be, repeats, || {
-        let batch = Batch { input: Input::Ids(&ids), slots: &slots, start: &start, b, t: p, max_end: p, logits: LogitRows::Last };
+        let batch = Batch {
+            input: Input::Ids(&ids),
+            slots: &slots,
+            start: &start,
+            b,
+            t: p,
+            max_end: p,
+            logits: LogitRows::Last,
+        };
         model.forward(be, &mut ws, &mut cache, &batch)?;
         Ok((b * p) as f64)
     })

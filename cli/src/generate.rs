@@ -123,7 +123,12 @@ fn run_on<B: Backend>(be: &B, md: &ModelDir, prompt: &[u32], cfg: &ThinkConfig, 
         ),
         Format::Text => {
             println!("{text}");
-            eprintln!("[{} thinking tokens, stopped by {}, {} answer tokens]", g.think_ids.len(), g.stopped_by.as_str(), g.answer_ids.len());
+            eprintln!(
+                "[{} thinking tokens, stopped by {}, {} answer tokens]",
+                g.think_ids.len(),
+                g.stopped_by.as_str(),
+                g.answer_ids.len()
+            );
         }
     }
     Ok(())

@@ -77,12 +77,24 @@ pub struct InitArgs {
 }
 
 pub fn run(a: InitArgs) -> Result<()> {
-    if a.out.exists() && !a.overwrite && std::fs::read_dir(&a.out).map(|mut d| d.next().is_some()).unwrap_or(false) {
-        return Err(Error::invalid(format!("--out {}: folder is not empty (use --overwrite)", a.out.display())));
+    if a.out.exists()
+        && !a.overwrite
+        && std::fs::read_dir(&a.out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        return Err(Error::invalid(format!(
+            "--out {}: folder is not empty (use --overwrite)",
+            a.out.display()
+        )));
     }
     let (tok_vocab, bos, eos) = match &a.vocab_from {
         Some(dir) => tokenizer_ids(dir)?,
-        None => (byte_tokenizer::VOCAB, Some(byte_tokenizer::BOS_ID), vec![byte_tokenizer::EOS_ID]),
+        None => (
+            byte_tokenizer::VOCAB,
+            Some(byte_tokenizer::BOS_ID),
+            vec![byte_tokenizer::EOS_ID],
+        ),
     };
     let mut cfg = base_config(&a, tok_vocab)?;
     if cfg.vocab_size < tok_vocab {
@@ -99,17 +111,31 @@ pub fn run(a: InitArgs) -> Result<()> {
     let n: usize = params.iter().map(|(_, _, v)| v.len()).sum();
     let tensors: Vec<OutTensor> = params
         .into_iter()
-        .map(|(name, shape, values)| OutTensor { name, shape, dtype: cfg.dtype, bytes: encode(cfg.dtype, &values) })
+        .map(|(name, shape, values)| OutTensor {
+            name,
+            shape,
+            dtype: cfg.dtype,
+            bytes: encode(cfg.dtype, &values),
+        })
         .collect();
     save_model(&a.out, &cfg, &tensors)?;
     match &a.vocab_from {
         Some(dir) => copy_tokenizer(dir, &a.out)?,
         None => {
             save_json(&a.out.join("tokenizer.json"), &byte_tokenizer::tokenizer_json())?;
-            save_json(&a.out.join("tokenizer_config.json"), &byte_tokenizer::tokenizer_config_json())?;
+            save_json(
+                &a.out.join("tokenizer_config.json"),
+                &byte_tokenizer::tokenizer_config_json(),
+            )?;
         }
     }
-    println!("wrote {} ({}; {:.1}M parameters, {})", a.out.display(), cfg.name_hint(), n as f64 / 1e6, cfg.dtype.hf_name());
+    println!(
+        "wrote {} ({}; {:.1}M parameters, {})",
+        a.out.display(),
+        cfg.name_hint(),
+        n as f64 / 1e6,
+        cfg.dtype.hf_name()
+    );
     Ok(())
 }
 
@@ -131,15 +157,22 @@ fn tokenizer_ids(dir: &Path) -> Result<(usize, Option<u32>, Vec<u32>)> {
 
 fn base_config(a: &InitArgs, tok_vocab: usize) -> Result<ModelConfig> {
     let mut cfg = match &a.preset {
-        Some(name) => preset(name).ok_or_else(|| {
-            Error::invalid(format!("--preset {name}: unknown (known: {})", PRESETS.join(", ")))
-        })?,
+        Some(name) => preset(name)
+            .ok_or_else(|| Error::invalid(format!("--preset {name}: unknown (known: {})", PRESETS.join(", "))))?,
         None => {
-            let hidden = a.hidden.ok_or_else(|| Error::invalid("give --preset or --hidden, --layers and --heads"))?;
-            let heads = a.heads.ok_or_else(|| Error::invalid("--heads is required without --preset"))?;
-            let layers = a.layers.ok_or_else(|| Error::invalid("--layers is required without --preset"))?;
+            let hidden = a
+                .hidden
+                .ok_or_else(|| Error::invalid("give --preset or --hidden, --layers and --heads"))?;
+            let heads = a
+                .heads
+                .ok_or_else(|| Error::invalid("--heads is required without --preset"))?;
+            let layers = a
+                .layers
+                .ok_or_else(|| Error::invalid("--layers is required without --preset"))?;
             if heads == 0 || hidden % heads != 0 && a.head_dim.is_none() {
-                return Err(Error::invalid("--hidden must be a multiple of --heads (or give --head-dim)"));
+                return Err(Error::invalid(
+                    "--hidden must be a multiple of --heads (or give --head-dim)",
+                ));
             }
             let qwen = a.arch == ArchArg::Qwen2;
             ModelConfig {

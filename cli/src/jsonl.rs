@@ -10,14 +10,20 @@ use softcot_core::{Error, Result};
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// Calls `f(line_number, object)` for every non-empty line of `path`.
-pub fn for_each_object(path: &Path, mut f: impl FnMut(usize, &serde_json::Map<String, Value>) -> Result<()>) -> Result<()> {
+pub fn for_each_object(
+    path: &Path,
+    mut f: impl FnMut(usize, &serde_json::Map<String, Value>) -> Result<()>,
+) -> Result<()> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(format!("{}: cannot open: {e}", path.display())))?;
     let reader = BufReader::new(file);
     for (i, line) in reader.lines().enumerate() {
         let n = i + 1;
         let line = line.map_err(|e| Error::io(format!("{}:{n}: cannot read: {e}", path.display())))?;
         if line.len() > MAX_LINE_BYTES {
-            return Err(Error::invalid(format!("{}:{n}: line longer than {MAX_LINE_BYTES} bytes", path.display())));
+            return Err(Error::invalid(format!(
+                "{}:{n}: line longer than {MAX_LINE_BYTES} bytes",
+                path.display()
+            )));
         }
         if line.trim().is_empty() {
             continue;

@@ -51,26 +51,43 @@ fn score_all<B: Backend>(be: &B, md: &ModelDir, a: &ScoreArgs) -> Result<()> {
                 .collect::<Option<Vec<u32>>>()
                 .ok_or_else(|| Error::invalid("`ids` must be a list of non-negative integers"))?,
             (_, Some(Value::String(t))) => md.tokenizer.encode_with_specials(t)?,
-            _ => return Err(Error::invalid("expected `ids` (a list of integers) or `text` (a string)")),
+            _ => {
+                return Err(Error::invalid(
+                    "expected `ids` (a list of integers) or `text` (a string)",
+                ))
+            }
         };
         if ids.is_empty() {
             return Err(Error::invalid("no tokens to score"));
         }
         if ids.len() > ctx {
-            return Err(Error::invalid(format!("{} tokens exceed the model's context of {ctx} positions", ids.len())));
+            return Err(Error::invalid(format!(
+                "{} tokens exceed the model's context of {ctx} positions",
+                ids.len()
+            )));
         }
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= model.cfg.vocab_size) {
-            return Err(Error::invalid(format!("token id {bad} is outside the vocabulary (size {})", model.cfg.vocab_size)));
+            return Err(Error::invalid(format!(
+                "token id {bad} is outside the vocabulary (size {})",
+                model.cfg.vocab_size
+            )));
         }
         if cache.t_max < ids.len() {
             cache = model.new_cache(be, 1, ids.len().next_power_of_two().min(ctx))?;
         }
         let logprobs = score_one(be, &model, &mut ws, &mut cache, &ids)?;
-        let nll = if logprobs.is_empty() { None } else { Some(-logprobs.iter().map(|&x| x as f64).sum::<f64>() / logprobs.len() as f64) };
+        let nll = if logprobs.is_empty() {
+            None
+        } else {
+            Some(-logprobs.iter().map(|&x| x as f64).sum::<f64>() / logprobs.len() as f64)
+        };
         total_nll -= logprobs.iter().map(|&x| x as f64).sum::<f64>();
         total_tok += logprobs.len();
         match a.format {
-            Format::Json => println!("{}", json!({"ids": ids, "logprobs": logprobs, "nll": nll, "n_tokens": ids.len()})),
+            Format::Json => println!(
+                "{}",
+                json!({"ids": ids, "logprobs": logprobs, "nll": nll, "n_tokens": ids.len()})
+            ),
             Format::Text => println!(
                 "n_tokens {:>6}  nll {}",
                 ids.len(),
@@ -80,7 +97,10 @@ fn score_all<B: Backend>(be: &B, md: &ModelDir, a: &ScoreArgs) -> Result<()> {
         Ok(())
     })?;
     if a.format == Format::Text && total_tok > 0 {
-        println!("total: {total_tok} predicted tokens, mean nll {:.6}", total_nll / total_tok as f64);
+        println!(
+            "total: {total_tok} predicted tokens, mean nll {:.6}",
+            total_nll / total_tok as f64
+        );
     }
     Ok(())
 }
@@ -102,7 +122,15 @@ fn score_one<B: Backend>(
         let e = (s + CHUNK).min(ids.len());
         let chunk = be.upload_ids(&ids[s..e])?;
         let start = be.upload_ids(&[s as u32])?;
-        let batch = Batch { input: Input::Ids(&chunk), slots: &slots, start: &start, b: 1, t: e - s, max_end: e, logits: LogitRows::All };
+        let batch = Batch {
+            input: Input::Ids(&chunk),
+            slots: &slots,
+            start: &start,
+            b: 1,
+            t: e - s,
+            max_end: e,
+            logits: LogitRows::All,
+        };
         model.forward(be, ws, cache, &batch)?;
         // Logits at position p predict ids[p + 1]; the last position has no target.
         let rows = e.min(ids.len() - 1).saturating_sub(s);

@@ -65,7 +65,10 @@ impl Gemm {
     }
     /// `c[m, n] = a[m, k] @ b[k, n]`.
     pub fn nn(m: usize, n: usize, k: usize) -> Gemm {
-        Gemm { trans_b: false, ..Gemm::linear(m, n, k) }
+        Gemm {
+            trans_b: false,
+            ..Gemm::linear(m, n, k)
+        }
     }
     /// Row-major sizes each operand must cover (elements, including offsets).
     pub fn required_lens(&self) -> (usize, usize, usize) {
@@ -243,7 +246,8 @@ pub trait Backend {
     ) -> Result<()>;
     /// `dst[r, :] = src[index[r], :]` for rows with `index[r] != u32::MAX`; other rows are kept.
     /// dst: [rows, d]; src: [n, d]; index: [rows]
-    fn gather_rows(&self, dst: &mut Self::Buf, src: &Self::Buf, index: &Self::Ids, rows: usize, d: usize) -> Result<()>;
+    fn gather_rows(&self, dst: &mut Self::Buf, src: &Self::Buf, index: &Self::Ids, rows: usize, d: usize)
+        -> Result<()>;
 
     /// The soft-thinking input `mix = softmax(logits / tau) @ E`, with `p` as scratch.
     /// Default: softmax then a GEMM; backends may fuse it with an online softmax.

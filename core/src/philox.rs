@@ -65,11 +65,11 @@ pub fn det_ln(x: f32) -> f32 {
     let mut e = ((bits >> 23) & 0xff) as i32 - 127;
     let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000); // m in [1, 2)
     if m > core::f32::consts::SQRT_2 {
-        m = m * 0.5;
+        m *= 0.5;
         e += 1;
     }
     let t = m - 1.0; // t in [-0.2929, 0.4143]
-    // ln(1 + t) = t - t^2/2 + t^3/3 - ... (Horner, 20 terms: error < 1e-9 on this range)
+                     // ln(1 + t) = t - t^2/2 + t^3/3 - ... (Horner, 20 terms: error < 1e-9 on this range)
     let mut acc = 0.0f32;
     let mut n = 20;
     while n >= 1 {
@@ -123,7 +123,7 @@ pub fn det_cos_sin_turn(k24: u32) -> (f32, f32) {
 
 #[inline]
 fn sign(n: u32) -> f32 {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         1.0
     } else {
         -1.0
@@ -136,7 +136,7 @@ fn fact(n: u32) -> f32 {
     let mut f = 1.0f32;
     let mut i = 2;
     while i <= n {
-        f = f * i as f32;
+        f *= i as f32;
         i += 1;
     }
     f
@@ -206,7 +206,12 @@ mod tests {
             let a = 2.0 * core::f64::consts::PI * (k as f64 / 16_777_216.0);
             worst[2] = worst[2].max((c as f64 - a.cos()).abs().max((s as f64 - a.sin()).abs()));
         }
-        std::println!("det_ln abs err {:.2e}, det_sqrt rel err {:.2e}, cos/sin abs err {:.2e}", worst[0], worst[1], worst[2]);
+        std::println!(
+            "det_ln abs err {:.2e}, det_sqrt rel err {:.2e}, cos/sin abs err {:.2e}",
+            worst[0],
+            worst[1],
+            worst[2]
+        );
         assert!(worst[0] < 2e-6 && worst[1] < 1e-6 && worst[2] < 1e-6, "{worst:?}");
     }
 

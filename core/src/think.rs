@@ -108,16 +108,17 @@ impl ThinkConfig {
         }
     }
     pub fn validate(&self) -> Result<()> {
-        if !(self.tau > 0.0) || !self.tau.is_finite() {
+        if !(self.tau.is_finite() && self.tau > 0.0) {
             return Err(Error::invalid("--tau must be a positive number"));
         }
-        if !self.answer_greedy && (!(self.answer_tau > 0.0) || !self.answer_tau.is_finite()) {
+        let answer_tau_ok = self.answer_tau.is_finite() && self.answer_tau > 0.0;
+        if !self.answer_greedy && !answer_tau_ok {
             return Err(Error::invalid("the answer temperature must be a positive number"));
         }
         let gamma = match self.noise {
             NoiseScale::Rms { gamma } | NoiseScale::RowNorm { gamma } => gamma,
         };
-        if !(gamma >= 0.0) || !gamma.is_finite() {
+        if !(gamma.is_finite() && gamma >= 0.0) {
             return Err(Error::invalid("--noise-gamma must be a non-negative number"));
         }
         Ok(())
@@ -211,10 +212,16 @@ pub fn generate<B: Backend>(
             return Err(Error::invalid(alloc::format!("prompt {r} is empty")));
         }
         if let Some(&bad) = p.iter().find(|&&id| id as usize >= v) {
-            return Err(Error::invalid(alloc::format!("prompt {r}: token id {bad} is outside the vocabulary (size {v})")));
+            return Err(Error::invalid(alloc::format!(
+                "prompt {r}: token id {bad} is outside the vocabulary (size {v})"
+            )));
         }
     }
-    let answer_len = if cfg.answer_tokens > 0 { prefill_budget.len().max(prefill_stop.len()) + cfg.answer_tokens } else { 0 };
+    let answer_len = if cfg.answer_tokens > 0 {
+        prefill_budget.len().max(prefill_stop.len()) + cfg.answer_tokens
+    } else {
+        0
+    };
     let t_max = max_prompt + cfg.think_tokens + answer_len;
     if t_max > c.max_position_embeddings {
         return Err(Error::invalid(alloc::format!(
@@ -233,7 +240,15 @@ pub fn generate<B: Backend>(
         let ids = be.upload_ids(&prompts.concat())?;
         let slots = be.upload_ids(&(0..nb as u32).collect::<Vec<_>>())?;
         let start = be.upload_ids(&vec![0u32; nb])?;
-        let batch = Batch { input: Input::Ids(&ids), slots: &slots, start: &start, b: nb, t: max_prompt, max_end: max_prompt, logits: LogitRows::Last };
+        let batch = Batch {
+            input: Input::Ids(&ids),
+            slots: &slots,
+            start: &start,
+            b: nb,
+            t: max_prompt,
+            max_end: max_prompt,
+            logits: LogitRows::Last,
+        };
         model.forward(be, &mut ws, &mut cache, &batch)?;
     } else {
         let mut stash = be.zeros(nb * v)?; // stash: [B, V]
@@ -241,7 +256,15 @@ pub fn generate<B: Backend>(
         for (r, p) in prompts.iter().enumerate() {
             let ids = be.upload_ids(p)?;
             let slots = be.upload_ids(&[r as u32])?;
-            let batch = Batch { input: Input::Ids(&ids), slots: &slots, start: &start, b: 1, t: p.len(), max_end: p.len(), logits: LogitRows::Last };
+            let batch = Batch {
+                input: Input::Ids(&ids),
+                slots: &slots,
+                start: &start,
+                b: 1,
+                t: p.len(),
+                max_end: p.len(),
+                logits: LogitRows::Last,
+            };
             model.forward(be, &mut ws, &mut cache, &batch)?;
             be.copy(&mut stash, r * v, &ws.logits, 0, v)?;
         }
@@ -260,8 +283,18 @@ pub fn generate<B: Backend>(
             slot: r as u32,
             pos: p.len() as u32,
             stream: streams[r],
-            phase: if cfg.think_tokens > 0 { Phase::Think } else { Phase::Prefill(0) },
-            gen: Generation { think_ids: Vec::new(), think_inputs: Vec::new(), prefill_ids: Vec::new(), answer_ids: Vec::new(), stopped_by: StopReason::Budget },
+            phase: if cfg.think_tokens > 0 {
+                Phase::Think
+            } else {
+                Phase::Prefill(0)
+            },
+            gen: Generation {
+                think_ids: Vec::new(),
+                think_inputs: Vec::new(),
+                prefill_ids: Vec::new(),
+                answer_ids: Vec::new(),
+                stopped_by: StopReason::Budget,
+            },
             steps: 0,
         })
         .collect();
@@ -284,8 +317,14 @@ pub fn generate<B: Backend>(
     let mut streams_buf = be.ids_zeros(nb)?;
     let mut steps_buf = be.ids_zeros(nb)?;
     let mut active: Vec<usize> = (0..nb).collect(); // logits row i belongs to rows[active[i]]
-    let (mut h_ids, mut h_mask, mut h_slots, mut h_start, mut h_streams, mut h_steps) =
-        (Vec::with_capacity(nb), Vec::with_capacity(nb), Vec::with_capacity(nb), Vec::with_capacity(nb), Vec::with_capacity(nb), Vec::with_capacity(nb));
+    let (mut h_ids, mut h_mask, mut h_slots, mut h_start, mut h_streams, mut h_steps) = (
+        Vec::with_capacity(nb),
+        Vec::with_capacity(nb),
+        Vec::with_capacity(nb),
+        Vec::with_capacity(nb),
+        Vec::with_capacity(nb),
+        Vec::with_capacity(nb),
+    );
 
     while !active.is_empty() {
         let n = active.len();
@@ -309,11 +348,36 @@ pub fn generate<B: Backend>(
         let sampled_h = if need_sample {
             // Hard thinking samples at tau, answers at answer_tau; both cannot differ within one call,
             // so rows of the other kind are re-sampled below only if their temperatures differ.
-            let tau = if cfg.mode == ThinkMode::Hard && active.iter().any(|&r| matches!(rows[r].phase, Phase::Think)) { cfg.tau } else { cfg.answer_tau };
-            be.sample(&mut sampled_ids, &ws.logits, n, v, tau, cfg.seed, &streams_buf, &steps_buf)?;
+            let tau = if cfg.mode == ThinkMode::Hard && active.iter().any(|&r| matches!(rows[r].phase, Phase::Think)) {
+                cfg.tau
+            } else {
+                cfg.answer_tau
+            };
+            be.sample(
+                &mut sampled_ids,
+                &ws.logits,
+                n,
+                v,
+                tau,
+                cfg.seed,
+                &streams_buf,
+                &steps_buf,
+            )?;
             let mut s = be.download_ids(&sampled_ids, n)?;
-            if cfg.mode == ThinkMode::Hard && tau != cfg.answer_tau && active.iter().any(|&r| matches!(rows[r].phase, Phase::Answer)) {
-                be.sample(&mut sampled_ids, &ws.logits, n, v, cfg.answer_tau, cfg.seed, &streams_buf, &steps_buf)?;
+            if cfg.mode == ThinkMode::Hard
+                && tau != cfg.answer_tau
+                && active.iter().any(|&r| matches!(rows[r].phase, Phase::Answer))
+            {
+                be.sample(
+                    &mut sampled_ids,
+                    &ws.logits,
+                    n,
+                    v,
+                    cfg.answer_tau,
+                    cfg.seed,
+                    &streams_buf,
+                    &steps_buf,
+                )?;
                 let s2 = be.download_ids(&sampled_ids, n)?;
                 for (i, &r) in active.iter().enumerate() {
                     if matches!(rows[r].phase, Phase::Answer) {
@@ -342,7 +406,11 @@ pub fn generate<B: Backend>(
             row.steps += 1;
             let feed: Option<(u32, bool)> = match row.phase {
                 Phase::Think => {
-                    let id = if cfg.mode == ThinkMode::Hard && !cfg.greedy { sampled_h[i] } else { argmax_h[i] };
+                    let id = if cfg.mode == ThinkMode::Hard && !cfg.greedy {
+                        sampled_h[i]
+                    } else {
+                        argmax_h[i]
+                    };
                     if cfg.stop && tok.is_eos(id) {
                         row.gen.stopped_by = StopReason::Eos;
                         start_answer(row, cfg, &prefill_budget, StopReason::Eos);
@@ -384,7 +452,10 @@ pub fn generate<B: Backend>(
         if cfg.record_inputs && !record_rows.is_empty() {
             let host_mix = be.download(&mix, n * d)?;
             for (r, i) in record_rows {
-                rows[r].gen.think_inputs.extend_from_slice(&host_mix[i * d..(i + 1) * d]);
+                rows[r]
+                    .gen
+                    .think_inputs
+                    .extend_from_slice(&host_mix[i * d..(i + 1) * d]);
             }
         }
         if next_active.is_empty() {
@@ -408,7 +479,15 @@ pub fn generate<B: Backend>(
         be.write_ids(&mut slots, &h_slots)?;
         be.write_ids(&mut start, &h_start)?;
         let max_end = h_start.iter().map(|&s| s as usize + 1).max().unwrap_or(0);
-        let batch = Batch { input: Input::Embeds(&x_in), slots: &slots, start: &start, b: m, t: 1, max_end, logits: LogitRows::Last };
+        let batch = Batch {
+            input: Input::Embeds(&x_in),
+            slots: &slots,
+            start: &start,
+            b: m,
+            t: 1,
+            max_end,
+            logits: LogitRows::Last,
+        };
         model.forward(be, &mut ws, &mut cache, &batch)?;
         for &(r, _) in &next_active {
             rows[r].pos += 1;
@@ -425,7 +504,11 @@ fn start_answer(row: &mut Row, cfg: &ThinkConfig, prefill: &[u32], why: StopReas
         row.phase = Phase::Done;
     } else {
         row.gen.prefill_ids = prefill.to_vec();
-        row.phase = if prefill.is_empty() { Phase::Answer } else { Phase::Prefill(0) };
+        row.phase = if prefill.is_empty() {
+            Phase::Answer
+        } else {
+            Phase::Prefill(0)
+        };
     }
 }
 
@@ -434,7 +517,11 @@ fn first_prefill(row: &mut Row) -> Option<(u32, bool)> {
     match row.phase {
         Phase::Prefill(k) => {
             let id = row.gen.prefill_ids[k];
-            row.phase = if k + 1 < row.gen.prefill_ids.len() { Phase::Prefill(k + 1) } else { Phase::Answer };
+            row.phase = if k + 1 < row.gen.prefill_ids.len() {
+                Phase::Prefill(k + 1)
+            } else {
+                Phase::Answer
+            };
             Some((id, false))
         }
         Phase::Done => None,

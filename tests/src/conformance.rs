@@ -30,29 +30,70 @@ fn check_gemm<B: Backend>(be: &B, rng: &mut TestRng, g: Gemm, label: &str) {
     let (la, lb, lc) = g.required_lens();
     let (a, b, c) = (rng.vec(la, 1.0), rng.vec(lb, 1.0), rng.vec(lc, 1.0));
     let mut cb = be.upload(&c).unwrap();
-    be.gemm(&mut cb, &be.upload(&a).unwrap(), &be.upload(&b).unwrap(), g).unwrap();
+    be.gemm(&mut cb, &be.upload(&a).unwrap(), &be.upload(&b).unwrap(), g)
+        .unwrap();
     let got = be.download(&cb, lc).unwrap();
     let want = r::gemm(&c, &a, &b, g);
     // float32 dot products of k terms of magnitude <= 1: error grows like sqrt(k) * eps.
-    report(label, max_abs_err(&got, &want), 1e-5 * (g.k as f64).sqrt().max(1.0) * 4.0);
+    report(
+        label,
+        max_abs_err(&got, &want),
+        1e-5 * (g.k as f64).sqrt().max(1.0) * 4.0,
+    );
 }
 
 pub fn gemm<B: Backend>(be: &B) {
     let mut rng = TestRng(1);
-    for &(m, n, k) in &[(1, 1, 1), (7, 13, 29), (33, 65, 17), (3, 300, 77), (130, 70, 200), (16, 257, 64)] {
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (7, 13, 29),
+        (33, 65, 17),
+        (3, 300, 77),
+        (130, 70, 200),
+        (16, 257, 64),
+    ] {
         for ta in [false, true] {
             for tb in [false, true] {
-                let g = Gemm { trans_a: ta, trans_b: tb, ..Gemm::nn(m, n, k) };
+                let g = Gemm {
+                    trans_a: ta,
+                    trans_b: tb,
+                    ..Gemm::nn(m, n, k)
+                };
                 check_gemm(be, &mut rng, g, &format!("gemm {m}x{n}x{k} ta={ta} tb={tb}"));
             }
         }
     }
-    let acc = Gemm { alpha: 0.5, beta: 1.0, ..Gemm::linear(5, 19, 23) };
+    let acc = Gemm {
+        alpha: 0.5,
+        beta: 1.0,
+        ..Gemm::linear(5, 19, 23)
+    };
     check_gemm(be, &mut rng, acc, "gemm alpha=0.5 beta=1 (accumulate)");
-    let batched = Gemm { batch: 3, stride_a: 9 * 11 + 2, stride_b: 11 * 6, stride_c: 9 * 6 + 1, off_a: 3, off_b: 1, off_c: 2, ..Gemm::nn(9, 6, 11) };
+    let batched = Gemm {
+        batch: 3,
+        stride_a: 9 * 11 + 2,
+        stride_b: 11 * 6,
+        stride_c: 9 * 6 + 1,
+        off_a: 3,
+        off_b: 1,
+        off_c: 2,
+        ..Gemm::nn(9, 6, 11)
+    };
     check_gemm(be, &mut rng, batched, "gemm batched, strided, offset");
-    let last_rows = Gemm { m: 1, batch: 5, stride_a: 7 * 24, off_a: 6 * 24, stride_c: 50, ..Gemm::linear(1, 50, 24) };
-    check_gemm(be, &mut rng, last_rows, "gemm last-row-per-batch (lm_head on last tokens)");
+    let last_rows = Gemm {
+        m: 1,
+        batch: 5,
+        stride_a: 7 * 24,
+        off_a: 6 * 24,
+        stride_c: 50,
+        ..Gemm::linear(1, 50, 24)
+    };
+    check_gemm(
+        be,
+        &mut rng,
+        last_rows,
+        "gemm last-row-per-batch (lm_head on last tokens)",
+    );
     check_gemm(be, &mut rng, Gemm::nn(4, 5, 0), "gemm k=0");
 }
 
@@ -64,44 +105,96 @@ pub fn elementwise<B: Backend>(be: &B) {
     let mut xb = be.upload(&x).unwrap();
     be.add_bias(&mut xb, &be.upload(&bias).unwrap(), rows, n).unwrap();
     let want: Vec<f64> = (0..rows * n).map(|i| x[i] as f64 + bias[i % n] as f64).collect();
-    report("add_bias 7x37", max_abs_err(&be.download(&xb, rows * n).unwrap(), &want), 1e-6);
+    report(
+        "add_bias 7x37",
+        max_abs_err(&be.download(&xb, rows * n).unwrap(), &want),
+        1e-6,
+    );
 
     let y = rng.vec(rows * n, 2.0);
     let mut yb = be.upload(&y).unwrap();
     be.add(&mut yb, &be.upload(&x).unwrap(), rows * n - 3).unwrap();
-    let want: Vec<f64> = (0..rows * n).map(|i| y[i] as f64 + if i < rows * n - 3 { x[i] as f64 } else { 0.0 }).collect();
-    report("add (prefix only)", max_abs_err(&be.download(&yb, rows * n).unwrap(), &want), 1e-6);
+    let want: Vec<f64> = (0..rows * n)
+        .map(|i| y[i] as f64 + if i < rows * n - 3 { x[i] as f64 } else { 0.0 })
+        .collect();
+    report(
+        "add (prefix only)",
+        max_abs_err(&be.download(&yb, rows * n).unwrap(), &want),
+        1e-6,
+    );
 
     let mut cb = be.upload(&y).unwrap();
     be.copy(&mut cb, 5, &be.upload(&x).unwrap(), 11, 20).unwrap();
-    let want: Vec<f64> = (0..rows * n).map(|i| if (5..25).contains(&i) { x[i + 6] as f64 } else { y[i] as f64 }).collect();
-    report("copy with offsets", max_abs_err(&be.download(&cb, rows * n).unwrap(), &want), 0.0);
+    let want: Vec<f64> = (0..rows * n)
+        .map(|i| {
+            if (5..25).contains(&i) {
+                x[i + 6] as f64
+            } else {
+                y[i] as f64
+            }
+        })
+        .collect();
+    report(
+        "copy with offsets",
+        max_abs_err(&be.download(&cb, rows * n).unwrap(), &want),
+        0.0,
+    );
 
     let (g, u) = (rng.vec(999, 6.0), rng.vec(999, 2.0));
     let mut ob = be.zeros(999).unwrap();
-    be.swiglu(&mut ob, &be.upload(&g).unwrap(), &be.upload(&u).unwrap(), 999).unwrap();
-    report("swiglu 999", max_abs_err(&be.download(&ob, 999).unwrap(), &r::swiglu(&g, &u)), 1e-5);
+    be.swiglu(&mut ob, &be.upload(&g).unwrap(), &be.upload(&u).unwrap(), 999)
+        .unwrap();
+    report(
+        "swiglu 999",
+        max_abs_err(&be.download(&ob, 999).unwrap(), &r::swiglu(&g, &u)),
+        1e-5,
+    );
 
     let (v, d) = (53, 12);
     let table = rng.vec(v * d, 1.0);
     let ids: Vec<u32> = (0..9).map(|_| rng.below(v as u32)).collect();
     let mut eb = be.zeros(9 * d).unwrap();
-    be.embedding(&mut eb, &be.upload(&table).unwrap(), &be.upload_ids(&ids).unwrap(), 9, d).unwrap();
-    let want: Vec<f64> = ids.iter().flat_map(|&i| table[i as usize * d..(i as usize + 1) * d].iter().map(|&x| x as f64)).collect();
-    report("embedding 9 rows of 53x12", max_abs_err(&be.download(&eb, 9 * d).unwrap(), &want), 0.0);
+    be.embedding(
+        &mut eb,
+        &be.upload(&table).unwrap(),
+        &be.upload_ids(&ids).unwrap(),
+        9,
+        d,
+    )
+    .unwrap();
+    let want: Vec<f64> = ids
+        .iter()
+        .flat_map(|&i| table[i as usize * d..(i as usize + 1) * d].iter().map(|&x| x as f64))
+        .collect();
+    report(
+        "embedding 9 rows of 53x12",
+        max_abs_err(&be.download(&eb, 9 * d).unwrap(), &want),
+        0.0,
+    );
 
     let src = rng.vec(4 * d, 1.0);
     let dst = rng.vec(3 * d, 1.0);
     let index = [2u32, u32::MAX, 0];
     let mut db = be.upload(&dst).unwrap();
-    be.gather_rows(&mut db, &be.upload(&src).unwrap(), &be.upload_ids(&index).unwrap(), 3, d).unwrap();
+    be.gather_rows(
+        &mut db,
+        &be.upload(&src).unwrap(),
+        &be.upload_ids(&index).unwrap(),
+        3,
+        d,
+    )
+    .unwrap();
     let want: Vec<f64> = (0..3 * d)
         .map(|i| match index[i / d] {
             u32::MAX => dst[i] as f64,
             s => src[s as usize * d + i % d] as f64,
         })
         .collect();
-    report("gather_rows with kept rows", max_abs_err(&be.download(&db, 3 * d).unwrap(), &want), 0.0);
+    report(
+        "gather_rows with kept rows",
+        max_abs_err(&be.download(&db, 3 * d).unwrap(), &want),
+        0.0,
+    );
 }
 
 pub fn rmsnorm<B: Backend>(be: &B) {
@@ -110,24 +203,57 @@ pub fn rmsnorm<B: Backend>(be: &B) {
         let x = rng.vec(rows * d, 3.0);
         let w = rng.vec(d, 1.5);
         let (mut ob, mut rb) = (be.zeros(rows * d).unwrap(), be.zeros(rows).unwrap());
-        be.rmsnorm(&mut ob, Some(&mut rb), &be.upload(&x).unwrap(), &be.upload(&w).unwrap(), rows, d, 1e-5).unwrap();
+        be.rmsnorm(
+            &mut ob,
+            Some(&mut rb),
+            &be.upload(&x).unwrap(),
+            &be.upload(&w).unwrap(),
+            rows,
+            d,
+            1e-5,
+        )
+        .unwrap();
         let (want, want_r) = r::rmsnorm(&x, &w, rows, d, 1e-5);
-        report(&format!("rmsnorm {rows}x{d}"), max_abs_err(&be.download(&ob, rows * d).unwrap(), &want), 2e-6);
-        report(&format!("rmsnorm {rows}x{d} rstd"), max_abs_err(&be.download(&rb, rows).unwrap(), &want_r), 2e-6 * want_r.iter().cloned().fold(1.0, f64::max));
+        report(
+            &format!("rmsnorm {rows}x{d}"),
+            max_abs_err(&be.download(&ob, rows * d).unwrap(), &want),
+            2e-6,
+        );
+        report(
+            &format!("rmsnorm {rows}x{d} rstd"),
+            max_abs_err(&be.download(&rb, rows).unwrap(), &want_r),
+            2e-6 * want_r.iter().cloned().fold(1.0, f64::max),
+        );
     }
 }
 
 pub fn rope<B: Backend>(be: &B) {
     let mut rng = TestRng(4);
-    let s = RopeShape { b: 3, t: 5, heads: 3, head_dim: 10, scaling: 1.0 };
+    let s = RopeShape {
+        b: 3,
+        t: 5,
+        heads: 3,
+        head_dim: 10,
+        scaling: 1.0,
+    };
     let n = s.b * s.t * s.heads * s.head_dim;
     let x = rng.vec(n, 1.0);
     let start = [0u32, 7, 130];
     let inv_freq: Vec<f32> = (0..5).map(|j| 1.0 / 10000f32.powf(2.0 * j as f32 / 10.0)).collect();
     let mut xb = be.upload(&x).unwrap();
-    be.rope(&mut xb, &be.upload_ids(&start).unwrap(), &be.upload(&inv_freq).unwrap(), s).unwrap();
+    be.rope(
+        &mut xb,
+        &be.upload_ids(&start).unwrap(),
+        &be.upload(&inv_freq).unwrap(),
+        s,
+    )
+    .unwrap();
     // Angles are computed in float32 (as HF does): at position ~135 their rounding is ~1e-5.
-    report("rope 3x5x3x10 at positions up to 135", max_abs_err(&be.download(&xb, n).unwrap(), &r::rope(&x, &start, &inv_freq, s)), 4e-5);
+    report(
+        "rope 3x5x3x10 at positions up to 135",
+        max_abs_err(&be.download(&xb, n).unwrap(), &r::rope(&x, &start, &inv_freq, s)),
+        4e-5,
+    );
 }
 
 pub fn attention<B: Backend>(be: &B) {
@@ -143,7 +269,15 @@ pub fn attention<B: Backend>(be: &B) {
     let mut k_all = vec![0f64; b * l * hkv * hd];
     let mut v_all = vec![0f64; b * l * hkv * hd];
     for (call, &(st, t)) in steps.iter().enumerate() {
-        let s = AttnShape { b, t, heads: h, kv_heads: hkv, head_dim: hd, t_max, scale: 1.0 / (hd as f32).sqrt() };
+        let s = AttnShape {
+            b,
+            t,
+            heads: h,
+            kv_heads: hkv,
+            head_dim: hd,
+            t_max,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
         let q = rng.vec(b * t * h * hd, 1.0);
         let k = rng.vec(b * t * hkv * hd, 1.0);
         let v = rng.vec(b * t * hkv * hd, 1.0);
@@ -157,14 +291,34 @@ pub fn attention<B: Backend>(be: &B) {
             }
         }
         let (slots_b, start_b) = (be.upload_ids(&slots).unwrap(), be.upload_ids(&[st; 2]).unwrap());
-        be.kv_write(&mut kc, &be.upload(&k).unwrap(), &slots_b, &start_b, s).unwrap();
-        be.kv_write(&mut vc, &be.upload(&v).unwrap(), &slots_b, &start_b, s).unwrap();
+        be.kv_write(&mut kc, &be.upload(&k).unwrap(), &slots_b, &start_b, s)
+            .unwrap();
+        be.kv_write(&mut vc, &be.upload(&v).unwrap(), &slots_b, &start_b, s)
+            .unwrap();
         let mut out = be.zeros(b * t * h * hd).unwrap();
         let mut lse = be.zeros(b * h * t).unwrap();
-        be.attention(&mut out, Some(&mut lse), &be.upload(&q).unwrap(), &kc, &vc, &slots_b, &start_b, s).unwrap();
+        be.attention(
+            &mut out,
+            Some(&mut lse),
+            &be.upload(&q).unwrap(),
+            &kc,
+            &vc,
+            &slots_b,
+            &start_b,
+            s,
+        )
+        .unwrap();
         let (want, want_lse) = r::attention(&q, &k_all, &v_all, &[st; 2], s, l);
-        report(&format!("attention GQA 6/2 call {call} (t={t}, start={st})"), max_abs_err(&be.download(&out, b * t * h * hd).unwrap(), &want), 2e-6);
-        report(&format!("attention lse call {call}"), max_abs_err(&be.download(&lse, b * h * t).unwrap(), &want_lse), 4e-6);
+        report(
+            &format!("attention GQA 6/2 call {call} (t={t}, start={st})"),
+            max_abs_err(&be.download(&out, b * t * h * hd).unwrap(), &want),
+            2e-6,
+        );
+        report(
+            &format!("attention lse call {call}"),
+            max_abs_err(&be.download(&lse, b * h * t).unwrap(), &want_lse),
+            4e-6,
+        );
     }
 }
 
@@ -176,12 +330,24 @@ pub fn heads<B: Backend>(be: &B) {
     for tau in [1.0f32, 0.5, 1e-4] {
         let mut p = be.zeros(rows * v).unwrap();
         be.softmax(&mut p, &zb, rows, v, tau).unwrap();
-        report(&format!("softmax tau={tau}"), max_abs_err(&be.download(&p, rows * v).unwrap(), &r::softmax(&z, rows, v, tau as f64)), 2e-6);
+        report(
+            &format!("softmax tau={tau}"),
+            max_abs_err(
+                &be.download(&p, rows * v).unwrap(),
+                &r::softmax(&z, rows, v, tau as f64),
+            ),
+            2e-6,
+        );
     }
     let targets = [5u32, 1000, 0];
     let mut lp = be.zeros(rows).unwrap();
-    be.logprob_gather(&mut lp, &zb, &be.upload_ids(&targets).unwrap(), rows, v).unwrap();
-    report("logprob_gather", max_abs_err(&be.download(&lp, rows).unwrap(), &r::logprob(&z, &targets, rows, v)), 1e-5);
+    be.logprob_gather(&mut lp, &zb, &be.upload_ids(&targets).unwrap(), rows, v)
+        .unwrap();
+    report(
+        "logprob_gather",
+        max_abs_err(&be.download(&lp, rows).unwrap(), &r::logprob(&z, &targets, rows, v)),
+        1e-5,
+    );
 
     let mut tied = z.clone();
     tied[v + 10] = 100.0;
@@ -203,10 +369,17 @@ pub fn heads<B: Backend>(be: &B) {
     let (d, tau) = (24, 0.5f32);
     let table = rng.vec(v * d, 1.0);
     let (mut mix, mut p) = (be.zeros(rows * d).unwrap(), be.zeros(rows * v).unwrap());
-    be.mixture(&mut mix, &mut p, &zb, &be.upload(&table).unwrap(), rows, v, d, tau).unwrap();
+    be.mixture(&mut mix, &mut p, &zb, &be.upload(&table).unwrap(), rows, v, d, tau)
+        .unwrap();
     let pr = r::softmax(&z, rows, v, tau as f64);
-    let want: Vec<f64> = (0..rows * d).map(|i| (0..v).map(|j| pr[(i / d) * v + j] * table[j * d + i % d] as f64).sum()).collect();
-    report("mixture softmax(z/0.5) @ E", max_abs_err(&be.download(&mix, rows * d).unwrap(), &want), 2e-6);
+    let want: Vec<f64> = (0..rows * d)
+        .map(|i| (0..v).map(|j| pr[(i / d) * v + j] * table[j * d + i % d] as f64).sum())
+        .collect();
+    report(
+        "mixture softmax(z/0.5) @ E",
+        max_abs_err(&be.download(&mix, rows * d).unwrap(), &want),
+        2e-6,
+    );
 }
 
 /// Noise must equal the core's Philox transform bit for bit, on every backend.
@@ -216,7 +389,16 @@ pub fn noise<B: Backend>(be: &B) {
     let mut x = be.upload(&base).unwrap();
     let (streams, steps) = ([4u32, 0, 9], [0u32, 17, 3]);
     let sigma = 0.37f32;
-    be.add_noise(&mut x, rows, d, sigma, 1234, &be.upload_ids(&streams).unwrap(), &be.upload_ids(&steps).unwrap()).unwrap();
+    be.add_noise(
+        &mut x,
+        rows,
+        d,
+        sigma,
+        1234,
+        &be.upload_ids(&streams).unwrap(),
+        &be.upload_ids(&steps).unwrap(),
+    )
+    .unwrap();
     let got = be.download(&x, rows * d).unwrap();
     for i in 0..rows * d {
         let (r, c) = (i / d, i % d);
@@ -240,7 +422,17 @@ pub fn sampling<B: Backend>(be: &B) {
     let mut ids = be.ids_zeros(rows).unwrap();
     let rounds = 40;
     for step in 0..rounds {
-        be.sample(&mut ids, &zb, rows, v, tau, 99, &sb, &be.upload_ids(&vec![step; rows]).unwrap()).unwrap();
+        be.sample(
+            &mut ids,
+            &zb,
+            rows,
+            v,
+            tau,
+            99,
+            &sb,
+            &be.upload_ids(&vec![step; rows]).unwrap(),
+        )
+        .unwrap();
         for id in be.download_ids(&ids, rows).unwrap() {
             counts[id as usize] += 1.0;
         }
@@ -249,7 +441,10 @@ pub fn sampling<B: Backend>(be: &B) {
     let n = (rows * rounds as usize) as f64;
     let chi: f64 = (0..v).map(|i| (counts[i] - n * p[i]).powi(2) / (n * p[i])).sum();
     // chi-square with 6 degrees of freedom: P(X > 22.5) < 1e-3.
-    println!("  {:<44} chi-square {chi:.2} over {n} samples (bound 22.5)", "sample tau=0.8");
+    println!(
+        "  {:<44} chi-square {chi:.2} over {n} samples (bound 22.5)",
+        "sample tau=0.8"
+    );
     assert!(chi < 22.5, "sampling frequencies are off: chi-square {chi}");
 }
 
@@ -258,7 +453,9 @@ pub fn errors<B: Backend>(be: &B) {
     let t = be.upload(&[0.0; 6]).unwrap();
     let mut o = be.zeros(3).unwrap();
     assert!(be.embedding(&mut o, &t, &be.upload_ids(&[1]).unwrap(), 1, 3).is_ok());
-    let e = be.embedding(&mut o, &t, &be.upload_ids(&[2]).unwrap(), 1, 3).unwrap_err();
+    let e = be
+        .embedding(&mut o, &t, &be.upload_ids(&[2]).unwrap(), 1, 3)
+        .unwrap_err();
     assert!(e.msg.contains("outside the vocabulary"), "{e}");
     let mut small = be.zeros(2).unwrap();
     assert!(be.gemm(&mut small, &t, &t, Gemm::nn(2, 2, 2)).is_err());

@@ -23,12 +23,18 @@ pub fn discover() -> Vec<PathBuf> {
         .filter(|p| p.join("reference.safetensors").is_file())
         .collect();
     dirs.sort();
-    assert!(!dirs.is_empty(), "no fixture folder with reference.safetensors under {}", root.display());
+    assert!(
+        !dirs.is_empty(),
+        "no fixture folder with reference.safetensors under {}",
+        root.display()
+    );
     dirs
 }
 
 pub fn name(dir: &Path) -> String {
-    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// The reference tensors of one fixture.

@@ -47,3 +47,5 @@ impl TestRng {
         (self.next_u64() % n as u64) as u32
     }
 }
+
+pub mod memmodel;

@@ -30,11 +30,23 @@ pub fn forward<B: Backend>(be: &B, dir: &Path) {
     let ids_b = be.upload_ids(&ids).unwrap();
     let slots = be.upload_ids(&(0..b as u32).collect::<Vec<_>>()).unwrap();
     let start = be.upload_ids(&vec![0; b]).unwrap();
-    let batch = Batch { input: Input::Ids(&ids_b), slots: &slots, start: &start, b, t, max_end: t, logits: LogitRows::All };
+    let batch = Batch {
+        input: Input::Ids(&ids_b),
+        slots: &slots,
+        start: &start,
+        b,
+        t,
+        max_end: t,
+        logits: LogitRows::All,
+    };
     model.forward(be, &mut ws, &mut cache, &batch).unwrap();
     let got = be.download(&ws.logits, want.len()).unwrap();
     let err = max_abs_err(&got, &want);
-    println!("{:<12} forward           logits [{b}, {t}, {}] max abs err {err:.2e} (tol {TOL_LOGITS:.0e})", name(dir), model.cfg.vocab_size);
+    println!(
+        "{:<12} forward           logits [{b}, {t}, {}] max abs err {err:.2e} (tol {TOL_LOGITS:.0e})",
+        name(dir),
+        model.cfg.vocab_size
+    );
     assert!(err < TOL_LOGITS, "{}: forward logits error {err:.3e}", name(dir));
 }
 
@@ -55,7 +67,12 @@ pub fn generate_sections<B: Backend>(be: &B, dir: &Path) {
     cfg.answer_tokens = 0;
     let g = &generate(be, &model, &[prompt.clone()], &[0], &cfg, &md.tokenizer).unwrap()[0];
     let same = g.think_ids.iter().zip(&greedy).take_while(|(a, b)| a == b).count();
-    println!("{:<12} generate.greedy   {} of {} ids equal", name(dir), same, greedy.len());
+    println!(
+        "{:<12} generate.greedy   {} of {} ids equal",
+        name(dir),
+        same,
+        greedy.len()
+    );
     assert_eq!(g.think_ids, greedy, "{}: greedy ids differ", name(dir));
 
     for mode in [ThinkMode::Soft, ThinkMode::Fuzzy] {

@@ -11,13 +11,25 @@ fn up(x: &[f32]) -> Vec<f64> {
 pub fn gemm(c: &[f32], a: &[f32], b: &[f32], g: Gemm) -> Vec<f64> {
     let mut out = up(c);
     for bi in 0..g.batch {
-        let (oa, ob, oc) = (g.off_a + bi * g.stride_a, g.off_b + bi * g.stride_b, g.off_c + bi * g.stride_c);
+        let (oa, ob, oc) = (
+            g.off_a + bi * g.stride_a,
+            g.off_b + bi * g.stride_b,
+            g.off_c + bi * g.stride_c,
+        );
         for i in 0..g.m {
             for j in 0..g.n {
                 let mut s = 0f64;
                 for l in 0..g.k {
-                    let av = if g.trans_a { a[oa + l * g.m + i] } else { a[oa + i * g.k + l] };
-                    let bv = if g.trans_b { b[ob + j * g.k + l] } else { b[ob + l * g.n + j] };
+                    let av = if g.trans_a {
+                        a[oa + l * g.m + i]
+                    } else {
+                        a[oa + i * g.k + l]
+                    };
+                    let bv = if g.trans_b {
+                        b[ob + j * g.k + l]
+                    } else {
+                        b[ob + l * g.n + j]
+                    };
                     s += av as f64 * bv as f64;
                 }
                 let o = &mut out[oc + i * g.n + j];

@@ -18,7 +18,9 @@ pub fn load_config(path: &Path) -> Result<ModelConfig> {
 
 /// Parses a config object; `origin` (the file) prefixes every error.
 pub fn parse_config(v: &Value, origin: &str) -> Result<ModelConfig> {
-    let o = v.as_object().ok_or_else(|| Error::format(format!("{origin}: expected a JSON object")))?;
+    let o = v
+        .as_object()
+        .ok_or_else(|| Error::format(format!("{origin}: expected a JSON object")))?;
     let arch = arch_of(o, origin)?;
     let usize_of = |k: &str| -> Result<usize> {
         match o.get(k) {
@@ -55,14 +57,20 @@ pub fn parse_config(v: &Value, origin: &str) -> Result<ModelConfig> {
     let num_attention_heads = usize_of("num_attention_heads")?;
     let num_key_value_heads = opt_usize("num_key_value_heads")?.unwrap_or(num_attention_heads);
     if num_attention_heads == 0 {
-        return Err(Error::invalid(format!("{origin}: `num_attention_heads` must be positive")));
+        return Err(Error::invalid(format!(
+            "{origin}: `num_attention_heads` must be positive"
+        )));
     }
     let head_dim = opt_usize("head_dim")?.unwrap_or(hidden_size / num_attention_heads);
     if bool_or("mlp_bias", false)? {
-        return Err(Error::unsupported(format!("{origin}: `mlp_bias: true` is not supported")));
+        return Err(Error::unsupported(format!(
+            "{origin}: `mlp_bias: true` is not supported"
+        )));
     }
     if arch == Arch::Qwen2 && bool_or("use_sliding_window", false)? {
-        return Err(Error::unsupported(format!("{origin}: `use_sliding_window: true` is not supported")));
+        return Err(Error::unsupported(format!(
+            "{origin}: `use_sliding_window: true` is not supported"
+        )));
     }
     let attention_bias = bool_or("attention_bias", false)?;
     let (qkv_bias, o_bias) = match arch {
@@ -72,8 +80,11 @@ pub fn parse_config(v: &Value, origin: &str) -> Result<ModelConfig> {
     let (rope_theta, rope_scaling) = rope_of(o, origin)?;
     let dtype = match o.get("torch_dtype").or_else(|| o.get("dtype")) {
         None | Some(Value::Null) => DType::F32,
-        Some(Value::String(s)) => DType::from_hf_name(s)
-            .ok_or_else(|| Error::unsupported(format!("{origin}: dtype `{s}` is not supported (float32, float16, bfloat16)")))?,
+        Some(Value::String(s)) => DType::from_hf_name(s).ok_or_else(|| {
+            Error::unsupported(format!(
+                "{origin}: dtype `{s}` is not supported (float32, float16, bfloat16)"
+            ))
+        })?,
         Some(_) => return Err(Error::invalid(format!("{origin}: `torch_dtype` must be a string"))),
     };
     let default_ctx = match arch {
@@ -126,7 +137,11 @@ fn arch_of(o: &Map<String, Value>, origin: &str) -> Result<Arch> {
     } else if named("Qwen2ForCausalLM") || (archs.is_empty() && model_type == "qwen2") {
         Ok(Arch::Qwen2)
     } else {
-        let what = if archs.is_empty() { format!("model_type `{model_type}`") } else { format!("architectures {archs:?}") };
+        let what = if archs.is_empty() {
+            format!("model_type `{model_type}`")
+        } else {
+            format!("architectures {archs:?}")
+        };
         Err(Error::unsupported(format!(
             "{origin}: unsupported architecture: {what} (supported: LlamaForCausalLM, Qwen2ForCausalLM)"
         )))
@@ -155,11 +170,21 @@ fn rope_of(o: &Map<String, Value>, origin: &str) -> Result<(f64, RopeScaling)> {
         None => match o.get("rope_scaling") {
             Some(Value::Object(s)) => Some(s),
             None | Some(Value::Null) => None,
-            Some(_) => return Err(Error::invalid(format!("{origin}: `rope_scaling` must be an object or null"))),
+            Some(_) => {
+                return Err(Error::invalid(format!(
+                    "{origin}: `rope_scaling` must be an object or null"
+                )))
+            }
         },
     };
-    let Some(s) = scaling else { return Ok((theta, RopeScaling::None)) };
-    let ty = s.get("rope_type").or_else(|| s.get("type")).and_then(Value::as_str).unwrap_or("default");
+    let Some(s) = scaling else {
+        return Ok((theta, RopeScaling::None));
+    };
+    let ty = s
+        .get("rope_type")
+        .or_else(|| s.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
     let num = |k: &str| -> Result<f64> {
         s.get(k)
             .and_then(Value::as_f64)
@@ -212,7 +237,10 @@ mod tests {
         o.remove("rope_theta");
         o.remove("torch_dtype");
         o.insert("dtype".into(), json!("float32"));
-        o.insert("rope_parameters".into(), json!({"rope_theta": 1e6, "rope_type": "default"}));
+        o.insert(
+            "rope_parameters".into(),
+            json!({"rope_theta": 1e6, "rope_type": "default"}),
+        );
         o.insert("head_dim".into(), json!(32));
         let c = parse_config(&v, "config.json").unwrap();
         assert_eq!((c.rope_theta, c.head_dim, c.dtype), (1e6, 32, DType::F32));
@@ -222,7 +250,10 @@ mod tests {
     fn errors_name_the_key() {
         let mut v = base();
         v.as_object_mut().unwrap().remove("rope_theta");
-        assert!(parse_config(&v, "x/config.json").unwrap_err().msg.contains("rope_theta"));
+        assert!(parse_config(&v, "x/config.json")
+            .unwrap_err()
+            .msg
+            .contains("rope_theta"));
         let mut v = base();
         v["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
         let e = parse_config(&v, "x/config.json").unwrap_err();

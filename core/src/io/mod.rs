@@ -6,9 +6,9 @@
 //!   `generation_config.json` (EOS ids).
 //! - [`model_dir`]: all of the above for one folder.
 
+pub mod byte_tokenizer;
 pub mod config;
 pub mod fsutil;
-pub mod byte_tokenizer;
 pub mod model_dir;
 pub mod safetensors;
 pub mod save;

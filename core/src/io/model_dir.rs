@@ -24,7 +24,12 @@ impl ModelDir {
         let config = load_config(&path.join("config.json"))?;
         let checkpoint = Checkpoint::open_dir(path)?;
         let tokenizer = Tokenizer::load_dir(path, &config.eos_token_ids)?;
-        Ok(ModelDir { path: path.to_path_buf(), config, checkpoint, tokenizer })
+        Ok(ModelDir {
+            path: path.to_path_buf(),
+            config,
+            checkpoint,
+            tokenizer,
+        })
     }
 
     /// Loads the weights onto a backend.

@@ -37,16 +37,25 @@ impl Checkpoint {
         if index_path.exists() {
             let v = read_json(&index_path)?;
             let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-                Error::format(format!("{}: `weight_map` is missing or not an object", index_path.display()))
+                Error::format(format!(
+                    "{}: `weight_map` is missing or not an object",
+                    index_path.display()
+                ))
             })?;
             let mut files: BTreeMap<String, usize> = BTreeMap::new();
             let mut names: Vec<(String, String)> = Vec::new();
             for (name, file) in map {
                 let file = file.as_str().ok_or_else(|| {
-                    Error::format(format!("{}: weight_map entry `{name}` is not a file name", index_path.display()))
+                    Error::format(format!(
+                        "{}: weight_map entry `{name}` is not a file name",
+                        index_path.display()
+                    ))
                 })?;
                 if file.contains('/') || file.contains('\\') || file == ".." {
-                    return Err(Error::format(format!("{}: shard name `{file}` must be a plain file name", index_path.display())));
+                    return Err(Error::format(format!(
+                        "{}: shard name `{file}` must be a plain file name",
+                        index_path.display()
+                    )));
                 }
                 let n = files.len();
                 files.entry(file.to_string()).or_insert(n);
@@ -77,11 +86,19 @@ impl Checkpoint {
                 }
                 index.insert(name, s);
             }
-            Ok(Checkpoint { shards, index, origin: index_path.display().to_string() })
+            Ok(Checkpoint {
+                shards,
+                index,
+                origin: index_path.display().to_string(),
+            })
         } else if single.exists() {
             let shard = open_shard(&single)?;
             let index = shard.meta.tensors().keys().map(|k| (k.clone(), 0)).collect();
-            Ok(Checkpoint { shards: vec![shard], index, origin: single.display().to_string() })
+            Ok(Checkpoint {
+                shards: vec![shard],
+                index,
+                origin: single.display().to_string(),
+            })
         } else {
             Err(Error::io(format!(
                 "{}: no model.safetensors or model.safetensors.index.json",
@@ -94,7 +111,11 @@ impl Checkpoint {
     pub fn open_file(path: &Path) -> Result<Self> {
         let shard = open_shard(path)?;
         let index = shard.meta.tensors().keys().map(|k| (k.clone(), 0)).collect();
-        Ok(Checkpoint { shards: vec![shard], index, origin: path.display().to_string() })
+        Ok(Checkpoint {
+            shards: vec![shard],
+            index,
+            origin: path.display().to_string(),
+        })
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -128,7 +149,12 @@ impl Checkpoint {
                     *o = i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as f32;
                 }
             }
-            other => return Err(Error::unsupported(format!("{}: tensor `{name}` has dtype {other:?}", self.origin))),
+            other => {
+                return Err(Error::unsupported(format!(
+                    "{}: tensor `{name}` has dtype {other:?}",
+                    self.origin
+                )))
+            }
         }
         Ok((shape, out))
     }
@@ -137,9 +163,20 @@ impl Checkpoint {
     pub fn to_i64(&self, name: &str) -> Result<(Vec<usize>, Vec<i64>)> {
         let (dt, shape, bytes) = self.raw(name)?;
         let v = match dt {
-            StDtype::I64 => bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect(),
-            StDtype::I32 => bytes.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64).collect(),
-            other => return Err(Error::invalid(format!("{}: tensor `{name}` is {other:?}, expected an integer tensor", self.origin))),
+            StDtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect(),
+            StDtype::I32 => bytes
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes(c.try_into().unwrap_or([0; 4])) as i64)
+                .collect(),
+            other => {
+                return Err(Error::invalid(format!(
+                    "{}: tensor `{name}` is {other:?}, expected an integer tensor",
+                    self.origin
+                )))
+            }
         };
         Ok((shape, v))
     }
@@ -158,7 +195,12 @@ impl Checkpoint {
         let bytes = shard
             .map
             .get(shard.data_start + a..shard.data_start + b)
-            .ok_or_else(|| Error::format(format!("{}: tensor `{name}` lies outside the file", shard.path.display())))?;
+            .ok_or_else(|| {
+                Error::format(format!(
+                    "{}: tensor `{name}` lies outside the file",
+                    shard.path.display()
+                ))
+            })?;
         Ok((info.dtype, info.shape.clone(), bytes))
     }
 }
@@ -191,7 +233,12 @@ fn open_shard(path: &Path) -> Result<Shard> {
     let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(format!("{}: cannot map: {e}", path.display())))?;
     let (n, meta) = safetensors::SafeTensors::read_metadata(&map)
         .map_err(|e| Error::format(format!("{}: invalid safetensors header: {e}", path.display())))?;
-    Ok(Shard { path: path.to_path_buf(), map, data_start: 8 + n, meta })
+    Ok(Shard {
+        path: path.to_path_buf(),
+        map,
+        data_start: 8 + n,
+        meta,
+    })
 }
 
 /// A tensor to write: name, shape, dtype and little-endian bytes.

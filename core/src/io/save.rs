@@ -15,7 +15,12 @@ pub fn config_json(cfg: &ModelConfig) -> Value {
     let rope_scaling = match cfg.rope_scaling {
         RopeScaling::None => Value::Null,
         RopeScaling::Linear { factor } => json!({"rope_type": "linear", "factor": factor}),
-        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => json!({
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings,
+        } => json!({
             "rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
             "high_freq_factor": high_freq_factor,
             "original_max_position_embeddings": original_max_position_embeddings as u64,
@@ -70,7 +75,10 @@ pub fn save_model(dir: &Path, cfg: &ModelConfig, tensors: &[OutTensor]) -> Resul
         [one] => json!(one),
         many => json!(many),
     };
-    write_json(&dir.join("generation_config.json"), &json!({"bos_token_id": cfg.bos_token_id, "eos_token_id": eos}))?;
+    write_json(
+        &dir.join("generation_config.json"),
+        &json!({"bos_token_id": cfg.bos_token_id, "eos_token_id": eos}),
+    )?;
     write_safetensors(&dir.join("model.safetensors"), tensors, None)
 }
 

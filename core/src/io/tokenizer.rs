@@ -27,7 +27,10 @@ impl Tokenizer {
     pub fn load_dir(dir: &Path, config_eos: &[u32]) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.exists() {
-            return Err(Error::io(format!("{}: missing (the tokenizer is required)", path.display())));
+            return Err(Error::io(format!(
+                "{}: missing (the tokenizer is required)",
+                path.display()
+            )));
         }
         let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| Error::format(format!("{}: invalid tokenizer: {e}", path.display())))?;
@@ -87,26 +90,34 @@ impl Tokenizer {
 
     /// Renders the chat template for one user message with the generation prompt appended.
     pub fn apply_chat_template(&self, user: &str) -> Result<String> {
-        let tpl = self
-            .chat_template
-            .as_deref()
-            .ok_or_else(|| Error::invalid(format!("--chat: {} has no chat_template in tokenizer_config.json", self.origin)))?;
+        let tpl = self.chat_template.as_deref().ok_or_else(|| {
+            Error::invalid(format!(
+                "--chat: {} has no chat_template in tokenizer_config.json",
+                self.origin
+            ))
+        })?;
         let mut env = minijinja::Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+            },
+        );
         env.add_template("chat", tpl)
             .map_err(|e| Error::format(format!("{}: chat_template does not parse: {e}", self.origin)))?;
-        let t = env.get_template("chat").map_err(|e| Error::format(format!("chat template: {e}")))?;
+        let t = env
+            .get_template("chat")
+            .map_err(|e| Error::format(format!("chat template: {e}")))?;
         let ctx = minijinja::context! {
             messages => vec![minijinja::context! { role => "user", content => user }],
             add_generation_prompt => true,
             bos_token => self.bos_token.clone().unwrap_or_default(),
             eos_token => self.eos_token.clone().unwrap_or_default(),
         };
-        t.render(ctx).map_err(|e| Error::format(format!("{}: chat_template failed to render: {e}", self.origin)))
+        t.render(ctx)
+            .map_err(|e| Error::format(format!("{}: chat_template failed to render: {e}", self.origin)))
     }
 
     /// Token ids of a chat-wrapped prompt (the template writes BOS itself, so no specials are added).

@@ -99,23 +99,33 @@ impl ModelConfig {
                 return Err(Error::invalid(alloc::format!("{origin}: `{k}` must be positive")));
             }
         }
-        if self.num_attention_heads % self.num_key_value_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_key_value_heads) {
             return Err(Error::invalid(alloc::format!(
                 "{origin}: num_attention_heads ({}) is not a multiple of num_key_value_heads ({})",
-                self.num_attention_heads, self.num_key_value_heads
+                self.num_attention_heads,
+                self.num_key_value_heads
             )));
         }
-        if self.head_dim % 2 != 0 {
-            return Err(Error::invalid(alloc::format!("{origin}: head_dim ({}) must be even for rotary embeddings", self.head_dim)));
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(Error::invalid(alloc::format!(
+                "{origin}: head_dim ({}) must be even for rotary embeddings",
+                self.head_dim
+            )));
         }
-        if !(self.rope_theta > 0.0) || !self.rope_theta.is_finite() {
-            return Err(Error::invalid(alloc::format!("{origin}: rope_theta must be a positive number")));
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return Err(Error::invalid(alloc::format!(
+                "{origin}: rope_theta must be a positive number"
+            )));
         }
-        if !(self.rms_norm_eps >= 0.0) {
-            return Err(Error::invalid(alloc::format!("{origin}: rms_norm_eps must be non-negative")));
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
+            return Err(Error::invalid(alloc::format!(
+                "{origin}: rms_norm_eps must be non-negative"
+            )));
         }
         if self.vocab_size > u32::MAX as usize / 2 || self.hidden_size > 1 << 20 || self.num_hidden_layers > 4096 {
-            return Err(Error::invalid(alloc::format!("{origin}: sizes are beyond what softcot supports")));
+            return Err(Error::invalid(alloc::format!(
+                "{origin}: sizes are beyond what softcot supports"
+            )));
         }
         Ok(())
     }
@@ -158,7 +168,12 @@ fn scale_freq(f: f64, s: RopeScaling) -> f64 {
     match s {
         RopeScaling::None => f,
         RopeScaling::Linear { factor } => f / factor,
-        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings: old } => {
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: old,
+        } => {
             let low_wavelen = old / low_freq_factor;
             let high_wavelen = old / high_freq_factor;
             let wavelen = 2.0 * core::f64::consts::PI / f;

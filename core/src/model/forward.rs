@@ -38,16 +38,16 @@ pub struct KvCache<B: Backend> {
 pub struct Workspace<B: Backend> {
     pub max_tokens: usize,
     pub max_logit_rows: usize,
-    x: B::Buf,     // x: [N, d] residual stream
-    xn: B::Buf,    // xn: [N, d] normalised input of a sublayer
-    q: B::Buf,     // q: [N, H * hd]
-    k: B::Buf,     // k: [N, Hkv * hd]
-    v: B::Buf,     // v: [N, Hkv * hd]
-    att: B::Buf,   // att: [N, H * hd]
-    gate: B::Buf,  // gate: [N, F]
-    up: B::Buf,    // up: [N, F]
-    act: B::Buf,   // act: [N, F] silu(gate) * up
-    tmp: B::Buf,   // tmp: [N, d] sublayer output
+    x: B::Buf,    // x: [N, d] residual stream
+    xn: B::Buf,   // xn: [N, d] normalised input of a sublayer
+    q: B::Buf,    // q: [N, H * hd]
+    k: B::Buf,    // k: [N, Hkv * hd]
+    v: B::Buf,    // v: [N, Hkv * hd]
+    att: B::Buf,  // att: [N, H * hd]
+    gate: B::Buf, // gate: [N, F]
+    up: B::Buf,   // up: [N, F]
+    act: B::Buf,  // act: [N, F] silu(gate) * up
+    tmp: B::Buf,  // tmp: [N, d] sublayer output
     /// logits: [R, V] after a forward call (rows as [`LogitRows`] chose).
     pub logits: B::Buf,
 }
@@ -112,7 +112,12 @@ impl<B: Backend> Model<B> {
             params.push(Param { name, shape, buf });
         }
         let inv_freq = be.upload(&cfg.inv_freq())?;
-        Ok(Model { cfg, params, idx, inv_freq })
+        Ok(Model {
+            cfg,
+            params,
+            idx,
+            inv_freq,
+        })
     }
 
     fn w(&self, i: usize) -> &B::Buf {
@@ -166,7 +171,10 @@ impl<B: Backend> Model<B> {
             return Ok(());
         }
         if n > ws.max_tokens {
-            return Err(Error::invalid(format!("forward: {n} tokens exceed the workspace's {}", ws.max_tokens)));
+            return Err(Error::invalid(format!(
+                "forward: {n} tokens exceed the workspace's {}",
+                ws.max_tokens
+            )));
         }
         if b > cache.slots || batch.max_end > cache.t_max {
             return Err(Error::invalid(format!(
@@ -180,7 +188,10 @@ impl<B: Backend> Model<B> {
             LogitRows::None => 0,
         };
         if logit_rows > ws.max_logit_rows {
-            return Err(Error::invalid(format!("forward: {logit_rows} logit rows exceed the workspace's {}", ws.max_logit_rows)));
+            return Err(Error::invalid(format!(
+                "forward: {logit_rows} logit rows exceed the workspace's {}",
+                ws.max_logit_rows
+            )));
         }
         let attn = AttnShape {
             b,
@@ -191,8 +202,17 @@ impl<B: Backend> Model<B> {
             t_max: cache.t_max,
             scale: 1.0 / libm::sqrtf(c.head_dim as f32),
         };
-        let rope_q = RopeShape { b, t, heads: c.num_attention_heads, head_dim: c.head_dim, scaling: 1.0 };
-        let rope_k = RopeShape { heads: c.num_key_value_heads, ..rope_q };
+        let rope_q = RopeShape {
+            b,
+            t,
+            heads: c.num_attention_heads,
+            head_dim: c.head_dim,
+            scaling: 1.0,
+        };
+        let rope_k = RopeShape {
+            heads: c.num_key_value_heads,
+            ..rope_q
+        };
         let eps = c.rms_norm_eps as f32;
 
         // x: [N, d]
@@ -215,7 +235,16 @@ impl<B: Backend> Model<B> {
             be.rope(&mut ws.k, batch.start, &self.inv_freq, rope_k)?;
             be.kv_write(&mut cache.k[l], &ws.k, batch.slots, batch.start, attn)?;
             be.kv_write(&mut cache.v[l], &ws.v, batch.slots, batch.start, attn)?;
-            be.attention(&mut ws.att, None, &ws.q, &cache.k[l], &cache.v[l], batch.slots, batch.start, attn)?;
+            be.attention(
+                &mut ws.att,
+                None,
+                &ws.q,
+                &cache.k[l],
+                &cache.v[l],
+                batch.slots,
+                batch.start,
+                attn,
+            )?;
             be.gemm(&mut ws.tmp, &ws.att, self.w(li.o), Gemm::linear(n, d, qd))?;
             if let Some(ob) = li.o_bias {
                 be.add_bias(&mut ws.tmp, self.w(ob), n, d)?;
@@ -238,7 +267,14 @@ impl<B: Backend> Model<B> {
                 &mut ws.logits,
                 &ws.xn,
                 head,
-                Gemm { m: 1, batch: b, stride_a: t * d, off_a: (t - 1) * d, stride_c: v, ..Gemm::linear(1, v, d) },
+                Gemm {
+                    m: 1,
+                    batch: b,
+                    stride_a: t * d,
+                    off_a: (t - 1) * d,
+                    stride_c: v,
+                    ..Gemm::linear(1, v, d)
+                },
             )?,
             LogitRows::None => {}
         }

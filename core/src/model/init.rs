@@ -26,7 +26,9 @@ pub fn random_params(cfg: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, V
                 alloc::vec![0.0; n]
             } else {
                 // One Philox stream per tensor: values do not depend on the order tensors are made in.
-                (0..n).map(|j| INIT_STD * philox::noise_at(seed, i as u32, 0, j as u32)).collect()
+                (0..n)
+                    .map(|j| INIT_STD * philox::noise_at(seed, i as u32, 0, j as u32))
+                    .collect()
             };
             (name, shape, values)
         })

@@ -63,21 +63,53 @@ pub fn param_specs(cfg: &ModelConfig) -> (Vec<(String, Vec<usize>)>, ModelIdx) {
         let p = format!("model.layers.{i}");
         let input_norm = push(format!("{p}.input_layernorm.weight"), vec![d]);
         let q = push(format!("{p}.self_attn.q_proj.weight"), vec![qd, d]);
-        let q_bias = cfg.qkv_bias.then(|| push(format!("{p}.self_attn.q_proj.bias"), vec![qd]));
+        let q_bias = cfg
+            .qkv_bias
+            .then(|| push(format!("{p}.self_attn.q_proj.bias"), vec![qd]));
         let k = push(format!("{p}.self_attn.k_proj.weight"), vec![kvd, d]);
-        let k_bias = cfg.qkv_bias.then(|| push(format!("{p}.self_attn.k_proj.bias"), vec![kvd]));
+        let k_bias = cfg
+            .qkv_bias
+            .then(|| push(format!("{p}.self_attn.k_proj.bias"), vec![kvd]));
         let vv = push(format!("{p}.self_attn.v_proj.weight"), vec![kvd, d]);
-        let v_bias = cfg.qkv_bias.then(|| push(format!("{p}.self_attn.v_proj.bias"), vec![kvd]));
+        let v_bias = cfg
+            .qkv_bias
+            .then(|| push(format!("{p}.self_attn.v_proj.bias"), vec![kvd]));
         let o = push(format!("{p}.self_attn.o_proj.weight"), vec![d, qd]);
         let o_bias = cfg.o_bias.then(|| push(format!("{p}.self_attn.o_proj.bias"), vec![d]));
         let post_norm = push(format!("{p}.post_attention_layernorm.weight"), vec![d]);
         let gate = push(format!("{p}.mlp.gate_proj.weight"), vec![f, d]);
         let up = push(format!("{p}.mlp.up_proj.weight"), vec![f, d]);
         let down = push(format!("{p}.mlp.down_proj.weight"), vec![d, f]);
-        layers.push(LayerIdx { input_norm, q, k, v: vv, o, q_bias, k_bias, v_bias, o_bias, post_norm, gate, up, down });
+        layers.push(LayerIdx {
+            input_norm,
+            q,
+            k,
+            v: vv,
+            o,
+            q_bias,
+            k_bias,
+            v_bias,
+            o_bias,
+            post_norm,
+            gate,
+            up,
+            down,
+        });
     }
     let norm = push("model.norm.weight".into(), vec![d]);
-    let lm_head = if cfg.tie_word_embeddings { embed } else { push("lm_head.weight".into(), vec![v, d]) };
+    let lm_head = if cfg.tie_word_embeddings {
+        embed
+    } else {
+        push("lm_head.weight".into(), vec![v, d])
+    };
     debug_assert!(cfg.arch == Arch::Llama || !cfg.o_bias);
-    (specs, ModelIdx { embed, layers, norm, lm_head })
+    (
+        specs,
+        ModelIdx {
+            embed,
+            layers,
+            norm,
+            lm_head,
+        },
+    )
 }

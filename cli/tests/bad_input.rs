@@ -1,0 +1,143 @@
+//! Bad input gives a one-line error naming the file, tensor or flag, and a non-zero exit.
+
+mod common;
+
+use std::fs;
+
+use common::{assert_clean_error, softcot, tiny_model};
+
+fn score_ids(model: &str, dir: &std::path::Path, line: &str) -> common::Out {
+    let input = dir.join("in.jsonl");
+    fs::write(&input, line).unwrap();
+    softcot(&["score", "--model", model, "--input", input.to_str().unwrap()])
+}
+
+#[test]
+fn broken_model_folders() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+
+    let m = tiny_model(dir, "no-config");
+    fs::remove_file(format!("{m}/config.json")).unwrap();
+    assert_clean_error(&score_ids(&m, dir, "{\"ids\": [1]}"), "config.json");
+
+    let m = tiny_model(dir, "bad-json");
+    fs::write(format!("{m}/config.json"), "{\n  \"hidden_size\": 64,\n  oops\n}").unwrap();
+    assert_clean_error(&score_ids(&m, dir, "{\"ids\": [1]}"), "config.json: line 3");
+
+    let m = tiny_model(dir, "yarn");
+    let cfg = fs::read_to_string(format!("{m}/config.json")).unwrap();
+    let cfg = cfg.replace(
+        "\"rope_scaling\": null",
+        "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}",
+    );
+    fs::write(format!("{m}/config.json"), cfg).unwrap();
+    assert_clean_error(&score_ids(&m, dir, "{\"ids\": [1]}"), "rope type `yarn`");
+
+    let m = tiny_model(dir, "mistral");
+    let cfg = fs::read_to_string(format!("{m}/config.json"))
+        .unwrap()
+        .replace("LlamaForCausalLM", "MistralForCausalLM");
+    fs::write(format!("{m}/config.json"), cfg).unwrap();
+    assert_clean_error(&score_ids(&m, dir, "{\"ids\": [1]}"), "MistralForCausalLM");
+
+    let m = tiny_model(dir, "no-theta");
+    let cfg = fs::read_to_string(format!("{m}/config.json"))
+        .unwrap()
+        .replace("\"rope_theta\"", "\"rope_theta_x\"");
+    fs::write(format!("{m}/config.json"), cfg).unwrap();
+    assert_clean_error(&score_ids(&m, dir, "{\"ids\": [1]}"), "rope_theta");
+
+    let m = tiny_model(dir, "bad-header");
+    fs::write(
+        format!("{m}/model.safetensors"),
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json!!!!!!}",
+    )
+    .unwrap();
+    assert_clean_error(
+        &score_ids(&m, dir, "{\"ids\": [1]}"),
+        "model.safetensors: invalid safetensors header",
+    );
+
+    let m = tiny_model(dir, "truncated");
+    let bytes = fs::read(format!("{m}/model.safetensors")).unwrap();
+    fs::write(format!("{m}/model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_error(&score_ids(&m, dir, "{\"ids\": [1]}"), "model.safetensors");
+
+    let m = tiny_model(dir, "missing-shard");
+    fs::rename(
+        format!("{m}/model.safetensors"),
+        format!("{m}/model-00001-of-00002.safetensors"),
+    )
+    .unwrap();
+    fs::write(
+        format!("{m}/model.safetensors.index.json"),
+        r#"{"weight_map": {"model.norm.weight": "model-00001-of-00002.safetensors", "lm_head.weight": "model-00002-of-00002.safetensors"}}"#,
+    )
+    .unwrap();
+    assert_clean_error(
+        &score_ids(&m, dir, "{\"ids\": [1]}"),
+        "model-00002-of-00002.safetensors",
+    );
+
+    let m = tiny_model(dir, "wrong-shape");
+    let cfg = fs::read_to_string(format!("{m}/config.json"))
+        .unwrap()
+        .replace("\"intermediate_size\": 176", "\"intermediate_size\": 177");
+    fs::write(format!("{m}/config.json"), cfg).unwrap();
+    assert_clean_error(
+        &score_ids(&m, dir, "{\"ids\": [1]}"),
+        "model.layers.0.mlp.gate_proj.weight",
+    );
+
+    let m = tiny_model(dir, "no-tokenizer");
+    fs::remove_file(format!("{m}/tokenizer.json")).unwrap();
+    assert_clean_error(&score_ids(&m, dir, "{\"ids\": [1]}"), "tokenizer.json");
+
+    let m = tiny_model(dir, "bad-tokenizer");
+    fs::write(format!("{m}/tokenizer.json"), "{\"model\": 3}").unwrap();
+    assert_clean_error(&score_ids(&m, dir, "{\"ids\": [1]}"), "tokenizer.json");
+}
+
+#[test]
+fn bad_inputs_to_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = tiny_model(dir, "ok");
+
+    assert_clean_error(
+        &score_ids(&m, dir, "{\"ids\": [1, 258]}"),
+        "token id 258 is outside the vocabulary",
+    );
+    assert_clean_error(
+        &score_ids(&m, dir, "{\"ids\": [1]}\n{\"ids\": [1,\n"),
+        "in.jsonl:2: invalid JSON",
+    );
+    assert_clean_error(&score_ids(&m, dir, "{\"ids\": [1]}\n\n{\"idz\": [1]}"), "in.jsonl:3");
+    let long: Vec<String> = (0..2049).map(|i| (i % 200).to_string()).collect();
+    assert_clean_error(
+        &score_ids(&m, dir, &format!("{{\"ids\": [{}]}}", long.join(","))),
+        "exceed the model's context of 2048",
+    );
+
+    let o = softcot(&["generate", "--model", &m, "--prompt-ids", "1,2,999", "--greedy"]);
+    assert_clean_error(&o, "token id 999 is outside the vocabulary");
+    let o = softcot(&["generate", "--model", &m, "--prompt-ids", "1,x"]);
+    assert_clean_error(&o, "--prompt-ids: `x`");
+    let o = softcot(&["generate", "--model", &m, "--prompt", "hi", "--think-tokens", "5000"]);
+    assert_clean_error(&o, "exceed the model's context");
+    let o = softcot(&["generate", "--model", &m, "--prompt", "hi", "--tau", "0"]);
+    assert_clean_error(&o, "--tau");
+    let o = softcot(&["generate", "--model", &m, "--prompt", "hi", "--backend", "cuda"]);
+    assert_clean_error(&o, "cuda");
+    let o = softcot(&[
+        "init-model",
+        "--preset",
+        "nope",
+        "--out",
+        dir.join("x").to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, "--preset nope");
+    let o = softcot(&["init-model", "--preset", "tiny", "--out", &m]);
+    assert_clean_error(&o, "not empty");
+}
