@@ -53,7 +53,7 @@ pub fn kv_write(cache: &mut [f32], x: &[f32], slots: &[u32], start: &[u32], s: A
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
-// SAFETY: each task writes only the lse entry of its own query row.
+// SAFETY: tasks write disjoint parts of the buffer (each use below says which).
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
@@ -127,5 +127,125 @@ pub fn attention(
                 unsafe { *p.0.add((b * h + head) * t + i) = m + sum.ln() };
             }
         });
+    Ok(())
+}
+
+/// Backward of [`kv_write`]: dx[b, i, h, :] = dcache[slots[b], h, start[b] + i, :].
+/// dx: [B, T, Hkv, hd]; dcache: [S, Hkv, t_max, hd]
+pub fn kv_read(dx: &mut [f32], dcache: &[f32], slots: &[u32], start: &[u32], s: AttnShape) -> Result<()> {
+    check_rows(slots, start, &s, "kv_read")?;
+    let (hkv, hd) = (s.kv_heads, s.head_dim);
+    need(dx.len(), s.b * s.t * hkv * hd, "kv_read: dx")?;
+    let slot_len = hkv * s.t_max * hd;
+    for b in 0..s.b {
+        let slot = slots[b] as usize;
+        need(dcache.len(), (slot + 1) * slot_len, "kv_read: dcache")?;
+        for i in 0..s.t {
+            let pos = start[b] as usize + i;
+            for h in 0..hkv {
+                let dst = ((b * s.t + i) * hkv + h) * hd;
+                let src = slot * slot_len + (h * s.t_max + pos) * hd;
+                dx[dst..dst + hd].copy_from_slice(&dcache[src..src + hd]);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Backward of [`attention`] (flash-attention style, recomputing the probabilities from `lse`):
+/// with p_ij = exp(s_ij - lse_i), D_i = dout_i . out_i, ds_ij = p_ij (dout_i . v_j - D_i):
+/// dq_i = scale * sum_j ds_ij k_j (written); dk_j += scale * ds_ij q_i; dv_j += p_ij dout_i.
+/// One task per (row, kv head): it owns that slot's keys and values, so accumulation needs no locks.
+/// dq, dout, q, out: [B, T, H, hd]; caches: [S, Hkv, t_max, hd]; lse: [B, H, T]
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    dq: &mut [f32],
+    dk_cache: &mut [f32],
+    dv_cache: &mut [f32],
+    dout: &[f32],
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    slots: &[u32],
+    start: &[u32],
+    s: AttnShape,
+) -> Result<()> {
+    check_rows(slots, start, &s, "attention_backward")?;
+    let (h, hkv, hd, t) = (s.heads, s.kv_heads, s.head_dim, s.t);
+    if hkv == 0 || h % hkv != 0 {
+        return Err(Error::invalid(
+            "attention_backward: heads must be a multiple of kv_heads",
+        ));
+    }
+    let n = s.b * t * h * hd;
+    for (len, what) in [
+        (dq.len(), "dq"),
+        (dout.len(), "dout"),
+        (q.len(), "q"),
+        (out.len(), "out"),
+    ] {
+        need(len, n, &format!("attention_backward: {what}"))?;
+    }
+    need(lse.len(), s.b * h * t, "attention_backward: lse")?;
+    let slot_len = hkv * s.t_max * hd;
+    for (b, &slot) in slots[..s.b].iter().enumerate() {
+        for (len, what) in [
+            (k_cache.len(), "k_cache"),
+            (v_cache.len(), "v_cache"),
+            (dk_cache.len(), "dk_cache"),
+            (dv_cache.len(), "dv_cache"),
+        ] {
+            need(
+                len,
+                (slot as usize + 1) * slot_len,
+                &format!("attention_backward: {what}"),
+            )?;
+        }
+        if slots[..b].contains(&slot) {
+            return Err(Error::invalid("attention_backward: rows must use distinct cache slots"));
+        }
+    }
+    let group = h / hkv;
+    let (dqp, dkp, dvp) = (
+        SendPtr(dq.as_mut_ptr()),
+        SendPtr(dk_cache.as_mut_ptr()),
+        SendPtr(dv_cache.as_mut_ptr()),
+    );
+    (0..s.b * hkv).into_par_iter().for_each(|task| {
+        let (dqp, dkp, dvp) = (dqp, dkp, dvp);
+        let (b, kvh) = (task / hkv, task % hkv);
+        let base = slots[b] as usize * slot_len + kvh * s.t_max * hd;
+        for head in kvh * group..(kvh + 1) * group {
+            for i in 0..t {
+                let row = ((b * t + i) * h + head) * hd;
+                let (qr, gr, orow) = (&q[row..row + hd], &dout[row..row + hd], &out[row..row + hd]);
+                let l = lse[(b * h + head) * t + i];
+                let dd: f32 = gr.iter().zip(orow).map(|(a, c)| a * c).sum();
+                let mut dqr = [0f32; MAX_HEAD_DIM];
+                for j in 0..start[b] as usize + i + 1 {
+                    let kr = &k_cache[base + j * hd..base + (j + 1) * hd];
+                    let vr = &v_cache[base + j * hd..base + (j + 1) * hd];
+                    let p = (qr.iter().zip(kr).map(|(a, c)| a * c).sum::<f32>() * s.scale - l).exp();
+                    let dp: f32 = gr.iter().zip(vr).map(|(a, c)| a * c).sum();
+                    let ds = p * (dp - dd) * s.scale;
+                    // SAFETY: keys j of (slot, kvh) belong to this task alone (slots are distinct,
+                    // checked above), and the indices are inside the caches (checked above).
+                    unsafe {
+                        let dk = core::slice::from_raw_parts_mut(dkp.0.add(base + j * hd), hd);
+                        let dv = core::slice::from_raw_parts_mut(dvp.0.add(base + j * hd), hd);
+                        for e in 0..hd {
+                            dqr[e] += ds * kr[e];
+                            dk[e] += ds * qr[e];
+                            dv[e] += p * gr[e];
+                        }
+                    }
+                }
+                // SAFETY: query row (b, i, head) is written by this task only (its head is in this group).
+                unsafe { core::ptr::copy_nonoverlapping(dqr.as_ptr(), dqp.0.add(row), hd) };
+            }
+        }
+    });
     Ok(())
 }

@@ -81,6 +81,26 @@ pub fn exp_shifted(out: &mut [f32], z: &[f32], m: f32, inv_tau: f32) -> f32 {
     })
 }
 
+/// z[i] <- exp((z[i] - m) * inv_tau) in place; returns the sum.
+pub fn exp_shifted_inplace(z: &mut [f32], m: f32, inv_tau: f32) -> f32 {
+    with_simd(|| {
+        let mut lanes = [0f32; 16];
+        let mut chunks = z.chunks_exact_mut(16);
+        for c in &mut chunks {
+            for (x, l) in c.iter_mut().zip(lanes.iter_mut()) {
+                *x = exp((*x - m) * inv_tau);
+                *l += *x;
+            }
+        }
+        let mut s: f32 = lanes.iter().sum();
+        for x in chunks.into_remainder() {
+            *x = exp((*x - m) * inv_tau);
+            s += *x;
+        }
+        s
+    })
+}
+
 /// Sum of exp((z[i] - m) * inv_tau), without storing the terms.
 pub fn sum_exp_shifted(z: &[f32], m: f32, inv_tau: f32) -> f32 {
     with_simd(|| {

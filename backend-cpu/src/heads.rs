@@ -129,3 +129,45 @@ pub fn add_noise(
     });
     Ok(())
 }
+
+/// Weighted cross-entropy in place: loss[r] = -w[r] log softmax(z[r])[t[r]], z[r] <- w[r] (softmax(z[r]) - onehot(t[r])).
+/// logits: [rows, V]; loss, weights: [rows]; targets: [rows]
+pub fn cross_entropy_backward(
+    logits: &mut [f32],
+    loss: &mut [f32],
+    targets: &[u32],
+    weights: &[f32],
+    rows: usize,
+    v: usize,
+) -> Result<()> {
+    need(logits.len(), rows * v, "cross_entropy_backward: logits")?;
+    need(loss.len(), rows, "cross_entropy_backward: loss")?;
+    need(targets.len(), rows, "cross_entropy_backward: targets")?;
+    need(weights.len(), rows, "cross_entropy_backward: weights")?;
+    if let Some(r) = (0..rows).find(|&r| weights[r] != 0.0 && targets[r] as usize >= v) {
+        return Err(Error::invalid(format!(
+            "token id {} is outside the vocabulary (size {v})",
+            targets[r]
+        )));
+    }
+    logits[..rows * v]
+        .par_chunks_mut(v)
+        .zip(loss[..rows].par_iter_mut())
+        .enumerate()
+        .for_each(|(r, (z, l))| {
+            let w = weights[r];
+            if w == 0.0 {
+                z.iter_mut().for_each(|x| *x = 0.0);
+                *l = 0.0;
+                return;
+            }
+            let t = targets[r] as usize;
+            let m = fastmath::max(z);
+            let zt = z[t];
+            let s = fastmath::exp_shifted_inplace(z, m, 1.0);
+            *l = -w * (zt - m - s.ln());
+            fastmath::scale(z, w / s);
+            z[t] -= w;
+        });
+    Ok(())
+}

@@ -11,8 +11,9 @@ mod fastmath;
 mod gemm;
 mod heads;
 mod layers;
+mod optim;
 
-use softcot_core::backend::{AttnShape, Backend, Gemm, RopeShape};
+use softcot_core::backend::{AdamwStep, AttnShape, Backend, Gemm, RopeShape};
 use softcot_core::dtype::{decode_into, DType};
 use softcot_core::{Error, Result};
 
@@ -191,5 +192,99 @@ impl Backend for CpuBackend {
     }
     fn gather_rows(&self, dst: &mut CpuBuf, src: &CpuBuf, index: &CpuIds, rows: usize, d: usize) -> Result<()> {
         layers::gather_rows(&mut dst.0, &src.0, &index.0, rows, d)
+    }
+
+    fn fill(&self, x: &mut CpuBuf, value: f32, n: usize) -> Result<()> {
+        optim::fill(&mut x.0, value, n)
+    }
+    fn scale(&self, x: &mut CpuBuf, s: f32, n: usize) -> Result<()> {
+        optim::scale(&mut x.0, s, n)
+    }
+    fn sum_rows(&self, dbias: &mut CpuBuf, dy: &CpuBuf, rows: usize, n: usize) -> Result<()> {
+        layers::sum_rows(&mut dbias.0, &dy.0, rows, n)
+    }
+    fn rmsnorm_backward(
+        &self,
+        dx: &mut CpuBuf,
+        dw: &mut CpuBuf,
+        dy: &CpuBuf,
+        x: &CpuBuf,
+        w: &CpuBuf,
+        rstd: &CpuBuf,
+        rows: usize,
+        d: usize,
+    ) -> Result<()> {
+        layers::rmsnorm_backward(&mut dx.0, &mut dw.0, &dy.0, &x.0, &w.0, &rstd.0, rows, d)
+    }
+    fn rope_backward(&self, dx: &mut CpuBuf, start: &CpuIds, inv_freq: &CpuBuf, s: RopeShape) -> Result<()> {
+        layers::rope_backward(&mut dx.0, &start.0, &inv_freq.0, s)
+    }
+    fn kv_read(&self, dx: &mut CpuBuf, dcache: &CpuBuf, slots: &CpuIds, start: &CpuIds, s: AttnShape) -> Result<()> {
+        attention::kv_read(&mut dx.0, &dcache.0, &slots.0, &start.0, s)
+    }
+    fn attention_backward(
+        &self,
+        dq: &mut CpuBuf,
+        dk_cache: &mut CpuBuf,
+        dv_cache: &mut CpuBuf,
+        dout: &CpuBuf,
+        q: &CpuBuf,
+        k_cache: &CpuBuf,
+        v_cache: &CpuBuf,
+        out: &CpuBuf,
+        lse: &CpuBuf,
+        slots: &CpuIds,
+        start: &CpuIds,
+        s: AttnShape,
+    ) -> Result<()> {
+        attention::attention_backward(
+            &mut dq.0,
+            &mut dk_cache.0,
+            &mut dv_cache.0,
+            &dout.0,
+            &q.0,
+            &k_cache.0,
+            &v_cache.0,
+            &out.0,
+            &lse.0,
+            &slots.0,
+            &start.0,
+            s,
+        )
+    }
+    fn swiglu_backward(
+        &self,
+        dgate: &mut CpuBuf,
+        dup: &mut CpuBuf,
+        dout: &CpuBuf,
+        gate: &CpuBuf,
+        up: &CpuBuf,
+        n: usize,
+    ) -> Result<()> {
+        layers::swiglu_backward(&mut dgate.0, &mut dup.0, &dout.0, &gate.0, &up.0, n)
+    }
+    fn embedding_backward(
+        &self,
+        dtable: &mut CpuBuf,
+        dout: &CpuBuf,
+        ids: &CpuIds,
+        rows: usize,
+        d: usize,
+    ) -> Result<()> {
+        layers::embedding_backward(&mut dtable.0, &dout.0, &ids.0, rows, d)
+    }
+    fn cross_entropy_backward(
+        &self,
+        logits: &mut CpuBuf,
+        loss: &mut CpuBuf,
+        targets: &CpuIds,
+        weights: &CpuBuf,
+        rows: usize,
+        v: usize,
+    ) -> Result<()> {
+        heads::cross_entropy_backward(&mut logits.0, &mut loss.0, &targets.0, &weights.0, rows, v)
+    }
+    fn adamw(&self, p: &mut CpuBuf, g: &CpuBuf, m: &mut CpuBuf, v: &mut CpuBuf, n: usize, h: AdamwStep) -> Result<()> {
+        optim::adamw(&mut p.0, &g.0, &mut m.0, &mut v.0, n, h)
     }
 }

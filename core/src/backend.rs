@@ -109,6 +109,43 @@ pub struct RopeShape {
     pub scaling: f32,
 }
 
+/// Hyper-parameters of one AdamW update, with the bias corrections of its step precomputed (in
+/// float64 on the host, as torch computes them in Python floats).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamwStep {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// lr / (1 - beta1^step)
+    pub step_size: f32,
+    /// sqrt(1 - beta2^step)
+    pub bc2_sqrt: f32,
+}
+
+impl AdamwStep {
+    /// The update of step `step` (1-based).
+    pub fn new(lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64, step: u64) -> Self {
+        let t = step as i32;
+        let bc1 = 1.0 - libm::pow(beta1, t as f64);
+        let bc2 = 1.0 - libm::pow(beta2, t as f64);
+        AdamwStep {
+            lr: lr as f32,
+            beta1: beta1 as f32,
+            beta2: beta2 as f32,
+            eps: eps as f32,
+            weight_decay: weight_decay as f32,
+            step_size: (lr / bc1) as f32,
+            bc2_sqrt: libm::sqrt(bc2) as f32,
+        }
+    }
+}
+
+fn unsupported<B: Backend + ?Sized>(be: &B, op: &str) -> crate::error::Error {
+    crate::error::Error::unsupported(alloc::format!("{op} is not implemented on the {} backend", be.name()))
+}
+
 /// The device abstraction. One test suite (`softcot-tests`) checks every implementation against a
 /// float64 reference.
 pub trait Backend {
@@ -248,6 +285,144 @@ pub trait Backend {
     /// dst: [rows, d]; src: [n, d]; index: [rows]
     fn gather_rows(&self, dst: &mut Self::Buf, src: &Self::Buf, index: &Self::Ids, rows: usize, d: usize)
         -> Result<()>;
+
+    // ---- backward ops and the optimizer ------------------------------------------------------
+    // Defaults report that the backend lacks the op; backends that train override them all.
+    // "writes" overwrites the output; "accumulates" adds into it (zeroing is explicit, see `fill`).
+
+    /// `x[..n] = value`.
+    fn fill(&self, x: &mut Self::Buf, value: f32, n: usize) -> Result<()> {
+        let _ = (x, value, n);
+        Err(unsupported(self, "fill"))
+    }
+    /// `x[..n] *= s`.
+    fn scale(&self, x: &mut Self::Buf, s: f32, n: usize) -> Result<()> {
+        let _ = (x, s, n);
+        Err(unsupported(self, "scale"))
+    }
+    /// Accumulates the column sums of `dy` (the gradient of a bias).  dbias: [n]; dy: [rows, n]
+    fn sum_rows(&self, dbias: &mut Self::Buf, dy: &Self::Buf, rows: usize, n: usize) -> Result<()> {
+        let _ = (dbias, dy, rows, n);
+        Err(unsupported(self, "sum_rows"))
+    }
+    /// Backward of [`Backend::rmsnorm`]: accumulates into `dx` and `dw`.
+    /// dx, dy, x: [rows, d]; dw, w: [d]; rstd: [rows] (as written by the forward)
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_backward(
+        &self,
+        dx: &mut Self::Buf,
+        dw: &mut Self::Buf,
+        dy: &Self::Buf,
+        x: &Self::Buf,
+        w: &Self::Buf,
+        rstd: &Self::Buf,
+        rows: usize,
+        d: usize,
+    ) -> Result<()> {
+        let _ = (dx, dw, dy, x, w, rstd, rows, d);
+        Err(unsupported(self, "rmsnorm_backward"))
+    }
+    /// Backward of [`Backend::rope`], in place: rotates the gradient back by the same angles.
+    /// dx: [B, T, heads, hd]
+    fn rope_backward(&self, dx: &mut Self::Buf, start: &Self::Ids, inv_freq: &Self::Buf, s: RopeShape) -> Result<()> {
+        let _ = (dx, start, inv_freq, s);
+        Err(unsupported(self, "rope_backward"))
+    }
+    /// Backward of [`Backend::kv_write`]: writes `dx[b, i, h, :] = dcache[slots[b], h, start[b] + i, :]`.
+    /// dx: [B, T, Hkv, hd]; dcache: [slots, Hkv, t_max, hd]
+    fn kv_read(
+        &self,
+        dx: &mut Self::Buf,
+        dcache: &Self::Buf,
+        slots: &Self::Ids,
+        start: &Self::Ids,
+        s: AttnShape,
+    ) -> Result<()> {
+        let _ = (dx, dcache, slots, start, s);
+        Err(unsupported(self, "kv_read"))
+    }
+    /// Backward of [`Backend::attention`]: writes `dq`, accumulates into `dk_cache` and `dv_cache`.
+    /// dq, dout, q, out: [B, T, H, hd]; k/v caches and their gradients: [slots, Hkv, t_max, hd]; lse: [B, H, T]
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        &self,
+        dq: &mut Self::Buf,
+        dk_cache: &mut Self::Buf,
+        dv_cache: &mut Self::Buf,
+        dout: &Self::Buf,
+        q: &Self::Buf,
+        k_cache: &Self::Buf,
+        v_cache: &Self::Buf,
+        out: &Self::Buf,
+        lse: &Self::Buf,
+        slots: &Self::Ids,
+        start: &Self::Ids,
+        s: AttnShape,
+    ) -> Result<()> {
+        let _ = (
+            dq, dk_cache, dv_cache, dout, q, k_cache, v_cache, out, lse, slots, start, s,
+        );
+        Err(unsupported(self, "attention_backward"))
+    }
+    /// Backward of [`Backend::swiglu`]: writes `dgate` and `dup`.  all: [n]
+    #[allow(clippy::too_many_arguments)]
+    fn swiglu_backward(
+        &self,
+        dgate: &mut Self::Buf,
+        dup: &mut Self::Buf,
+        dout: &Self::Buf,
+        gate: &Self::Buf,
+        up: &Self::Buf,
+        n: usize,
+    ) -> Result<()> {
+        let _ = (dgate, dup, dout, gate, up, n);
+        Err(unsupported(self, "swiglu_backward"))
+    }
+    /// Backward of [`Backend::embedding`]: scatter-adds rows into the table's gradient.
+    /// dtable: [V, d]; dout: [rows, d]; ids: [rows]
+    fn embedding_backward(
+        &self,
+        dtable: &mut Self::Buf,
+        dout: &Self::Buf,
+        ids: &Self::Ids,
+        rows: usize,
+        d: usize,
+    ) -> Result<()> {
+        let _ = (dtable, dout, ids, rows, d);
+        Err(unsupported(self, "embedding_backward"))
+    }
+    /// Weighted cross-entropy, in place: writes `loss[r] = -w[r] * log_softmax(z[r])[t[r]]` and turns
+    /// the logits into their gradient `w[r] * (softmax(z[r]) - onehot(t[r]))`. Rows with w = 0 get
+    /// zero gradient (their target is not read).  logits: [rows, V]; loss, weights: [rows]; targets: [rows]
+    fn cross_entropy_backward(
+        &self,
+        logits: &mut Self::Buf,
+        loss: &mut Self::Buf,
+        targets: &Self::Ids,
+        weights: &Self::Buf,
+        rows: usize,
+        v: usize,
+    ) -> Result<()> {
+        let _ = (logits, loss, targets, weights, rows, v);
+        Err(unsupported(self, "cross_entropy_backward"))
+    }
+    /// One AdamW step as `torch.optim.AdamW` takes it (decoupled decay):
+    /// `p *= 1 - lr * wd; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+    ///  p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)` with `bc = 1 - beta^step`.
+    /// p, g, m, v: [n]
+    #[allow(clippy::too_many_arguments)]
+    fn adamw(
+        &self,
+        p: &mut Self::Buf,
+        g: &Self::Buf,
+        m: &mut Self::Buf,
+        v: &mut Self::Buf,
+        n: usize,
+        h: AdamwStep,
+    ) -> Result<()> {
+        let _ = (p, g, m, v, n, h);
+        Err(unsupported(self, "adamw"))
+    }
 
     /// The soft-thinking input `mix = softmax(logits / tau) @ E`, with `p` as scratch.
     /// Default: softmax then a GEMM; backends may fuse it with an online softmax.

@@ -5,7 +5,8 @@
 use softcot_core::backend::{AttnShape, Backend, Gemm, RopeShape};
 use softcot_core::philox;
 
-use crate::{max_abs_err, reference as r, TestRng};
+use crate::reference::{self as r, up};
+use crate::{max_abs_err, TestRng};
 
 /// Runs every check on `be`; panics on the first failure with the measured error.
 pub fn run_all<B: Backend>(be: &B) {
@@ -19,6 +20,7 @@ pub fn run_all<B: Backend>(be: &B) {
     noise(be);
     sampling(be);
     errors(be);
+    crate::gradcheck::run_all(be);
 }
 
 fn report(op: &str, err: f64, tol: f64) {
@@ -33,7 +35,7 @@ fn check_gemm<B: Backend>(be: &B, rng: &mut TestRng, g: Gemm, label: &str) {
     be.gemm(&mut cb, &be.upload(&a).unwrap(), &be.upload(&b).unwrap(), g)
         .unwrap();
     let got = be.download(&cb, lc).unwrap();
-    let want = r::gemm(&c, &a, &b, g);
+    let want = r::gemm(&up(&c), &up(&a), &up(&b), g);
     // float32 dot products of k terms of magnitude <= 1: error grows like sqrt(k) * eps.
     report(
         label,
@@ -146,7 +148,7 @@ pub fn elementwise<B: Backend>(be: &B) {
         .unwrap();
     report(
         "swiglu 999",
-        max_abs_err(&be.download(&ob, 999).unwrap(), &r::swiglu(&g, &u)),
+        max_abs_err(&be.download(&ob, 999).unwrap(), &r::swiglu(&up(&g), &up(&u))),
         1e-5,
     );
 
@@ -213,7 +215,7 @@ pub fn rmsnorm<B: Backend>(be: &B) {
             1e-5,
         )
         .unwrap();
-        let (want, want_r) = r::rmsnorm(&x, &w, rows, d, 1e-5);
+        let (want, want_r) = r::rmsnorm(&up(&x), &up(&w), rows, d, 1e-5);
         report(
             &format!("rmsnorm {rows}x{d}"),
             max_abs_err(&be.download(&ob, rows * d).unwrap(), &want),
@@ -251,7 +253,7 @@ pub fn rope<B: Backend>(be: &B) {
     // Angles are computed in float32 (as HF does): at position ~135 their rounding is ~1e-5.
     report(
         "rope 3x5x3x10 at positions up to 135",
-        max_abs_err(&be.download(&xb, n).unwrap(), &r::rope(&x, &start, &inv_freq, s)),
+        max_abs_err(&be.download(&xb, n).unwrap(), &r::rope(&up(&x), &start, &inv_freq, s)),
         4e-5,
     );
 }
@@ -308,7 +310,7 @@ pub fn attention<B: Backend>(be: &B) {
             s,
         )
         .unwrap();
-        let (want, want_lse) = r::attention(&q, &k_all, &v_all, &[st; 2], s, l);
+        let (want, want_lse) = r::attention(&up(&q), &k_all, &v_all, &[st; 2], s, l);
         report(
             &format!("attention GQA 6/2 call {call} (t={t}, start={st})"),
             max_abs_err(&be.download(&out, b * t * h * hd).unwrap(), &want),
@@ -334,7 +336,7 @@ pub fn heads<B: Backend>(be: &B) {
             &format!("softmax tau={tau}"),
             max_abs_err(
                 &be.download(&p, rows * v).unwrap(),
-                &r::softmax(&z, rows, v, tau as f64),
+                &r::softmax(&up(&z), rows, v, tau as f64),
             ),
             2e-6,
         );
@@ -345,7 +347,10 @@ pub fn heads<B: Backend>(be: &B) {
         .unwrap();
     report(
         "logprob_gather",
-        max_abs_err(&be.download(&lp, rows).unwrap(), &r::logprob(&z, &targets, rows, v)),
+        max_abs_err(
+            &be.download(&lp, rows).unwrap(),
+            &r::logprob(&up(&z), &targets, rows, v),
+        ),
         1e-5,
     );
 
@@ -371,7 +376,7 @@ pub fn heads<B: Backend>(be: &B) {
     let (mut mix, mut p) = (be.zeros(rows * d).unwrap(), be.zeros(rows * v).unwrap());
     be.mixture(&mut mix, &mut p, &zb, &be.upload(&table).unwrap(), rows, v, d, tau)
         .unwrap();
-    let pr = r::softmax(&z, rows, v, tau as f64);
+    let pr = r::softmax(&up(&z), rows, v, tau as f64);
     let want: Vec<f64> = (0..rows * d)
         .map(|i| (0..v).map(|j| pr[(i / d) * v + j] * table[j * d + i % d] as f64).sum())
         .collect();
@@ -437,7 +442,7 @@ pub fn sampling<B: Backend>(be: &B) {
             counts[id as usize] += 1.0;
         }
     }
-    let p = r::softmax(&z, 1, v, tau as f64);
+    let p = r::softmax(&up(&z), 1, v, tau as f64);
     let n = (rows * rounds as usize) as f64;
     let chi: f64 = (0..v).map(|i| (counts[i] - n * p[i]).powi(2) / (n * p[i])).sum();
     // chi-square with 6 degrees of freedom: P(X > 22.5) < 1e-3.

@@ -8,6 +8,7 @@
 
 pub mod conformance;
 pub mod fixtures;
+pub mod gradcheck;
 pub mod parity;
 pub mod reference;
 

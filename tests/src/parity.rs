@@ -101,3 +101,101 @@ pub fn generate_sections<B: Backend>(be: &B, dir: &Path) {
         assert!(err < TOL_LOGITS, "{}: {sec} mixture error {err:.3e}", name(dir));
     }
 }
+
+/// Relative gradient error allowed (fixtures README: a correct float32 implementation lands near 1e-5).
+pub const TOL_GRAD: f64 = 1e-3;
+
+/// `sft`: the loss and every parameter gradient, with cached activations and with recomputation.
+pub fn sft<B: Backend>(be: &B, dir: &Path) {
+    use softcot_core::sft::{sft_step, SftBatch};
+    let r = Reference::open(dir);
+    if !r.has_section("sft") {
+        return;
+    }
+    let md = ModelDir::open(dir).unwrap_or_else(|e| panic!("{e}"));
+    let model = md.load(be).unwrap_or_else(|e| panic!("{e}"));
+    let (shape, ids) = r.ids("sft.input_ids");
+    let (b, t) = (shape[0], shape[1]);
+    let mask = r.f32("sft.target_mask").1;
+    let n_targets = mask.iter().enumerate().filter(|(i, &m)| i % t != 0 && m != 0.0).count() as f32;
+    let batch = SftBatch::new(be, &ids, &mask, b, t, n_targets).unwrap();
+    let want_loss = r.scalar("sft.loss");
+    for recompute in [false, true] {
+        let mut acts = model.new_train_acts(be, b, t, recompute).unwrap();
+        let mut grads = model.new_grads(be).unwrap();
+        let mut loss_rows = be.zeros(b * t).unwrap();
+        let loss = sft_step(be, &model, &mut acts, &batch, &mut loss_rows, &mut grads).unwrap();
+        let mut worst = (0f64, String::new());
+        for g in &grads {
+            let want = r.f64(&format!("sft.grad.{}", g.name));
+            let e = crate::rel_err(&be.download(&g.buf, g.numel()).unwrap(), &want);
+            if e > worst.0 {
+                worst = (e, g.name.clone());
+            }
+        }
+        let names = r.names().iter().filter(|n| n.starts_with("sft.grad.")).count();
+        assert_eq!(names, grads.len(), "{}: gradient count", name(dir));
+        let loss_err = (loss - want_loss).abs();
+        println!(
+            "{:<12} sft{}  loss abs err {loss_err:.2e}; {} gradients, worst rel err {:.2e} ({})",
+            name(dir),
+            if recompute { " (recompute)" } else { "            " },
+            grads.len(),
+            worst.0,
+            worst.1
+        );
+        assert!(loss_err < 1e-4, "{}: sft loss error {loss_err:.3e}", name(dir));
+        assert!(
+            worst.0 < TOL_GRAD,
+            "{}: gradient of {} off by {:.3e}",
+            name(dir),
+            worst.1,
+            worst.0
+        );
+    }
+}
+
+/// `adamw`: the sft loss before each of 10 full-batch AdamW steps and after the last.
+pub fn adamw<B: Backend>(be: &B, dir: &Path) {
+    use softcot_core::optim::{AdamW, AdamwConfig};
+    use softcot_core::sft::{sft_step, SftBatch};
+    let r = Reference::open(dir);
+    if !r.has_section("adamw") {
+        return;
+    }
+    let md = ModelDir::open(dir).unwrap_or_else(|e| panic!("{e}"));
+    let mut model = md.load(be).unwrap_or_else(|e| panic!("{e}"));
+    let (shape, ids) = r.ids("sft.input_ids");
+    let (b, t) = (shape[0], shape[1]);
+    let mask = r.f32("sft.target_mask").1;
+    let n_targets = mask.iter().enumerate().filter(|(i, &m)| i % t != 0 && m != 0.0).count() as f32;
+    let batch = SftBatch::new(be, &ids, &mask, b, t, n_targets).unwrap();
+    let cfg = AdamwConfig {
+        beta1: r.scalar("adamw.beta1"),
+        beta2: r.scalar("adamw.beta2"),
+        eps: r.scalar("adamw.eps"),
+        weight_decay: r.scalar("adamw.weight_decay"),
+        decay_norms_and_biases: true, // the fixture decays every parameter
+    };
+    let lr = r.scalar("adamw.lr");
+    let want = r.f64("adamw.losses");
+    let mut opt = AdamW::new(be, &model, cfg).unwrap();
+    let mut acts = model.new_train_acts(be, b, t, false).unwrap();
+    let mut grads = model.new_grads(be).unwrap();
+    let mut loss_rows = be.zeros(b * t).unwrap();
+    let mut worst = 0f64;
+    for (step, &w) in want.iter().enumerate() {
+        softcot_core::optim::zero_grads(be, &mut grads).unwrap();
+        let loss = sft_step(be, &model, &mut acts, &batch, &mut loss_rows, &mut grads).unwrap();
+        worst = worst.max((loss - w).abs());
+        if step + 1 < want.len() {
+            opt.update(be, &mut model, &grads, lr).unwrap();
+        }
+    }
+    println!(
+        "{:<12} adamw             {} losses, max abs err {worst:.2e} (tol 1e-3)",
+        name(dir),
+        want.len()
+    );
+    assert!(worst < 1e-3, "{}: AdamW trajectory off by {worst:.3e}", name(dir));
+}

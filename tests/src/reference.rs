@@ -3,13 +3,14 @@
 
 use softcot_core::backend::{AttnShape, Gemm, RopeShape};
 
-fn up(x: &[f32]) -> Vec<f64> {
+/// Widens float32 test inputs for the reference.
+pub fn up(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
 }
 
 /// c = alpha * op(a) @ op(b) + beta * c, batched with strides and offsets.
-pub fn gemm(c: &[f32], a: &[f32], b: &[f32], g: Gemm) -> Vec<f64> {
-    let mut out = up(c);
+pub fn gemm(c: &[f64], a: &[f64], b: &[f64], g: Gemm) -> Vec<f64> {
+    let mut out = c.to_vec();
     for bi in 0..g.batch {
         let (oa, ob, oc) = (
             g.off_a + bi * g.stride_a,
@@ -30,7 +31,7 @@ pub fn gemm(c: &[f32], a: &[f32], b: &[f32], g: Gemm) -> Vec<f64> {
                     } else {
                         b[ob + l * g.n + j]
                     };
-                    s += av as f64 * bv as f64;
+                    s += av * bv;
                 }
                 let o = &mut out[oc + i * g.n + j];
                 *o = g.alpha as f64 * s + if g.beta == 0.0 { 0.0 } else { g.beta as f64 * *o };
@@ -41,23 +42,23 @@ pub fn gemm(c: &[f32], a: &[f32], b: &[f32], g: Gemm) -> Vec<f64> {
 }
 
 /// (out, rstd) of RMSNorm. x: [rows, d]; w: [d]
-pub fn rmsnorm(x: &[f32], w: &[f32], rows: usize, d: usize, eps: f32) -> (Vec<f64>, Vec<f64>) {
+pub fn rmsnorm(x: &[f64], w: &[f64], rows: usize, d: usize, eps: f32) -> (Vec<f64>, Vec<f64>) {
     let mut out = vec![0f64; rows * d];
     let mut rstd = vec![0f64; rows];
     for r in 0..rows {
         let xr = &x[r * d..(r + 1) * d];
-        let ms = xr.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / d as f64;
+        let ms = xr.iter().map(|&v| v * v).sum::<f64>() / d as f64;
         rstd[r] = 1.0 / (ms + eps as f64).sqrt();
         for i in 0..d {
-            out[r * d + i] = xr[i] as f64 * rstd[r] * w[i] as f64;
+            out[r * d + i] = xr[i] * rstd[r] * w[i];
         }
     }
     (out, rstd)
 }
 
 /// Rotary embedding with angles pos * inv_freq. x: [B, T, heads, hd]; start: [B]
-pub fn rope(x: &[f32], start: &[u32], inv_freq: &[f32], s: RopeShape) -> Vec<f64> {
-    let mut out = up(x);
+pub fn rope(x: &[f64], start: &[u32], inv_freq: &[f32], s: RopeShape) -> Vec<f64> {
+    let mut out = x.to_vec();
     let half = s.head_dim / 2;
     for b in 0..s.b {
         for i in 0..s.t {
@@ -67,7 +68,7 @@ pub fn rope(x: &[f32], start: &[u32], inv_freq: &[f32], s: RopeShape) -> Vec<f64
                 for j in 0..half {
                     let a = pos * inv_freq[j] as f64;
                     let (c, sn) = (a.cos() * s.scaling as f64, a.sin() * s.scaling as f64);
-                    let (x1, x2) = (x[base + j] as f64, x[base + j + half] as f64);
+                    let (x1, x2) = (x[base + j], x[base + j + half]);
                     out[base + j] = x1 * c - x2 * sn;
                     out[base + j + half] = x2 * c + x1 * sn;
                 }
@@ -80,7 +81,7 @@ pub fn rope(x: &[f32], start: &[u32], inv_freq: &[f32], s: RopeShape) -> Vec<f64
 /// Causal GQA attention over contiguous keys/values of each row.
 /// (out [B, T, H, hd], lse [B, H, T]) from q: [B, T, H, hd] and k, v: [B, L, Hkv, hd] where row b's
 /// keys are positions 0 .. start[b] + T.
-pub fn attention(q: &[f32], k: &[f64], v: &[f64], start: &[u32], s: AttnShape, l: usize) -> (Vec<f64>, Vec<f64>) {
+pub fn attention(q: &[f64], k: &[f64], v: &[f64], start: &[u32], s: AttnShape, l: usize) -> (Vec<f64>, Vec<f64>) {
     let (h, hkv, hd, t) = (s.heads, s.kv_heads, s.head_dim, s.t);
     let mut out = vec![0f64; s.b * t * h * hd];
     let mut lse = vec![0f64; s.b * h * t];
@@ -93,7 +94,7 @@ pub fn attention(q: &[f32], k: &[f64], v: &[f64], start: &[u32], s: AttnShape, l
                 let scores: Vec<f64> = (0..len)
                     .map(|j| {
                         let kr = &k[((b * l + j) * hkv + kvh) * hd..][..hd];
-                        qr.iter().zip(kr).map(|(&a, &c)| a as f64 * c).sum::<f64>() * s.scale as f64
+                        qr.iter().zip(kr).map(|(&a, &c)| a * c).sum::<f64>() * s.scale as f64
                     })
                     .collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -112,23 +113,20 @@ pub fn attention(q: &[f32], k: &[f64], v: &[f64], start: &[u32], s: AttnShape, l
     (out, lse)
 }
 
-pub fn swiglu(gate: &[f32], upv: &[f32]) -> Vec<f64> {
+pub fn swiglu(gate: &[f64], upv: &[f64]) -> Vec<f64> {
     gate.iter()
         .zip(upv)
-        .map(|(&g, &u)| {
-            let g = g as f64;
-            g / (1.0 + (-g).exp()) * u as f64
-        })
+        .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
         .collect()
 }
 
 /// softmax(z / tau) per row. z: [rows, V]
-pub fn softmax(z: &[f32], rows: usize, v: usize, tau: f64) -> Vec<f64> {
+pub fn softmax(z: &[f64], rows: usize, v: usize, tau: f64) -> Vec<f64> {
     let mut out = vec![0f64; rows * v];
     for r in 0..rows {
         let zr = &z[r * v..(r + 1) * v];
-        let m = zr.iter().map(|&x| x as f64).fold(f64::NEG_INFINITY, f64::max);
-        let e: Vec<f64> = zr.iter().map(|&x| ((x as f64 - m) / tau).exp()).collect();
+        let m = zr.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = zr.iter().map(|&x| ((x - m) / tau).exp()).collect();
         let s: f64 = e.iter().sum();
         for i in 0..v {
             out[r * v + i] = e[i] / s;
@@ -138,7 +136,7 @@ pub fn softmax(z: &[f32], rows: usize, v: usize, tau: f64) -> Vec<f64> {
 }
 
 /// log_softmax(z)[target] per row.
-pub fn logprob(z: &[f32], targets: &[u32], rows: usize, v: usize) -> Vec<f64> {
+pub fn logprob(z: &[f64], targets: &[u32], rows: usize, v: usize) -> Vec<f64> {
     let p = softmax(z, rows, v, 1.0);
     (0..rows).map(|r| p[r * v + targets[r] as usize].ln()).collect()
 }

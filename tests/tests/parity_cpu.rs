@@ -17,3 +17,19 @@ fn generation_matches_hf() {
         parity::generate_sections(&be, &dir);
     }
 }
+
+#[test]
+fn sft_loss_and_gradients_match_pytorch() {
+    let be = softcot_cpu::CpuBackend::new();
+    for dir in fixtures::discover() {
+        parity::sft(&be, &dir);
+    }
+}
+
+#[test]
+fn adamw_trajectory_matches_pytorch() {
+    let be = softcot_cpu::CpuBackend::new();
+    for dir in fixtures::discover() {
+        parity::adamw(&be, &dir);
+    }
+}

@@ -4,8 +4,9 @@ use alloc::format;
 use alloc::vec::Vec;
 
 use super::config::ModelConfig;
+use super::layer::{LayerBufs, Rows};
 use super::params::{param_specs, ModelIdx, Param};
-use crate::backend::{AttnShape, Backend, Gemm, RopeShape};
+use crate::backend::{Backend, Gemm};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 
@@ -38,16 +39,10 @@ pub struct KvCache<B: Backend> {
 pub struct Workspace<B: Backend> {
     pub max_tokens: usize,
     pub max_logit_rows: usize,
-    x: B::Buf,    // x: [N, d] residual stream
-    xn: B::Buf,   // xn: [N, d] normalised input of a sublayer
-    q: B::Buf,    // q: [N, H * hd]
-    k: B::Buf,    // k: [N, Hkv * hd]
-    v: B::Buf,    // v: [N, Hkv * hd]
-    att: B::Buf,  // att: [N, H * hd]
-    gate: B::Buf, // gate: [N, F]
-    up: B::Buf,   // up: [N, F]
-    act: B::Buf,  // act: [N, F] silu(gate) * up
-    tmp: B::Buf,  // tmp: [N, d] sublayer output
+    x: B::Buf,   // x: [N, d] residual stream
+    xn: B::Buf,  // xn: [N, d] final norm output
+    tmp: B::Buf, // tmp: [N, d] sublayer output
+    layer: LayerBufs<B>,
     /// logits: [R, V] after a forward call (rows as [`LogitRows`] chose).
     pub logits: B::Buf,
 }
@@ -120,7 +115,7 @@ impl<B: Backend> Model<B> {
         })
     }
 
-    fn w(&self, i: usize) -> &B::Buf {
+    pub(crate) fn w(&self, i: usize) -> &B::Buf {
         &self.params[i].buf
     }
 
@@ -142,22 +137,15 @@ impl<B: Backend> Model<B> {
     }
 
     pub fn new_workspace(&self, be: &B, max_tokens: usize, max_logit_rows: usize) -> Result<Workspace<B>> {
-        let c = &self.cfg;
-        let n = max_tokens;
+        let d = self.cfg.d();
         Ok(Workspace {
             max_tokens,
             max_logit_rows,
-            x: be.zeros(n * c.d())?,
-            xn: be.zeros(n * c.d())?,
-            q: be.zeros(n * c.q_dim())?,
-            k: be.zeros(n * c.kv_dim())?,
-            v: be.zeros(n * c.kv_dim())?,
-            att: be.zeros(n * c.q_dim())?,
-            gate: be.zeros(n * c.intermediate_size)?,
-            up: be.zeros(n * c.intermediate_size)?,
-            act: be.zeros(n * c.intermediate_size)?,
-            tmp: be.zeros(n * c.d())?,
-            logits: be.zeros(max_logit_rows * c.vocab_size)?,
+            x: be.zeros(max_tokens * d)?,
+            xn: be.zeros(max_tokens * d)?,
+            tmp: be.zeros(max_tokens * d)?,
+            layer: LayerBufs::new(be, &self.cfg, max_tokens, false)?,
+            logits: be.zeros(max_logit_rows * self.cfg.vocab_size)?,
         })
     }
 
@@ -166,7 +154,7 @@ impl<B: Backend> Model<B> {
         let c = &self.cfg;
         let (b, t) = (batch.b, batch.t);
         let n = b * t;
-        let (d, qd, kvd, f, v) = (c.d(), c.q_dim(), c.kv_dim(), c.intermediate_size, c.vocab_size);
+        let (d, v) = (c.d(), c.vocab_size);
         if n == 0 {
             return Ok(());
         }
@@ -193,72 +181,25 @@ impl<B: Backend> Model<B> {
                 ws.max_logit_rows
             )));
         }
-        let attn = AttnShape {
-            b,
-            t,
-            heads: c.num_attention_heads,
-            kv_heads: c.num_key_value_heads,
-            head_dim: c.head_dim,
-            t_max: cache.t_max,
-            scale: 1.0 / libm::sqrtf(c.head_dim as f32),
-        };
-        let rope_q = RopeShape {
-            b,
-            t,
-            heads: c.num_attention_heads,
-            head_dim: c.head_dim,
-            scaling: 1.0,
-        };
-        let rope_k = RopeShape {
-            heads: c.num_key_value_heads,
-            ..rope_q
-        };
-        let eps = c.rms_norm_eps as f32;
-
+        let rows = Rows::new(c, batch.slots, batch.start, b, t, cache.t_max);
         // x: [N, d]
         match batch.input {
             Input::Ids(ids) => be.embedding(&mut ws.x, self.embed(), ids, n, d)?,
             Input::Embeds(e) => be.copy(&mut ws.x, 0, e, 0, n * d)?,
         }
-        for (l, li) in self.idx.layers.iter().enumerate() {
-            // --- attention sublayer ---
-            be.rmsnorm(&mut ws.xn, None, &ws.x, self.w(li.input_norm), n, d, eps)?;
-            be.gemm(&mut ws.q, &ws.xn, self.w(li.q), Gemm::linear(n, qd, d))?;
-            be.gemm(&mut ws.k, &ws.xn, self.w(li.k), Gemm::linear(n, kvd, d))?;
-            be.gemm(&mut ws.v, &ws.xn, self.w(li.v), Gemm::linear(n, kvd, d))?;
-            if let (Some(qb), Some(kb), Some(vb)) = (li.q_bias, li.k_bias, li.v_bias) {
-                be.add_bias(&mut ws.q, self.w(qb), n, qd)?;
-                be.add_bias(&mut ws.k, self.w(kb), n, kvd)?;
-                be.add_bias(&mut ws.v, self.w(vb), n, kvd)?;
-            }
-            be.rope(&mut ws.q, batch.start, &self.inv_freq, rope_q)?;
-            be.rope(&mut ws.k, batch.start, &self.inv_freq, rope_k)?;
-            be.kv_write(&mut cache.k[l], &ws.k, batch.slots, batch.start, attn)?;
-            be.kv_write(&mut cache.v[l], &ws.v, batch.slots, batch.start, attn)?;
-            be.attention(
-                &mut ws.att,
-                None,
-                &ws.q,
-                &cache.k[l],
-                &cache.v[l],
-                batch.slots,
-                batch.start,
-                attn,
-            )?;
-            be.gemm(&mut ws.tmp, &ws.att, self.w(li.o), Gemm::linear(n, d, qd))?;
-            if let Some(ob) = li.o_bias {
-                be.add_bias(&mut ws.tmp, self.w(ob), n, d)?;
-            }
-            be.add(&mut ws.x, &ws.tmp, n * d)?;
-            // --- MLP sublayer ---
-            be.rmsnorm(&mut ws.xn, None, &ws.x, self.w(li.post_norm), n, d, eps)?;
-            be.gemm(&mut ws.gate, &ws.xn, self.w(li.gate), Gemm::linear(n, f, d))?;
-            be.gemm(&mut ws.up, &ws.xn, self.w(li.up), Gemm::linear(n, f, d))?;
-            be.swiglu(&mut ws.act, &ws.gate, &ws.up, n * f)?;
-            be.gemm(&mut ws.tmp, &ws.act, self.w(li.down), Gemm::linear(n, d, f))?;
-            be.add(&mut ws.x, &ws.tmp, n * d)?;
+        for l in 0..self.idx.layers.len() {
+            let (kc, vc) = (&mut cache.k[l], &mut cache.v[l]);
+            self.layer_forward(be, l, &mut ws.x, &mut ws.layer, kc, vc, &mut ws.tmp, &rows)?;
         }
-        be.rmsnorm(&mut ws.xn, None, &ws.x, self.w(self.idx.norm), n, d, eps)?;
+        be.rmsnorm(
+            &mut ws.xn,
+            None,
+            &ws.x,
+            self.w(self.idx.norm),
+            n,
+            d,
+            c.rms_norm_eps as f32,
+        )?;
         let head = self.w(self.idx.lm_head);
         match batch.logits {
             LogitRows::All => be.gemm(&mut ws.logits, &ws.xn, head, Gemm::linear(n, v, d))?,

@@ -3,7 +3,9 @@
 pub mod config;
 pub mod forward;
 pub mod init;
+pub mod layer;
 pub mod params;
+pub mod train;
 
 pub use config::{Arch, ModelConfig, RopeScaling};
 pub use forward::{Batch, Input, KvCache, LogitRows, Model, TensorSource, Workspace};

@@ -1,0 +1,194 @@
+//! Training passes: a forward that keeps what backward needs, and the backward from d loss / d logits
+//! to every parameter gradient (under the parameters' HF names).
+//!
+//! Memory per token, in floats (f32), for L layers:
+//! - cached activations (default): L x (6d + 2 H hd + 4 Hkv hd + 3F + H + 2), plus 3d + V for the
+//!   final norm and the logits (which become the logit gradient in place);
+//! - with `recompute` (gradient checkpointing): L x d for the layer inputs, plus one layer's worth,
+//!   recomputed from its input during backward.
+
+use alloc::vec::Vec;
+
+use super::forward::Model;
+use super::layer::{BackScratch, LayerBufs, Rows};
+use super::params::Param;
+use crate::backend::{Backend, Gemm};
+use crate::error::{Error, Result};
+
+/// Activations of a training forward for up to `max_tokens` tokens in rows of up to `max_t`.
+pub struct TrainActs<B: Backend> {
+    pub max_tokens: usize,
+    pub recompute: bool,
+    x: B::Buf,     // x: [N, d] residual stream; after forward, the input of the final norm
+    xnf: B::Buf,   // xnf: [N, d] final norm output
+    rstdf: B::Buf, // rstdf: [N]
+    tmp: B::Buf,   // tmp: [N, d]
+    dx: B::Buf,    // dx: [N, d] gradient of the residual stream
+    layers: Vec<(LayerBufs<B>, B::Buf, B::Buf)>, // per layer (or one, recomputed): buffers, k and v [B, Hkv, T, hd]
+    x_in: Vec<B::Buf>, // recompute only: each layer's input [N, d]
+    scratch: BackScratch<B>,
+    slots: B::Ids, // slots: [B] identity
+    start: B::Ids, // start: [B] zeros
+    /// logits: [N, V] after `forward_train`; the loss turns them into d loss / d logits in place.
+    pub logits: B::Buf,
+}
+
+/// One parameter gradient per parameter, same names and order as `Model::params` (a tied lm_head
+/// shares the embedding's).
+pub type Grads<B> = Vec<Param<<B as Backend>::Buf>>;
+
+impl<B: Backend> Model<B> {
+    pub fn new_train_acts(&self, be: &B, max_rows: usize, max_t: usize, recompute: bool) -> Result<TrainActs<B>> {
+        let c = &self.cfg;
+        let n = max_rows * max_t;
+        let d = c.d();
+        let kv = n * c.kv_dim();
+        let copies = if recompute { 1 } else { c.num_hidden_layers };
+        let mut layers = Vec::with_capacity(copies);
+        for _ in 0..copies {
+            layers.push((LayerBufs::new(be, c, n, true)?, be.zeros(kv)?, be.zeros(kv)?));
+        }
+        let x_in = if recompute {
+            (0..c.num_hidden_layers)
+                .map(|_| be.zeros(n * d))
+                .collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        Ok(TrainActs {
+            max_tokens: n,
+            recompute,
+            x: be.zeros(n * d)?,
+            xnf: be.zeros(n * d)?,
+            rstdf: be.zeros(n)?,
+            tmp: be.zeros(n * d)?,
+            dx: be.zeros(n * d)?,
+            layers,
+            x_in,
+            scratch: BackScratch::new(be, c, n)?,
+            slots: be.upload_ids(&(0..max_rows as u32).collect::<Vec<_>>())?,
+            start: be.upload_ids(&alloc::vec![0u32; max_rows])?,
+            logits: be.zeros(n * c.vocab_size)?,
+        })
+    }
+
+    /// Zeroed gradients for every parameter.
+    pub fn new_grads(&self, be: &B) -> Result<Grads<B>> {
+        self.params
+            .iter()
+            .map(|p| {
+                Ok(Param {
+                    name: p.name.clone(),
+                    shape: p.shape.clone(),
+                    buf: be.zeros(p.numel())?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forward of `b` rows of `t` tokens (ids: [B * T]), keeping activations; fills `acts.logits` [N, V].
+    pub fn forward_train(&self, be: &B, acts: &mut TrainActs<B>, ids: &B::Ids, b: usize, t: usize) -> Result<()> {
+        let c = &self.cfg;
+        let (n, d) = (b * t, c.d());
+        if n > acts.max_tokens || n == 0 {
+            return Err(Error::invalid(alloc::format!(
+                "training batch of {n} tokens: activations hold {}",
+                acts.max_tokens
+            )));
+        }
+        if t > c.max_position_embeddings {
+            return Err(Error::invalid(alloc::format!(
+                "sequence of {t} tokens exceeds the context of {}",
+                c.max_position_embeddings
+            )));
+        }
+        let rows = Rows::new(c, &acts.slots, &acts.start, b, t, t);
+        be.embedding(&mut acts.x, self.embed(), ids, n, d)?;
+        for l in 0..c.num_hidden_layers {
+            let slot = if acts.recompute {
+                be.copy(&mut acts.x_in[l], 0, &acts.x, 0, n * d)?;
+                0
+            } else {
+                l
+            };
+            let (lb, kc, vc) = &mut acts.layers[slot];
+            self.layer_forward(be, l, &mut acts.x, lb, kc, vc, &mut acts.tmp, &rows)?;
+        }
+        let eps = c.rms_norm_eps as f32;
+        be.rmsnorm(
+            &mut acts.xnf,
+            Some(&mut acts.rstdf),
+            &acts.x,
+            self.w(self.idx.norm),
+            n,
+            d,
+            eps,
+        )?;
+        be.gemm(
+            &mut acts.logits,
+            &acts.xnf,
+            self.w(self.idx.lm_head),
+            Gemm::linear(n, c.vocab_size, d),
+        )
+    }
+
+    /// Backward from `acts.logits`, which must hold d loss / d logits [N, V] for the batch of the
+    /// last `forward_train`; accumulates into `grads`.
+    pub fn backward(
+        &self,
+        be: &B,
+        acts: &mut TrainActs<B>,
+        ids: &B::Ids,
+        b: usize,
+        t: usize,
+        grads: &mut Grads<B>,
+    ) -> Result<()> {
+        let c = &self.cfg;
+        let (n, d, v) = (b * t, c.d(), c.vocab_size);
+        let rows = Rows::new(c, &acts.slots, &acts.start, b, t, t);
+        // logits = xnf @ head^T
+        be.gemm(
+            acts.scratch.dxn(),
+            &acts.logits,
+            self.w(self.idx.lm_head),
+            Gemm::nn(n, d, v),
+        )?;
+        be.gemm(
+            &mut grads[self.idx.lm_head].buf,
+            &acts.logits,
+            &acts.xnf,
+            Gemm {
+                trans_a: true,
+                beta: 1.0,
+                ..Gemm::nn(v, d, n)
+            },
+        )?;
+        be.fill(&mut acts.dx, 0.0, n * d)?;
+        let w_norm = self.w(self.idx.norm);
+        be.rmsnorm_backward(
+            &mut acts.dx,
+            &mut grads[self.idx.norm].buf,
+            acts.scratch.dxn(),
+            &acts.x,
+            w_norm,
+            &acts.rstdf,
+            n,
+            d,
+        )?;
+        for l in (0..c.num_hidden_layers).rev() {
+            let slot = if acts.recompute {
+                // Gradient checkpointing: rebuild this layer's activations from its saved input
+                // (acts.x is free once the final norm's backward has read it).
+                be.copy(&mut acts.x, 0, &acts.x_in[l], 0, n * d)?;
+                let (lb, kc, vc) = &mut acts.layers[0];
+                self.layer_forward(be, l, &mut acts.x, lb, kc, vc, &mut acts.tmp, &rows)?;
+                0
+            } else {
+                l
+            };
+            let (lb, kc, vc) = &acts.layers[slot];
+            self.layer_backward(be, l, &mut acts.dx, lb, kc, vc, grads, &mut acts.scratch, &rows)?;
+        }
+        be.embedding_backward(&mut grads[self.idx.embed].buf, &acts.dx, ids, n, d)
+    }
+}
