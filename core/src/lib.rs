@@ -15,8 +15,11 @@ extern crate alloc;
 pub mod backend;
 pub mod dtype;
 pub mod error;
+pub mod grade;
 pub mod model;
+pub mod optim;
 pub mod philox;
+pub mod sft;
 pub mod think;
 
 #[cfg(feature = "std")]
