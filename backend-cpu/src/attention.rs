@@ -11,11 +11,11 @@ use crate::need;
 fn check_rows(slots: &[u32], start: &[u32], s: &AttnShape, what: &str) -> Result<()> {
     need(slots.len(), s.b, &format!("{what}: slots"))?;
     need(start.len(), s.b, &format!("{what}: start"))?;
-    for r in 0..s.b {
-        if start[r] as usize + s.t > s.t_max {
+    for (r, &st) in start[..s.b].iter().enumerate() {
+        if st as usize + s.t > s.t_max {
             return Err(Error::invalid(format!(
                 "{what}: row {r} reaches position {} beyond the cache's {}",
-                start[r] as usize + s.t,
+                st as usize + s.t,
                 s.t_max
             )));
         }
@@ -57,6 +57,13 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `SendPtr`, which is `Send`).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// out[b, i, h, :] = softmax_j(q . k_j * scale) @ v over j <= start[b] + i of slot slots[b].
 /// out, q: [B, T, H, hd]; k_cache, v_cache: [S, Hkv, t_max, hd]; lse: [B, H, T]
 #[allow(clippy::too_many_arguments)]
@@ -97,7 +104,6 @@ pub fn attention(
         .enumerate()
         .with_min_len(8)
         .for_each(|(row, (o, qr))| {
-            let lse_ptr = lse_ptr;
             let (b, rest) = (row / (t * h), row % (t * h));
             let (i, head) = (rest / h, rest % h);
             let len = start[b] as usize + i + 1;
@@ -124,7 +130,7 @@ pub fn attention(
             o.iter_mut().zip(acc.iter()).for_each(|(o, &a)| *o = a * inv);
             if let Some(p) = lse_ptr {
                 // SAFETY: index (b, head, i) < B * H * T (checked above) and unique to this row.
-                unsafe { *p.0.add((b * h + head) * t + i) = m + sum.ln() };
+                unsafe { *p.get().add((b * h + head) * t + i) = m + sum.ln() };
             }
         });
     Ok(())
@@ -214,7 +220,6 @@ pub fn attention_backward(
         SendPtr(dv_cache.as_mut_ptr()),
     );
     (0..s.b * hkv).into_par_iter().for_each(|task| {
-        let (dqp, dkp, dvp) = (dqp, dkp, dvp);
         let (b, kvh) = (task / hkv, task % hkv);
         let base = slots[b] as usize * slot_len + kvh * s.t_max * hd;
         for head in kvh * group..(kvh + 1) * group {
@@ -233,8 +238,8 @@ pub fn attention_backward(
                     // SAFETY: keys j of (slot, kvh) belong to this task alone (slots are distinct,
                     // checked above), and the indices are inside the caches (checked above).
                     unsafe {
-                        let dk = core::slice::from_raw_parts_mut(dkp.0.add(base + j * hd), hd);
-                        let dv = core::slice::from_raw_parts_mut(dvp.0.add(base + j * hd), hd);
+                        let dk = core::slice::from_raw_parts_mut(dkp.get().add(base + j * hd), hd);
+                        let dv = core::slice::from_raw_parts_mut(dvp.get().add(base + j * hd), hd);
                         for e in 0..hd {
                             dqr[e] += ds * kr[e];
                             dk[e] += ds * qr[e];
@@ -243,7 +248,7 @@ pub fn attention_backward(
                     }
                 }
                 // SAFETY: query row (b, i, head) is written by this task only (its head is in this group).
-                unsafe { core::ptr::copy_nonoverlapping(dqr.as_ptr(), dqp.0.add(row), hd) };
+                unsafe { core::ptr::copy_nonoverlapping(dqr.as_ptr(), dqp.get().add(row), hd) };
             }
         }
     });

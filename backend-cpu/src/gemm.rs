@@ -134,6 +134,13 @@ struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `SendPtr`, which is `Send`).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// c[m, n] = alpha * a[m, k] @ w[n, k]^T + beta * c, with a's rows `lda` apart and m small.
 /// Parallel over blocks of output columns; each weight row is read once for all m rows.
 #[allow(clippy::too_many_arguments)]
@@ -146,7 +153,6 @@ pub fn skinny(c: &mut [f32], a: &[f32], lda: usize, w: &[f32], m: usize, n: usiz
     };
     let cp = SendPtr(c.as_mut_ptr());
     (0..n.div_ceil(block)).into_par_iter().for_each(|bi| {
-        let cp = cp;
         let j0 = bi * block;
         let j1 = (j0 + block).min(n);
         let mut acc = [0f32; SKINNY_MAX_M];
@@ -158,7 +164,7 @@ pub fn skinny(c: &mut [f32], a: &[f32], lda: usize, w: &[f32], m: usize, n: usiz
                 // SAFETY: (i, j) is inside c[m, n] (checked by the caller) and column j belongs to
                 // this task alone.
                 unsafe {
-                    let p = cp.0.add(i * n + j);
+                    let p = cp.get().add(i * n + j);
                     *p = if beta == 0.0 { alpha * s } else { alpha * s + beta * *p };
                 }
             }
@@ -191,8 +197,7 @@ fn skinny_nn(c: &mut [f32], a: &[f32], lda: usize, b: &[f32], m: usize, n: usize
         .into_par_iter()
         .with_min_len(min_len)
         .for_each(|chunk| {
-            let cp = cp;
-            let c0 = chunk * NN_COLS;
+                let c0 = chunk * NN_COLS;
             let width = (n - c0).min(NN_COLS);
             let mut acc = [[0f32; NN_COLS]; 8];
             #[cfg(target_arch = "x86_64")]
@@ -213,7 +218,7 @@ fn skinny_nn(c: &mut [f32], a: &[f32], lda: usize, b: &[f32], m: usize, n: usize
                 for (j, &s) in row.iter().enumerate().take(width) {
                     // SAFETY: (i, c0 + j) lies in c[m, n]; these columns belong to this task alone.
                     unsafe {
-                        let p = cp.0.add(i * n + c0 + j);
+                        let p = cp.get().add(i * n + c0 + j);
                         *p = if beta == 0.0 { alpha * s } else { alpha * s + beta * *p };
                     }
                 }

@@ -3,7 +3,7 @@
 use clap::ValueEnum;
 use softcot_core::Result;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum BackendKind {
     /// Float32 on the CPU (gemm crate, rayon threads, SIMD).
     Cpu,

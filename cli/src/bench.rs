@@ -27,6 +27,8 @@ pub enum Workload {
     Decode,
     SoftDecode,
     Matmul,
+    /// Gradings per second on one thread (softcot_core::grade::workload::TYPICAL).
+    Grade,
 }
 
 #[derive(Args)]
@@ -67,7 +69,25 @@ pub fn run(a: BenchArgs) -> Result<()> {
 }
 
 fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
-    let (label, unit, samples, extra) = if a.workload == Workload::Matmul {
+    let (label, unit, samples, extra) = if a.workload == Workload::Grade {
+        use softcot_core::grade::{grade, workload::TYPICAL, ExtractOptions};
+        let opts = ExtractOptions::default();
+        let rounds = 200;
+        let samples = repeat(be, a.repeats, || {
+            let mut correct = 0usize;
+            for _ in 0..rounds {
+                correct += TYPICAL.iter().filter(|(g, p)| grade(g, p, &opts).correct).count();
+            }
+            std::hint::black_box(correct);
+            Ok((rounds * TYPICAL.len()) as f64)
+        })?;
+        (
+            "grade",
+            "gradings_per_s",
+            samples,
+            json!({"pairs": TYPICAL.len(), "threads": 1}),
+        )
+    } else if a.workload == Workload::Matmul {
         let n = a.size;
         let g = Gemm::nn(n, n, n);
         let x = be.upload(&random_vec(n * n, a.seed))?;
@@ -111,7 +131,7 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                     Ok((a.batch * a.new_tokens) as f64)
                 })?
             }
-            Workload::Matmul => unreachable!("handled above"),
+            Workload::Matmul | Workload::Grade => unreachable!("handled above"),
         };
         let label = match a.workload {
             Workload::Prefill => "prefill",
@@ -183,7 +203,7 @@ fn prefill<B: Backend>(be: &B, model: &Model<B>, prompts: &[Vec<u32>], repeats: 
 
 fn random_id(seed: u64, b: usize, i: usize, v: usize) -> u32 {
     let w = philox::philox4x32_10([i as u32, 0, b as u32, 7], philox::key_of(seed));
-    (w[0] as u64 * v as u64 >> 32) as u32
+    ((w[0] as u64 * v as u64) >> 32) as u32
 }
 
 fn random_vec(n: usize, seed: u64) -> Vec<f32> {

@@ -6,9 +6,12 @@
 mod args;
 mod bench;
 mod generate;
+mod grade;
 mod init_model;
 mod jsonl;
+mod progress;
 mod score;
+mod sft;
 
 use std::process::ExitCode;
 
@@ -34,6 +37,10 @@ enum Cmd {
     InitModel(init_model::InitArgs),
     /// Measure throughput: prefill, decode, soft decode, matmul.
     Bench(bench::BenchArgs),
+    /// Grade answers: extraction and equivalence of math answers.
+    Grade(grade::GradeArgs),
+    /// Supervised fine-tuning on prompt/completion JSONL (the warm start before RL).
+    Sft(sft::SftConfig),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -42,6 +49,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Generate(a) => generate::run(a),
         Cmd::InitModel(a) => init_model::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Sft(a) => sft::run(a),
+        Cmd::Grade(a) => grade::run(a),
     }
 }
 

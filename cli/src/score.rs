@@ -43,7 +43,7 @@ fn score_all<B: Backend>(be: &B, md: &ModelDir, a: &ScoreArgs) -> Result<()> {
     let mut ws = model.new_workspace(be, CHUNK, CHUNK)?;
     let mut cache = model.new_cache(be, 1, CHUNK)?;
     let (mut total_nll, mut total_tok) = (0f64, 0usize);
-    for_each_object(&a.input, |_, obj| {
+    for_each_object(&a.input, false, |_, obj| {
         let ids = match (obj.get("ids"), obj.get("text")) {
             (Some(Value::Array(v)), _) => v
                 .iter()

@@ -148,3 +148,44 @@ fn generate_runs_every_mode_through_the_answer() {
         println!("--think {think}: {}", out["text"]);
     }
 }
+
+#[test]
+fn grade_prints_one_verdict_per_pair() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("pairs.jsonl");
+    std::fs::write(
+        &input,
+        [
+            r#"{"gold": "\\frac{1}{2}", "pred": "Halving gives \\boxed{0.5}."}"#,
+            r##"{"gold": "Natalia sold 48/2 = 24 clips.\n#### 72", "pred": "The final answer is: \\boxed{72}"}"##,
+            r#"{"gold": "(1, 2)", "pred": "\\boxed{(2, 1)}"}"#,
+            r#"{"gold": "7", "pred": "no answer here"}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let o = softcot(&["grade", "--input", input.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let v: Vec<Value> = o.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(v.len(), 4);
+    assert_eq!(
+        (
+            v[0]["correct"].as_bool(),
+            v[0]["rule"].as_str(),
+            v[0]["extracted"].as_str()
+        ),
+        (Some(true), Some("boxed"), Some("0.5"))
+    );
+    assert_eq!(v[1]["correct"], true);
+    assert_eq!(v[2]["correct"], false, "an ordered pair is not its swap");
+    assert_eq!(
+        (v[3]["correct"].as_bool(), v[3]["extracted"].is_null()),
+        (Some(false), true)
+    );
+    let o = softcot(&["grade", "--gold", "3", "--pred", "\\boxed{3}"]);
+    assert_eq!(o.stdout.trim(), r#"{"correct":true,"extracted":"3","rule":"boxed"}"#);
+    common::assert_clean_error(
+        &softcot(&["grade", "--input", tmp.path().join("nope.jsonl").to_str().unwrap()]),
+        "nope.jsonl",
+    );
+}

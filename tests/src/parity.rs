@@ -65,7 +65,7 @@ pub fn generate_sections<B: Backend>(be: &B, dir: &Path) {
     cfg.stop = false;
     cfg.think_tokens = greedy.len();
     cfg.answer_tokens = 0;
-    let g = &generate(be, &model, &[prompt.clone()], &[0], &cfg, &md.tokenizer).unwrap()[0];
+    let g = &generate(be, &model, std::slice::from_ref(&prompt), &[0], &cfg, &md.tokenizer).unwrap()[0];
     let same = g.think_ids.iter().zip(&greedy).take_while(|(a, b)| a == b).count();
     println!(
         "{:<12} generate.greedy   {} of {} ids equal",
@@ -89,7 +89,7 @@ pub fn generate_sections<B: Backend>(be: &B, dir: &Path) {
         cfg.think_tokens = shadow.len();
         cfg.answer_tokens = 0;
         cfg.record_inputs = true;
-        let g = &generate(be, &model, &[prompt.clone()], &[0], &cfg, &md.tokenizer).unwrap()[0];
+        let g = &generate(be, &model, std::slice::from_ref(&prompt), &[0], &cfg, &md.tokenizer).unwrap()[0];
         let err = max_abs_err(&g.think_inputs, &embeds);
         println!(
             "{:<12} generate.{sec:<6}   {} shadow ids exact: {}, mixtures max abs err {err:.2e} (tol {TOL_LOGITS:.0e})",

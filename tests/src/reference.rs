@@ -1,6 +1,9 @@
 //! Plain float64 reference implementations: the definition each backend op is checked against.
 //! Written for clarity, not speed. Shapes as in `softcot_core::backend`.
 
+// Explicit index loops state each definition most plainly.
+#![allow(clippy::needless_range_loop)]
+
 use softcot_core::backend::{AttnShape, Gemm, RopeShape};
 
 /// Widens float32 test inputs for the reference.

@@ -98,7 +98,7 @@ fn batched_rows_match_single_rows() {
         let streams = [3u32, 1, 4];
         let batch = generate(&be, &model, &prompts, &streams, &tc, &tok).unwrap();
         for (r, p) in prompts.iter().enumerate() {
-            let alone = &generate(&be, &model, &[p.clone()], &[streams[r]], &tc, &tok).unwrap()[0];
+            let alone = &generate(&be, &model, std::slice::from_ref(p), &[streams[r]], &tc, &tok).unwrap()[0];
             assert_eq!(alone.think_ids, batch[r].think_ids, "{mode:?} row {r}");
             assert_eq!(alone.answer_ids, batch[r].answer_ids, "{mode:?} row {r}");
             let err = alone

@@ -30,14 +30,23 @@ pub fn tiny_model(dir: &Path, name: &str) -> String {
     out.to_str().unwrap().to_string()
 }
 
-/// Asserts a clean failure: non-zero exit, one `error:` line naming `needle`, no panic.
+/// Asserts a clean failure: non-zero exit, no panic, and a last stderr line `error: ...` naming
+/// `needle` (warnings may come before it; the error itself is one line).
 pub fn assert_clean_error(o: &Out, needle: &str) {
     assert_ne!(o.code, 0, "expected failure, got success: {}", o.stdout);
     assert!(!o.stderr.contains("panicked"), "panic: {}", o.stderr);
-    let line = o.stderr.trim();
+    let lines: Vec<&str> = o.stderr.trim().lines().collect();
+    let line = lines.last().copied().unwrap_or("");
     assert!(
-        line.starts_with("error: ") && !line.contains('\n'),
-        "not a one-line error: {line:?}"
+        line.starts_with("error: "),
+        "the last line is not an error: {:?}",
+        o.stderr
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("error: ")).count(),
+        1,
+        "{:?}",
+        o.stderr
     );
     assert!(line.contains(needle), "error does not name {needle:?}: {line}");
     println!("  {line}");

@@ -7,6 +7,7 @@
 //! - [`model_dir`]: all of the above for one folder.
 
 pub mod byte_tokenizer;
+pub mod checkpoint;
 pub mod config;
 pub mod fsutil;
 pub mod model_dir;

@@ -220,7 +220,7 @@ impl<B: Backend> Model<B> {
         // --- MLP sublayer ---
         be.rmsnorm(
             &mut lb.xn2,
-            saved.as_deref_mut().map(|s| &mut s.rstd2),
+            saved.map(|s| &mut s.rstd2),
             x,
             self.w(li.post_norm),
             n,

@@ -1,0 +1,433 @@
+//! `softcot sft`: supervised fine-tuning (the warm start before RL), with atomic checkpoints and
+//! exact resume: an interrupted run resumed with `--resume` ends with the same weights, bit for
+//! bit, as an uninterrupted one (CPU backend).
+
+mod data;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use softcot_core::dtype::DType;
+use softcot_core::io::checkpoint::{checkpoint_name, export_model, list_checkpoints, load_checkpoint, save_checkpoint};
+use softcot_core::io::fsutil::{read_json, write_atomic};
+use softcot_core::io::ModelDir;
+use softcot_core::model::Model;
+use softcot_core::optim::{clip_grad_norm, cosine_lr, zero_grads, AdamW, AdamwConfig};
+use softcot_core::sft::{sft_step, SftBatch};
+use softcot_core::{philox, Backend, Error, Result};
+
+use crate::args::BackendKind;
+use crate::with_backend;
+use data::{Example, LoadOptions, OnBadLine, OnLong};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum Schedule {
+    /// Linear warm-up, then cosine decay to --min-lr.
+    Cosine,
+    /// Linear warm-up, then constant.
+    Constant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum SaveDtype {
+    /// The dtype of the model that was loaded.
+    Source,
+    Float32,
+    Bfloat16,
+    Float16,
+}
+
+/// The settings of a run; written to OUT/run.json and read back by `--resume`.
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
+pub struct SftConfig {
+    /// HF model folder to start from.
+    #[arg(long, required_unless_present = "resume")]
+    pub model: Option<PathBuf>,
+    /// JSONL: `{"prompt", "completion"}` lines, or GSM8K's `{"question", "answer"}`.
+    #[arg(long, required_unless_present = "resume")]
+    pub data: Option<PathBuf>,
+    /// Output folder: checkpoints, metrics.jsonl, run.json, and the final model in `final/`.
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Sequences per optimizer step.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Sequences per forward/backward (gradients accumulate over micro-batches); 0 = the batch.
+    #[arg(long, default_value_t = 0)]
+    pub micro_batch: usize,
+    /// Longest sequence (prompt + completion + EOS), in tokens.
+    #[arg(long, default_value_t = 512)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 1e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.0)]
+    pub min_lr: f64,
+    #[arg(long, default_value_t = 20)]
+    pub warmup: u64,
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub schedule: Schedule,
+    /// Optimizer steps (default: one epoch, or --epochs).
+    #[arg(long, conflicts_with = "epochs")]
+    pub steps: Option<u64>,
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    pub beta2: f64,
+    #[arg(long, default_value_t = 1e-8)]
+    pub eps: f64,
+    /// Clip the global gradient norm to this (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Wrap prompts in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// Save a checkpoint every this many steps (and at the end).
+    #[arg(long, default_value_t = 100)]
+    pub save_every: u64,
+    /// Checkpoints to keep.
+    #[arg(long, default_value_t = 2)]
+    pub keep: usize,
+    #[arg(long, value_enum, default_value = "stop")]
+    pub on_bad_line: OnBadLine,
+    #[arg(long, value_enum, default_value = "truncate")]
+    pub on_long: OnLong,
+    /// Stop after this many refused steps (non-finite loss or gradient).
+    #[arg(long, default_value_t = 5)]
+    pub max_bad_steps: u64,
+    /// Recompute activations per layer in backward (less memory, about 1.3x the compute).
+    #[arg(long)]
+    pub recompute: bool,
+    #[arg(long, value_enum, default_value = "source")]
+    pub save_dtype: SaveDtype,
+    /// Resume the run in this folder from its latest checkpoint (settings come from its run.json).
+    #[arg(long, conflicts_with_all = ["model", "data", "out", "overwrite"])]
+    #[serde(skip)]
+    pub resume: Option<PathBuf>,
+    /// Replace a different run found in --out.
+    #[arg(long)]
+    #[serde(skip)]
+    pub overwrite: bool,
+    /// End this invocation after this many more steps, leaving a resumable checkpoint.
+    #[arg(long)]
+    #[serde(skip)]
+    pub stop_after: Option<u64>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    #[serde(skip, default = "cpu")]
+    pub backend: BackendKind,
+}
+
+fn cpu() -> BackendKind {
+    BackendKind::Cpu
+}
+
+pub fn run(mut a: SftConfig) -> Result<()> {
+    if let Some(dir) = a.resume.clone() {
+        let run = dir.join("run.json");
+        if !run.is_file() {
+            return Err(Error::invalid(format!(
+                "--resume {}: no run.json (not a softcot sft run)",
+                dir.display()
+            )));
+        }
+        let saved: SftConfig =
+            serde_json::from_value(read_json(&run)?).map_err(|e| Error::format(format!("{}: {e}", run.display())))?;
+        a = SftConfig {
+            resume: Some(dir.clone()),
+            stop_after: a.stop_after,
+            backend: a.backend,
+            out: Some(dir),
+            ..saved
+        };
+    }
+    validate(&a)?;
+    with_backend!(a.backend, |be| train(&be, &a))
+}
+
+fn validate(a: &SftConfig) -> Result<()> {
+    let pos = [
+        ("--batch-size", a.batch_size),
+        ("--seq-len", a.seq_len),
+        ("--save-every", a.save_every as usize),
+        ("--keep", a.keep),
+    ];
+    for (flag, v) in pos {
+        if v == 0 {
+            return Err(Error::invalid(format!("{flag} must be positive")));
+        }
+    }
+    if a.micro_batch > a.batch_size {
+        return Err(Error::invalid("--micro-batch cannot exceed --batch-size"));
+    }
+    if !(a.lr.is_finite() && a.lr > 0.0) {
+        return Err(Error::invalid("--lr must be a positive number"));
+    }
+    if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) {
+        return Err(Error::invalid("--beta1 and --beta2 must be in [0, 1)"));
+    }
+    Ok(())
+}
+
+/// Where one optimizer step takes its examples: positions `step * B ..` of an endless stream of
+/// epochs, each a Philox-keyed shuffle of the data. Deterministic in (seed, step): nothing to save.
+fn example_index(seed: u64, n: usize, global: u64) -> usize {
+    let (epoch, pos) = (global / n as u64, (global % n as u64) as usize);
+    let mut order: Vec<(u32, usize)> = (0..n)
+        .map(|i| {
+            (
+                philox::philox4x32_10([i as u32, epoch as u32, 0, 3], philox::key_of(seed))[0],
+                i,
+            )
+        })
+        .collect();
+    order.sort_unstable();
+    order[pos].1
+}
+
+struct Run<'a, B: Backend> {
+    be: &'a B,
+    a: &'a SftConfig,
+    out: PathBuf,
+    tokenizer_src: PathBuf,
+    dtype: DType,
+}
+
+fn train<B: Backend>(be: &B, a: &SftConfig) -> Result<()> {
+    let out = a.out.clone().ok_or_else(|| Error::invalid("--out is required"))?;
+    let opt_cfg = AdamwConfig {
+        beta1: a.beta1,
+        beta2: a.beta2,
+        eps: a.eps,
+        weight_decay: a.weight_decay,
+        decay_norms_and_biases: false,
+    };
+    let (md, mut model, mut opt, start_step) = if a.resume.is_some() {
+        let (step, ck) = list_checkpoints(&out).pop().ok_or_else(|| {
+            Error::invalid(format!(
+                "--resume {}: no complete checkpoint to resume from",
+                out.display()
+            ))
+        })?;
+        let (md, model, opt, _) = load_checkpoint(be, &ck, opt_cfg)?;
+        eprintln!("resuming {} from step {step}", out.display());
+        truncate_metrics(&out.join("metrics.jsonl"), step)?;
+        (md, model, opt, step)
+    } else {
+        prepare_out(&out, a.overwrite)?;
+        let model_dir = a.model.as_ref().ok_or_else(|| Error::invalid("--model is required"))?;
+        let md = ModelDir::open(model_dir)?;
+        let model = md.load(be)?;
+        let opt = AdamW::new(be, &model, opt_cfg)?;
+        let cfg = serde_json::to_value(a).map_err(|e| Error::invalid(e.to_string()))?;
+        write_atomic(
+            &out.join("run.json"),
+            serde_json::to_string_pretty(&cfg).unwrap_or_default().as_bytes(),
+        )?;
+        (md, model, opt, 0)
+    };
+    let data_path = a.data.as_ref().ok_or_else(|| Error::invalid("--data is required"))?;
+    let lo = LoadOptions {
+        seq_len: a.seq_len,
+        chat: a.chat,
+        on_bad_line: a.on_bad_line,
+        on_long: a.on_long,
+        vocab: model.cfg.vocab_size,
+    };
+    let (examples, stats) = data::load(data_path, &md.tokenizer, &lo)?;
+    if stats.skipped > 0 {
+        eprintln!(
+            "warning: {}: skipped {} unusable lines",
+            data_path.display(),
+            stats.skipped
+        );
+    }
+    if stats.truncated > 0 {
+        eprintln!(
+            "warning: {}: truncated {} examples to --seq-len {}",
+            data_path.display(),
+            stats.truncated,
+            a.seq_len
+        );
+    }
+    let steps_per_epoch = examples.len().div_ceil(a.batch_size) as u64;
+    let total = a.steps.unwrap_or(a.epochs.unwrap_or(1) * steps_per_epoch);
+    let dtype = match a.save_dtype {
+        SaveDtype::Source => md.config.dtype,
+        SaveDtype::Float32 => DType::F32,
+        SaveDtype::Bfloat16 => DType::BF16,
+        SaveDtype::Float16 => DType::F16,
+    };
+    let run = Run {
+        be,
+        a,
+        out: out.clone(),
+        tokenizer_src: md.path.clone(),
+        dtype,
+    };
+    let end = a.stop_after.map_or(total, |k| (start_step + k).min(total));
+    run.steps(&mut model, &mut opt, &examples, start_step, end, total)?;
+    if end == total {
+        export_model(be, &model, &out.join("final"), dtype, &md.path)?;
+        eprintln!("done: {total} steps; model in {}", out.join("final").display());
+    } else {
+        eprintln!(
+            "stopped after step {end} of {total}; continue with: softcot sft --resume {}",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses an --out that holds another run unless --overwrite (which clears softcot's files there).
+fn prepare_out(out: &Path, overwrite: bool) -> Result<()> {
+    if out.join("run.json").exists() || !list_checkpoints(out).is_empty() {
+        if !overwrite {
+            return Err(Error::invalid(format!(
+                "--out {}: holds another run (use --resume {} to continue it, or --overwrite)",
+                out.display(),
+                out.display()
+            )));
+        }
+        for (_, ck) in list_checkpoints(out) {
+            std::fs::remove_dir_all(&ck).map_err(|e| Error::io(format!("{}: {e}", ck.display())))?;
+        }
+        for f in ["run.json", "metrics.jsonl"] {
+            let _ = std::fs::remove_file(out.join(f));
+        }
+        let _ = std::fs::remove_dir_all(out.join("final"));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(format!("{}: cannot create: {e}", out.display())))
+}
+
+/// Drops metric lines of steps after `step` (logged by a run that died before its next checkpoint).
+fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes())
+}
+
+impl<B: Backend> Run<'_, B> {
+    fn steps(
+        &self,
+        model: &mut Model<B>,
+        opt: &mut AdamW<B>,
+        ex: &[Example],
+        from: u64,
+        to: u64,
+        total: u64,
+    ) -> Result<()> {
+        let (be, a) = (self.be, self.a);
+        let mb = if a.micro_batch == 0 {
+            a.batch_size
+        } else {
+            a.micro_batch
+        };
+        let mut acts = model.new_train_acts(be, mb, a.seq_len, a.recompute)?;
+        let mut grads = model.new_grads(be)?;
+        let mut loss_rows = be.zeros(mb * a.seq_len)?;
+        let mut metrics = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.out.join("metrics.jsonl"))
+            .map_err(|e| Error::io(format!("{}: {e}", self.out.join("metrics.jsonl").display())))?;
+        let bar = crate::progress::bar(to - from, "sft");
+        let t0 = Instant::now();
+        let (mut tokens, mut bad) = (0usize, 0u64);
+        let mut step = from;
+        while step < to {
+            let ts = Instant::now();
+            let batch: Vec<&Example> = (0..a.batch_size as u64)
+                .map(|j| &ex[example_index(a.seed, ex.len(), step * a.batch_size as u64 + j)])
+                .collect();
+            let n_targets: f32 = batch.iter().map(|e| e.mask[1..].iter().sum::<f32>()).sum();
+            zero_grads(be, &mut grads)?;
+            let mut loss = 0f64;
+            for chunk in batch.chunks(mb) {
+                let t = chunk.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+                let (mut ids, mut mask) = (vec![0u32; chunk.len() * t], vec![0f32; chunk.len() * t]);
+                for (r, e) in chunk.iter().enumerate() {
+                    ids[r * t..r * t + e.ids.len()].copy_from_slice(&e.ids);
+                    mask[r * t..r * t + e.mask.len()].copy_from_slice(&e.mask);
+                }
+                let sb = SftBatch::new(be, &ids, &mask, chunk.len(), t, n_targets)?;
+                loss += sft_step(be, model, &mut acts, &sb, &mut loss_rows, &mut grads)?;
+                tokens += chunk.iter().map(|e| e.ids.len()).sum::<usize>();
+            }
+            let norm = if a.max_grad_norm > 0.0 {
+                clip_grad_norm(be, &mut grads, a.max_grad_norm)?
+            } else {
+                softcot_core::optim::grad_norm(be, &grads)?
+            };
+            let lr = self.lr(step, total);
+            if !loss.is_finite() || !norm.is_finite() {
+                bad += 1;
+                eprintln!(
+                    "warning: step {}: non-finite loss ({loss}) or gradient norm ({norm}); update refused",
+                    step + 1
+                );
+                if bad >= a.max_bad_steps {
+                    return Err(Error::invalid(format!(
+                        "{bad} steps refused for non-finite values; stopping (the last good checkpoint is kept; try a lower --lr)"
+                    )));
+                }
+            } else {
+                opt.update(be, model, &grads, lr)?;
+            }
+            step += 1;
+            let elapsed = t0.elapsed().as_secs_f64();
+            let line = json!({"step": step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens": tokens,
+                              "tokens_per_s": tokens as f64 / elapsed, "step_s": ts.elapsed().as_secs_f64()});
+            writeln!(metrics, "{line}").map_err(|e| Error::io(format!("metrics.jsonl: {e}")))?;
+            bar.set_message(format!(
+                "loss {loss:.4}  lr {lr:.2e}  {:.0} tok/s",
+                tokens as f64 / elapsed
+            ));
+            bar.inc(1);
+            if step.is_multiple_of(a.save_every) || step == to {
+                self.checkpoint(model, opt, step)?;
+            }
+        }
+        bar.finish();
+        Ok(())
+    }
+
+    fn lr(&self, step: u64, total: u64) -> f64 {
+        let a = self.a;
+        match a.schedule {
+            Schedule::Cosine => cosine_lr(step, a.warmup, total, a.lr, a.min_lr),
+            Schedule::Constant => cosine_lr(step.min(a.warmup), a.warmup, a.warmup, a.lr, a.lr),
+        }
+    }
+
+    fn checkpoint(&self, model: &Model<B>, opt: &AdamW<B>, step: u64) -> Result<()> {
+        let state = json!({"step": step, "seed": self.a.seed, "batch_size": self.a.batch_size,
+                           "examples_seen": step * self.a.batch_size as u64});
+        let dir = self.out.join(checkpoint_name(step));
+        save_checkpoint(self.be, &dir, model, opt, self.dtype, &self.tokenizer_src, &state)?;
+        let all = list_checkpoints(&self.out);
+        for (_, old) in all.iter().take(all.len().saturating_sub(self.a.keep)) {
+            let _ = std::fs::remove_dir_all(old);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,250 @@
+//! `softcot sft`: the loss goes down, an interrupted and resumed run ends bit-identical to an
+//! uninterrupted one, and bad input is refused with the file and line or flag named.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::{assert_clean_error, softcot, tiny_model};
+
+fn arithmetic_data(path: &Path, n: usize) {
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            let (a, b) = (i * 7 % 50 + 1, i * 13 % 50 + 1);
+            serde_json::json!({"prompt": format!("What is {a}+{b}?"),
+                               "completion": format!(" {a}+{b}={}. The final answer is: \\boxed{{{}}}", a + b, a + b)})
+            .to_string()
+        })
+        .collect();
+    fs::write(path, lines.join("\n")).unwrap();
+}
+
+fn losses(out: &Path) -> Vec<f64> {
+    fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn sft(model: &str, data: &Path, out: &Path, extra: &[&str]) -> common::Out {
+    let mut args = vec![
+        "sft",
+        "--model",
+        model,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&[
+        "--lr",
+        "3e-3",
+        "--batch-size",
+        "8",
+        "--micro-batch",
+        "3",
+        "--warmup",
+        "2",
+    ]);
+    args.extend_from_slice(extra);
+    softcot(&args)
+}
+
+#[test]
+fn loss_goes_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tiny_model(tmp.path(), "m");
+    let data = tmp.path().join("d.jsonl");
+    arithmetic_data(&data, 64);
+    let out = tmp.path().join("run");
+    let o = sft(&m, &data, &out, &["--steps", "30"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let l = losses(&out);
+    let (first, last) = (
+        l[..3].iter().sum::<f64>() / 3.0,
+        l[l.len() - 3..].iter().sum::<f64>() / 3.0,
+    );
+    println!("sft loss: first 3 steps {first:.3}, last 3 steps {last:.3}");
+    assert!(last < 0.5 * first, "loss did not go down: {first} -> {last}");
+    assert!(out.join("final/model.safetensors").is_file());
+}
+
+#[test]
+fn resume_is_bit_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d.jsonl");
+    arithmetic_data(&data, 40);
+    for dtype in ["float32", "bfloat16"] {
+        let m = tmp.path().join(format!("m-{dtype}"));
+        let o = softcot(&[
+            "init-model",
+            "--preset",
+            "tiny",
+            "--dtype",
+            dtype,
+            "--out",
+            m.to_str().unwrap(),
+        ]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let m = m.to_str().unwrap();
+        let (a, b) = (
+            tmp.path().join(format!("a-{dtype}")),
+            tmp.path().join(format!("b-{dtype}")),
+        );
+        assert_eq!(sft(m, &data, &a, &["--steps", "9", "--save-every", "4"]).code, 0);
+        let o = sft(
+            m,
+            &data,
+            &b,
+            &["--steps", "9", "--save-every", "4", "--stop-after", "6"],
+        );
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        assert!(!b.join("final").exists(), "a stopped run has no final model");
+        // A kill after step 6's metrics but before a later checkpoint: resume from checkpoint 6.
+        let o = softcot(&["sft", "--resume", b.to_str().unwrap()]);
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let (wa, wb) = (
+            fs::read(a.join("final/model.safetensors")).unwrap(),
+            fs::read(b.join("final/model.safetensors")).unwrap(),
+        );
+        println!(
+            "{dtype}: resumed run's weights equal the uninterrupted run's: {}",
+            wa == wb
+        );
+        assert!(wa == wb, "{dtype}: resumed weights differ");
+        assert_eq!(losses(&a), losses(&b), "{dtype}: metrics differ");
+    }
+}
+
+#[test]
+fn bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let m = tiny_model(dir, "m");
+    let good = r#"{"prompt": "1+1?", "completion": " 2"}"#;
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        fs::write(&p, text).unwrap();
+        p
+    };
+    let out = |name: &str| dir.join(name);
+
+    let bad = write("bad.jsonl", &format!("{good}\n{{\"prompt\": \"x\", \n{good}\n"));
+    assert_clean_error(
+        &sft(&m, &bad, &out("o1"), &["--steps", "1"]),
+        "bad.jsonl:2: invalid JSON",
+    );
+    let o = sft(&m, &bad, &out("o2"), &["--steps", "1", "--on-bad-line", "skip"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("skipped 1 unusable lines"), "{}", o.stderr);
+
+    let empty = write(
+        "empty.jsonl",
+        &format!("{good}\n{{\"prompt\": \"x\", \"completion\": \"  \"}}\n"),
+    );
+    assert_clean_error(
+        &sft(&m, &empty, &out("o3"), &["--steps", "1"]),
+        "empty.jsonl:2: empty completion",
+    );
+
+    let long = write(
+        "long.jsonl",
+        &format!(
+            "{good}\n{{\"prompt\": \"p\", \"completion\": \"{}\"}}\n",
+            "z".repeat(100)
+        ),
+    );
+    assert_clean_error(
+        &sft(
+            &m,
+            &long,
+            &out("o4"),
+            &["--steps", "1", "--seq-len", "64", "--on-long", "refuse"],
+        ),
+        "long.jsonl:2",
+    );
+    let o = sft(&m, &long, &out("o5"), &["--steps", "1", "--seq-len", "64"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("truncated 1 examples"), "{}", o.stderr);
+
+    // --out already holds a run: refused, unless --overwrite.
+    assert_clean_error(&sft(&m, &long, &out("o5"), &["--steps", "1"]), "holds another run");
+    assert_eq!(sft(&m, &long, &out("o5"), &["--steps", "1", "--overwrite"]).code, 0);
+
+    // Divergence: updates with non-finite values are refused; the run stops and keeps its last checkpoint.
+    let data = dir.join("arith.jsonl");
+    arithmetic_data(&data, 16);
+    let o = sft(&m, &data, &out("o6"), &["--steps", "2", "--save-every", "1"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = softcot(&[
+        "sft",
+        "--model",
+        &m,
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out("o7").to_str().unwrap(),
+        "--lr",
+        "1e38",
+        "--warmup",
+        "0",
+        "--max-grad-norm",
+        "0",
+        "--steps",
+        "20",
+        "--save-every",
+        "1",
+        "--max-bad-steps",
+        "2",
+    ]);
+    assert_clean_error(&o, "steps refused for non-finite values");
+    assert!(
+        out("o7").join("checkpoint-00000001").is_dir(),
+        "the last good checkpoint is kept"
+    );
+
+    // A write that fails (as on a full disk): an error, and the previous checkpoint stays intact.
+    let o = sft(
+        &m,
+        &data,
+        &out("o8"),
+        &["--steps", "4", "--save-every", "2", "--stop-after", "2"],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    fs::write(
+        out("o8").join(".checkpoint-00000004.tmp"),
+        "a file where the next checkpoint's folder goes",
+    )
+    .unwrap();
+    assert_clean_error(
+        &softcot(&["sft", "--resume", out("o8").to_str().unwrap()]),
+        "checkpoint-00000004.tmp",
+    );
+    assert!(out("o8").join("checkpoint-00000002/trainer_state.json").is_file());
+    assert_eq!(
+        softcot(&[
+            "score",
+            "--model",
+            out("o8").join("checkpoint-00000002").to_str().unwrap(),
+            "--input",
+            good_ids(dir).to_str().unwrap()
+        ])
+        .code,
+        0
+    );
+
+    assert_clean_error(&softcot(&["sft", "--resume", dir.to_str().unwrap()]), "no run.json");
+    assert_clean_error(&sft(&m, &data, &out("o9"), &["--seq-len", "0"]), "--seq-len");
+}
+
+fn good_ids(dir: &Path) -> std::path::PathBuf {
+    let p = dir.join("ids.jsonl");
+    fs::write(&p, "{\"ids\": [1, 2, 3]}").unwrap();
+    p
+}
