@@ -5,8 +5,14 @@ use rayon::prelude::*;
 use softcot_core::backend::AttnShape;
 use softcot_core::{Error, Result};
 
+use crate::fastmath;
 use crate::layers::MAX_HEAD_DIM;
 use crate::need;
+use crate::tiles;
+
+/// From this many new tokens per row on, the attention forward runs as small GEMMs over score tiles
+/// ([`tiles`]); below it (decode), one query row at a time.
+pub const TILE_MIN_T: usize = 16;
 
 fn check_rows(slots: &[u32], start: &[u32], s: &AttnShape, what: &str) -> Result<()> {
     need(slots.len(), s.b, &format!("{what}: slots"))?;
@@ -52,14 +58,14 @@ pub fn kv_write(cache: &mut [f32], x: &[f32], slots: &[u32], start: &[u32], s: A
 }
 
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 // SAFETY: tasks write disjoint parts of the buffer (each use below says which).
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// The pointer (a method, so closures capture the whole `SendPtr`, which is `Send`).
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -98,6 +104,10 @@ pub fn attention(
         None => None,
     };
     let group = h / hkv;
+    if t >= TILE_MIN_T {
+        tiles::forward(out, lse_ptr, q, k_cache, v_cache, slots, start, s);
+        return Ok(());
+    }
     out[..n]
         .par_chunks_mut(hd)
         .zip(q[..n].par_chunks(hd))
@@ -110,22 +120,24 @@ pub fn attention(
             let base = slots[b] as usize * slot_len + (head / group) * s.t_max * hd;
             let mut acc = [0f32; MAX_HEAD_DIM];
             let acc = &mut acc[..hd];
-            let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-            for j in 0..len {
-                let kr = &k_cache[base + j * hd..base + (j + 1) * hd];
-                let score = qr.iter().zip(kr).map(|(a, b)| a * b).sum::<f32>() * s.scale;
-                if score > m {
-                    // A new maximum: rescale what was accumulated under the old one.
-                    let c = (m - score).exp();
-                    sum *= c;
-                    acc.iter_mut().for_each(|a| *a *= c);
-                    m = score;
+            let (m, sum) = fastmath::simd(|| {
+                let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+                for j in 0..len {
+                    let kr = &k_cache[base + j * hd..base + (j + 1) * hd];
+                    let score = fastmath::dot(qr, kr) * s.scale;
+                    if score > m {
+                        // A new maximum: rescale what was accumulated under the old one.
+                        let c = fastmath::exp(m - score);
+                        sum *= c;
+                        acc.iter_mut().for_each(|a| *a *= c);
+                        m = score;
+                    }
+                    let p = fastmath::exp(score - m);
+                    sum += p;
+                    fastmath::axpy(acc, p, &v_cache[base + j * hd..base + (j + 1) * hd]);
                 }
-                let p = (score - m).exp();
-                sum += p;
-                let vr = &v_cache[base + j * hd..base + (j + 1) * hd];
-                acc.iter_mut().zip(vr).for_each(|(a, &v)| *a += p * v);
-            }
+                (m, sum)
+            });
             let inv = 1.0 / sum;
             o.iter_mut().zip(acc.iter()).for_each(|(o, &a)| *o = a * inv);
             if let Some(p) = lse_ptr {
@@ -227,26 +239,27 @@ pub fn attention_backward(
                 let row = ((b * t + i) * h + head) * hd;
                 let (qr, gr, orow) = (&q[row..row + hd], &dout[row..row + hd], &out[row..row + hd]);
                 let l = lse[(b * h + head) * t + i];
-                let dd: f32 = gr.iter().zip(orow).map(|(a, c)| a * c).sum();
                 let mut dqr = [0f32; MAX_HEAD_DIM];
-                for j in 0..start[b] as usize + i + 1 {
-                    let kr = &k_cache[base + j * hd..base + (j + 1) * hd];
-                    let vr = &v_cache[base + j * hd..base + (j + 1) * hd];
-                    let p = (qr.iter().zip(kr).map(|(a, c)| a * c).sum::<f32>() * s.scale - l).exp();
-                    let dp: f32 = gr.iter().zip(vr).map(|(a, c)| a * c).sum();
-                    let ds = p * (dp - dd) * s.scale;
-                    // SAFETY: keys j of (slot, kvh) belong to this task alone (slots are distinct,
-                    // checked above), and the indices are inside the caches (checked above).
-                    unsafe {
-                        let dk = core::slice::from_raw_parts_mut(dkp.get().add(base + j * hd), hd);
-                        let dv = core::slice::from_raw_parts_mut(dvp.get().add(base + j * hd), hd);
-                        for e in 0..hd {
-                            dqr[e] += ds * kr[e];
-                            dk[e] += ds * qr[e];
-                            dv[e] += p * gr[e];
-                        }
+                fastmath::simd(|| {
+                    let dd = fastmath::dot(gr, orow);
+                    for j in 0..start[b] as usize + i + 1 {
+                        let kr = &k_cache[base + j * hd..base + (j + 1) * hd];
+                        let vr = &v_cache[base + j * hd..base + (j + 1) * hd];
+                        let p = fastmath::exp(fastmath::dot(qr, kr) * s.scale - l);
+                        let ds = p * (fastmath::dot(gr, vr) - dd) * s.scale;
+                        // SAFETY: keys j of (slot, kvh) belong to this task alone (slots are distinct,
+                        // checked above), and the indices are inside the caches (checked above).
+                        let (dk, dv) = unsafe {
+                            (
+                                core::slice::from_raw_parts_mut(dkp.get().add(base + j * hd), hd),
+                                core::slice::from_raw_parts_mut(dvp.get().add(base + j * hd), hd),
+                            )
+                        };
+                        fastmath::axpy(&mut dqr[..hd], ds, kr);
+                        fastmath::axpy(dk, ds, qr);
+                        fastmath::axpy(dv, p, gr);
                     }
-                }
+                });
                 // SAFETY: query row (b, i, head) is written by this task only (its head is in this group).
                 unsafe { core::ptr::copy_nonoverlapping(dqr.as_ptr(), dqp.get().add(row), hd) };
             }

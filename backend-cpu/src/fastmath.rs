@@ -119,6 +119,36 @@ pub fn sum_exp_shifted(z: &[f32], m: f32, inv_tau: f32) -> f32 {
     })
 }
 
+/// a . b in 16 lanes (vectorised; the lane order is fixed, so results are deterministic).
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    let mut s: f32 = lanes.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        s += x * y;
+    }
+    s
+}
+
+/// y += alpha * x.
+#[inline(always)]
+pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(a, &b)| *a += alpha * b);
+}
+
+/// Runs `f` with AVX2+FMA code generation when the CPU has it (see [`with_simd`]): for callers whose
+/// inner loops use the `#[inline(always)]` helpers above.
+pub fn simd<R>(f: impl FnOnce() -> R) -> R {
+    with_simd(f)
+}
+
 /// x[i] *= s.
 pub fn scale(x: &mut [f32], s: f32) {
     with_simd(|| x.iter_mut().for_each(|v| *v *= s))

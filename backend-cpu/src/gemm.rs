@@ -197,7 +197,7 @@ fn skinny_nn(c: &mut [f32], a: &[f32], lda: usize, b: &[f32], m: usize, n: usize
         .into_par_iter()
         .with_min_len(min_len)
         .for_each(|chunk| {
-                let c0 = chunk * NN_COLS;
+            let c0 = chunk * NN_COLS;
             let width = (n - c0).min(NN_COLS);
             let mut acc = [[0f32; NN_COLS]; 8];
             #[cfg(target_arch = "x86_64")]
@@ -397,4 +397,51 @@ mod x86 {
             out[r] = t;
         }
     }
+}
+
+/// A single-threaded product on strided operands, for callers that are already parallel:
+/// c[i * ldc + j] = alpha * sum_l a[i * a_rs + l * a_cs] * b[l * b_rs + j * b_cs] + beta * c.
+/// The caller guarantees every index reached lies inside its slice.
+#[derive(Clone, Copy)]
+pub struct Strided {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub ldc: usize,
+    pub a_rs: usize,
+    pub a_cs: usize,
+    pub b_rs: usize,
+    pub b_cs: usize,
+    pub alpha: f32,
+    pub beta: f32,
+}
+
+/// # Safety
+/// `c`, `a` and `b` must point to buffers that hold every element the strides reach, and `c` must
+/// not overlap `a` or `b` nor be written by another thread meanwhile.
+pub unsafe fn strided(c: *mut f32, a: *const f32, b: *const f32, s: Strided) {
+    if s.m == 0 || s.n == 0 {
+        return;
+    }
+    gemm::gemm(
+        s.m,
+        s.n,
+        s.k,
+        c,
+        1,
+        s.ldc as isize,
+        s.beta != 0.0,
+        a,
+        s.a_cs as isize,
+        s.a_rs as isize,
+        b,
+        s.b_cs as isize,
+        s.b_rs as isize,
+        s.beta,
+        s.alpha,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    );
 }

@@ -12,6 +12,7 @@ mod gemm;
 mod heads;
 mod layers;
 mod optim;
+mod tiles;
 
 use softcot_core::backend::{AdamwStep, AttnShape, Backend, Gemm, RopeShape};
 use softcot_core::dtype::{decode_into, DType};

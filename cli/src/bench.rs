@@ -27,6 +27,8 @@ pub enum Workload {
     Decode,
     SoftDecode,
     Matmul,
+    /// Forward + cross-entropy + backward + AdamW on --batch x --seq-len random tokens.
+    TrainStep,
     /// Gradings per second on one thread (softcot_core::grade::workload::TYPICAL).
     Grade,
 }
@@ -38,12 +40,19 @@ pub struct BenchArgs {
     model: Option<PathBuf>,
     #[arg(long, value_enum)]
     workload: Workload,
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
+    /// Rows per batch (default 8; 4 for train-step).
+    #[arg(long)]
+    batch: Option<usize>,
     #[arg(long, default_value_t = 64)]
     prompt_len: usize,
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
+    /// Sequence length of the `train-step` workload.
+    #[arg(long, default_value_t = 256)]
+    seq_len: usize,
+    /// `train-step`: recompute activations per layer instead of caching them.
+    #[arg(long)]
+    recompute: bool,
     /// Timed repeats after one untimed warm-up.
     #[arg(long, default_value_t = 5)]
     repeats: usize,
@@ -58,11 +67,18 @@ pub struct BenchArgs {
     format: Format,
 }
 
+impl BenchArgs {
+    fn batch(&self) -> usize {
+        self.batch
+            .unwrap_or(if self.workload == Workload::TrainStep { 4 } else { 8 })
+    }
+}
+
 /// The per-repeat measure of a workload: (work units, seconds).
 type Sample = (f64, f64);
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    if a.repeats == 0 || a.batch == 0 {
+    if a.repeats == 0 || a.batch() == 0 {
         return Err(Error::invalid("--repeats and --batch must be positive"));
     }
     with_backend!(a.backend, |be| bench_on(&be, &a))
@@ -104,7 +120,8 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
             .ok_or_else(|| Error::invalid("--model is required for this workload"))?;
         let md = ModelDir::open(dir)?;
         let model = md.load(be)?;
-        let prompts: Vec<Vec<u32>> = (0..a.batch)
+        let (arch, flop_params) = (model.cfg.name_hint(), model.cfg.matmul_params());
+        let prompts: Vec<Vec<u32>> = (0..a.batch())
             .map(|b| {
                 (0..a.prompt_len)
                     .map(|i| random_id(a.seed, b, i, model.cfg.vocab_size))
@@ -113,6 +130,7 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
             .collect();
         let samples = match a.workload {
             Workload::Prefill => prefill(be, &model, &prompts, a.repeats)?,
+            Workload::TrainStep => train_step(be, model, a)?,
             Workload::Decode | Workload::SoftDecode => {
                 let mode = if a.workload == Workload::Decode {
                     ThinkMode::Hard
@@ -125,10 +143,10 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                 cfg.think_tokens = a.new_tokens;
                 cfg.answer_tokens = 0;
                 cfg.seed = a.seed;
-                let streams: Vec<u32> = (0..a.batch as u32).collect();
+                let streams: Vec<u32> = (0..a.batch() as u32).collect();
                 repeat(be, a.repeats, || {
                     generate(be, &model, &prompts, &streams, &cfg, &md.tokenizer)?;
-                    Ok((a.batch * a.new_tokens) as f64)
+                    Ok((a.batch() * a.new_tokens) as f64)
                 })?
             }
             Workload::Matmul | Workload::Grade => unreachable!("handled above"),
@@ -136,10 +154,22 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
         let label = match a.workload {
             Workload::Prefill => "prefill",
             Workload::Decode => "decode",
+            Workload::TrainStep => "train-step",
             _ => "soft-decode",
         };
-        let extra = json!({"model": dir.display().to_string(), "arch": model.cfg.name_hint(),
-                           "batch": a.batch, "prompt_len": a.prompt_len, "new_tokens": a.new_tokens});
+        let mut extra = json!({"model": dir.display().to_string(), "arch": arch,
+                               "batch": a.batch(), "prompt_len": a.prompt_len, "new_tokens": a.new_tokens});
+        if a.workload == Workload::TrainStep {
+            // The yardstick of issue 3: 6 x (non-embedding parameters + lm_head) x tokens per step.
+            let mut rates: Vec<f64> = samples
+                .iter()
+                .map(|(w, s)| 6.0 * flop_params as f64 * w / s / 1e9)
+                .collect();
+            rates.sort_by(f64::total_cmp);
+            extra = json!({"model": dir.display().to_string(), "arch": arch, "batch": a.batch(),
+                           "seq_len": a.seq_len, "recompute": a.recompute, "gflops": rates[rates.len() / 2],
+                           "peak_rss_mib": peak_rss_mib()});
+        }
         (label, "tokens_per_s", samples, extra)
     };
     let mut rates: Vec<f64> = samples.iter().map(|(w, s)| w / s).collect();
@@ -199,6 +229,37 @@ fn prefill<B: Backend>(be: &B, model: &Model<B>, prompts: &[Vec<u32>], repeats: 
         model.forward(be, &mut ws, &mut cache, &batch)?;
         Ok((b * p) as f64)
     })
+}
+
+/// forward + weighted cross-entropy + backward + AdamW on random tokens; work = tokens per step.
+fn train_step<B: Backend>(be: &B, mut model: Model<B>, a: &BenchArgs) -> Result<Vec<Sample>> {
+    use softcot_core::optim::{zero_grads, AdamW, AdamwConfig};
+    use softcot_core::sft::{sft_step, SftBatch};
+    let (b, t) = (a.batch(), a.seq_len);
+    let ids: Vec<u32> = (0..b * t)
+        .map(|i| random_id(a.seed, i / t, i % t, model.cfg.vocab_size))
+        .collect();
+    let mask: Vec<f32> = (0..b * t).map(|i| if i % t == 0 { 0.0 } else { 1.0 }).collect();
+    let batch = SftBatch::new(be, &ids, &mask, b, t, (b * (t - 1)) as f32)?;
+    let mut acts = model.new_train_acts(be, b, t, a.recompute)?;
+    let mut grads = model.new_grads(be)?;
+    let mut opt = AdamW::new(be, &model, AdamwConfig::default())?;
+    let mut loss_rows = be.zeros(b * t)?;
+    repeat(be, a.repeats, || {
+        zero_grads(be, &mut grads)?;
+        sft_step(be, &model, &mut acts, &batch, &mut loss_rows, &mut grads)?;
+        opt.update(be, &mut model, &grads, 1e-4)?;
+        Ok((b * t) as f64)
+    })
+}
+
+/// Peak resident memory of this process (Linux; 0 where /proc is absent).
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
+        .map_or(0.0, |kib| kib / 1024.0)
 }
 
 fn random_id(seed: u64, b: usize, i: usize, v: usize) -> u32 {

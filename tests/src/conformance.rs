@@ -261,13 +261,14 @@ pub fn rope<B: Backend>(be: &B) {
 pub fn attention<B: Backend>(be: &B) {
     let mut rng = TestRng(5);
     // Two calls into a 3-slot cache: a prefill of 6 tokens, then 2 more tokens, rows in shuffled slots.
-    let (h, hkv, hd, t_max) = (6, 2, 8, 16);
+    let (h, hkv, hd, t_max) = (6, 2, 8, 24);
     let slots = [2u32, 0];
-    let steps = [(0u32, 6usize), (6, 2)];
+    // Prefill of 20 tokens (tiled path, >= 16 per row), then 2 more (row-at-a-time path).
+    let steps = [(0u32, 20usize), (20, 2)];
     let b = slots.len();
     let mut kc = be.zeros(3 * hkv * t_max * hd).unwrap();
     let mut vc = be.zeros(3 * hkv * t_max * hd).unwrap();
-    let l = 8; // keys per row after both calls
+    let l = 22; // keys per row after both calls
     let mut k_all = vec![0f64; b * l * hkv * hd];
     let mut v_all = vec![0f64; b * l * hkv * hd];
     for (call, &(st, t)) in steps.iter().enumerate() {

@@ -135,8 +135,14 @@ fn rope<B: Backend>(be: &B) {
 /// Attention over a cache that holds earlier positions too: gradients reach q, the new keys and
 /// values, and the earlier ones (through dk/dv of the cache and kv_read).
 fn attention<B: Backend>(be: &B) {
+    // 3 new tokens (row-at-a-time path) and 17 (tiled path), after 2 cached ones.
+    attention_case(be, 3);
+    attention_case(be, 17);
+}
+
+fn attention_case<B: Backend>(be: &B, t: usize) {
     let mut rng = TestRng(24);
-    let (b, t, l, h, hkv, hd) = (2, 3, 5, 4, 2, 6);
+    let (b, l, h, hkv, hd) = (2, t + 2, 4, 2, 6);
     let slots = [1u32, 0];
     let scale = 1.0 / (hd as f32).sqrt();
     let all = AttnShape {
@@ -145,7 +151,7 @@ fn attention<B: Backend>(be: &B) {
         heads: h,
         kv_heads: hkv,
         head_dim: hd,
-        t_max: 8,
+        t_max: l + 1,
         scale,
     };
     let new = AttnShape { t, ..all };
@@ -158,7 +164,7 @@ fn attention<B: Backend>(be: &B) {
     let first = vec![(l - t) as u32; b];
     let loss = |q: &[f64], k: &[f64], v: &[f64]| dot(&up(&dout), &r::attention(q, k, v, &first, new, l).0);
 
-    let cache_len = 2 * hkv * 8 * hd;
+    let cache_len = 2 * hkv * (l + 1) * hd;
     let (slots_b, zero, first_b) = (
         be.upload_ids(&slots).unwrap(),
         be.upload_ids(&[0, 0]).unwrap(),
@@ -188,17 +194,17 @@ fn attention<B: Backend>(be: &B) {
     be.kv_read(&mut dv, &dvc, &slots_b, &zero, all).unwrap();
     let (q64, k64, v64) = (up(&q), up(&k), up(&v));
     check(
-        "attention_backward dq",
+        &format!("attention_backward dq (t={t})"),
         &be.download(&dq, q.len()).unwrap(),
         &fd(|q| loss(q, &k64, &v64), &q64),
     );
     check(
-        "attention_backward dk (+ kv_read)",
+        &format!("attention_backward dk + kv_read (t={t})"),
         &be.download(&dk, k.len()).unwrap(),
         &fd(|k| loss(&q64, k, &v64), &k64),
     );
     check(
-        "attention_backward dv (+ kv_read)",
+        &format!("attention_backward dv + kv_read (t={t})"),
         &be.download(&dv, v.len()).unwrap(),
         &fd(|v| loss(&q64, &k64, v), &v64),
     );
