@@ -2,10 +2,11 @@
 //! to every parameter gradient (under the parameters' HF names).
 //!
 //! Memory per token, in floats (f32), for L layers:
-//! - cached activations (default): L x (6d + 2 H hd + 4 Hkv hd + 3F + H + 2), plus 3d + V for the
-//!   final norm and the logits (which become the logit gradient in place);
+//! - cached activations (default): L x (4d + 2 H hd + 4 Hkv hd + 3F + H + 2);
 //! - with `recompute` (gradient checkpointing): L x d for the layer inputs, plus one layer's worth,
-//!   recomputed from its input during backward.
+//!   recomputed from its input during backward;
+//! - either way 4d + 1 + V of model-level buffers (the logits become their gradient in place) and one
+//!   layer's backward scratch, d + 2 H hd + 4 Hkv hd + 3F.
 
 use alloc::vec::Vec;
 
