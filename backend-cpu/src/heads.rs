@@ -130,13 +130,16 @@ pub fn add_noise(
     Ok(())
 }
 
-/// Weighted cross-entropy in place: loss[r] = -w[r] log softmax(z[r])[t[r]], z[r] <- w[r] (softmax(z[r]) - onehot(t[r])).
-/// logits: [rows, V]; loss, weights: [rows]; targets: [rows]
+/// Weighted cross-entropy at per-row temperatures, in place (see the trait): loss[r] = -w[r] log p[t[r]],
+/// z[r] <- w[r] inv_tau[r] (p - onehot(t[r])) with p = softmax(z[r] inv_tau[r]).
+/// logits: [rows, V]; loss, weights, inv_tau: [rows]; targets: [rows]
+#[allow(clippy::too_many_arguments)]
 pub fn cross_entropy_backward(
     logits: &mut [f32],
     loss: &mut [f32],
     targets: &[u32],
     weights: &[f32],
+    inv_tau: Option<&[f32]>,
     rows: usize,
     v: usize,
 ) -> Result<()> {
@@ -144,6 +147,9 @@ pub fn cross_entropy_backward(
     need(loss.len(), rows, "cross_entropy_backward: loss")?;
     need(targets.len(), rows, "cross_entropy_backward: targets")?;
     need(weights.len(), rows, "cross_entropy_backward: weights")?;
+    if let Some(it) = inv_tau {
+        need(it.len(), rows, "cross_entropy_backward: inv_tau")?;
+    }
     if let Some(r) = (0..rows).find(|&r| weights[r] != 0.0 && targets[r] as usize >= v) {
         return Err(Error::invalid(format!(
             "token id {} is outside the vocabulary (size {v})",
@@ -161,13 +167,42 @@ pub fn cross_entropy_backward(
                 *l = 0.0;
                 return;
             }
+            let it = inv_tau.map_or(1.0, |t| t[r]);
             let t = targets[r] as usize;
             let m = fastmath::max(z);
             let zt = z[t];
-            let s = fastmath::exp_shifted_inplace(z, m, 1.0);
-            *l = -w * (zt - m - s.ln());
-            fastmath::scale(z, w / s);
-            z[t] -= w;
+            let s = fastmath::exp_shifted_inplace(z, m, it);
+            *l = -w * ((zt - m) * it - s.ln());
+            fastmath::scale(z, w * it / s);
+            z[t] -= w * it;
         });
+    Ok(())
+}
+
+/// dz[r] = c[r] * p[r] ⊙ (u[r] - <p[r], u[r]>).  dz, p, u: [rows, V]; c: [rows]
+pub fn soft_pg_logits(dz: &mut [f32], p: &[f32], u: &[f32], c: &[f32], rows: usize, v: usize) -> Result<()> {
+    for (len, what) in [(dz.len(), "dz"), (p.len(), "p"), (u.len(), "u")] {
+        need(len, rows * v, &format!("soft_pg_logits: {what}"))?;
+    }
+    need(c.len(), rows, "soft_pg_logits: c")?;
+    dz[..rows * v].par_chunks_mut(v).enumerate().for_each(|(r, d)| {
+        let (pr, ur) = (&p[r * v..(r + 1) * v], &u[r * v..(r + 1) * v]);
+        let mean: f64 = pr.iter().zip(ur).map(|(&a, &b)| a as f64 * b as f64).sum();
+        let mean = mean as f32;
+        for ((o, &pv), &uv) in d.iter_mut().zip(pr).zip(ur) {
+            *o = c[r] * pv * (uv - mean);
+        }
+    });
+    Ok(())
+}
+
+/// x[r, :] *= s[r].  x: [rows, n]; s: [rows]
+pub fn scale_rows(x: &mut [f32], s: &[f32], rows: usize, n: usize) -> Result<()> {
+    need(x.len(), rows * n, "scale_rows: x")?;
+    need(s.len(), rows, "scale_rows: s")?;
+    x[..rows * n]
+        .par_chunks_mut(n)
+        .zip(&s[..rows])
+        .for_each(|(row, &f)| row.iter_mut().for_each(|v| *v *= f));
     Ok(())
 }

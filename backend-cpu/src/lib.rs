@@ -280,10 +280,18 @@ impl Backend for CpuBackend {
         loss: &mut CpuBuf,
         targets: &CpuIds,
         weights: &CpuBuf,
+        inv_tau: Option<&CpuBuf>,
         rows: usize,
         v: usize,
     ) -> Result<()> {
-        heads::cross_entropy_backward(&mut logits.0, &mut loss.0, &targets.0, &weights.0, rows, v)
+        let it = inv_tau.map(|t| &t.0[..]);
+        heads::cross_entropy_backward(&mut logits.0, &mut loss.0, &targets.0, &weights.0, it, rows, v)
+    }
+    fn soft_pg_logits(&self, dz: &mut CpuBuf, p: &CpuBuf, u: &CpuBuf, c: &CpuBuf, rows: usize, v: usize) -> Result<()> {
+        heads::soft_pg_logits(&mut dz.0, &p.0, &u.0, &c.0, rows, v)
+    }
+    fn scale_rows(&self, x: &mut CpuBuf, s: &CpuBuf, rows: usize, n: usize) -> Result<()> {
+        heads::scale_rows(&mut x.0, &s.0, rows, n)
     }
     fn adamw(&self, p: &mut CpuBuf, g: &CpuBuf, m: &mut CpuBuf, v: &mut CpuBuf, n: usize, h: AdamwStep) -> Result<()> {
         optim::adamw(&mut p.0, &g.0, &mut m.0, &mut v.0, n, h)

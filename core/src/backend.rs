@@ -391,20 +391,45 @@ pub trait Backend {
         let _ = (dtable, dout, ids, rows, d);
         Err(unsupported(self, "embedding_backward"))
     }
-    /// Weighted cross-entropy, in place: writes `loss[r] = -w[r] * log_softmax(z[r])[t[r]]` and turns
-    /// the logits into their gradient `w[r] * (softmax(z[r]) - onehot(t[r]))`. Rows with w = 0 get
-    /// zero gradient (their target is not read).  logits: [rows, V]; loss, weights: [rows]; targets: [rows]
+    /// Weighted cross-entropy at a per-row temperature, in place: with p = softmax(z[r] * inv_tau[r])
+    /// (inv_tau 1 when `None`), writes `loss[r] = -w[r] * log p[t[r]]` and turns the logits into their
+    /// gradient `w[r] * inv_tau[r] * (p - onehot(t[r]))`. Rows with w = 0 get zero gradient (their
+    /// target is not read). The supervised loss, and the token terms of the RL loss (w = A / N).
+    /// logits: [rows, V]; loss, weights, inv_tau: [rows]; targets: [rows]
+    #[allow(clippy::too_many_arguments)]
     fn cross_entropy_backward(
         &self,
         logits: &mut Self::Buf,
         loss: &mut Self::Buf,
         targets: &Self::Ids,
         weights: &Self::Buf,
+        inv_tau: Option<&Self::Buf>,
         rows: usize,
         v: usize,
     ) -> Result<()> {
-        let _ = (logits, loss, targets, weights, rows, v);
+        let _ = (logits, loss, targets, weights, inv_tau, rows, v);
         Err(unsupported(self, "cross_entropy_backward"))
+    }
+    /// The soft-token policy gradient on logits: `dz[r] = c[r] * p[r] ⊙ (u[r] - <p[r], u[r]>)`
+    /// (with p = softmax(z / tau), u = E g and c = -w / tau, this is d loss / d z of
+    /// loss = -w log pi(x), log pi(x) = -||x - p E||^2 / (2 sigma^2), g = (x - p E) / sigma^2).
+    /// dz, p, u: [rows, V]; c: [rows]
+    fn soft_pg_logits(
+        &self,
+        dz: &mut Self::Buf,
+        p: &Self::Buf,
+        u: &Self::Buf,
+        c: &Self::Buf,
+        rows: usize,
+        v: usize,
+    ) -> Result<()> {
+        let _ = (dz, p, u, c, rows, v);
+        Err(unsupported(self, "soft_pg_logits"))
+    }
+    /// `x[r, :] *= s[r]`.  x: [rows, n]; s: [rows]
+    fn scale_rows(&self, x: &mut Self::Buf, s: &Self::Buf, rows: usize, n: usize) -> Result<()> {
+        let _ = (x, s, rows, n);
+        Err(unsupported(self, "scale_rows"))
     }
     /// One AdamW step as `torch.optim.AdamW` takes it (decoupled decay):
     /// `p *= 1 - lr * wd; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;

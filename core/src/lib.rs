@@ -19,6 +19,7 @@ pub mod grade;
 pub mod model;
 pub mod optim;
 pub mod philox;
+pub mod rl;
 pub mod sft;
 pub mod think;
 

@@ -61,16 +61,17 @@ pub fn sft_step<B: Backend>(
 ) -> Result<f64> {
     let (b, t) = (batch.b, batch.t);
     let n = b * t;
-    model.forward_train(be, acts, &batch.ids, b, t)?;
+    model.forward_train(be, acts, &batch.ids, None, b, t)?;
     be.cross_entropy_backward(
         &mut acts.logits,
         loss_rows,
         &batch.targets,
         &batch.weights,
+        None,
         n,
         model.cfg.vocab_size,
     )?;
     let loss: f64 = be.download(loss_rows, n)?.iter().map(|&x| x as f64).sum();
-    model.backward(be, acts, &batch.ids, b, t, grads)?;
+    model.backward(be, acts, &batch.ids, None, b, t, grads)?;
     Ok(loss)
 }

@@ -45,6 +45,7 @@ pub fn run_all<B: Backend>(be: &B) {
     swiglu(be);
     embedding_and_bias(be);
     cross_entropy(be);
+    soft_policy(be);
     adamw(be);
 }
 
@@ -273,34 +274,99 @@ fn cross_entropy<B: Backend>(be: &B) {
     let (rows, v) = (4, 11);
     let z = rng.vec(rows * v, 3.0);
     let targets = [2u32, 10, 0, 5];
-    let weights = [0.5f32, 0.0, 0.25, 0.25]; // row 1 is masked
-    let loss_of = |z: &[f64]| -> f64 {
-        let lp = r::logprob(z, &targets, rows, v);
-        (0..rows).map(|i| -(weights[i] as f64) * lp[i]).sum()
+    let weights = [0.5f32, 0.0, 0.25, -0.75]; // row 1 is masked; RL weights can be negative
+    for inv_tau in [None, Some([1.0f32, 2.0, 0.5, 4.0])] {
+        let loss_of = |z: &[f64]| -> f64 {
+            let scaled: Vec<f64> = (0..rows * v)
+                .map(|i| z[i] * inv_tau.map_or(1.0, |t| t[i / v] as f64))
+                .collect();
+            let lp = r::logprob(&scaled, &targets, rows, v);
+            (0..rows).map(|i| -(weights[i] as f64) * lp[i]).sum()
+        };
+        let mut zb = be.upload(&z).unwrap();
+        let mut loss = be.zeros(rows).unwrap();
+        let it = inv_tau.map(|t| be.upload(&t).unwrap());
+        let (tb, wb) = (be.upload_ids(&targets).unwrap(), be.upload(&weights).unwrap());
+        be.cross_entropy_backward(&mut zb, &mut loss, &tb, &wb, it.as_ref(), rows, v)
+            .unwrap();
+        let total: f64 = be.download(&loss, rows).unwrap().iter().map(|&x| x as f64).sum();
+        let want = loss_of(&up(&z));
+        let label = if inv_tau.is_some() {
+            "per-row temperatures"
+        } else {
+            "tau 1"
+        };
+        println!(
+            "  {:<44} loss abs err {:.2e}",
+            format!("cross_entropy_backward loss, {label}"),
+            (total - want).abs()
+        );
+        assert!((total - want).abs() < 1e-5);
+        check(
+            &format!("cross_entropy_backward dlogits, {label}"),
+            &be.download(&zb, rows * v).unwrap(),
+            &fd(loss_of, &up(&z)),
+        );
+    }
+}
+
+/// The soft-token log-density -||x - softmax(z / tau) E||^2 / (2 sigma^2) composed from backend
+/// ops as the RL update does: d loss / d z through `soft_pg_logits`, d loss / d E through the
+/// mixture, against finite differences of the float64 definition.
+fn soft_policy<B: Backend>(be: &B) {
+    let mut rng = TestRng(29);
+    let (rows, v, d, tau, sigma) = (3, 13, 5, 0.5f32, 0.3f32);
+    let (z, e, x) = (rng.vec(rows * v, 2.0), rng.vec(v * d, 1.0), rng.vec(rows * d, 1.0));
+    let w = [0.7f32, -1.2, 0.4];
+    let loss_of = |z: &[f64], e: &[f64]| -> f64 {
+        let p = r::softmax(z, rows, v, tau as f64);
+        let mu = r::gemm(&vec![0.0; rows * d], &p, e, Gemm::nn(rows, d, v));
+        (0..rows)
+            .map(|i| {
+                let sq: f64 = (0..d).map(|j| (x[i * d + j] as f64 - mu[i * d + j]).powi(2)).sum();
+                w[i] as f64 * sq / (2.0 * (sigma as f64).powi(2))
+            })
+            .sum()
     };
-    let mut zb = be.upload(&z).unwrap();
-    let mut loss = be.zeros(rows).unwrap();
-    be.cross_entropy_backward(
-        &mut zb,
-        &mut loss,
-        &be.upload_ids(&targets).unwrap(),
-        &be.upload(&weights).unwrap(),
-        rows,
-        v,
-    )
-    .unwrap();
-    let total: f64 = be.download(&loss, rows).unwrap().iter().map(|&x| x as f64).sum();
-    let want = loss_of(&up(&z));
-    println!(
-        "  {:<44} loss abs err {:.2e}",
-        "cross_entropy_backward loss",
-        (total - want).abs()
+    let (zb, eb) = (be.upload(&z).unwrap(), be.upload(&e).unwrap());
+    let (mut p, mut mu, mut g, mut u) = (
+        be.zeros(rows * v).unwrap(),
+        be.zeros(rows * d).unwrap(),
+        be.upload(&x).unwrap(),
+        be.zeros(rows * v).unwrap(),
     );
-    assert!((total - want).abs() < 1e-5);
+    be.mixture(&mut mu, &mut p, &zb, &eb, rows, v, d, tau).unwrap();
+    be.scale(&mut mu, -1.0, rows * d).unwrap();
+    be.add(&mut g, &mu, rows * d).unwrap();
+    be.scale(&mut g, 1.0 / (sigma * sigma), rows * d).unwrap(); // g = (x - mu) / sigma^2
+    be.gemm(&mut u, &g, &eb, Gemm::linear(rows, v, d)).unwrap(); // u = g E^T
+    let c: Vec<f32> = w.iter().map(|wi| -wi / tau).collect();
+    let mut dz = be.zeros(rows * v).unwrap();
+    be.soft_pg_logits(&mut dz, &p, &u, &be.upload(&c).unwrap(), rows, v)
+        .unwrap();
+    let neg_w: Vec<f32> = w.iter().map(|wi| -wi).collect();
+    be.scale_rows(&mut g, &be.upload(&neg_w).unwrap(), rows, d).unwrap();
+    let mut de = be.upload(&vec![0.0; v * d]).unwrap();
+    be.gemm(
+        &mut de,
+        &p,
+        &g,
+        Gemm {
+            trans_a: true,
+            beta: 1.0,
+            ..Gemm::nn(v, d, rows)
+        },
+    )
+    .unwrap(); // dE += p^T (-w g)
     check(
-        "cross_entropy_backward dlogits",
-        &be.download(&zb, rows * v).unwrap(),
-        &fd(loss_of, &up(&z)),
+        "soft_pg_logits (d loss / d z)",
+        &be.download(&dz, rows * v).unwrap(),
+        &fd(|z| loss_of(z, &up(&e)), &up(&z)),
+    );
+    check(
+        "mixture gradient into E (p^T g)",
+        &be.download(&de, v * d).unwrap(),
+        &fd(|e| loss_of(&up(&z), e), &up(&e)),
     );
 }
 

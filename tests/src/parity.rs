@@ -199,3 +199,96 @@ pub fn adamw<B: Backend>(be: &B, dir: &Path) {
     );
     assert!(worst < 1e-3, "{}: AdamW trajectory off by {worst:.3e}", name(dir));
 }
+
+/// `rl.soft`, `rl.fuzzy`, `rl.hard`: RLOO advantages from the rewards, then the loss and every
+/// parameter gradient of -(1/G) sum_g A_g ell_g on the recorded rollouts.
+pub fn rl<B: Backend>(be: &B, dir: &Path) {
+    use softcot_core::rl::{rl_step, rloo_advantages, RlSeq, RlSettings, Thinking};
+    let r = Reference::open(dir);
+    for mode in ["soft", "fuzzy", "hard"] {
+        let sec = format!("rl.{mode}");
+        if !r.has_section(&sec) {
+            continue;
+        }
+        let md = ModelDir::open(dir).unwrap_or_else(|e| panic!("{e}"));
+        let model = md.load(be).unwrap_or_else(|e| panic!("{e}"));
+        let d = model.cfg.d();
+        let (_, prompt) = r.ids(&format!("{sec}.prompt_ids"));
+        let (sshape, suffix) = r.ids(&format!("{sec}.suffix_ids"));
+        let (g, sl) = (sshape[0], sshape[1]);
+        let mask = r.f32(&format!("{sec}.suffix_mask")).1;
+        let rewards = r.f64(&format!("{sec}.rewards"));
+        let adv = rloo_advantages(&rewards).unwrap();
+        let adv_err = crate::max_abs_err(
+            &adv.iter().map(|&a| a as f32).collect::<Vec<_>>(),
+            &r.f64(&format!("{sec}.advantages")),
+        );
+        let thinking: Vec<Thinking> = if mode == "hard" {
+            let (cs, ids) = r.ids(&format!("{sec}.cot_ids"));
+            ids.chunks(cs[1]).map(|c| Thinking::Tokens(c.to_vec())).collect()
+        } else {
+            let (cs, e) = r.f32(&format!("{sec}.cot_embeds"));
+            e.chunks(cs[1] * d).map(|c| Thinking::Embeds(c.to_vec())).collect()
+        };
+        let seqs: Vec<RlSeq> = (0..g)
+            .map(|i| RlSeq {
+                prompt: prompt.clone(),
+                thinking: thinking[i].clone(),
+                suffix: suffix[i * sl..(i + 1) * sl].to_vec(),
+                suffix_mask: mask[i * sl..(i + 1) * sl].to_vec(),
+                advantage: adv[i] as f32,
+            })
+            .collect();
+        let sigma = if mode == "hard" {
+            1.0
+        } else {
+            r.scalar(&format!("{sec}.sigma")) as f32
+        };
+        let s = RlSettings {
+            tau: r.scalar(&format!("{sec}.tau")) as f32,
+            sigma,
+            norm: g as f32,
+        };
+        let t = prompt.len()
+            + sl
+            + thinking
+                .iter()
+                .map(|th| match th {
+                    Thinking::Tokens(t) => t.len(),
+                    Thinking::Embeds(e) => e.len() / d,
+                })
+                .max()
+                .unwrap();
+        let mut acts = model.new_train_acts(be, g, t, false).unwrap();
+        let mut grads = model.new_grads(be).unwrap();
+        let loss = rl_step(be, &model, &mut acts, &seqs, &s, &mut grads).unwrap();
+        let want_loss = r.scalar(&format!("{sec}.loss"));
+        let mut worst = (0f64, String::new());
+        for p in &grads {
+            let e = crate::rel_err(
+                &be.download(&p.buf, p.numel()).unwrap(),
+                &r.f64(&format!("{sec}.grad.{}", p.name)),
+            );
+            if e > worst.0 {
+                worst = (e, p.name.clone());
+            }
+        }
+        let loss_rel = (loss - want_loss).abs() / want_loss.abs().max(1e-12);
+        println!(
+            "{:<12} rl.{mode:<6}         advantages err {adv_err:.1e}; loss rel err {loss_rel:.2e}; {} gradients, worst rel err {:.2e} ({})",
+            name(dir),
+            grads.len(),
+            worst.0,
+            worst.1
+        );
+        assert!(adv_err < 1e-4, "{}: RLOO advantages differ by {adv_err}", name(dir));
+        assert!(loss_rel < 1e-3, "{}: rl.{mode} loss {loss} vs {want_loss}", name(dir));
+        assert!(
+            worst.0 < TOL_GRAD,
+            "{}: rl.{mode} gradient of {} off by {:.3e}",
+            name(dir),
+            worst.1,
+            worst.0
+        );
+    }
+}

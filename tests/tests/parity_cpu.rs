@@ -33,3 +33,11 @@ fn adamw_trajectory_matches_pytorch() {
         parity::adamw(&be, &dir);
     }
 }
+
+#[test]
+fn rl_loss_and_gradients_match_pytorch() {
+    let be = softcot_cpu::CpuBackend::new();
+    for dir in fixtures::discover() {
+        parity::rl(&be, &dir);
+    }
+}

@@ -28,10 +28,22 @@ pub struct TrainActs<B: Backend> {
     layers: Vec<(LayerBufs<B>, B::Buf, B::Buf)>, // per layer (or one, recomputed): buffers, k and v [B, Hkv, T, hd]
     x_in: Vec<B::Buf>, // recompute only: each layer's input [N, d]
     scratch: BackScratch<B>,
-    slots: B::Ids, // slots: [B] identity
-    start: B::Ids, // start: [B] zeros
+    zero_row: B::Buf, // zero_row: [d]
+    slots: B::Ids,    // slots: [B] identity
+    start: B::Ids,    // start: [B] zeros
     /// logits: [N, V] after `forward_train`; the loss turns them into d loss / d logits in place.
     pub logits: B::Buf,
+}
+
+/// Input rows fed as given vectors instead of token embeddings (the recorded soft thinking inputs
+/// of RL): constants, so no gradient reaches the embedding table through them.
+pub struct Overrides<'a, B: Backend> {
+    /// embeds: [R, d] the vectors fed
+    pub embeds: &'a B::Buf,
+    /// index: [N] row r takes embeds[index[r]] where index[r] != u32::MAX
+    pub index: &'a B::Ids,
+    /// zero: [N] 0 where row r is overridden, u32::MAX elsewhere (drops their token gradient)
+    pub zero: &'a B::Ids,
 }
 
 /// One parameter gradient per parameter, same names and order as `Model::params` (a tied lm_head
@@ -67,6 +79,7 @@ impl<B: Backend> Model<B> {
             layers,
             x_in,
             scratch: BackScratch::new(be, c, n)?,
+            zero_row: be.zeros(d)?,
             slots: be.upload_ids(&(0..max_rows as u32).collect::<Vec<_>>())?,
             start: be.upload_ids(&alloc::vec![0u32; max_rows])?,
             logits: be.zeros(n * c.vocab_size)?,
@@ -88,7 +101,16 @@ impl<B: Backend> Model<B> {
     }
 
     /// Forward of `b` rows of `t` tokens (ids: [B * T]), keeping activations; fills `acts.logits` [N, V].
-    pub fn forward_train(&self, be: &B, acts: &mut TrainActs<B>, ids: &B::Ids, b: usize, t: usize) -> Result<()> {
+    /// `overrides` replaces the input rows it names (see [`Overrides`]).
+    pub fn forward_train(
+        &self,
+        be: &B,
+        acts: &mut TrainActs<B>,
+        ids: &B::Ids,
+        overrides: Option<&Overrides<'_, B>>,
+        b: usize,
+        t: usize,
+    ) -> Result<()> {
         let c = &self.cfg;
         let (n, d) = (b * t, c.d());
         if n > acts.max_tokens || n == 0 {
@@ -105,6 +127,9 @@ impl<B: Backend> Model<B> {
         }
         let rows = Rows::new(c, &acts.slots, &acts.start, b, t, t);
         be.embedding(&mut acts.x, self.embed(), ids, n, d)?;
+        if let Some(o) = overrides {
+            be.gather_rows(&mut acts.x, o.embeds, o.index, n, d)?;
+        }
         for l in 0..c.num_hidden_layers {
             let slot = if acts.recompute {
                 be.copy(&mut acts.x_in[l], 0, &acts.x, 0, n * d)?;
@@ -134,12 +159,15 @@ impl<B: Backend> Model<B> {
     }
 
     /// Backward from `acts.logits`, which must hold d loss / d logits [N, V] for the batch of the
-    /// last `forward_train`; accumulates into `grads`.
+    /// last `forward_train`; accumulates into `grads`. `overrides` must be those of the forward:
+    /// their rows send no gradient to the embedding table.
+    #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
         be: &B,
         acts: &mut TrainActs<B>,
         ids: &B::Ids,
+        overrides: Option<&Overrides<'_, B>>,
         b: usize,
         t: usize,
         grads: &mut Grads<B>,
@@ -189,6 +217,9 @@ impl<B: Backend> Model<B> {
             };
             let (lb, kc, vc) = &acts.layers[slot];
             self.layer_backward(be, l, &mut acts.dx, lb, kc, vc, grads, &mut acts.scratch, &rows)?;
+        }
+        if let Some(o) = overrides {
+            be.gather_rows(&mut acts.dx, &acts.zero_row, o.zero, n, d)?;
         }
         be.embedding_backward(&mut grads[self.idx.embed].buf, &acts.dx, ids, n, d)
     }

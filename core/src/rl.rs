@@ -1,0 +1,264 @@
+//! The RLOO policy-gradient update over recorded rollouts (DESIGN.md, "RLOO" and "The soft-token
+//! log-density"): rewards -> leave-one-out advantages -> d loss / d logits per position -> model
+//! backward. Loss = -(1/N) sum_g A_g ell_g, where ell_g sums, over thinking steps, log pi(x_c)
+//! (Gaussian log-density of the fed vector for soft/fuzzy, token log-prob at tau for hard) and, over
+//! sampled answer tokens, log p(token). The recorded inputs are constants: one teacher-forced
+//! forward and backward, no backpropagation through time.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+use crate::backend::{Backend, Gemm};
+use crate::error::{Error, Result};
+use crate::model::train::{Grads, Overrides, TrainActs};
+use crate::model::Model;
+
+/// A_g = r_g - mean of the other rewards of the group (G >= 2).
+pub fn rloo_advantages(rewards: &[f64]) -> Result<Vec<f64>> {
+    let g = rewards.len();
+    if g < 2 {
+        return Err(Error::invalid("RLOO needs at least 2 samples per prompt"));
+    }
+    let sum: f64 = rewards.iter().sum();
+    Ok(rewards.iter().map(|&r| r - (sum - r) / (g - 1) as f64).collect())
+}
+
+/// What a rollout fed while thinking.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Thinking {
+    /// Hard thinking: the sampled tokens. [C]
+    Tokens(Vec<u32>),
+    /// Soft or fuzzy thinking: the noisy input vectors fed. [C * d]
+    Embeds(Vec<f32>),
+}
+
+/// One recorded rollout, as the update sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RlSeq {
+    pub prompt: Vec<u32>,
+    pub thinking: Thinking,
+    /// The tokens after thinking: forced prefill, then sampled answer tokens.
+    pub suffix: Vec<u32>,
+    /// 1 for sampled answer tokens (they count in the log-prob), 0 for forced prefill. [S]
+    pub suffix_mask: Vec<f32>,
+    pub advantage: f32,
+}
+
+/// Settings of the estimator.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RlSettings {
+    /// Thinking temperature (of the recorded rollouts).
+    pub tau: f32,
+    /// Per-coordinate noise standard deviation of soft/fuzzy thinking.
+    pub sigma: f32,
+    /// N, the number of rollouts of the whole optimizer step (the loss is -(1/N) sum A ell).
+    pub norm: f32,
+}
+
+/// Host-side layout of a micro-batch: ids, override rows and per-row loss terms.
+struct Layout {
+    b: usize,
+    t: usize,
+    ids: Vec<u32>,         // ids: [B * T]
+    embeds: Vec<f32>,      // embeds: [R, d] soft inputs, in soft-row order
+    index: Vec<u32>,       // index: [B * T] input row -> embeds row, or MAX
+    zero: Vec<u32>,        // zero: [B * T] 0 for overridden input rows, else MAX
+    targets: Vec<u32>,     // targets: [B * T] token predicted from each logit row
+    weights: Vec<f32>,     // weights: [B * T] A / N for scored token rows, else 0
+    inv_tau: Vec<f32>,     // inv_tau: [B * T]
+    soft_rows: Vec<u32>,   // soft_rows: [R] logit row that predicts soft input j
+    soft_weight: Vec<f32>, // soft_weight: [R] A / N
+}
+
+fn layout(seqs: &[RlSeq], d: usize, v: usize, s: &RlSettings) -> Result<Layout> {
+    let b = seqs.len();
+    let len = |q: &RlSeq| {
+        let c = match &q.thinking {
+            Thinking::Tokens(t) => t.len(),
+            Thinking::Embeds(e) => e.len() / d,
+        };
+        q.prompt.len() + c + q.suffix.len()
+    };
+    let t = seqs.iter().map(len).max().unwrap_or(0);
+    let n = b * t;
+    let mut l = Layout {
+        b,
+        t,
+        ids: vec![0; n],
+        embeds: Vec::new(),
+        index: vec![u32::MAX; n],
+        zero: vec![u32::MAX; n],
+        targets: vec![0; n],
+        weights: vec![0.0; n],
+        inv_tau: vec![1.0; n],
+        soft_rows: Vec::new(),
+        soft_weight: Vec::new(),
+    };
+    for (r, q) in seqs.iter().enumerate() {
+        if q.prompt.is_empty() || q.suffix.len() != q.suffix_mask.len() {
+            return Err(Error::invalid(alloc::format!(
+                "rollout {r}: empty prompt or suffix mask of the wrong length"
+            )));
+        }
+        let w = q.advantage / s.norm;
+        let base = r * t;
+        let mut pos = 0;
+        let token = |l: &mut Layout, pos: usize, id: u32, weight: f32, inv_tau: f32| -> Result<()> {
+            if id as usize >= v {
+                return Err(Error::invalid(alloc::format!(
+                    "rollout {r}: token id {id} is outside the vocabulary"
+                )));
+            }
+            l.ids[base + pos] = id;
+            if pos > 0 && weight != 0.0 {
+                l.targets[base + pos - 1] = id;
+                l.weights[base + pos - 1] = weight;
+                l.inv_tau[base + pos - 1] = inv_tau;
+            }
+            Ok(())
+        };
+        for &id in &q.prompt {
+            token(&mut l, pos, id, 0.0, 1.0)?;
+            pos += 1;
+        }
+        match &q.thinking {
+            Thinking::Tokens(toks) => {
+                for &id in toks {
+                    token(&mut l, pos, id, w, 1.0 / s.tau)?;
+                    pos += 1;
+                }
+            }
+            Thinking::Embeds(e) => {
+                if e.len() % d != 0 {
+                    return Err(Error::invalid(alloc::format!(
+                        "rollout {r}: thinking inputs are not rows of {d}"
+                    )));
+                }
+                for x in e.chunks_exact(d) {
+                    let j = l.soft_rows.len() as u32;
+                    l.index[base + pos] = j;
+                    l.zero[base + pos] = 0;
+                    l.embeds.extend_from_slice(x);
+                    l.soft_rows.push((base + pos - 1) as u32);
+                    l.soft_weight.push(w);
+                    pos += 1;
+                }
+            }
+        }
+        for (&id, &m) in q.suffix.iter().zip(&q.suffix_mask) {
+            token(&mut l, pos, id, w * m, 1.0)?;
+            pos += 1;
+        }
+    }
+    Ok(l)
+}
+
+/// One micro-batch of the update: forward over [prompt, thinking inputs, suffix], d loss / d logits
+/// for every scored position (fused ops on the logits), the mixture's gradient into E, and the
+/// model backward; gradients accumulate into `grads`. Returns this micro-batch's loss.
+pub fn rl_step<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    acts: &mut TrainActs<B>,
+    seqs: &[RlSeq],
+    s: &RlSettings,
+    grads: &mut Grads<B>,
+) -> Result<f64> {
+    let (d, v) = (model.cfg.d(), model.cfg.vocab_size);
+    let l = layout(seqs, d, v, s)?;
+    let (b, t, n) = (l.b, l.t, l.b * l.t);
+    let ids = be.upload_ids(&l.ids)?;
+    let r = l.soft_rows.len();
+    let embeds = be.upload(&l.embeds)?;
+    let (index, zero) = (be.upload_ids(&l.index)?, be.upload_ids(&l.zero)?);
+    let ov = Overrides {
+        embeds: &embeds,
+        index: &index,
+        zero: &zero,
+    };
+    let overrides = (r > 0).then_some(&ov);
+    model.forward_train(be, acts, &ids, overrides, b, t)?;
+
+    let mut loss = 0f64;
+    // Soft rows first: the cross-entropy below zeroes every row it does not score.
+    let dz_soft = if r > 0 {
+        Some(soft_terms(be, model, acts, &l, &embeds, s, grads, &mut loss)?)
+    } else {
+        None
+    };
+    let mut loss_rows = be.zeros(n)?;
+    let (targets, weights, inv_tau) = (
+        be.upload_ids(&l.targets)?,
+        be.upload(&l.weights)?,
+        be.upload(&l.inv_tau)?,
+    );
+    be.cross_entropy_backward(
+        &mut acts.logits,
+        &mut loss_rows,
+        &targets,
+        &weights,
+        Some(&inv_tau),
+        n,
+        v,
+    )?;
+    loss += be.download(&loss_rows, n)?.iter().map(|&x| x as f64).sum::<f64>();
+    if let Some(dz) = dz_soft {
+        let mut back = vec![u32::MAX; n];
+        for (j, &row) in l.soft_rows.iter().enumerate() {
+            back[row as usize] = j as u32;
+        }
+        be.gather_rows(&mut acts.logits, &dz, &be.upload_ids(&back)?, n, v)?;
+    }
+    model.backward(be, acts, &ids, overrides, b, t, grads)?;
+    Ok(loss)
+}
+
+/// d loss / d logits of the soft rows (returned, [R, V]) and the mixture's gradient into E
+/// (accumulated); adds their loss -w log pi(x) = w ||x - mu||^2 / (2 sigma^2) to `loss`.
+#[allow(clippy::too_many_arguments)]
+fn soft_terms<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    acts: &TrainActs<B>,
+    l: &Layout,
+    x: &B::Buf,
+    s: &RlSettings,
+    grads: &mut Grads<B>,
+    loss: &mut f64,
+) -> Result<B::Buf> {
+    let (d, v, r) = (model.cfg.d(), model.cfg.vocab_size, l.soft_rows.len());
+    let e = model.embed();
+    let mut z = be.zeros(r * v)?; // z: [R, V] logits that predicted each soft input
+    be.gather_rows(&mut z, &acts.logits, &be.upload_ids(&l.soft_rows)?, r, v)?;
+    let (mut p, mut mu) = (be.zeros(r * v)?, be.zeros(r * d)?);
+    be.mixture(&mut mu, &mut p, &z, e, r, v, d, s.tau)?; // mu = softmax(z / tau) E
+    let mut g = be.zeros(r * d)?; // g: [R, d] = (x - mu) / sigma^2
+    be.copy(&mut g, 0, x, 0, r * d)?;
+    be.scale(&mut mu, -1.0, r * d)?;
+    be.add(&mut g, &mu, r * d)?;
+    be.scale(&mut g, 1.0 / (s.sigma * s.sigma), r * d)?;
+    let gh = be.download(&g, r * d)?;
+    let half_var = 0.5 * (s.sigma as f64) * (s.sigma as f64);
+    for (j, row) in gh.chunks_exact(d).enumerate() {
+        let sq: f64 = row.iter().map(|&a| (a as f64) * (a as f64)).sum();
+        *loss += l.soft_weight[j] as f64 * half_var * sq; // -w log pi = w sigma^2 ||g||^2 / 2
+    }
+    let mut u = be.zeros(r * v)?; // u: [R, V] = g E^T
+    be.gemm(&mut u, &g, e, Gemm::linear(r, v, d))?;
+    let c: Vec<f32> = l.soft_weight.iter().map(|w| -w / s.tau).collect();
+    be.soft_pg_logits(&mut z, &p, &u, &be.upload(&c)?, r, v)?; // z becomes d loss / d z
+    let neg_w: Vec<f32> = l.soft_weight.iter().map(|w| -w).collect();
+    be.scale_rows(&mut g, &be.upload(&neg_w)?, r, d)?;
+    let embed = model.idx.embed;
+    be.gemm(
+        &mut grads[embed].buf,
+        &p,
+        &g,
+        Gemm {
+            trans_a: true,
+            beta: 1.0,
+            ..Gemm::nn(v, d, r)
+        },
+    )?; // dE += p^T (-w g)
+    Ok(z)
+}
