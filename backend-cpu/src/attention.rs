@@ -35,26 +35,46 @@ fn check_rows(slots: &[u32], start: &[u32], s: &AttnShape, what: &str) -> Result
     Ok(())
 }
 
-/// cache[slots[b], h, start[b] + i, :] = x[b, i, h, :].
-/// cache: [S, Hkv, t_max, hd]; x: [B, T, Hkv, hd]; slots, start: [B]
-pub fn kv_write(cache: &mut [f32], x: &[f32], slots: &[u32], start: &[u32], s: AttnShape) -> Result<()> {
-    check_rows(slots, start, &s, "kv_write")?;
+/// Calls `f(offset in x, offset in the cache)` for every head vector of a `kv_write` / `kv_read`,
+/// after checking both buffers (no allocation: this runs every decode step).
+/// x: [B, T, Hkv, hd]; cache: [S, Hkv, t_max, hd]
+fn kv_walk(
+    x_len: usize,
+    cache_len: usize,
+    slots: &[u32],
+    start: &[u32],
+    s: &AttnShape,
+    what: &str,
+    mut f: impl FnMut(usize, usize),
+) -> Result<()> {
+    check_rows(slots, start, s, what)?;
     let (hkv, hd) = (s.kv_heads, s.head_dim);
-    need(x.len(), s.b * s.t * hkv * hd, "kv_write: x")?;
+    need(x_len, s.b * s.t * hkv * hd, what)?;
     let slot_len = hkv * s.t_max * hd;
+    for &slot in &slots[..s.b] {
+        need(cache_len, (slot as usize + 1) * slot_len, what)?;
+    }
     for b in 0..s.b {
-        let slot = slots[b] as usize;
-        need(cache.len(), (slot + 1) * slot_len, "kv_write: cache")?;
         for i in 0..s.t {
-            let pos = start[b] as usize + i;
             for h in 0..hkv {
-                let src = ((b * s.t + i) * hkv + h) * hd;
-                let dst = slot * slot_len + (h * s.t_max + pos) * hd;
-                cache[dst..dst + hd].copy_from_slice(&x[src..src + hd]);
+                let pos = start[b] as usize + i;
+                f(
+                    ((b * s.t + i) * hkv + h) * hd,
+                    slots[b] as usize * slot_len + (h * s.t_max + pos) * hd,
+                );
             }
         }
     }
     Ok(())
+}
+
+/// cache[slots[b], h, start[b] + i, :] = x[b, i, h, :].
+/// cache: [S, Hkv, t_max, hd]; x: [B, T, Hkv, hd]; slots, start: [B]
+pub fn kv_write(cache: &mut [f32], x: &[f32], slots: &[u32], start: &[u32], s: AttnShape) -> Result<()> {
+    let hd = s.head_dim;
+    kv_walk(x.len(), cache.len(), slots, start, &s, "kv_write", |xo, co| {
+        cache[co..co + hd].copy_from_slice(&x[xo..xo + hd])
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -151,23 +171,11 @@ pub fn attention(
 /// Backward of [`kv_write`]: dx[b, i, h, :] = dcache[slots[b], h, start[b] + i, :].
 /// dx: [B, T, Hkv, hd]; dcache: [S, Hkv, t_max, hd]
 pub fn kv_read(dx: &mut [f32], dcache: &[f32], slots: &[u32], start: &[u32], s: AttnShape) -> Result<()> {
-    check_rows(slots, start, &s, "kv_read")?;
-    let (hkv, hd) = (s.kv_heads, s.head_dim);
-    need(dx.len(), s.b * s.t * hkv * hd, "kv_read: dx")?;
-    let slot_len = hkv * s.t_max * hd;
-    for b in 0..s.b {
-        let slot = slots[b] as usize;
-        need(dcache.len(), (slot + 1) * slot_len, "kv_read: dcache")?;
-        for i in 0..s.t {
-            let pos = start[b] as usize + i;
-            for h in 0..hkv {
-                let dst = ((b * s.t + i) * hkv + h) * hd;
-                let src = slot * slot_len + (h * s.t_max + pos) * hd;
-                dx[dst..dst + hd].copy_from_slice(&dcache[src..src + hd]);
-            }
-        }
-    }
-    Ok(())
+    let hd = s.head_dim;
+    let n = dx.len();
+    kv_walk(n, dcache.len(), slots, start, &s, "kv_read", |xo, co| {
+        dx[xo..xo + hd].copy_from_slice(&dcache[co..co + hd])
+    })
 }
 
 /// Backward of [`attention`] (flash-attention style, recomputing the probabilities from `lse`):
