@@ -29,7 +29,10 @@ macro_rules! with_backend {
                 let $be = softcot_cpu::CpuBackend::new();
                 $body
             }
-            $crate::args::BackendKind::Wgpu => softcot_wgpu::probe(),
+            $crate::args::BackendKind::Wgpu => {
+                let $be = softcot_wgpu::WgpuBackend::new()?;
+                $body
+            }
             $crate::args::BackendKind::Cuda => softcot_cuda::probe(),
         }
     };

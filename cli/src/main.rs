@@ -5,6 +5,7 @@
 
 mod args;
 mod bench;
+mod devices;
 mod generate;
 mod grade;
 mod init_model;
@@ -41,6 +42,8 @@ enum Cmd {
     Grade(grade::GradeArgs),
     /// Supervised fine-tuning on prompt/completion JSONL (the warm start before RL).
     Sft(sft::SftConfig),
+    /// List the GPU adapters the wgpu backend can use (and whether CUDA is built in).
+    Devices(devices::DevicesArgs),
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -51,6 +54,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Sft(a) => sft::run(a),
         Cmd::Grade(a) => grade::run(a),
+        Cmd::Devices(a) => devices::run(a),
     }
 }
 

@@ -8,8 +8,15 @@ use softcot_core::philox;
 use crate::reference::{self as r, up};
 use crate::{max_abs_err, TestRng};
 
-/// Runs every check on `be`; panics on the first failure with the measured error.
+/// Runs every check on `be` (forward and backward); panics on the first failure with the measured
+/// error. Backends that train run this.
 pub fn run_all<B: Backend>(be: &B) {
+    run_forward(be);
+    crate::gradcheck::run_all(be);
+}
+
+/// The forward ops only: what an inference backend (wgpu) must pass.
+pub fn run_forward<B: Backend>(be: &B) {
     println!("conformance on {}", be.name());
     gemm(be);
     elementwise(be);
@@ -20,7 +27,6 @@ pub fn run_all<B: Backend>(be: &B) {
     noise(be);
     sampling(be);
     errors(be);
-    crate::gradcheck::run_all(be);
 }
 
 fn report(op: &str, err: f64, tol: f64) {

@@ -1,0 +1,53 @@
+// RMSNorm, one workgroup of 256 threads per row: out = w * (x * rstd), rstd = 1 / sqrt(mean(x^2) + eps).
+// The sum of squares is f32 (per-thread partial sums, then a tree): its relative error is about
+// log2(256) ulp, well inside the conformance tolerance, where the CPU accumulates in f64.
+
+struct NormParams {
+    rows: u32,
+    d: u32,
+    eps: f32,
+    o_off: u32,
+    x_off: u32,
+    w_off: u32,
+    r_off: u32,
+    has_rstd: u32,
+    groups: u32,
+}
+@group(0) @binding(0) var<uniform> P: NormParams;
+@group(0) @binding(1) var<storage, read_write> out: array<f32>;  // out: [rows, d]
+@group(0) @binding(2) var<storage, read_write> rstd: array<f32>; // rstd: [rows] (a dummy when has_rstd = 0)
+@group(0) @binding(3) var<storage, read> x: array<f32>;          // x: [rows, d]
+@group(0) @binding(4) var<storage, read> w: array<f32>;          // w: [d]
+
+var<workgroup> partial: array<f32, 256>;
+
+@compute @workgroup_size(256)
+fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= P.groups) {
+        return;
+    }
+    let xb = P.x_off + row * P.d;
+    var ss = 0.0;
+    for (var e = lid; e < P.d; e += 256u) {
+        let v = x[xb + e];
+        ss += v * v;
+    }
+    partial[lid] = ss;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            partial[lid] += partial[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = 1.0 / sqrt(partial[0] / f32(P.d) + P.eps);
+    let ob = P.o_off + row * P.d;
+    for (var e = lid; e < P.d; e += 256u) {
+        out[ob + e] = w[P.w_off + e] * (x[xb + e] * r);
+    }
+    if (P.has_rstd != 0u && lid == 0u) {
+        rstd[P.r_off + row] = r;
+    }
+}
