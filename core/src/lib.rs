@@ -20,6 +20,7 @@ pub mod model;
 pub mod optim;
 pub mod philox;
 pub mod rl;
+pub mod rollout;
 pub mod sft;
 pub mod think;
 
