@@ -3,14 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use softcot_core::dtype::{encode, DType};
+use softcot_core::dtype::DType;
 use softcot_core::io::byte_tokenizer;
 use softcot_core::io::config::ids_of;
 use softcot_core::io::fsutil::read_json;
-use softcot_core::io::safetensors::OutTensor;
-use softcot_core::io::save::{copy_tokenizer, save_json, save_model};
+use softcot_core::io::save::write_random_model;
 use softcot_core::io::tokenizer::Tokenizer;
-use softcot_core::model::init::{preset, random_params, PRESETS};
+use softcot_core::model::init::{preset, PRESETS};
 use softcot_core::model::{Arch, ModelConfig, RopeScaling};
 use softcot_core::{Error, Result};
 
@@ -107,28 +106,7 @@ pub fn run(a: InitArgs) -> Result<()> {
     cfg.eos_token_ids = eos;
     cfg.validate("init-model")?;
 
-    let params = random_params(&cfg, a.seed);
-    let n: usize = params.iter().map(|(_, _, v)| v.len()).sum();
-    let tensors: Vec<OutTensor> = params
-        .into_iter()
-        .map(|(name, shape, values)| OutTensor {
-            name,
-            shape,
-            dtype: cfg.dtype,
-            bytes: encode(cfg.dtype, &values),
-        })
-        .collect();
-    save_model(&a.out, &cfg, &tensors)?;
-    match &a.vocab_from {
-        Some(dir) => copy_tokenizer(dir, &a.out)?,
-        None => {
-            save_json(&a.out.join("tokenizer.json"), &byte_tokenizer::tokenizer_json())?;
-            save_json(
-                &a.out.join("tokenizer_config.json"),
-                &byte_tokenizer::tokenizer_config_json(),
-            )?;
-        }
-    }
+    let n = write_random_model(&a.out, &cfg, a.seed, a.vocab_from.as_deref())?;
     println!(
         "wrote {} ({}; {:.1}M parameters, {})",
         a.out.display(),

@@ -317,6 +317,8 @@ pub fn generate<B: Backend>(
     let mut streams_buf = be.ids_zeros(nb)?;
     let mut steps_buf = be.ids_zeros(nb)?;
     let mut active: Vec<usize> = (0..nb).collect(); // logits row i belongs to rows[active[i]]
+    let mut next_active: Vec<(usize, usize)> = Vec::with_capacity(nb); // (row, logits row) fed next
+    let mut record_rows: Vec<(usize, usize)> = Vec::with_capacity(nb); // (row, mix row) to record
     let (mut h_ids, mut h_mask, mut h_slots, mut h_start, mut h_streams, mut h_steps) = (
         Vec::with_capacity(nb),
         Vec::with_capacity(nb),
@@ -399,8 +401,8 @@ pub fn generate<B: Backend>(
         // --- advance each row's state machine; collect the next inputs ---
         h_ids.clear();
         h_mask.clear();
-        let mut next_active = Vec::with_capacity(n);
-        let mut record_rows: Vec<(usize, usize)> = Vec::new(); // (row, mix row) to record
+        next_active.clear();
+        record_rows.clear();
         for (i, &r) in active.iter().enumerate() {
             let row = &mut rows[r];
             row.steps += 1;
@@ -451,7 +453,7 @@ pub fn generate<B: Backend>(
         }
         if cfg.record_inputs && !record_rows.is_empty() {
             let host_mix = be.download(&mix, n * d)?;
-            for (r, i) in record_rows {
+            for &(r, i) in &record_rows {
                 rows[r]
                     .gen
                     .think_inputs
@@ -492,7 +494,8 @@ pub fn generate<B: Backend>(
         for &(r, _) in &next_active {
             rows[r].pos += 1;
         }
-        active = next_active.into_iter().map(|(r, _)| r).collect();
+        active.clear();
+        active.extend(next_active.iter().map(|&(r, _)| r));
     }
     Ok(rows.into_iter().map(|r| r.gen).collect())
 }

@@ -2,11 +2,9 @@
 //! tokenizer: seeded rollouts are reproducible and independent of batching, advantages sum to zero
 //! per prompt, and the update on the recorded rollouts is finite and exactly repeatable.
 
-use softcot_core::dtype::encode;
-use softcot_core::io::safetensors::OutTensor;
-use softcot_core::io::save::{save_json, save_model};
+use softcot_core::io::save::write_random_model;
 use softcot_core::io::{byte_tokenizer, ModelDir};
-use softcot_core::model::init::{preset, random_params};
+use softcot_core::model::init::preset;
 use softcot_core::rl::{rl_step, RlSettings, Thinking};
 use softcot_core::rollout::{collect, to_rl_seqs, Rewards};
 use softcot_core::think::{ThinkConfig, ThinkMode};
@@ -16,17 +14,7 @@ fn tiny_model_dir(dir: &std::path::Path) -> ModelDir {
     let mut cfg = preset("tiny").unwrap();
     cfg.bos_token_id = Some(byte_tokenizer::BOS_ID);
     cfg.eos_token_ids = vec![byte_tokenizer::EOS_ID];
-    let tensors: Vec<OutTensor> = random_params(&cfg, 5)
-        .into_iter()
-        .map(|(name, shape, v)| OutTensor {
-            name,
-            shape,
-            dtype: cfg.dtype,
-            bytes: encode(cfg.dtype, &v),
-        })
-        .collect();
-    save_model(dir, &cfg, &tensors).unwrap();
-    save_json(&dir.join("tokenizer.json"), &byte_tokenizer::tokenizer_json()).unwrap();
+    write_random_model(dir, &cfg, 5, None).unwrap();
     ModelDir::open(dir).unwrap()
 }
 
@@ -40,52 +28,34 @@ fn rollouts_feed_the_estimator() {
         .iter()
         .map(|p| md.tokenizer.encode_with_specials(p).unwrap())
         .collect();
-    let golds = vec!["5".to_string(), "42".to_string()];
+    let golds = ["5".to_string(), "42".to_string()];
     let g = 4;
     for mode in [ThinkMode::Soft, ThinkMode::Hard] {
         let mut cfg = ThinkConfig::new(mode);
         cfg.seed = 17;
         cfg.think_tokens = 12;
         cfg.answer_tokens = 6;
-        let rs = collect(
-            &be,
-            &model,
-            &prompts,
-            &golds,
-            g,
-            0,
-            &cfg,
-            &md.tokenizer,
-            &Rewards::default(),
-        )
-        .unwrap();
+        // Rollouts of prompts[from..], with the Philox streams they have in the full batch.
+        let run = |from: usize| {
+            let stream0 = (from * g) as u32;
+            collect(
+                &be,
+                &model,
+                &prompts[from..],
+                &golds[from..],
+                g,
+                stream0,
+                &cfg,
+                &md.tokenizer,
+                &Rewards::default(),
+            )
+            .unwrap()
+        };
+        let rs = run(0);
         assert_eq!(rs.len(), 2 * g);
-        let again = collect(
-            &be,
-            &model,
-            &prompts,
-            &golds,
-            g,
-            0,
-            &cfg,
-            &md.tokenizer,
-            &Rewards::default(),
-        )
-        .unwrap();
-        assert_eq!(rs, again, "{mode:?}: seeded rollouts must repeat exactly");
-        // Prompt 1 alone, with its streams, gives what it gave in the batch.
-        let alone = collect(
-            &be,
-            &model,
-            &prompts[1..],
-            &golds[1..],
-            g,
-            g as u32,
-            &cfg,
-            &md.tokenizer,
-            &Rewards::default(),
-        )
-        .unwrap();
+        assert_eq!(rs, run(0), "{mode:?}: seeded rollouts must repeat exactly");
+        // Prompt 1 alone gives what it gave in the batch.
+        let alone = run(1);
         for (a, b) in alone.iter().zip(&rs[g..]) {
             assert_eq!(a.gen.think_ids, b.gen.think_ids, "{mode:?}");
             assert_eq!(a.gen.answer_ids, b.gen.answer_ids, "{mode:?}");

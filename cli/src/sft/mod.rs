@@ -179,18 +179,38 @@ fn validate(a: &SftConfig) -> Result<()> {
 
 /// Where one optimizer step takes its examples: positions `step * B ..` of an endless stream of
 /// epochs, each a Philox-keyed shuffle of the data. Deterministic in (seed, step): nothing to save.
-fn example_index(seed: u64, n: usize, global: u64) -> usize {
-    let (epoch, pos) = (global / n as u64, (global % n as u64) as usize);
-    let mut order: Vec<(u32, usize)> = (0..n)
-        .map(|i| {
-            (
-                philox::philox4x32_10([i as u32, epoch as u32, 0, 3], philox::key_of(seed))[0],
-                i,
-            )
-        })
-        .collect();
-    order.sort_unstable();
-    order[pos].1
+/// The current epoch's order is kept, and rebuilt only when the stream enters the next epoch.
+struct Shuffle {
+    seed: u64,
+    n: usize,
+    epoch: Option<u64>,
+    order: Vec<usize>, // order: [n] the data index at each position of the epoch
+}
+
+impl Shuffle {
+    fn new(seed: u64, n: usize) -> Self {
+        Shuffle {
+            seed,
+            n,
+            epoch: None,
+            order: Vec::with_capacity(n),
+        }
+    }
+
+    /// The data index at position `global` of the stream.
+    fn index(&mut self, global: u64) -> usize {
+        let (epoch, pos) = (global / self.n as u64, (global % self.n as u64) as usize);
+        if self.epoch != Some(epoch) {
+            let key = philox::key_of(self.seed);
+            let mut keyed: Vec<(u32, usize)> = (0..self.n)
+                .map(|i| (philox::philox4x32_10([i as u32, epoch as u32, 0, 3], key)[0], i))
+                .collect();
+            keyed.sort_unstable();
+            self.order = keyed.into_iter().map(|(_, i)| i).collect();
+            self.epoch = Some(epoch);
+        }
+        self.order[pos]
+    }
 }
 
 struct Run<'a, B: Backend> {
@@ -352,12 +372,13 @@ impl<B: Backend> Run<'_, B> {
             .map_err(|e| Error::io(format!("{}: {e}", self.out.join("metrics.jsonl").display())))?;
         let bar = crate::progress::bar(to - from, "sft");
         let t0 = Instant::now();
+        let mut shuffle = Shuffle::new(a.seed, ex.len());
         let (mut tokens, mut bad) = (0usize, 0u64);
         let mut step = from;
         while step < to {
             let ts = Instant::now();
             let batch: Vec<&Example> = (0..a.batch_size as u64)
-                .map(|j| &ex[example_index(a.seed, ex.len(), step * a.batch_size as u64 + j)])
+                .map(|j| &ex[shuffle.index(step * a.batch_size as u64 + j)])
                 .collect();
             let n_targets: f32 = batch.iter().map(|e| e.mask[1..].iter().sum::<f32>()).sum();
             zero_grads(be, &mut grads)?;

@@ -165,7 +165,7 @@ impl Expr {
     }
 
     /// Calls `f` on this node and every node below it.
-    pub fn visit(&self, f: &mut impl FnMut(&Expr)) {
+    pub fn visit<'a>(&'a self, f: &mut impl FnMut(&'a Expr)) {
         f(self);
         match self {
             Expr::Add(xs) | Expr::Mul(xs) => xs.iter().for_each(|x| x.visit(f)),
@@ -191,29 +191,13 @@ impl Expr {
 
     /// Adds the names of the variables to `out`, once each.
     pub fn vars<'a>(&'a self, out: &mut Vec<&'a str>) {
-        self.visit_names(out);
-    }
-
-    fn visit_names<'a>(&'a self, out: &mut Vec<&'a str>) {
-        match self {
-            Expr::Var(name) => {
+        self.visit(&mut |e| {
+            if let Expr::Var(name) = e {
                 if !out.contains(&name.as_str()) {
                     out.push(name);
                 }
             }
-            Expr::Add(xs) | Expr::Mul(xs) => xs.iter().for_each(|x| x.visit_names(out)),
-            Expr::Neg(x) | Expr::Func(_, x) | Expr::Factorial(x) => x.visit_names(out),
-            Expr::Div(a, b)
-            | Expr::Pow(a, b)
-            | Expr::Root(a, b)
-            | Expr::Log(a, b)
-            | Expr::Binom(a, b)
-            | Expr::Pm(a, b, _) => {
-                a.visit_names(out);
-                b.visit_names(out);
-            }
-            Expr::Num { .. } | Expr::Float(_) | Expr::Const(_) => {}
-        }
+        });
     }
 
     /// A name rather than a value: `x`, `f(x)`, `|AB|`, `NO/BO`, `V_1:V_2`. In `label = value`

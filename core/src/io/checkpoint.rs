@@ -13,7 +13,7 @@ use super::safetensors::{write_safetensors, Checkpoint, OutTensor};
 use super::save::{copy_tokenizer, save_json, save_model};
 use super::ModelDir;
 use crate::backend::Backend;
-use crate::dtype::{encode, DType};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{Model, Param};
 use crate::optim::AdamW;
@@ -44,13 +44,12 @@ fn tensors_of<B: Backend>(be: &B, params: &[Param<B::Buf>], dtype: DType, prefix
     params
         .iter()
         .map(|p| {
-            let values = be.download(&p.buf, p.numel())?;
-            Ok(OutTensor {
-                name: format!("{prefix}{}", p.name),
-                shape: p.shape.clone(),
+            Ok(OutTensor::new(
+                format!("{prefix}{}", p.name),
+                p.shape.clone(),
                 dtype,
-                bytes: encode(dtype, &values),
-            })
+                &be.download(&p.buf, p.numel())?,
+            ))
         })
         .collect()
 }

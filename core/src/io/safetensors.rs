@@ -249,6 +249,18 @@ pub struct OutTensor {
     pub bytes: Vec<u8>,
 }
 
+impl OutTensor {
+    /// A tensor of float32 `values` stored as `dtype`.
+    pub fn new(name: String, shape: Vec<usize>, dtype: DType, values: &[f32]) -> Self {
+        OutTensor {
+            name,
+            shape,
+            dtype,
+            bytes: crate::dtype::encode(dtype, values),
+        }
+    }
+}
+
 /// Writes one safetensors file atomically, with `metadata` in its header (`format: pt` by default,
 /// which HF transformers expects).
 pub fn write_safetensors(path: &Path, tensors: &[OutTensor], metadata: Option<HashMap<String, String>>) -> Result<()> {

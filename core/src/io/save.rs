@@ -61,7 +61,8 @@ pub fn config_json(cfg: &ModelConfig) -> Value {
     v
 }
 
-fn write_json(path: &Path, v: &Value) -> Result<()> {
+/// Writes `v` as pretty JSON atomically.
+pub fn save_json(path: &Path, v: &Value) -> Result<()> {
     let text = serde_json::to_string_pretty(v).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
     write_atomic(path, text.as_bytes())
 }
@@ -70,12 +71,12 @@ fn write_json(path: &Path, v: &Value) -> Result<()> {
 /// the caller's (see [`copy_tokenizer`] and `byte_tokenizer`).
 pub fn save_model(dir: &Path, cfg: &ModelConfig, tensors: &[OutTensor]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("{}: cannot create: {e}", dir.display())))?;
-    write_json(&dir.join("config.json"), &config_json(cfg))?;
+    save_json(&dir.join("config.json"), &config_json(cfg))?;
     let eos: Value = match cfg.eos_token_ids.as_slice() {
         [one] => json!(one),
         many => json!(many),
     };
-    write_json(
+    save_json(
         &dir.join("generation_config.json"),
         &json!({"bos_token_id": cfg.bos_token_id, "eos_token_id": eos}),
     )?;
@@ -94,7 +95,25 @@ pub fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `v` as pretty JSON atomically.
-pub fn save_json(path: &Path, v: &Value) -> Result<()> {
-    write_json(path, v)
+/// Writes a randomly initialised model of `cfg` (deterministic in `seed`) as an HF folder, with the
+/// tokenizer files of `vocab_from`, or softcot's byte-level tokenizer. Returns the parameter count.
+pub fn write_random_model(dir: &Path, cfg: &ModelConfig, seed: u64, vocab_from: Option<&Path>) -> Result<usize> {
+    let params = crate::model::init::random_params(cfg, seed);
+    let n = params.iter().map(|(_, _, v)| v.len()).sum();
+    let tensors: Vec<OutTensor> = params
+        .into_iter()
+        .map(|(name, shape, values)| OutTensor::new(name, shape, cfg.dtype, &values))
+        .collect();
+    save_model(dir, cfg, &tensors)?;
+    match vocab_from {
+        Some(src) => copy_tokenizer(src, dir)?,
+        None => {
+            save_json(&dir.join("tokenizer.json"), &super::byte_tokenizer::tokenizer_json())?;
+            save_json(
+                &dir.join("tokenizer_config.json"),
+                &super::byte_tokenizer::tokenizer_config_json(),
+            )?;
+        }
+    }
+    Ok(n)
 }
