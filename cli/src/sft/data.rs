@@ -37,6 +37,8 @@ pub enum OnLong {
 pub struct LoadStats {
     pub skipped: usize,
     pub truncated: usize,
+    /// Examples left out because the prompt alone leaves no room for a completion token.
+    pub long_prompts: usize,
 }
 
 pub struct LoadOptions {
@@ -97,12 +99,17 @@ pub fn load(path: &Path, tok: &Tokenizer, o: &LoadOptions) -> Result<(Vec<Exampl
             Err(e) => return Err(e),
         };
         if prompt.len() + completion.len() > o.seq_len {
-            if o.on_long == OnLong::Refuse || prompt.len() + 1 >= o.seq_len {
+            if o.on_long == OnLong::Refuse {
                 return Err(Error::invalid(format!(
                     "{} tokens exceed --seq-len {} (use --on-long truncate, or a larger --seq-len)",
                     prompt.len() + completion.len(),
                     o.seq_len
                 )));
+            }
+            if prompt.len() >= o.seq_len {
+                // Cutting the completion cannot help: the example has nothing left to learn from.
+                stats.long_prompts += 1;
+                return Ok(());
             }
             completion.truncate(o.seq_len - prompt.len());
             stats.truncated += 1;

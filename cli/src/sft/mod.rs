@@ -278,6 +278,14 @@ fn train<B: Backend>(be: &B, a: &SftConfig) -> Result<()> {
             a.seq_len
         );
     }
+    if stats.long_prompts > 0 {
+        eprintln!(
+            "warning: {}: left out {} examples whose prompt alone fills --seq-len {}",
+            data_path.display(),
+            stats.long_prompts,
+            a.seq_len
+        );
+    }
     let steps_per_epoch = examples.len().div_ceil(a.batch_size) as u64;
     let total = a.steps.unwrap_or(a.epochs.unwrap_or(1) * steps_per_epoch);
     let dtype = match a.save_dtype {
