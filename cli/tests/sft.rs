@@ -174,10 +174,21 @@ fn bad_input() {
     assert!(o.stderr.contains("truncated 1 examples"), "{}", o.stderr);
 
     // A prompt that alone fills --seq-len cannot be truncated into an example: left out, counted.
-    let long_prompt = write("long-prompt.jsonl", &format!("{good}\n{{\"prompt\": \"{}\", \"completion\": \" 2\"}}\n", "p".repeat(100)));
+    let long_prompt = write(
+        "long-prompt.jsonl",
+        &format!(
+            "{good}\n{{\"prompt\": \"{}\", \"completion\": \" 2\"}}\n",
+            "p".repeat(100)
+        ),
+    );
     let o = sft(&m, &long_prompt, &out("o4b"), &["--steps", "1", "--seq-len", "64"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(o.stderr.contains("left out 1 examples whose prompt alone fills --seq-len 64"), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("left out 1 examples whose prompt alone fills --seq-len 64"),
+        "{}",
+        o.stderr
+    );
 
     // --out already holds a run: refused, unless --overwrite.
     assert_clean_error(&sft(&m, &long, &out("o5"), &["--steps", "1"]), "holds another run");
