@@ -5,6 +5,7 @@
 
 mod args;
 mod bench;
+mod dataset;
 mod devices;
 mod generate;
 mod grade;
