@@ -15,6 +15,7 @@ extern crate alloc;
 pub mod backend;
 pub mod dtype;
 pub mod error;
+pub mod eval;
 pub mod grade;
 pub mod model;
 pub mod optim;
