@@ -1,7 +1,55 @@
 //! Options shared by several commands, and backend selection.
 
 use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+use softcot_core::think::{NoiseScale, ThinkMode};
 use softcot_core::Result;
+
+/// A thinking mode, as flags and config files spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Think {
+    Hard,
+    Soft,
+    Fuzzy,
+}
+
+impl Think {
+    pub fn mode(self) -> ThinkMode {
+        match self {
+            Think::Hard => ThinkMode::Hard,
+            Think::Soft => ThinkMode::Soft,
+            Think::Fuzzy => ThinkMode::Fuzzy,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Think::Hard => "hard",
+            Think::Soft => "soft",
+            Think::Fuzzy => "fuzzy",
+        }
+    }
+}
+
+/// How the noise scale sigma of soft/fuzzy thinking is derived from gamma and E.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoiseKind {
+    /// sigma = gamma * rms(E), rms over all entries of the embedding matrix (default).
+    Rms,
+    /// sigma = gamma * sqrt(mean over rows of ||E_v||^2) per coordinate (the paper's literal reading).
+    RowNorm,
+}
+
+impl NoiseKind {
+    pub fn with_gamma(self, gamma: f32) -> NoiseScale {
+        match self {
+            NoiseKind::Rms => NoiseScale::Rms { gamma },
+            NoiseKind::RowNorm => NoiseScale::RowNorm { gamma },
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum BackendKind {

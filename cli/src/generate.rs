@@ -2,29 +2,14 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde_json::json;
 use softcot_core::io::ModelDir;
-use softcot_core::think::{generate, NoiseScale, ThinkConfig, ThinkMode, Tokens};
+use softcot_core::think::{generate, ThinkConfig, Tokens};
 use softcot_core::{Backend, Error, Result};
 
-use crate::args::{parse_ids, BackendKind, Format};
+use crate::args::{parse_ids, BackendKind, Format, NoiseKind, Think};
 use crate::with_backend;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Think {
-    Hard,
-    Soft,
-    Fuzzy,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum NoiseKind {
-    /// sigma = gamma * rms(E), rms over all entries of the embedding matrix (default).
-    Rms,
-    /// sigma = gamma * sqrt(mean over rows of ||E_v||^2) per coordinate (the paper's literal reading).
-    RowNorm,
-}
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -84,20 +69,13 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     if prompt.is_empty() {
         return Err(Error::invalid("the prompt has no tokens"));
     }
-    let mode = match a.think {
-        Think::Hard => ThinkMode::Hard,
-        Think::Soft => ThinkMode::Soft,
-        Think::Fuzzy => ThinkMode::Fuzzy,
-    };
+    let mode = a.think.mode();
     let mut cfg = ThinkConfig::new(mode);
     cfg.greedy = a.greedy;
     cfg.answer_greedy = a.greedy;
     cfg.seed = a.seed.unwrap_or(0);
     cfg.tau = a.tau.unwrap_or(mode.default_tau());
-    cfg.noise = match a.noise_scale {
-        NoiseKind::Rms => NoiseScale::Rms { gamma: a.noise_gamma },
-        NoiseKind::RowNorm => NoiseScale::RowNorm { gamma: a.noise_gamma },
-    };
+    cfg.noise = a.noise_scale.with_gamma(a.noise_gamma);
     cfg.think_tokens = a.think_tokens;
     cfg.answer_tokens = a.answer_tokens;
     cfg.stop = !a.no_stop;

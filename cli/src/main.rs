@@ -7,17 +7,21 @@ mod args;
 mod bench;
 mod dataset;
 mod devices;
+mod eval;
 mod generate;
 mod grade;
 mod init_model;
 mod jsonl;
+mod plot;
 mod progress;
+mod run_dir;
 mod score;
 mod sft;
+mod train;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use softcot_core::Result;
 
@@ -43,25 +47,36 @@ enum Cmd {
     Grade(grade::GradeArgs),
     /// Supervised fine-tuning on prompt/completion JSONL (the warm start before RL).
     Sft(sft::SftConfig),
+    /// RL of thinking (hard, soft or fuzzy) with RLOO; with no --model and --data, the built-in task.
+    Train(Box<train::TrainArgs>),
+    /// Evaluate a model on a dataset: greedy pass@1, pass@1 and pass@k per decoding of thinking.
+    Eval(eval::EvalArgs),
     /// List the GPU adapters the wgpu backend can use (and whether CUDA is built in).
     Devices(devices::DevicesArgs),
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
     match cli.cmd {
         Cmd::Score(a) => score::run(a),
         Cmd::Generate(a) => generate::run(a),
         Cmd::InitModel(a) => init_model::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Sft(a) => sft::run(a),
+        // The train command layers its settings, so it needs to know which flags were given.
+        Cmd::Train(a) => train::run(*a, matches.subcommand_matches("train").unwrap_or(matches)),
         Cmd::Grade(a) => grade::run(a),
+        Cmd::Eval(a) => eval::run(a),
         Cmd::Devices(a) => devices::run(a),
     }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    match run(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -4,42 +4,26 @@
 
 mod data;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use softcot_core::dtype::DType;
 use softcot_core::io::checkpoint::{checkpoint_name, export_model, list_checkpoints, load_checkpoint, save_checkpoint};
 use softcot_core::io::fsutil::{read_json, write_atomic};
 use softcot_core::io::ModelDir;
 use softcot_core::model::Model;
-use softcot_core::optim::{clip_grad_norm, cosine_lr, zero_grads, AdamW, AdamwConfig};
+use softcot_core::optim::{clip_grad_norm, zero_grads, AdamW, AdamwConfig};
 use softcot_core::sft::{sft_step, SftBatch};
-use softcot_core::{philox, Backend, Error, Result};
+use softcot_core::{Backend, Error, Result};
 
 use crate::args::BackendKind;
+use crate::run_dir::{prepare_out, prune_checkpoints, truncate_metrics, Metrics, SaveDtype, Schedule, Shuffle};
 use crate::with_backend;
-use data::{Example, LoadOptions, OnBadLine, OnLong};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-pub enum Schedule {
-    /// Linear warm-up, then cosine decay to --min-lr.
-    Cosine,
-    /// Linear warm-up, then constant.
-    Constant,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
-pub enum SaveDtype {
-    /// The dtype of the model that was loaded.
-    Source,
-    Float32,
-    Bfloat16,
-    Float16,
-}
+pub use data::{gsm8k_completion, OnBadLine, OnLong};
+use data::{Example, LoadOptions};
 
 /// The settings of a run; written to OUT/run.json and read back by `--resume`.
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]
@@ -177,42 +161,6 @@ fn validate(a: &SftConfig) -> Result<()> {
     Ok(())
 }
 
-/// Where one optimizer step takes its examples: positions `step * B ..` of an endless stream of
-/// epochs, each a Philox-keyed shuffle of the data. Deterministic in (seed, step): nothing to save.
-/// The current epoch's order is kept, and rebuilt only when the stream enters the next epoch.
-struct Shuffle {
-    seed: u64,
-    n: usize,
-    epoch: Option<u64>,
-    order: Vec<usize>, // order: [n] the data index at each position of the epoch
-}
-
-impl Shuffle {
-    fn new(seed: u64, n: usize) -> Self {
-        Shuffle {
-            seed,
-            n,
-            epoch: None,
-            order: Vec::with_capacity(n),
-        }
-    }
-
-    /// The data index at position `global` of the stream.
-    fn index(&mut self, global: u64) -> usize {
-        let (epoch, pos) = (global / self.n as u64, (global % self.n as u64) as usize);
-        if self.epoch != Some(epoch) {
-            let key = philox::key_of(self.seed);
-            let mut keyed: Vec<(u32, usize)> = (0..self.n)
-                .map(|i| (philox::philox4x32_10([i as u32, epoch as u32, 0, 3], key)[0], i))
-                .collect();
-            keyed.sort_unstable();
-            self.order = keyed.into_iter().map(|(_, i)| i).collect();
-            self.epoch = Some(epoch);
-        }
-        self.order[pos]
-    }
-}
-
 struct Run<'a, B: Backend> {
     be: &'a B,
     a: &'a SftConfig,
@@ -242,7 +190,7 @@ fn train<B: Backend>(be: &B, a: &SftConfig) -> Result<()> {
         truncate_metrics(&out.join("metrics.jsonl"), step)?;
         (md, model, opt, step)
     } else {
-        prepare_out(&out, a.overwrite)?;
+        prepare_out(&out, a.overwrite, &["final"])?;
         let model_dir = a.model.as_ref().ok_or_else(|| Error::invalid("--model is required"))?;
         let md = ModelDir::open(model_dir)?;
         let model = md.load(be)?;
@@ -288,12 +236,7 @@ fn train<B: Backend>(be: &B, a: &SftConfig) -> Result<()> {
     }
     let steps_per_epoch = examples.len().div_ceil(a.batch_size) as u64;
     let total = a.steps.unwrap_or(a.epochs.unwrap_or(1) * steps_per_epoch);
-    let dtype = match a.save_dtype {
-        SaveDtype::Source => md.config.dtype,
-        SaveDtype::Float32 => DType::F32,
-        SaveDtype::Bfloat16 => DType::BF16,
-        SaveDtype::Float16 => DType::F16,
-    };
+    let dtype = a.save_dtype.resolve(md.config.dtype);
     let run = Run {
         be,
         a,
@@ -315,45 +258,6 @@ fn train<B: Backend>(be: &B, a: &SftConfig) -> Result<()> {
     Ok(())
 }
 
-/// Refuses an --out that holds another run unless --overwrite (which clears softcot's files there).
-fn prepare_out(out: &Path, overwrite: bool) -> Result<()> {
-    if out.join("run.json").exists() || !list_checkpoints(out).is_empty() {
-        if !overwrite {
-            return Err(Error::invalid(format!(
-                "--out {}: holds another run (use --resume {} to continue it, or --overwrite)",
-                out.display(),
-                out.display()
-            )));
-        }
-        for (_, ck) in list_checkpoints(out) {
-            std::fs::remove_dir_all(&ck).map_err(|e| Error::io(format!("{}: {e}", ck.display())))?;
-        }
-        for f in ["run.json", "metrics.jsonl"] {
-            let _ = std::fs::remove_file(out.join(f));
-        }
-        let _ = std::fs::remove_dir_all(out.join("final"));
-    }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(format!("{}: cannot create: {e}", out.display())))
-}
-
-/// Drops metric lines of steps after `step` (logged by a run that died before its next checkpoint).
-fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= step)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    write_atomic(path, kept.as_bytes())
-}
-
 impl<B: Backend> Run<'_, B> {
     fn steps(
         &self,
@@ -373,11 +277,7 @@ impl<B: Backend> Run<'_, B> {
         let mut acts = model.new_train_acts(be, mb, a.seq_len, a.recompute)?;
         let mut grads = model.new_grads(be)?;
         let mut loss_rows = be.zeros(mb * a.seq_len)?;
-        let mut metrics = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.out.join("metrics.jsonl"))
-            .map_err(|e| Error::io(format!("{}: {e}", self.out.join("metrics.jsonl").display())))?;
+        let mut metrics = Metrics::open(&self.out)?;
         let bar = crate::progress::bar(to - from, "sft");
         let t0 = Instant::now();
         let mut shuffle = Shuffle::new(a.seed, ex.len());
@@ -426,7 +326,7 @@ impl<B: Backend> Run<'_, B> {
             let elapsed = t0.elapsed().as_secs_f64();
             let line = json!({"step": step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens": tokens,
                               "tokens_per_s": tokens as f64 / elapsed, "step_s": ts.elapsed().as_secs_f64()});
-            writeln!(metrics, "{line}").map_err(|e| Error::io(format!("metrics.jsonl: {e}")))?;
+            metrics.log(&line)?;
             bar.set_message(format!(
                 "loss {loss:.4}  lr {lr:.2e}  {:.0} tok/s",
                 tokens as f64 / elapsed
@@ -442,10 +342,7 @@ impl<B: Backend> Run<'_, B> {
 
     fn lr(&self, step: u64, total: u64) -> f64 {
         let a = self.a;
-        match a.schedule {
-            Schedule::Cosine => cosine_lr(step, a.warmup, total, a.lr, a.min_lr),
-            Schedule::Constant => cosine_lr(step.min(a.warmup), a.warmup, a.warmup, a.lr, a.lr),
-        }
+        a.schedule.lr(step, a.warmup, total, a.lr, a.min_lr)
     }
 
     fn checkpoint(&self, model: &Model<B>, opt: &AdamW<B>, step: u64) -> Result<()> {
@@ -453,10 +350,7 @@ impl<B: Backend> Run<'_, B> {
                            "examples_seen": step * self.a.batch_size as u64});
         let dir = self.out.join(checkpoint_name(step));
         save_checkpoint(self.be, &dir, model, opt, self.dtype, &self.tokenizer_src, &state)?;
-        let all = list_checkpoints(&self.out);
-        for (_, old) in all.iter().take(all.len().saturating_sub(self.a.keep)) {
-            let _ = std::fs::remove_dir_all(old);
-        }
+        prune_checkpoints(&self.out, self.a.keep);
         Ok(())
     }
 }

@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod fsutil;
 pub mod model_dir;
+pub mod rollouts;
 pub mod safetensors;
 pub mod save;
 pub mod tokenizer;

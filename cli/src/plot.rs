@@ -1,0 +1,328 @@
+//! A tiny PNG line-chart writer for training metrics (reward, accuracy over steps).
+//!
+//! Text is drawn with the public-domain font8x8 glyphs, so plotting never depends on the fonts
+//! installed on the machine (CI runners and laptops may have none).
+
+use std::path::Path;
+
+use font8x8::{UnicodeFonts, BASIC_FONTS};
+use softcot_core::{Error, Result};
+
+/// One line on a panel; NaN or infinite points are skipped.
+pub struct Series<'a> {
+    pub name: &'a str,
+    pub points: &'a [(f64, f64)],
+    pub color: [u8; 3],
+}
+
+/// One chart with its own y axis; panels share the x axis range.
+pub struct Panel<'a> {
+    pub title: &'a str,
+    pub y_label: &'a str,
+    pub series: Vec<Series<'a>>,
+}
+
+const WIDTH: i64 = 800;
+const PANEL_H: i64 = 300;
+const FOOTER_H: i64 = 28;
+// The plot area inside a panel: room on the left for tick numbers, above for title, legend and y label.
+const LEFT: i64 = 80;
+const RIGHT: i64 = WIDTH - 32;
+const TOP: i64 = 56;
+const BOTTOM: i64 = PANEL_H - 28;
+const INK: [u8; 3] = [20, 20, 20];
+const GRID: [u8; 3] = [225, 225, 225];
+// Below this many points each one gets a dot, so sparse evaluations stay visible.
+const MARKER_MAX_POINTS: usize = 50;
+
+/// Writes panels stacked vertically (shared x axis label `x_label`) into a PNG at `path`,
+/// atomically (write to a temp file beside it, then rename), so a reader never sees half a file.
+pub fn write_png(path: &Path, x_label: &str, panels: &[Panel<'_>]) -> Result<()> {
+    let err = |what: String| Error::io(format!("{}: {what}", path.display()));
+    let canvas = render(x_label, panels);
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, canvas.w as u32, canvas.h as u32);
+    encoder.set_color(png::ColorType::Rgb);
+    let encode_err = |e: png::EncodingError| err(format!("encoding PNG: {e}"));
+    let mut writer = encoder.write_header().map_err(encode_err)?;
+    writer.write_image_data(&canvas.rgb).map_err(encode_err)?;
+    writer.finish().map_err(encode_err)?;
+    let name = path.file_name().ok_or_else(|| err("not a file path".into()))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&tmp, &bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            err(e.to_string())
+        })
+}
+
+fn render(x_label: &str, panels: &[Panel<'_>]) -> Canvas {
+    let h = panels.len() as i64 * PANEL_H + FOOTER_H;
+    let mut c = Canvas {
+        w: WIDTH,
+        h,
+        rgb: vec![255; (WIDTH * h * 3) as usize],
+    };
+    let all_x = panels
+        .iter()
+        .flat_map(|p| &p.series)
+        .flat_map(|s| finite(s).map(|p| p.0));
+    let x_axis = Axis::new(all_x);
+    for (i, panel) in panels.iter().enumerate() {
+        draw_panel(&mut c, i as i64 * PANEL_H, panel, &x_axis);
+    }
+    c.text((WIDTH - text_w(x_label, 1)) / 2, h - FOOTER_H + 8, x_label, 1, INK);
+    c
+}
+
+fn finite<'s>(s: &'s Series<'_>) -> impl Iterator<Item = (f64, f64)> + 's {
+    s.points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite())
+}
+
+fn draw_panel(c: &mut Canvas, y0: i64, panel: &Panel<'_>, xa: &Axis) {
+    let ya = Axis::new(panel.series.iter().flat_map(|s| finite(s).map(|p| p.1)));
+    let (top, bottom) = (y0 + TOP, y0 + BOTTOM);
+    for &t in &xa.ticks {
+        let x = xa.px(t, LEFT, RIGHT);
+        c.rect(x, top, 1, bottom - top, GRID);
+        c.rect(x, bottom, 1, 5, INK);
+        let label = xa.label(t);
+        c.text(x - text_w(&label, 1) / 2, bottom + 9, &label, 1, INK);
+    }
+    for &t in &ya.ticks {
+        let y = ya.px(t, bottom, top);
+        c.rect(LEFT, y, RIGHT - LEFT, 1, GRID);
+        c.rect(LEFT - 5, y, 5, 1, INK);
+        let label = ya.label(t);
+        c.text(LEFT - 9 - text_w(&label, 1), y - 3, &label, 1, INK);
+    }
+    c.rect(LEFT, top, 1, bottom - top + 1, INK);
+    c.rect(LEFT, bottom, RIGHT - LEFT + 1, 1, INK);
+    c.text(LEFT, y0 + 12, panel.title, 2, INK);
+    c.text(LEFT - 9 - text_w(panel.y_label, 1) / 2, top - 16, panel.y_label, 1, INK);
+    // Legend: right-aligned on the title row, so it never hides data.
+    let entry_w = |s: &Series<'_>| 20 + text_w(s.name, 1) + 16;
+    let mut x = RIGHT - panel.series.iter().map(entry_w).sum::<i64>() + 16;
+    for s in &panel.series {
+        c.rect(x, y0 + 18, 14, 4, s.color);
+        c.text(x + 20, y0 + 16, s.name, 1, INK);
+        x += entry_w(s);
+    }
+    let mut empty = true;
+    for s in &panel.series {
+        let pts: Vec<(i64, i64)> = finite(s)
+            .map(|(x, y)| (xa.px(x, LEFT, RIGHT), ya.px(y, bottom, top)))
+            .collect();
+        empty &= pts.is_empty();
+        for w in pts.windows(2) {
+            c.line(w[0], w[1], s.color);
+        }
+        if pts.len() < MARKER_MAX_POINTS {
+            pts.iter().for_each(|&p| c.dot(p, s.color));
+        }
+    }
+    if empty {
+        let msg = "no data";
+        c.text((LEFT + RIGHT - text_w(msg, 2)) / 2, (top + bottom) / 2 - 8, msg, 2, INK);
+    }
+}
+
+/// An axis whose limits are widened to its first and last "nice" tick.
+struct Axis {
+    step: f64,
+    ticks: Vec<f64>,
+}
+
+impl Axis {
+    fn new(values: impl Iterator<Item = f64>) -> Axis {
+        let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        let (step, ticks) = nice_ticks(lo, hi);
+        Axis { step, ticks }
+    }
+
+    /// Maps `v` onto pixels `p0..=p1`, clamped so stray values can never send lines far off-canvas.
+    fn px(&self, v: f64, p0: i64, p1: i64) -> i64 {
+        let (lo, hi) = (self.ticks[0], self.ticks[self.ticks.len() - 1]);
+        let t = ((v - lo) / (hi - lo)).clamp(0.0, 1.0);
+        (p0 as f64 + t * (p1 - p0) as f64).round() as i64
+    }
+
+    fn label(&self, v: f64) -> String {
+        let decimals = (-self.step.log10().floor()).clamp(0.0, 12.0) as usize;
+        // Snap float noise around zero so it prints "0", not "-0.0".
+        let v = if v.abs() < self.step / 2.0 { 0.0 } else { v };
+        format!("{v:.decimals$}")
+    }
+}
+
+/// Tick step and ticks (1, 2 or 5 x 10^k) covering `lo..=hi`: 4 to 6 of them where possible.
+/// Empty, flat or non-finite ranges are padded or replaced so the axis stays drawable.
+fn nice_ticks(lo: f64, hi: f64) -> (f64, Vec<f64>) {
+    // A range too narrow for a nice step (flat series, one point) is widened around its value.
+    let flat = hi - lo <= (hi.abs().max(lo.abs()) * 1e-9).max(1e-100);
+    let pad = if flat { lo.abs().max(1.0) * 0.2 } else { 0.0 };
+    let (lo, hi) = (lo - pad, hi + pad);
+    let (lo, hi) = if (hi - lo).is_finite() && lo < hi {
+        (lo, hi)
+    } else {
+        (0.0, 1.0)
+    };
+    let exp = ((hi - lo) / 5.0).log10().floor() as i32;
+    let steps = (exp - 1..=exp + 1).flat_map(|e| [1.0, 2.0, 5.0].map(|m| m * 10f64.powi(e)));
+    // The epsilon keeps float noise (0.7 / 0.1 = 7.000000000000001) from adding a tick.
+    let span = |step: f64| {
+        (
+            step,
+            (lo / step + 1e-9).floor() as i64,
+            (hi / step - 1e-9).ceil() as i64,
+        )
+    };
+    // Smallest step first: the first with at most 6 ticks hugs the data most tightly. The largest
+    // step (50 x 10^exp) exceeds the range, so one is always found; the fallback only avoids a panic.
+    let (step, a, b) = steps.map(span).find(|(_, a, b)| b - a < 6).unwrap_or((1.0, 0, 1));
+    (step, (a..=b).map(|i| i as f64 * step).collect())
+}
+
+fn text_w(s: &str, scale: i64) -> i64 {
+    s.chars().count() as i64 * 8 * scale
+}
+
+/// An RGB8 image with clipped drawing primitives: nothing drawn off-canvas can panic.
+struct Canvas {
+    w: i64,
+    h: i64,
+    rgb: Vec<u8>,
+}
+
+impl Canvas {
+    fn put(&mut self, x: i64, y: i64, c: [u8; 3]) {
+        if (0..self.w).contains(&x) && (0..self.h).contains(&y) {
+            let i = ((y * self.w + x) * 3) as usize;
+            self.rgb[i..i + 3].copy_from_slice(&c);
+        }
+    }
+
+    fn rect(&mut self, x: i64, y: i64, w: i64, h: i64, c: [u8; 3]) {
+        for yy in y..y + h {
+            for xx in x..x + w {
+                self.put(xx, yy, c);
+            }
+        }
+    }
+
+    /// DDA line (one step per pixel along the major axis), stamping 2x2 squares so it is 2 px thick.
+    fn line(&mut self, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: [u8; 3]) {
+        let n = (x1 - x0).abs().max((y1 - y0).abs()).max(1);
+        for i in 0..=n {
+            let lerp = |a: i64, b: i64| a + ((b - a) as f64 * i as f64 / n as f64).round() as i64;
+            self.rect(lerp(x0, x1), lerp(y0, y1), 2, 2, c);
+        }
+    }
+
+    /// A filled disc 7 px across, built from horizontal runs.
+    fn dot(&mut self, (x, y): (i64, i64), c: [u8; 3]) {
+        for (dy, half) in (-3..=3).zip([1, 2, 3, 3, 3, 2, 1]) {
+            self.rect(x - half, y + dy, 2 * half + 1, 1, c);
+        }
+    }
+
+    /// font8x8 rows are one byte each, least significant bit leftmost.
+    fn text(&mut self, x: i64, y: i64, s: &str, scale: i64, c: [u8; 3]) {
+        for (i, ch) in s.chars().enumerate() {
+            let glyph = BASIC_FONTS.get(ch).or_else(|| BASIC_FONTS.get('?')).unwrap_or_default();
+            let gx = x + i as i64 * 8 * scale;
+            for (row, bits) in (0..).zip(glyph) {
+                for col in (0..8).filter(|col| bits >> col & 1 == 1) {
+                    self.rect(gx + col * scale, y + row * scale, scale, scale, c);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RED: [u8; 3] = [220, 50, 47];
+    const BLUE: [u8; 3] = [38, 110, 200];
+
+    fn decode(path: &Path) -> (u32, u32, Vec<u8>) {
+        let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+        let mut reader = png::Decoder::new(file).read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!(info.color_type, png::ColorType::Rgb);
+        buf.truncate(info.buffer_size());
+        (info.width, info.height, buf)
+    }
+
+    fn panel<'a>(title: &'a str, name: &'a str, points: &'a [(f64, f64)], color: [u8; 3]) -> Panel<'a> {
+        Panel {
+            title,
+            y_label: title,
+            series: vec![Series { name, points, color }],
+        }
+    }
+
+    #[test]
+    fn two_panels_decode_with_both_colors() {
+        let reward: Vec<(f64, f64)> = (0..200).map(|i| (i as f64, (i as f64 / 40.0).sin())).collect();
+        let acc = [(0.0, 0.1), (50.0, 0.35), (100.0, 0.5), (150.0, 0.62), (199.0, 0.7)];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.png");
+        let panels = [
+            panel("reward", "mean", &reward, RED),
+            panel("accuracy", "val", &acc, BLUE),
+        ];
+        write_png(&path, "step", &panels).unwrap();
+        let (w, h, rgb) = decode(&path);
+        assert_eq!((w, h), (WIDTH as u32, (2 * PANEL_H + FOOTER_H) as u32));
+        assert!(rgb.iter().any(|&b| b != 255));
+        let has = |c: [u8; 3]| rgb.chunks(3).any(|p| p == c);
+        assert!(has(RED) && has(BLUE));
+        let files = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(files, 1, "temp file left behind");
+    }
+
+    #[test]
+    fn nice_ticks_for_common_ranges() {
+        let ticks = |lo: f64, hi: f64, want: &[f64]| {
+            let got = nice_ticks(lo, hi).1;
+            let same = got.len() == want.len() && got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-9);
+            assert!(same, "{lo}..{hi}: {got:?}");
+        };
+        ticks(0.0, 1.0, &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
+        ticks(0.0, 1000.0, &[0.0, 200.0, 400.0, 600.0, 800.0, 1000.0]);
+        ticks(3.0, 97.0, &[0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
+        ticks(0.1, 0.7, &[0.0, 0.2, 0.4, 0.6, 0.8]);
+        ticks(-0.3, 0.7, &[-0.5, 0.0, 0.5, 1.0]);
+        for (lo, hi) in [(0.13, 0.87), (1e-5, 3e-5), (-7.0, 123456.0), (5.0, 5.0), (0.0, 0.0)] {
+            let (step, t) = nice_ticks(lo, hi);
+            let mantissa = step / 10f64.powf(step.log10().floor());
+            let nice = [1.0, 2.0, 5.0].iter().any(|n| (mantissa - n).abs() < 1e-9);
+            let slack = step * 1e-6;
+            let covers = (4..=6).contains(&t.len()) && t[0] <= lo + slack && hi <= t[t.len() - 1] + slack;
+            assert!(nice && covers, "{lo}..{hi}: step {step}, {t:?}");
+        }
+    }
+
+    #[test]
+    fn degenerate_inputs_do_not_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = [(f64::NAN, 1.0), (1.0, f64::INFINITY), (2.0, f64::NEG_INFINITY)];
+        let flat = [(0.0, 2.0), (1.0, 2.0), (2.0, 2.0)];
+        let huge = [(-1e308, 0.0), (1e308, 1.7e308), (1.0, 1.7e308)];
+        let tiny = [(0.0, 0.0), (1.0, 1e-320)];
+        let cases: [&[(f64, f64)]; 6] = [&[], &[(3.0, 0.5)], &flat, &bad, &huge, &tiny];
+        for (i, points) in cases.into_iter().enumerate() {
+            let path = dir.path().join(format!("{i}.png"));
+            write_png(&path, "x", &[panel("y", "s", points, RED)]).unwrap();
+            assert_eq!(decode(&path).0, WIDTH as u32);
+        }
+        write_png(&dir.path().join("none.png"), "x", &[]).unwrap();
+        let err = write_png(&dir.path().join("missing/dir/p.png"), "x", &[]).unwrap_err();
+        assert!(err.msg.contains("missing/dir/p.png"), "{err}");
+    }
+}

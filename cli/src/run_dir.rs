@@ -1,0 +1,183 @@
+//! What a training run (`sft`, `train`) keeps in its output folder and how it walks its data:
+//! the deterministic shuffle, the learning-rate schedule, the stored dtype, checkpoint pruning,
+//! the metrics log, and the Ctrl-C flag that turns an interrupt into a resumable checkpoint.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::ValueEnum;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use softcot_core::dtype::DType;
+use softcot_core::io::checkpoint::list_checkpoints;
+use softcot_core::io::fsutil::write_atomic;
+use softcot_core::optim::cosine_lr;
+use softcot_core::{philox, Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum Schedule {
+    /// Linear warm-up, then cosine decay to --min-lr.
+    Cosine,
+    /// Linear warm-up, then constant.
+    Constant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum SaveDtype {
+    /// The dtype of the model that was loaded.
+    Source,
+    Float32,
+    Bfloat16,
+    Float16,
+}
+
+/// Where one optimizer step takes its examples: positions `step * B ..` of an endless stream of
+/// epochs, each a Philox-keyed shuffle of the data. Deterministic in (seed, step): nothing to save.
+/// The current epoch's order is kept, and rebuilt only when the stream enters the next epoch.
+pub struct Shuffle {
+    seed: u64,
+    n: usize,
+    epoch: Option<u64>,
+    order: Vec<usize>, // order: [n] the data index at each position of the epoch
+}
+
+impl Shuffle {
+    pub fn new(seed: u64, n: usize) -> Self {
+        Shuffle {
+            seed,
+            n,
+            epoch: None,
+            order: Vec::with_capacity(n),
+        }
+    }
+
+    /// The data index at position `global` of the stream.
+    pub fn index(&mut self, global: u64) -> usize {
+        let (epoch, pos) = (global / self.n as u64, (global % self.n as u64) as usize);
+        if self.epoch != Some(epoch) {
+            let key = philox::key_of(self.seed);
+            let mut keyed: Vec<(u32, usize)> = (0..self.n)
+                .map(|i| (philox::philox4x32_10([i as u32, epoch as u32, 0, 3], key)[0], i))
+                .collect();
+            keyed.sort_unstable();
+            self.order = keyed.into_iter().map(|(_, i)| i).collect();
+            self.epoch = Some(epoch);
+        }
+        self.order[pos]
+    }
+}
+
+/// Refuses an --out that holds another run unless --overwrite (which clears softcot's files there).
+pub fn prepare_out(out: &Path, overwrite: bool, outputs: &[&str]) -> Result<()> {
+    if out.join("run.json").exists() || !list_checkpoints(out).is_empty() {
+        if !overwrite {
+            return Err(Error::invalid(format!(
+                "--out {}: holds another run (use --resume {} to continue it, or --overwrite)",
+                out.display(),
+                out.display()
+            )));
+        }
+        for (_, ck) in list_checkpoints(out) {
+            std::fs::remove_dir_all(&ck).map_err(|e| Error::io(format!("{}: {e}", ck.display())))?;
+        }
+        for f in ["run.json", "metrics.jsonl"].iter().chain(outputs) {
+            let p = out.join(f);
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(format!("{}: cannot create: {e}", out.display())))
+}
+
+/// Drops metric lines of steps after `step` (logged by a run that died before its next checkpoint).
+pub fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes())
+}
+
+impl Schedule {
+    /// The learning rate of optimizer step `step` (0-based) of `total`.
+    pub fn lr(self, step: u64, warmup: u64, total: u64, lr: f64, min_lr: f64) -> f64 {
+        match self {
+            Schedule::Cosine => cosine_lr(step, warmup, total, lr, min_lr),
+            Schedule::Constant => cosine_lr(step.min(warmup), warmup, warmup, lr, lr),
+        }
+    }
+}
+
+impl SaveDtype {
+    pub fn resolve(self, source: DType) -> DType {
+        match self {
+            SaveDtype::Source => source,
+            SaveDtype::Float32 => DType::F32,
+            SaveDtype::Bfloat16 => DType::BF16,
+            SaveDtype::Float16 => DType::F16,
+        }
+    }
+}
+
+/// Removes all but the newest `keep` checkpoints of `out`.
+pub fn prune_checkpoints(out: &Path, keep: usize) {
+    let all = list_checkpoints(out);
+    for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+}
+
+/// `metrics.jsonl`, one JSON object per optimizer step (appended, so a resumed run continues it).
+pub struct Metrics {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Metrics {
+    pub fn open(out: &Path) -> Result<Self> {
+        let path = out.join("metrics.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("{}: {e}", path.display())))?;
+        Ok(Metrics { path, file })
+    }
+
+    pub fn log(&mut self, line: &Value) -> Result<()> {
+        writeln!(self.file, "{line}").map_err(|e| Error::io(format!("{}: {e}", self.path.display())))
+    }
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Installs the Ctrl-C handler once: the first Ctrl-C sets a flag the training loops poll between
+/// steps (they save a checkpoint and stop); a second one ends the process at once.
+pub fn catch_interrupt() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupt: saving a checkpoint after this step (Ctrl-C again to quit now)");
+        });
+    });
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}

@@ -1,0 +1,236 @@
+//! `softcot train` with neither a model nor data: the whole method on a laptop CPU with no
+//! download. A synthetic arithmetic task (train / validation / test splits in GSM8K's format), a
+//! small Llama with softcot's byte tokenizer, a short supervised warm start on worked solutions
+//! that end in the stop phrase and a boxed answer, RL in the chosen mode (or all three with
+//! `--compare`), then the six decodings evaluated on the held-out test split.
+//!
+//! Layout of OUT: task/ (the data), base/ (the random model), warmstart/ (the SFT run; its model in
+//! warmstart/final), rl-MODE/ (each RL run), eval.md and eval.json (the table).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use softcot_core::io::byte_tokenizer;
+use softcot_core::io::fsutil::{read_json, write_atomic};
+use softcot_core::io::save::{save_json, write_random_model};
+use softcot_core::io::ModelDir;
+use softcot_core::model::init::preset;
+use softcot_core::model::ModelConfig;
+use softcot_core::Backend;
+use softcot_core::{Error, Result};
+
+use super::task::{generate, write_jsonl};
+use super::{train, TrainArgs, TrainConfig, OUTPUTS};
+use crate::args::Think;
+use crate::dataset::{self, render};
+use crate::eval::report::markdown;
+use crate::eval::{evaluate, EvalReport, EvalSettings};
+use crate::run_dir::{prepare_out, SaveDtype, Schedule};
+use crate::sft::{self, SftConfig};
+use crate::with_backend;
+
+/// Sizes of the task: problems per split and the largest operand.
+const TRAIN: usize = 4000;
+const VAL: usize = 100;
+const TEST: usize = 200;
+const MAX_OPERAND: i64 = 9;
+/// Supervised warm-start steps (batch of 32): enough to learn the format and some arithmetic,
+/// few enough that RL has accuracy left to gain.
+const SFT_STEPS: u64 = 300;
+/// Samples per test problem of the sample decodings (pass@1 and pass@8).
+const EVAL_SAMPLES: usize = 8;
+
+/// The RL settings of the built-in task (the paper's method, sized for a small model on a CPU).
+pub fn defaults() -> TrainConfig {
+    TrainConfig {
+        steps: 60,
+        prompts_per_step: 8,
+        samples_per_prompt: 8,
+        think_tokens: 48,
+        answer_tokens: 6,
+        template: "Q: {question}\nA:".into(),
+        lr: 1e-5,
+        warmup: 10,
+        val_every: 20,
+        val_size: VAL,
+        save_every: 40,
+        ..TrainConfig::default()
+    }
+}
+
+/// The model: a 4-layer Llama over bytes, about 0.8M parameters.
+fn model_config() -> Result<ModelConfig> {
+    let mut c = preset("tiny").ok_or_else(|| Error::invalid("the `tiny` preset is missing"))?;
+    c.hidden_size = 128;
+    c.intermediate_size = 352;
+    c.num_hidden_layers = 4;
+    c.num_attention_heads = 4;
+    c.num_key_value_heads = 2;
+    c.head_dim = 32;
+    c.max_position_embeddings = 256;
+    c.bos_token_id = Some(byte_tokenizer::BOS_ID);
+    c.eos_token_ids = vec![byte_tokenizer::EOS_ID];
+    Ok(c)
+}
+
+/// What the task and warm start were made from; a folder made from the same is reused.
+fn recipe(c: &TrainConfig) -> serde_json::Value {
+    json!({"train": TRAIN, "val": VAL, "test": TEST, "max_operand": MAX_OPERAND, "sft_steps": SFT_STEPS,
+           "template": c.template, "seed": c.seed, "version": 1})
+}
+
+pub fn run(c: &TrainConfig, a: &TrainArgs) -> Result<()> {
+    let out = c.out.clone();
+    let t0 = std::time::Instant::now();
+    let warm = warm_start(c, &out, a)?;
+    let modes: Vec<Think> = if a.compare {
+        vec![Think::Hard, Think::Soft, Think::Fuzzy]
+    } else {
+        vec![c.think]
+    };
+    let mut runs = Vec::new();
+    for mode in modes {
+        let rc = TrainConfig {
+            model: Some(warm.clone()),
+            data: Some(out.join("task/train.jsonl")),
+            val_data: Some(out.join("task/val.jsonl")),
+            out: out.join(format!("rl-{}", mode.name())),
+            think: mode,
+            ..c.clone()
+        };
+        prepare_out(&rc.out, a.overwrite, OUTPUTS)?;
+        eprintln!("RL with {} thinking into {}", mode.name(), rc.out.display());
+        with_backend!(a.backend, |be| train(&be, &rc, false, a.stop_after))?;
+        runs.push((format!("RL {}", mode.name()), rc.out.join("best")));
+    }
+    if !a.no_eval {
+        let mut models = vec![("warm start".to_string(), warm)];
+        models.extend(runs);
+        with_backend!(a.backend, |be| evaluate_all(&be, c, &out, &models))?;
+    }
+    eprintln!(
+        "built-in task done in {:.0} s; everything is in {}",
+        t0.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// The six decodings of each model on the held-out test split: OUT/eval.md and OUT/eval.json.
+fn evaluate_all<B: Backend>(be: &B, c: &TrainConfig, out: &Path, models: &[(String, PathBuf)]) -> Result<()> {
+    let test = out.join("task/test.jsonl");
+    let (problems, _) = dataset::load(&test, 0)?;
+    let s = EvalSettings {
+        samples: EVAL_SAMPLES,
+        ks: vec![1, EVAL_SAMPLES],
+        think_tokens: c.think_tokens,
+        answer_tokens: c.answer_tokens,
+        template: c.template.clone(),
+        noise: c.noise_scale.with_gamma(c.noise_gamma),
+        seed: c.seed,
+        ..EvalSettings::default()
+    };
+    let mut reports = Vec::new();
+    for (label, dir) in models {
+        let md = ModelDir::open(dir)?;
+        eprintln!("evaluating {label} ({}) on {}", dir.display(), test.display());
+        reports.push((
+            label.as_str(),
+            evaluate(be, &md.load(be)?, &md.tokenizer, &problems, &s)?,
+        ));
+    }
+    let rows: Vec<(&str, &str, &EvalReport)> = reports.iter().map(|(l, r)| (*l, "arith test", r)).collect();
+    let table = markdown(&rows);
+    let json: Vec<_> = reports
+        .iter()
+        .map(|(l, r)| json!({"label": l, "decodings": r.decodings}))
+        .collect();
+    write_atomic(&out.join("eval.md"), table.as_bytes())?;
+    save_json(
+        &out.join("eval.json"),
+        &json!({"settings": s.to_json(), "models": json}),
+    )?;
+    println!("{table}");
+    eprintln!(
+        "wrote {} and {}",
+        out.join("eval.md").display(),
+        out.join("eval.json").display()
+    );
+    Ok(())
+}
+
+/// The task data and the supervised warm start (reused when OUT holds the same recipe).
+/// Returns the warm-start model folder.
+fn warm_start(c: &TrainConfig, out: &Path, a: &TrainArgs) -> Result<PathBuf> {
+    let task = out.join("task");
+    let final_dir = out.join("warmstart/final");
+    let recipe_path = task.join("recipe.json");
+    if final_dir.join("config.json").is_file() && read_json(&recipe_path).ok() == Some(recipe(c)) {
+        eprintln!("reusing the task and warm start in {}", out.display());
+        return Ok(final_dir);
+    }
+    std::fs::create_dir_all(&task).map_err(|e| Error::io(format!("{}: cannot create: {e}", task.display())))?;
+    let all = generate(TRAIN + VAL + TEST, MAX_OPERAND, c.seed);
+    let (train_p, rest) = all.split_at(TRAIN);
+    let (val_p, test_p) = rest.split_at(VAL);
+    write_jsonl(&task.join("train.jsonl"), train_p)?;
+    write_jsonl(&task.join("val.jsonl"), val_p)?;
+    write_jsonl(&task.join("test.jsonl"), test_p)?;
+    // The warm start sees the prompts exactly as RL renders them.
+    let sft_lines: String = train_p
+        .iter()
+        .filter_map(|p| {
+            let completion = sft::gsm8k_completion(&p.answer)?;
+            Some(format!(
+                "{}\n",
+                json!({"prompt": render(&c.template, &p.question), "completion": completion})
+            ))
+        })
+        .collect();
+    write_atomic(&task.join("warmstart.jsonl"), sft_lines.as_bytes())?;
+
+    let base = out.join("base");
+    let cfg = model_config()?;
+    let n = write_random_model(&base, &cfg, c.seed, None)?;
+    eprintln!(
+        "task: {TRAIN} / {VAL} / {TEST} problems in {}; model: {:.2}M parameters in {}",
+        task.display(),
+        n as f64 / 1e6,
+        base.display()
+    );
+    let s = SftConfig {
+        model: Some(base),
+        data: Some(task.join("warmstart.jsonl")),
+        out: Some(out.join("warmstart")),
+        batch_size: 32,
+        micro_batch: 0,
+        seq_len: 96,
+        lr: 2e-3,
+        min_lr: 2e-4,
+        warmup: 20,
+        schedule: Schedule::Cosine,
+        steps: Some(SFT_STEPS),
+        epochs: None,
+        weight_decay: 0.0,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        max_grad_norm: 1.0,
+        seed: c.seed,
+        chat: false,
+        save_every: SFT_STEPS,
+        keep: 1,
+        on_bad_line: sft::OnBadLine::Stop,
+        on_long: sft::OnLong::Refuse,
+        max_bad_steps: 5,
+        recompute: false,
+        save_dtype: SaveDtype::Source,
+        resume: None,
+        overwrite: true,
+        stop_after: None,
+        backend: a.backend,
+    };
+    sft::run(s)?;
+    save_json(&recipe_path, &recipe(c))?;
+    Ok(final_dir)
+}

@@ -1,0 +1,270 @@
+//! `softcot train`: RL of thinking (hard, soft or fuzzy) with RLOO on a model and a dataset, or,
+//! with neither given, the whole method on the built-in task (see `builtin`). Runs are resumable
+//! (`--resume`), Ctrl-C leaves a checkpoint, and `--replay` re-performs one saved update.
+
+mod builtin;
+pub mod config;
+mod replay;
+mod rl_loop;
+mod task;
+
+use std::path::{Path, PathBuf};
+
+use clap::{ArgMatches, Args};
+use serde_json::{json, Value};
+use softcot_core::io::checkpoint::{export_model, list_checkpoints, load_checkpoint};
+use softcot_core::io::fsutil::{read_json, write_atomic};
+use softcot_core::io::save::save_json;
+use softcot_core::io::ModelDir;
+use softcot_core::optim::{AdamW, AdamwConfig};
+use softcot_core::{Backend, Error, Result};
+
+use crate::args::BackendKind;
+use crate::dataset;
+use crate::run_dir::{catch_interrupt, prepare_out, truncate_metrics};
+use crate::with_backend;
+pub use config::TrainConfig;
+use rl_loop::{items, Item, Trainer};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub cfg: TrainConfig,
+    /// TOML file with any of the settings above (flags given on the command line override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this folder from its latest checkpoint (settings from its run.json).
+    #[arg(long, conflicts_with_all = ["config", "model", "data", "out", "overwrite", "replay"])]
+    pub resume: Option<PathBuf>,
+    /// Perform the update of a saved rollout file (OUT/rollouts/step-N.safetensors) on --model; a
+    /// checkpoint folder there restores the optimizer state, reproducing the step exactly.
+    #[arg(long, requires = "model")]
+    pub replay: Option<PathBuf>,
+    /// Replace a different run found in --out.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// End this invocation after this many more steps, leaving a resumable checkpoint.
+    #[arg(long)]
+    pub stop_after: Option<u64>,
+    /// Built-in task only: train hard, soft and fuzzy from the same warm start; print one table.
+    #[arg(long)]
+    pub compare: bool,
+    /// Built-in task only: skip the evaluation of the six decodings at the end.
+    #[arg(long)]
+    pub no_eval: bool,
+    #[arg(long, value_enum, default_value = "cpu")]
+    pub backend: BackendKind,
+}
+
+/// Files and folders of a run, besides run.json, metrics.jsonl and checkpoints.
+const OUTPUTS: &[&str] = &["best", "best.json", "final", "metrics.png", "rollouts"];
+
+pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
+    catch_interrupt();
+    if let Some(dir) = &a.resume {
+        let path = dir.join("run.json");
+        if !path.is_file() {
+            return Err(Error::invalid(format!(
+                "--resume {}: no run.json (not a softcot train run)",
+                dir.display()
+            )));
+        }
+        let mut c: TrainConfig =
+            serde_json::from_value(read_json(&path)?).map_err(|e| Error::format(format!("{}: {e}", path.display())))?;
+        c.out = dir.clone();
+        c.validate()?;
+        return with_backend!(a.backend, |be| train(&be, &c, true, a.stop_after));
+    }
+    let c = config::resolve(&a.cfg, matches, a.config.as_deref(), |builtin| {
+        if builtin {
+            builtin::defaults()
+        } else {
+            TrainConfig::default()
+        }
+    })?;
+    if let Some(file) = &a.replay {
+        c.validate_update()?;
+        return with_backend!(a.backend, |be| replay::run(&be, &c, file));
+    }
+    c.validate()?;
+    if c.is_builtin() {
+        return builtin::run(&c, &a);
+    }
+    if a.compare {
+        return Err(Error::invalid(
+            "--compare runs on the built-in task only (give neither --model nor --data)",
+        ));
+    }
+    prepare_out(&c.out, a.overwrite, OUTPUTS)?;
+    with_backend!(a.backend, |be| train(&be, &c, false, a.stop_after))
+}
+
+pub fn adamw_config(c: &TrainConfig) -> AdamwConfig {
+    AdamwConfig {
+        beta1: c.beta1,
+        beta2: c.beta2,
+        eps: c.eps,
+        weight_decay: c.weight_decay,
+        decay_norms_and_biases: false,
+    }
+}
+
+/// Trains `c` into `c.out` (a fresh, prepared folder, or one to resume).
+pub fn train<B: Backend>(be: &B, c: &TrainConfig, resume: bool, stop_after: Option<u64>) -> Result<()> {
+    let out = &c.out;
+    let (md, mut model, mut opt, from, best) = if resume {
+        let (step, ck) = list_checkpoints(out).pop().ok_or_else(|| {
+            Error::invalid(format!(
+                "--resume {}: no complete checkpoint to resume from",
+                out.display()
+            ))
+        })?;
+        let (md, model, opt, state) = load_checkpoint(be, &ck, adamw_config(c))?;
+        eprintln!("resuming {} from step {step}", out.display());
+        truncate_metrics(&out.join("metrics.jsonl"), step)?;
+        let best = state["best_val_acc"].as_f64().zip(state["best_step"].as_u64());
+        (md, model, opt, step, best)
+    } else {
+        let cfg = serde_json::to_value(c).map_err(|e| Error::invalid(e.to_string()))?;
+        write_atomic(
+            &out.join("run.json"),
+            serde_json::to_string_pretty(&cfg).unwrap_or_default().as_bytes(),
+        )?;
+        let md = ModelDir::open(c.model.as_deref().unwrap_or(Path::new("")))?;
+        let model = md.load(be)?;
+        let opt = AdamW::new(be, &model, adamw_config(c))?;
+        (md, model, opt, 0, None)
+    };
+    // Checkpoints carry the tokenizer of the model the run started from.
+    let tokenizer_src = md.path.clone();
+    let (train_items, val_items) = splits(c, &md)?;
+    let total = c.steps;
+    let end = stop_after.map_or(total, |k| (from + k).min(total));
+    let mut t = Trainer {
+        be,
+        c,
+        out: out.clone(),
+        tok: &md.tokenizer,
+        tokenizer_src: tokenizer_src.clone(),
+        dtype: c.save_dtype.resolve(md.config.dtype),
+        best,
+        d: model.cfg.d(),
+        vocab: model.cfg.vocab_size,
+    };
+    let reached = t.run(&mut model, &mut opt, &train_items, &val_items, from, end, total)?;
+    plot(out)?;
+    if reached == total {
+        export_model(be, &model, &out.join("final"), t.dtype, &tokenizer_src)?;
+        eprintln!("done: {total} steps; final model in {}", out.join("final").display());
+        if let Some((acc, step)) = t.best {
+            eprintln!(
+                "best validation accuracy {acc:.3} at step {step}: {}",
+                out.join("best").display()
+            );
+        }
+    } else {
+        eprintln!(
+            "stopped after step {reached} of {total}; continue with: softcot train --resume {}",
+            out.display()
+        );
+        if reached < end {
+            return Err(Error::invalid("interrupted (a resumable checkpoint was saved)"));
+        }
+    }
+    Ok(())
+}
+
+/// The training and validation problems: --val-data, or the last --val-size problems of --data
+/// held out (at most a quarter of them).
+fn splits(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Item>, Vec<Item>)> {
+    let data = c.data.as_deref().unwrap_or(Path::new(""));
+    let load = |p: &Path| -> Result<Vec<dataset::Problem>> {
+        let (problems, skipped) = dataset::load(p, 0)?;
+        if let Some(r) = skipped.report(p) {
+            eprintln!("warning: {r}");
+        }
+        Ok(problems)
+    };
+    let mut train = load(data)?;
+    let val = match &c.val_data {
+        Some(p) => {
+            let mut v = load(p)?;
+            v.truncate(c.val_size);
+            v
+        }
+        None => {
+            let k = c.val_size.min(train.len() / 4);
+            train.split_off(train.len() - k)
+        }
+    };
+    let context = md.config.max_position_embeddings;
+    let (train, long) = items(&train, &md.tokenizer, c, context)?;
+    let (val, long_val) = items(&val, &md.tokenizer, c, context)?;
+    if long + long_val > 0 {
+        eprintln!(
+            "warning: left out {} problem(s) whose prompt leaves no room for {} thinking and {} answer tokens in the context of {context}",
+            long + long_val,
+            c.think_tokens,
+            c.answer_tokens
+        );
+    }
+    if train.is_empty() {
+        return Err(Error::invalid(format!(
+            "{}: no usable training problems",
+            data.display()
+        )));
+    }
+    if val.is_empty() {
+        eprintln!("warning: no validation split (too few problems); the best model is not tracked");
+    }
+    Ok((train, val))
+}
+
+pub fn save_best(out: &Path, acc: f64, step: u64) -> Result<()> {
+    save_json(&out.join("best.json"), &json!({"val_acc": acc, "step": step}))
+}
+
+/// OUT/metrics.png: reward, and training and validation accuracy, over steps.
+pub fn plot(out: &Path) -> Result<()> {
+    use crate::plot::{write_png, Panel, Series};
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let points = |key: &str| -> Vec<(f64, f64)> {
+        lines
+            .iter()
+            .filter_map(|v| Some((v["step"].as_f64()?, v[key].as_f64()?)))
+            .collect()
+    };
+    let (reward, acc, val) = (points("reward"), points("accuracy"), points("val_acc"));
+    write_png(
+        &out.join("metrics.png"),
+        "step",
+        &[
+            Panel {
+                title: "mean reward of the rollouts",
+                y_label: "reward",
+                series: vec![Series {
+                    name: "reward",
+                    points: &reward,
+                    color: [31, 119, 180],
+                }],
+            },
+            Panel {
+                title: "accuracy",
+                y_label: "share correct",
+                series: vec![
+                    Series {
+                        name: "rollouts (sampled)",
+                        points: &acc,
+                        color: [255, 127, 14],
+                    },
+                    Series {
+                        name: "validation (greedy)",
+                        points: &val,
+                        color: [44, 160, 44],
+                    },
+                ],
+            },
+        ],
+    )
+}
