@@ -6,6 +6,8 @@
 //!   B*N / time (as `model.generate` is timed).
 //! - `soft-decode`: the same with soft thinking (tau 0.5, noise gamma 0.33).
 //! - `matmul`: an N x N x N float32 product (the machine's GEMM rate, the physical yardstick).
+//! - `rl-step`: the two halves of an RL step, hard and soft thinking: rollouts and the update, timed
+//!   apart, beside a supervised step over as many tokens (issue 5's targets).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,6 +17,9 @@ use serde_json::json;
 use softcot_core::backend::Gemm;
 use softcot_core::io::ModelDir;
 use softcot_core::model::{Batch, Input, LogitRows, Model};
+use softcot_core::rl::{rl_step, RlSeq, RlSettings, Thinking};
+use softcot_core::rollout::{collect, to_rl_seqs, Rewards};
+use softcot_core::sft::{sft_step, SftBatch};
 use softcot_core::think::{generate, ThinkConfig, ThinkMode};
 use softcot_core::{philox, Backend, Error, Result};
 
@@ -31,6 +36,9 @@ pub enum Workload {
     TrainStep,
     /// Gradings per second on one thread (softcot_core::grade::workload::TYPICAL).
     Grade,
+    /// One RL step of --batch prompts (default 2) x --samples rollouts with --new-tokens thinking and
+    /// --answer-tokens answer tokens, hard and soft: rollouts and update timed apart, and an SFT step.
+    RlStep,
 }
 
 #[derive(Args)]
@@ -47,6 +55,12 @@ pub struct BenchArgs {
     prompt_len: usize,
     #[arg(long, default_value_t = 64)]
     new_tokens: usize,
+    /// `rl-step`: rollouts per prompt (G).
+    #[arg(long, default_value_t = 8)]
+    samples: usize,
+    /// `rl-step`: hard answer tokens after the thinking and its forced prefill.
+    #[arg(long, default_value_t = 16)]
+    answer_tokens: usize,
     /// Sequence length of the `train-step` workload.
     #[arg(long, default_value_t = 256)]
     seq_len: usize,
@@ -69,8 +83,11 @@ pub struct BenchArgs {
 
 impl BenchArgs {
     fn batch(&self) -> usize {
-        self.batch
-            .unwrap_or(if self.workload == Workload::TrainStep { 4 } else { 8 })
+        self.batch.unwrap_or(match self.workload {
+            Workload::TrainStep => 4,
+            Workload::RlStep => 2,
+            _ => 8,
+        })
     }
 }
 
@@ -85,6 +102,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
 }
 
 fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
+    if a.workload == Workload::RlStep {
+        return rl_step_bench(be, a);
+    }
     let (label, unit, samples, extra) = if a.workload == Workload::Grade {
         use softcot_core::grade::{grade, workload::TYPICAL, ExtractOptions};
         let opts = ExtractOptions::default();
@@ -114,20 +134,10 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
         })?;
         ("matmul", "gflops", samples, json!({"size": n}))
     } else {
-        let dir = a
-            .model
-            .as_ref()
-            .ok_or_else(|| Error::invalid("--model is required for this workload"))?;
-        let md = ModelDir::open(dir)?;
+        let (dir, md) = model_dir(a)?;
         let model = md.load(be)?;
         let (arch, flop_params) = (model.cfg.name_hint(), model.cfg.matmul_params());
-        let prompts: Vec<Vec<u32>> = (0..a.batch())
-            .map(|b| {
-                (0..a.prompt_len)
-                    .map(|i| random_id(a.seed, b, i, model.cfg.vocab_size))
-                    .collect()
-            })
-            .collect();
+        let prompts = random_prompts(a, model.cfg.vocab_size);
         let samples = match a.workload {
             Workload::Prefill => prefill(be, &model, &prompts, a.repeats)?,
             Workload::TrainStep => train_step(be, model, a)?,
@@ -149,7 +159,7 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                     Ok((a.batch() * a.new_tokens) as f64)
                 })?
             }
-            Workload::Matmul | Workload::Grade => unreachable!("handled above"),
+            Workload::Matmul | Workload::Grade | Workload::RlStep => unreachable!("handled above"),
         };
         let label = match a.workload {
             Workload::Prefill => "prefill",
@@ -172,10 +182,7 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
         }
         (label, "tokens_per_s", samples, extra)
     };
-    let mut rates: Vec<f64> = samples.iter().map(|(w, s)| w / s).collect();
-    rates.sort_by(f64::total_cmp);
-    let median = rates[rates.len() / 2];
-    let (min, max) = (rates[0], rates[rates.len() - 1]);
+    let [median, min, max] = spread(samples.iter().map(|(w, s)| w / s).collect());
     match a.format {
         Format::Json => {
             let mut v = json!({"workload": label, "backend": be.name(), "repeats": a.repeats,
@@ -195,17 +202,39 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Median, min and max of a non-empty list.
+fn spread(mut v: Vec<f64>) -> [f64; 3] {
+    v.sort_by(f64::total_cmp);
+    [v[v.len() / 2], v[0], v[v.len() - 1]]
+}
+
+/// What `f` returns, and the seconds it took with the device synchronised.
+fn timed<B: Backend, T>(be: &B, f: impl FnOnce() -> Result<T>) -> Result<(T, f64)> {
+    let t = Instant::now();
+    let out = f()?;
+    be.sync()?;
+    Ok((out, t.elapsed().as_secs_f64()))
+}
+
 /// One untimed warm-up, then `n` timed runs of `f` (which returns its work units).
 fn repeat<B: Backend>(be: &B, n: usize, mut f: impl FnMut() -> Result<f64>) -> Result<Vec<Sample>> {
-    f()?;
-    be.sync()?;
-    (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            let w = f()?;
-            be.sync()?;
-            Ok((w, t.elapsed().as_secs_f64()))
-        })
+    timed(be, &mut f)?;
+    (0..n).map(|_| timed(be, &mut f)).collect()
+}
+
+/// The `--model` folder, opened.
+fn model_dir(a: &BenchArgs) -> Result<(&PathBuf, ModelDir)> {
+    let dir = a
+        .model
+        .as_ref()
+        .ok_or_else(|| Error::invalid("--model is required for this workload"))?;
+    Ok((dir, ModelDir::open(dir)?))
+}
+
+/// --batch prompts of --prompt-len random tokens.
+fn random_prompts(a: &BenchArgs, v: usize) -> Vec<Vec<u32>> {
+    (0..a.batch())
+        .map(|b| (0..a.prompt_len).map(|i| random_id(a.seed, b, i, v)).collect())
         .collect()
 }
 
@@ -231,16 +260,20 @@ fn prefill<B: Backend>(be: &B, model: &Model<B>, prompts: &[Vec<u32>], repeats: 
     })
 }
 
+/// A supervised batch of B x T random tokens; every token but the first of a row is a target.
+fn random_sft_batch<B: Backend>(be: &B, model: &Model<B>, b: usize, t: usize, seed: u64) -> Result<SftBatch<B>> {
+    let ids: Vec<u32> = (0..b * t)
+        .map(|i| random_id(seed, i / t, i % t, model.cfg.vocab_size))
+        .collect();
+    let mask: Vec<f32> = (0..b * t).map(|i| if i % t == 0 { 0.0 } else { 1.0 }).collect();
+    SftBatch::new(be, &ids, &mask, b, t, (b * t.saturating_sub(1)).max(1) as f32)
+}
+
 /// forward + weighted cross-entropy + backward + AdamW on random tokens; work = tokens per step.
 fn train_step<B: Backend>(be: &B, mut model: Model<B>, a: &BenchArgs) -> Result<Vec<Sample>> {
     use softcot_core::optim::{zero_grads, AdamW, AdamwConfig};
-    use softcot_core::sft::{sft_step, SftBatch};
     let (b, t) = (a.batch(), a.seq_len);
-    let ids: Vec<u32> = (0..b * t)
-        .map(|i| random_id(a.seed, i / t, i % t, model.cfg.vocab_size))
-        .collect();
-    let mask: Vec<f32> = (0..b * t).map(|i| if i % t == 0 { 0.0 } else { 1.0 }).collect();
-    let batch = SftBatch::new(be, &ids, &mask, b, t, (b * (t - 1)) as f32)?;
+    let batch = random_sft_batch(be, &model, b, t, a.seed)?;
     let mut acts = model.new_train_acts(be, b, t, a.recompute)?;
     let mut grads = model.new_grads(be)?;
     let mut opt = AdamW::new(be, &model, AdamwConfig::default())?;
@@ -251,6 +284,157 @@ fn train_step<B: Backend>(be: &B, mut model: Model<B>, a: &BenchArgs) -> Result<
         opt.update(be, &mut model, &grads, 1e-4)?;
         Ok((b * t) as f64)
     })
+}
+
+/// `rl-step`: the rollouts (`collect`: prompt prefill, thinking, answers, grading) and the update
+/// (`rl_step` over all rollouts of the step in one micro-batch: forward + backward, no optimizer) of
+/// one RL step, for hard and for soft thinking, and a supervised step (`sft_step`) over the same
+/// rows x tokens. Thinking never stops early, so every rollout uses its whole budget. After one
+/// untimed round, each timed round runs every part once in turn, so that the machine's drift
+/// largely cancels in the per-round ratios.
+fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
+    use softcot_core::optim::zero_grads;
+    if a.samples < 2 {
+        return Err(Error::invalid(
+            "--samples must be at least 2 (RLOO compares each rollout with the others)",
+        ));
+    }
+    let (dir, md) = model_dir(a)?;
+    let model = md.load(be)?;
+    let (d, v) = (model.cfg.d(), model.cfg.vocab_size);
+    let prompts = random_prompts(a, v);
+    let golds = vec![String::new(); prompts.len()];
+    let (g, rows) = (a.samples, prompts.len() * a.samples);
+    let cfgs = [ThinkMode::Hard, ThinkMode::Soft].map(|mode| ThinkConfig {
+        stop: false,
+        think_tokens: a.new_tokens,
+        answer_tokens: a.answer_tokens,
+        seed: a.seed,
+        ..ThinkConfig::new(mode)
+    });
+    // The noise scale as `generate` derives it: NoiseScale::sigma over the sum of squares of E.
+    let sigma = cfgs[1].sigma(be, &model)?;
+    let settings = cfgs.each_ref().map(|c| RlSettings {
+        tau: c.tau,
+        sigma,
+        norm: rows as f32,
+    });
+    let rollouts = |k: usize| {
+        collect(
+            be,
+            &model,
+            &prompts,
+            &golds,
+            g,
+            0,
+            &cfgs[k],
+            &md.tokenizer,
+            &Rewards::default(),
+        )
+    };
+
+    // The untimed round's rollouts are the update's input. Random weights earn no reward: spread
+    // the rewards so that every advantage, hence every loss term, is non-zero.
+    let mut seqs: Vec<Vec<RlSeq>> = Vec::new();
+    for k in 0..2 {
+        let mut rs = rollouts(k)?;
+        for (i, r) in rs.iter_mut().enumerate() {
+            r.reward = (i % g) as f64;
+        }
+        seqs.push(to_rl_seqs(&rs)?);
+    }
+    let t = seqs.iter().flatten().map(|q| seq_len(q, d)).max().unwrap_or(1);
+    let mut acts = model.new_train_acts(be, rows, t, a.recompute)?;
+    let mut grads = model.new_grads(be)?;
+    let sft = random_sft_batch(be, &model, rows, t, a.seed)?;
+    let mut loss_rows = be.zeros(rows * t)?; // loss_rows: [rows * T]
+    let mut update = |k: usize| {
+        zero_grads(be, &mut grads)?;
+        if k < 2 {
+            rl_step(be, &model, &mut acts, &seqs[k], &settings[k], &mut grads)
+        } else {
+            sft_step(be, &model, &mut acts, &sft, &mut loss_rows, &mut grads)
+        }
+    };
+    for k in 0..3 {
+        update(k)?;
+    }
+    // secs[r]: [hard rollouts, soft rollouts, hard update, soft update, SFT step] of round r
+    let mut secs: Vec<[f64; 5]> = Vec::with_capacity(a.repeats);
+    for _ in 0..a.repeats {
+        let mut round = [0f64; 5];
+        for k in 0..2 {
+            round[k] = timed(be, || rollouts(k))?.1;
+            round[2 + k] = timed(be, || update(k))?.1;
+        }
+        round[4] = timed(be, || update(2))?.1;
+        secs.push(round);
+    }
+    let col = |i: usize| spread(secs.iter().map(|r| r[i]).collect());
+    let ratio = |i: usize, j: usize| spread(secs.iter().map(|r| r[i] / r[j]).collect());
+    let names = [
+        "rollouts_hard",
+        "rollouts_soft",
+        "update_hard",
+        "update_soft",
+        "sft_step",
+    ];
+    let (soft_hard, upd_hard, upd_soft) = (ratio(1, 0), ratio(2, 4), ratio(3, 4));
+    match a.format {
+        Format::Json => {
+            let triple = |[median, min, max]: [f64; 3]| json!({"median": median, "min": min, "max": max});
+            let seconds: serde_json::Map<String, serde_json::Value> =
+                (0..5).map(|i| (names[i].to_string(), triple(col(i)))).collect();
+            println!(
+                "{}",
+                json!({"workload": "rl-step", "backend": be.name(), "repeats": a.repeats,
+                       "model": dir.display().to_string(), "arch": model.cfg.name_hint(),
+                       "prompts": prompts.len(), "samples": g, "prompt_len": a.prompt_len,
+                       "think_tokens": a.new_tokens, "answer_tokens": a.answer_tokens, "rows": rows, "seq_len": t,
+                       "sigma": sigma, "seconds": seconds,
+                       "soft_over_hard_rollouts": triple(soft_hard),
+                       "update_over_sft": {"hard": triple(upd_hard), "soft": triple(upd_soft)},
+                       "peak_rss_mib": peak_rss_mib()})
+            );
+        }
+        Format::Text => {
+            let s = |i: usize| col(i)[0];
+            println!(
+                "rl-step: {} prompts x {g} samples, {} + {} thinking + {} answer tokens; update and SFT over {rows} x {t} tokens; medians of {} rounds on {}",
+                prompts.len(),
+                a.prompt_len,
+                a.new_tokens,
+                a.answer_tokens,
+                a.repeats,
+                be.name()
+            );
+            println!(
+                "  rollouts  hard {:.3} s  soft {:.3} s  soft/hard {:.3} (target <= 1.15)",
+                s(0),
+                s(1),
+                soft_hard[0]
+            );
+            println!(
+                "  update    hard {:.3} s  soft {:.3} s  SFT step {:.3} s  update/SFT hard {:.3} soft {:.3} (target <= 1.10)",
+                s(2),
+                s(3),
+                s(4),
+                upd_hard[0],
+                upd_soft[0]
+            );
+            println!("  sigma {sigma:.6} (NoiseScale::sigma of the sum of squares of E)");
+        }
+    }
+    Ok(())
+}
+
+/// Positions of a recorded rollout in the update: prompt, thinking steps, suffix.
+fn seq_len(q: &RlSeq, d: usize) -> usize {
+    let c = match &q.thinking {
+        Thinking::Tokens(t) => t.len(),
+        Thinking::Embeds(e) => e.len() / d,
+    };
+    q.prompt.len() + c + q.suffix.len()
 }
 
 /// Peak resident memory of this process (Linux; 0 where /proc is absent).

@@ -107,6 +107,16 @@ impl ThinkConfig {
             record_inputs: false,
         }
     }
+    /// The per-coordinate noise std these settings feed with `model`'s current E: 0 for hard or
+    /// greedy thinking. The estimator's log-density must use the same value as the rollouts did.
+    pub fn sigma<B: Backend>(&self, be: &B, model: &Model<B>) -> Result<f32> {
+        if !self.mode.is_continuous() || self.greedy {
+            return Ok(0.0);
+        }
+        let (v, d) = (model.cfg.vocab_size, model.cfg.d());
+        Ok(self.noise.sigma(be.sum_squares(model.embed(), v * d)?, v, d))
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !(self.tau.is_finite() && self.tau > 0.0) {
             return Err(Error::invalid("--tau must be a positive number"));
@@ -271,11 +281,7 @@ pub fn generate<B: Backend>(
         be.copy(&mut ws.logits, 0, &stash, 0, nb * v)?;
     }
 
-    let sigma = if cfg.mode.is_continuous() && !cfg.greedy {
-        cfg.noise.sigma(be.sum_squares(model.embed(), v * d)?, v, d)
-    } else {
-        0.0
-    };
+    let sigma = cfg.sigma(be, model)?;
     let mut rows: Vec<Row> = prompts
         .iter()
         .enumerate()

@@ -87,15 +87,6 @@ pub struct StepStats {
     pub update_s: f64,
 }
 
-/// The per-coordinate noise std of soft/fuzzy rollouts for the current E (1 for hard: unused).
-pub fn sigma<B: Backend>(be: &B, model: &Model<B>, think: &ThinkConfig) -> Result<f32> {
-    if !think.mode.is_continuous() {
-        return Ok(1.0);
-    }
-    let (v, d) = (model.cfg.vocab_size, model.cfg.d());
-    Ok(think.noise.sigma(be.sum_squares(model.embed(), v * d)?, v, d))
-}
-
 /// The update of one step on given rollout sequences: gradients over micro-batches, clipping, and
 /// AdamW unless the loss or gradient is not finite. Returns (loss, grad norm, applied).
 #[allow(clippy::too_many_arguments)]
@@ -216,7 +207,7 @@ impl<B: Backend> Trainer<'_, B> {
                 .collect();
             let lr = c.schedule.lr(step, c.warmup, total, c.lr, c.min_lr);
             let ts = Instant::now();
-            let sigma = sigma(be, model, &think)?;
+            let sigma = think.sigma(be, model)?;
             let rollouts = self.rollouts(model, &batch, step, &think)?;
             let rollout_s = ts.elapsed().as_secs_f64();
             let seqs = to_rl_seqs(&rollouts)?;
