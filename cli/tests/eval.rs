@@ -164,12 +164,19 @@ fn answers_are_graded_and_runs_repeat_whatever_the_batch() {
     for dir in discover() {
         let data = tmp.path().join(format!("{}.jsonl", name(&dir)));
         own_answers(&dir, &data);
-        let run = |out: &str, batch: &str| {
+        let attempt = |out: &str, batch: &str, backend: &str| {
             let out = tmp.path().join(format!("{}-{out}", name(&dir)));
-            let o = eval(&dir, &data, &out, &["--template", TEMPLATE, "--batch", batch]);
-            assert_eq!(o.code, 0, "{}", o.stderr);
-            read_json(&out.join("eval.json"))["decodings"].clone()
+            let o = eval(
+                &dir,
+                &data,
+                &out,
+                &["--template", TEMPLATE, "--batch", batch, "--backend", backend],
+            );
+            (o.code == 0)
+                .then(|| read_json(&out.join("eval.json"))["decodings"].clone())
+                .ok_or(o)
         };
+        let run = |out: &str, batch: &str| attempt(out, batch, "cpu").unwrap_or_else(|o| panic!("{}", o.stderr));
         let a = run("a", "64");
         assert_eq!(a[0]["decoding"], "hard-greedy");
         assert_eq!(
@@ -188,6 +195,22 @@ fn answers_are_graded_and_runs_repeat_whatever_the_batch() {
         }
         assert_eq!(a, run("b", "64"), "two runs with the same seed differ");
         assert_eq!(a, run("c", "3"), "results depend on the batching");
+        // The wgpu backend draws the same Philox noise and samples: the same report, number for number.
+        match attempt("w", "64", "wgpu") {
+            Ok(w) => {
+                assert_eq!(
+                    a,
+                    w,
+                    "{}: the wgpu backend's evaluation differs from the CPU's",
+                    name(&dir)
+                );
+                println!("{}: wgpu evaluation identical to the CPU's (six decodings)", name(&dir));
+            }
+            Err(o) if o.stderr.contains("no wgpu adapter") && std::env::var_os("SOFTCOT_REQUIRE_WGPU").is_none() => {
+                println!("notice: no wgpu adapter; the wgpu evaluation is skipped (SOFTCOT_REQUIRE_WGPU=1 makes this a failure)");
+            }
+            Err(o) => panic!("wgpu evaluation failed: {}", o.stderr),
+        }
     }
 }
 
