@@ -211,3 +211,56 @@ fn the_builtin_task_learns() {
     let best = val[1..].iter().copied().fold(0.0, f64::max);
     assert!(best > val[0] + 0.03, "RL did not improve on the warm start: {val:?}");
 }
+
+/// Ctrl-C (SIGINT) ends the run after the current step with a checkpoint, and --resume continues it.
+#[test]
+fn ctrl_c_leaves_a_resumable_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path(), "m");
+    let data = write_data(tmp.path());
+    let out = tmp.path().join("run");
+    let mut args = vec![
+        "train",
+        "--model",
+        &model,
+        "--data",
+        &data,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(SMALL);
+    args.extend_from_slice(&["--steps", "100000", "--save-every", "100000", "--think", "soft"]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_softcot"))
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once a few steps are logged.
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(start.elapsed().as_secs() < 120, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", child.id())])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--resume") && !stderr.contains("panicked"), "{stderr}");
+    let logged = metrics(&out).last().unwrap()["step"].as_u64().unwrap();
+    let ck = out.join(format!("checkpoint-{logged:08}"));
+    assert!(
+        ck.join("optimizer.safetensors").exists(),
+        "no checkpoint at step {logged}: {stderr}"
+    );
+    let o = softcot(&["train", "--resume", out.to_str().unwrap(), "--stop-after", "1"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(metrics(&out).last().unwrap()["step"].as_u64(), Some(logged + 1));
+    println!(
+        "interrupted at step {logged}: checkpoint saved; resumed to step {}",
+        logged + 1
+    );
+}
