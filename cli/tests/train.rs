@@ -230,7 +230,7 @@ fn ctrl_c_leaves_a_resumable_checkpoint() {
     ];
     args.extend_from_slice(SMALL);
     args.extend_from_slice(&["--steps", "100000", "--save-every", "100000", "--think", "soft"]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_softcot"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_softcot"))
         .args(&args)
         .stderr(std::process::Stdio::piped())
         .spawn()
