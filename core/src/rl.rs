@@ -44,6 +44,18 @@ pub struct RlSeq {
     pub advantage: f32,
 }
 
+impl RlSeq {
+    /// Positions of the teacher-forced sequence: prompt, thinking inputs (rows of `d` for
+    /// soft/fuzzy), suffix.
+    pub fn len(&self, d: usize) -> usize {
+        let c = match &self.thinking {
+            Thinking::Tokens(t) => t.len(),
+            Thinking::Embeds(e) => e.len() / d,
+        };
+        self.prompt.len() + c + self.suffix.len()
+    }
+}
+
 /// Settings of the estimator.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RlSettings {
@@ -72,14 +84,7 @@ struct Layout {
 
 fn layout(seqs: &[RlSeq], d: usize, v: usize, s: &RlSettings) -> Result<Layout> {
     let b = seqs.len();
-    let len = |q: &RlSeq| {
-        let c = match &q.thinking {
-            Thinking::Tokens(t) => t.len(),
-            Thinking::Embeds(e) => e.len() / d,
-        };
-        q.prompt.len() + c + q.suffix.len()
-    };
-    let t = seqs.iter().map(len).max().unwrap_or(0);
+    let t = seqs.iter().map(|q| q.len(d)).max().unwrap_or(0);
     let n = b * t;
     let mut l = Layout {
         b,

@@ -7,7 +7,7 @@ use std::path::Path;
 use softcot_core::io::rollouts::{load_rollouts, save_rollouts, RolloutFile, RolloutMeta};
 use softcot_core::io::ModelDir;
 use softcot_core::model::Model;
-use softcot_core::rl::{rl_step, RlSeq, Thinking};
+use softcot_core::rl::{rl_step, RlSeq};
 use softcot_core::rollout::{collect, to_rl_seqs, Rewards};
 use softcot_core::think::{ThinkConfig, ThinkMode};
 use softcot_core::Backend;
@@ -18,17 +18,7 @@ use softcot_tests::fixtures::{discover, name};
 fn update_bits(be: &CpuBackend, model: &Model<CpuBackend>, file: &RolloutFile) -> (u64, Vec<(String, Vec<u32>)>) {
     let seqs: Vec<RlSeq> = to_rl_seqs(&file.rollouts).unwrap();
     let d = model.cfg.d();
-    let t = seqs
-        .iter()
-        .map(|q| {
-            let c = match &q.thinking {
-                Thinking::Tokens(t) => t.len(),
-                Thinking::Embeds(e) => e.len() / d,
-            };
-            q.prompt.len() + c + q.suffix.len()
-        })
-        .max()
-        .unwrap();
+    let t = seqs.iter().map(|q| q.len(d)).max().unwrap();
     let mut acts = model.new_train_acts(be, seqs.len(), t, false).unwrap();
     let mut grads = model.new_grads(be).unwrap();
     let loss = rl_step(be, model, &mut acts, &seqs, &file.rl_settings(), &mut grads).unwrap();

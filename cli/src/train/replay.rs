@@ -11,7 +11,6 @@ use softcot_core::io::fsutil::read_json;
 use softcot_core::io::rollouts::load_rollouts;
 use softcot_core::io::ModelDir;
 use softcot_core::optim::AdamW;
-use softcot_core::rl::Thinking;
 use softcot_core::rollout::to_rl_seqs;
 use softcot_core::{Backend, Error, Result};
 
@@ -50,17 +49,7 @@ pub fn run<B: Backend>(be: &B, flags: &TrainConfig, file: &Path) -> Result<()> {
     }
     let seqs = to_rl_seqs(&rf.rollouts)?;
     let d = model.cfg.d();
-    let t_max = seqs
-        .iter()
-        .map(|q| {
-            let c = match &q.thinking {
-                Thinking::Tokens(t) => t.len(),
-                Thinking::Embeds(e) => e.len() / d,
-            };
-            q.prompt.len() + c + q.suffix.len()
-        })
-        .max()
-        .unwrap_or(1);
+    let t_max = seqs.iter().map(|q| q.len(d)).max().unwrap_or(1);
     let mb = if c.micro_batch == 0 { seqs.len() } else { c.micro_batch };
     let mut acts = model.new_train_acts(be, mb.max(1), t_max, c.recompute)?;
     let mut grads = model.new_grads(be)?;
