@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 use softcot_core::grade::{extract, ExtractOptions, Rule};
+use softcot_core::io::tokenizer::Tokenizer;
 use softcot_core::{Error, Result};
 
 use crate::jsonl::for_each_object;
@@ -142,6 +143,17 @@ pub fn load(path: &Path, limit: usize) -> Result<(Vec<Problem>, Skipped)> {
 /// The prompt text of `question` under `template` (which must contain `{question}`).
 pub fn render(template: &str, question: &str) -> String {
     template.replacen("{question}", question, 1)
+}
+
+/// The prompt ids of `question`: rendered, then tokenized with the tokenizer's special tokens, or
+/// wrapped in the model's chat template.
+pub fn prompt_ids(tok: &Tokenizer, template: &str, chat: bool, question: &str) -> Result<Vec<u32>> {
+    let text = render(template, question);
+    if chat {
+        tok.encode_chat(&text)
+    } else {
+        tok.encode_with_specials(&text)
+    }
 }
 
 #[cfg(test)]

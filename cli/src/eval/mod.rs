@@ -276,12 +276,7 @@ fn encode_prompts<B: Backend>(
     problems
         .iter()
         .map(|p| {
-            let text = dataset::render(&s.template, &p.question);
-            let ids = if s.chat {
-                tok.encode_chat(&text)?
-            } else {
-                tok.encode_with_specials(&text)?
-            };
+            let ids = dataset::prompt_ids(tok, &s.template, s.chat, &p.question)?;
             if ids.len() + s.think_tokens + prefill + s.answer_tokens > context {
                 return Err(Error::invalid(format!(
                     "line {}: the prompt ({} tokens) + --think-tokens {} + the answer ({} tokens) exceed the model's context of {context} positions",

@@ -20,7 +20,7 @@ use softcot_core::{Backend, Error, Result};
 
 use super::config::TrainConfig;
 use crate::args::Think;
-use crate::dataset::{render, Problem};
+use crate::dataset::{prompt_ids, Problem};
 use crate::run_dir::{interrupted, prune_checkpoints, Metrics, Shuffle};
 
 /// A problem ready for rollouts: its prompt ids and reference answer.
@@ -36,12 +36,7 @@ pub fn items(problems: &[Problem], tok: &Tokenizer, c: &TrainConfig, context: us
     let mut out = Vec::with_capacity(problems.len());
     let mut long = 0;
     for p in problems {
-        let text = render(&c.template, &p.question);
-        let prompt = if c.chat {
-            tok.encode_chat(&text)?
-        } else {
-            tok.encode_with_specials(&text)?
-        };
+        let prompt = prompt_ids(tok, &c.template, c.chat, &p.question)?;
         if prompt.is_empty() || prompt.len() + room > context {
             long += 1;
             continue;
