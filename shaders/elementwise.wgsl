@@ -4,6 +4,10 @@
 // than the storage binding limit is bound a window at a time). Grids wider than the adapter allows
 // fold into 2D: the linear workgroup index is wid.x + wid.y * nwg.x, and `groups` bounds it.
 
+// Weights read here (the bias, the embedding table) have element type WT: f16 in the variant for
+// weights stored f16 (backend-wgpu/src/kernels.rs), widened to f32 on load.
+alias WT = f32;
+
 fn linear_id(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return (wid.x + wid.y * nwg.x) * 256u + lid;
 }
@@ -36,14 +40,14 @@ struct BiasParams {
 }
 @group(0) @binding(0) var<uniform> bias_p: BiasParams;
 @group(0) @binding(1) var<storage, read_write> bias_x: array<f32>; // x: [rows, cols]
-@group(0) @binding(2) var<storage, read> bias_b: array<f32>;       // bias: [cols]
+@group(0) @binding(2) var<storage, read> bias_b: array<WT>;        // bias: [cols]
 
 @compute @workgroup_size(256)
 fn add_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wid, nwg, lid);
     if (i < bias_p.n) {
-        bias_x[bias_p.x_off + i] += bias_b[bias_p.b_off + i % bias_p.cols];
+        bias_x[bias_p.x_off + i] += f32(bias_b[bias_p.b_off + i % bias_p.cols]);
     }
 }
 
@@ -83,7 +87,7 @@ struct GatherParams {
 }
 @group(0) @binding(0) var<uniform> ga_p: GatherParams;
 @group(0) @binding(1) var<storage, read_write> ga_dst: array<f32>; // dst: [rows, d]
-@group(0) @binding(2) var<storage, read> ga_src: array<f32>;       // src: [hi - lo, d] window
+@group(0) @binding(2) var<storage, read> ga_src: array<WT>;        // src: [hi - lo, d] window
 @group(0) @binding(3) var<storage, read> ga_idx: array<u32>;       // index: [rows]
 
 @compute @workgroup_size(256)
@@ -97,6 +101,6 @@ fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
     let e = i % ga_p.d;
     let s = ga_idx[ga_p.idx_off + r];
     if (s >= ga_p.lo && s < ga_p.hi) {
-        ga_dst[ga_p.dst_off + i] = ga_src[ga_p.src_off + (s - ga_p.lo) * ga_p.d + e];
+        ga_dst[ga_p.dst_off + i] = f32(ga_src[ga_p.src_off + (s - ga_p.lo) * ga_p.d + e]);
     }
 }

@@ -10,6 +10,10 @@
 //   share one output column and read its weight row contiguously.
 // - gemv_n: at most 8 rows of a against b stored [k, n] (the soft mixture p @ E): 64 consecutive
 //   columns per workgroup, so every read of a row of b is contiguous, and 4 slices of k.
+//
+// b is the weight operand: its element type WT is f16 in the variant for weights stored f16
+// (backend-wgpu/src/kernels.rs); every load widens to f32, and products accumulate in f32.
+alias WT = f32;
 
 struct MmParams {
     m: u32,
@@ -39,7 +43,7 @@ struct MmParams {
 @group(0) @binding(0) var<uniform> P: MmParams;
 @group(0) @binding(1) var<storage, read_write> c: array<f32>; // c: [batch, m, ldc] window
 @group(0) @binding(2) var<storage, read> a: array<f32>;       // a: window holding op(a) of every batch item
-@group(0) @binding(3) var<storage, read> b: array<f32>;       // b: window holding op(b) of every batch item
+@group(0) @binding(3) var<storage, read> b: array<WT>;        // b: window holding op(b) of every batch item
 
 fn store(idx: u32, v: f32) {
     if (P.beta == 0.0) {
@@ -99,7 +103,7 @@ fn gemm_tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_i
             }
             var vb = 0.0;
             if (j0 + j < P.n && p0 + p < P.k) {
-                vb = b[b_base + (p0 + p) * P.b_rs + (j0 + j) * P.b_cs];
+                vb = f32(b[b_base + (p0 + p) * P.b_rs + (j0 + j) * P.b_cs]);
             }
             b_tile[p * TN + j] = vb;
         }
@@ -152,7 +156,7 @@ fn gemv_partial(lid: u32, j: u32, p_first: u32, step: u32) {
     var hi = vec4<f32>(0.0);
     if (j < P.n) {
         for (var p = p_first; p < P.k; p += step) {
-            let bv = b[P.b_off + p * P.b_rs + j * P.b_cs];
+            let bv = f32(b[P.b_off + p * P.b_rs + j * P.b_cs]);
             let ai = P.a_off + p * P.a_cs;
             // Uniform branches: a single row (decode at batch 1) loads one value of a, not four.
             if (P.m == 1u) {

@@ -1,6 +1,8 @@
 // RMSNorm, one workgroup of 256 threads per row: out = w * (x * rstd), rstd = 1 / sqrt(mean(x^2) + eps).
 // The sum of squares is f32 (per-thread partial sums, then a tree): its relative error is about
 // log2(256) ulp, well inside the conformance tolerance, where the CPU accumulates in f64.
+// w has element type WT: f16 in the variant for weights stored f16 (backend-wgpu/src/kernels.rs).
+alias WT = f32;
 
 struct NormParams {
     rows: u32,
@@ -17,7 +19,7 @@ struct NormParams {
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;  // out: [rows, d]
 @group(0) @binding(2) var<storage, read_write> rstd: array<f32>; // rstd: [rows] (a dummy when has_rstd = 0)
 @group(0) @binding(3) var<storage, read> x: array<f32>;          // x: [rows, d]
-@group(0) @binding(4) var<storage, read> w: array<f32>;          // w: [d]
+@group(0) @binding(4) var<storage, read> w: array<WT>;           // w: [d]
 
 var<workgroup> partial: array<f32, 256>;
 
@@ -45,7 +47,7 @@ fn rmsnorm(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
     let r = 1.0 / sqrt(partial[0] / f32(P.d) + P.eps);
     let ob = P.o_off + row * P.d;
     for (var e = lid; e < P.d; e += 256u) {
-        out[ob + e] = w[P.w_off + e] * (x[xb + e] * r);
+        out[ob + e] = f32(w[P.w_off + e]) * (x[xb + e] * r);
     }
     if (P.has_rstd != 0u && lid == 0u) {
         rstd[P.r_off + row] = r;

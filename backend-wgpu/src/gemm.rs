@@ -10,7 +10,7 @@
 use softcot_core::backend::Gemm;
 use softcot_core::{Error, Result};
 
-use crate::gpu::{Gpu, Win};
+use crate::gpu::{Elem, Gpu, Win};
 use crate::kernels::Kernel;
 
 /// Rows up to which the matrix-vector kernels run.
@@ -197,8 +197,9 @@ fn u(x: usize) -> Result<u32> {
     u32::try_from(x).map_err(|_| Error::unsupported(format!("wgpu: gemm index {x} exceeds 32 bits")))
 }
 
-/// See [`Gemm`]; sizes were checked by the caller.
-pub fn gemm(gpu: &Gpu, c: &wgpu::Buffer, a: &wgpu::Buffer, b: &wgpu::Buffer, g: &Gemm) -> Result<()> {
+/// See [`Gemm`]; sizes were checked by the caller. `b` (the weight of a linear layer, or E) stores
+/// `b_elem`; a and c are f32.
+pub fn gemm(gpu: &Gpu, c: &wgpu::Buffer, a: &wgpu::Buffer, b: &wgpu::Buffer, b_elem: Elem, g: &Gemm) -> Result<()> {
     if g.m == 0 || g.n == 0 || g.batch == 0 {
         return Ok(());
     }
@@ -211,16 +212,16 @@ pub fn gemm(gpu: &Gpu, c: &wgpu::Buffer, a: &wgpu::Buffer, b: &wgpu::Buffer, g: 
         &mut parts,
     );
     for mm in parts {
-        run(gpu, c, a, b, &mm)?;
+        run(gpu, c, a, (b, b_elem), &mm)?;
     }
     Ok(())
 }
 
-fn run(gpu: &Gpu, c: &wgpu::Buffer, a: &wgpu::Buffer, b: &wgpu::Buffer, mm: &Mm) -> Result<()> {
+fn run(gpu: &Gpu, c: &wgpu::Buffer, a: &wgpu::Buffer, (b, b_elem): (&wgpu::Buffer, Elem), mm: &Mm) -> Result<()> {
     let [sa, sb, sc] = mm.spans();
     // With k = 0 nothing of a or b is read (c = beta * c): bind their first element.
     let wa: Win = gpu.win(a, if mm.k == 0 { 0 } else { sa.0 }, sa.1)?;
-    let wb: Win = gpu.win(b, if mm.k == 0 { 0 } else { sb.0 }, sb.1)?;
+    let wb: Win = gpu.win_as(b, b_elem, if mm.k == 0 { 0 } else { sb.0 }, sb.1)?;
     let wc: Win = gpu.win(c, sc.0, sc.1)?;
     // Strides along a dimension of extent 1 are never applied; zero them so they fit 32 bits.
     let one = |extent: usize, s: usize| if extent > 1 { s } else { 0 };
@@ -256,7 +257,7 @@ fn run(gpu: &Gpu, c: &wgpu::Buffer, a: &wgpu::Buffer, b: &wgpu::Buffer, mm: &Mm)
         mm.beta.to_bits(),
         u(groups)?,
     ];
-    gpu.dispatch(kernel, &params, &[wc, wa, wb], grid)
+    gpu.dispatch_as(kernel, b_elem, &params, &[wc, wa, wb], grid)
 }
 
 #[cfg(test)]

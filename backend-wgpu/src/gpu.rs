@@ -25,14 +25,36 @@ pub struct Options {
     /// Caps the storage binding size below the adapter's limit (bytes), to exercise the split
     /// paths. `WgpuBackend::new` reads it from `SOFTCOT_WGPU_MAX_BINDING`.
     pub max_binding: Option<u64>,
+    /// Stores f16 and bf16 checkpoint weights as f16 where the adapter has `shader-f16` (ignored
+    /// where it has not). Off in `Options::default()`; `WgpuBackend::new` turns it on unless
+    /// `SOFTCOT_WGPU_F16=0`.
+    pub f16_weights: bool,
 }
 
-/// The size limits the ops plan their work with.
+/// The element type a buffer stores. Everything is f32 except weights kept as f16
+/// (`Options::f16_weights`); kernels that read weights widen them to f32 on load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Elem {
+    F32,
+    F16,
+}
+
+impl Elem {
+    pub fn bytes(self) -> u64 {
+        match self {
+            Elem::F32 => 4,
+            Elem::F16 => 2,
+        }
+    }
+}
+
+/// The size limits the ops plan their work with (in f32 elements: a window of f16 elements planned
+/// with them covers half the bytes, so it fits too).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest storage binding, in f32 elements.
     pub bind_elems: usize,
-    /// Storage binding offsets are multiples of this many elements.
+    /// Storage binding offsets are multiples of this many f32 elements.
     pub align_elems: usize,
     /// Largest buffer, in bytes.
     pub max_buffer: u64,
@@ -47,12 +69,13 @@ impl Limits {
     }
 }
 
-/// A range of a buffer bound as one storage binding: elements `base .. base + len`.
+/// A range of a buffer bound as one storage binding: elements `base .. base + len` of type `elem`.
 #[derive(Clone, Copy)]
 pub struct Win<'a> {
     pub buf: &'a wgpu::Buffer,
     pub base: usize,
     pub len: usize,
+    pub elem: Elem,
 }
 
 impl Win<'_> {
@@ -83,6 +106,8 @@ pub struct Gpu {
     /// The first validation error or device loss reported by wgpu, until an op returns it.
     error: Arc<Mutex<Option<String>>>,
     pipelines: Pipelines,
+    /// Whether `upload_weight` keeps f16 and bf16 weights as f16 (asked for, and `shader-f16` enabled).
+    pub f16_weights: bool,
     /// Bound in place of optional outputs (rmsnorm's rstd, attention's lse). dummy: [4]
     pub dummy: wgpu::Buffer,
 }
@@ -112,6 +137,7 @@ impl Gpu {
             ))
         })?;
         let info = adapter.get_info();
+        let f16_weights = opts.f16_weights && adapter.features().contains(wgpu::Features::SHADER_F16);
         let mut required = adapter.limits();
         if let Some(cap) = opts.max_binding {
             // Requested from the device too, so that wgpu's validation rejects any binding the
@@ -121,7 +147,11 @@ impl Gpu {
         }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("softcot"),
-            required_features: wgpu::Features::empty(),
+            required_features: if f16_weights {
+                wgpu::Features::SHADER_F16
+            } else {
+                wgpu::Features::empty()
+            },
             required_limits: required.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -168,6 +198,7 @@ impl Gpu {
         });
         Ok(Gpu {
             pipelines: Pipelines::default(),
+            f16_weights,
             device,
             queue,
             info,
@@ -192,10 +223,12 @@ impl Gpu {
         }
     }
 
-    /// A storage buffer of `len` 4-byte elements, zero-filled (wgpu zero-initialises buffers).
-    pub fn buffer(&self, len: usize) -> Result<wgpu::Buffer> {
-        // Zero-length buffers cannot be bound; one element keeps every window non-empty.
-        let bytes = (len.max(1) as u64) * 4;
+    /// A storage buffer of `len` elements of type `elem`, zero-filled (wgpu zero-initialises buffers).
+    pub fn buffer(&self, len: usize, elem: Elem) -> Result<wgpu::Buffer> {
+        // Zero-length buffers cannot be bound; one element keeps every window non-empty. Sizes are
+        // rounded up to 4 bytes, as copies and bindings require, so an f16 window may always end
+        // on an even element.
+        let bytes = (len.max(1) as u64 * elem.bytes()).next_multiple_of(4);
         if bytes > self.limits.max_buffer {
             return Err(Error::backend(format!(
                 "wgpu: a buffer of {bytes} bytes exceeds the adapter's max_buffer_size ({})",
@@ -212,17 +245,25 @@ impl Gpu {
         Ok(buf)
     }
 
-    /// Elements `lo .. hi` of `buf` as one binding (start aligned down; an empty range binds one element).
+    /// Elements `lo .. hi` of an f32 buffer as one binding (see [`Gpu::win_as`]).
     pub fn win<'a>(&self, buf: &'a wgpu::Buffer, lo: usize, hi: usize) -> Result<Win<'a>> {
-        let base = lo - lo % self.limits.align_elems;
-        let len = hi.max(lo + 1) - base;
-        if len > self.limits.bind_elems {
+        self.win_as(buf, Elem::F32, lo, hi)
+    }
+
+    /// Elements `lo .. hi` of a buffer of `elem` as one binding (start aligned down; an empty range
+    /// binds one element; the size rounded up to 4 bytes).
+    pub fn win_as<'a>(&self, buf: &'a wgpu::Buffer, elem: Elem, lo: usize, hi: usize) -> Result<Win<'a>> {
+        let per_word = (4 / elem.bytes()) as usize;
+        let align = self.limits.align_elems * per_word;
+        let base = lo - lo % align;
+        let len = (hi.max(lo + 1) - base).next_multiple_of(per_word);
+        if len as u64 * elem.bytes() > self.limits.bind_elems as u64 * 4 {
             return Err(Error::backend(format!(
-                "wgpu: internal: a window of {len} elements exceeds the binding limit of {}",
-                self.limits.bind_elems
+                "wgpu: internal: a window of {len} elements exceeds the binding limit of {} bytes",
+                self.limits.bind_elems * 4
             )));
         }
-        Ok(Win { buf, base, len })
+        Ok(Win { buf, base, len, elem })
     }
 
     /// A 1D count of workgroups as a grid within the per-dimension limit (kernels rebuild the
@@ -241,6 +282,18 @@ impl Gpu {
 
     /// Records one dispatch of `kernel`: `params` at binding 0, `binds` at bindings 1, 2, ...
     pub fn dispatch(&self, kernel: Kernel, params: &[u32], binds: &[Win], grid: [u32; 3]) -> Result<()> {
+        self.dispatch_as(kernel, Elem::F32, params, binds, grid)
+    }
+
+    /// [`Gpu::dispatch`] of the variant of `kernel` whose weight operand stores `weights`.
+    pub fn dispatch_as(
+        &self,
+        kernel: Kernel,
+        weights: Elem,
+        params: &[u32],
+        binds: &[Win],
+        grid: [u32; 3],
+    ) -> Result<()> {
         if grid.contains(&0) {
             return Ok(());
         }
@@ -249,7 +302,7 @@ impl Gpu {
                 "wgpu: internal: {kernel:?} has over {PARAM_BYTES} bytes of parameters"
             )));
         }
-        let pipe = self.pipelines.get(&self.device, kernel)?;
+        let pipe = self.pipelines.get(&self.device, kernel, weights)?;
         let mut rec = lock(&self.rec);
         if rec.params.len() as u64 + self.slot > self.slot * ARENA_SLOTS {
             self.submit(&mut rec);
@@ -270,8 +323,8 @@ impl Gpu {
                 binding: i as u32 + 1,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: w.buf,
-                    offset: w.base as u64 * 4,
-                    size: NonZeroU64::new(w.len as u64 * 4),
+                    offset: w.base as u64 * w.elem.bytes(),
+                    size: NonZeroU64::new(w.len as u64 * w.elem.bytes()),
                 }),
             });
         }

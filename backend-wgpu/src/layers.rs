@@ -1,12 +1,13 @@
 //! Host side of the elementwise and per-row layers (`shaders/elementwise.wgsl`, `norm.wgsl`,
-//! `rope.wgsl`): each op runs over chunks of rows whose windows fit one binding (one chunk unless a
-//! buffer is larger than the binding limit). Sizes were checked by the caller.
+//! `rope.wgsl`) and of `sum_squares` (`reduce.wgsl`): each op runs over chunks of rows whose windows
+//! fit one binding (one chunk unless a buffer is larger than the binding limit). Sizes were checked
+//! by the caller.
 
 use softcot_core::backend::RopeShape;
 use softcot_core::Result;
 
 use crate::chunks::{chunks, groups_256};
-use crate::gpu::Gpu;
+use crate::gpu::{Elem, Gpu};
 use crate::kernels::Kernel;
 
 /// y[..n] += x[..n]
@@ -20,15 +21,23 @@ pub fn add(gpu: &Gpu, y: &wgpu::Buffer, x: &wgpu::Buffer, n: usize) -> Result<()
     Ok(())
 }
 
-/// x[r, :] += bias.  x: [rows, n]; bias: [n]
-pub fn add_bias(gpu: &Gpu, x: &wgpu::Buffer, bias: &wgpu::Buffer, rows: usize, n: usize) -> Result<()> {
-    let wb = gpu.win(bias, 0, n)?;
+/// x[r, :] += bias.  x: [rows, n]; bias: [n] of `bias_elem`
+pub fn add_bias(
+    gpu: &Gpu,
+    x: &wgpu::Buffer,
+    bias: &wgpu::Buffer,
+    bias_elem: Elem,
+    rows: usize,
+    n: usize,
+) -> Result<()> {
+    let wb = gpu.win_as(bias, bias_elem, 0, n)?;
     for (r0, r1) in chunks(gpu, rows, n, "add_bias")? {
         let wx = gpu.win(x, r0 * n, r1 * n)?;
         // BiasParams: n, cols, x_off, b_off
         let params = [((r1 - r0) * n) as u32, n as u32, wx.rel(r0 * n), wb.rel(0)];
-        gpu.dispatch(
+        gpu.dispatch_as(
             Kernel::AddBias,
+            bias_elem,
             &params,
             &[wx, wb],
             gpu.fold(groups_256((r1 - r0) * n))?,
@@ -49,11 +58,13 @@ pub fn swiglu(gpu: &Gpu, out: &wgpu::Buffer, gate: &wgpu::Buffer, up: &wgpu::Buf
 }
 
 /// dst[r, :] = src[index[r], :] where index[r] < src_rows (embedding lookup and gather_rows).
-/// dst: [rows, d]; src: [src_rows, d]; index: [rows]
+/// dst: [rows, d]; src: [src_rows, d] of `src_elem`; index: [rows]
+#[allow(clippy::too_many_arguments)]
 pub fn gather(
     gpu: &Gpu,
     dst: &wgpu::Buffer,
     src: &wgpu::Buffer,
+    src_elem: Elem,
     index: &wgpu::Buffer,
     rows: usize,
     d: usize,
@@ -65,7 +76,7 @@ pub fn gather(
     for (r0, r1) in chunks(gpu, rows, d, "gather: dst")? {
         let (wd, wi) = (gpu.win(dst, r0 * d, r1 * d)?, gpu.win(index, r0, r1)?);
         for &(lo, hi) in &tables {
-            let ws = gpu.win(src, lo * d, hi * d)?;
+            let ws = gpu.win_as(src, src_elem, lo * d, hi * d)?;
             // GatherParams: rows, d, lo, hi, dst_off, src_off, idx_off
             let params = [
                 (r1 - r0) as u32,
@@ -76,8 +87,9 @@ pub fn gather(
                 ws.rel(lo * d),
                 wi.rel(r0),
             ];
-            gpu.dispatch(
+            gpu.dispatch_as(
                 Kernel::Gather,
+                src_elem,
                 &params,
                 &[wd, ws, wi],
                 gpu.fold(groups_256((r1 - r0) * d))?,
@@ -87,7 +99,8 @@ pub fn gather(
     Ok(())
 }
 
-/// out = x / rms(x) * w per row; 1 / rms into rstd when given.  out, x: [rows, d]; w: [d]; rstd: [rows]
+/// out = x / rms(x) * w per row; 1 / rms into rstd when given.
+/// out, x: [rows, d]; w: [d] of `w_elem`; rstd: [rows]
 #[allow(clippy::too_many_arguments)]
 pub fn rmsnorm(
     gpu: &Gpu,
@@ -95,11 +108,12 @@ pub fn rmsnorm(
     rstd: Option<&wgpu::Buffer>,
     x: &wgpu::Buffer,
     w: &wgpu::Buffer,
+    w_elem: Elem,
     rows: usize,
     d: usize,
     eps: f32,
 ) -> Result<()> {
-    let ww = gpu.win(w, 0, d)?;
+    let ww = gpu.win_as(w, w_elem, 0, d)?;
     for (r0, r1) in chunks(gpu, rows, d, "rmsnorm")? {
         let (wo, wx) = (gpu.win(out, r0 * d, r1 * d)?, gpu.win(x, r0 * d, r1 * d)?);
         let wr = match rstd {
@@ -118,7 +132,7 @@ pub fn rmsnorm(
             rstd.is_some() as u32,
             (r1 - r0) as u32,
         ];
-        gpu.dispatch(Kernel::RmsNorm, &params, &[wo, wr, wx, ww], gpu.fold(r1 - r0)?)?;
+        gpu.dispatch_as(Kernel::RmsNorm, w_elem, &params, &[wo, wr, wx, ww], gpu.fold(r1 - r0)?)?;
     }
     Ok(())
 }
@@ -148,4 +162,29 @@ pub fn rope(gpu: &Gpu, x: &wgpu::Buffer, start: &wgpu::Buffer, inv_freq: &wgpu::
         )?;
     }
     Ok(())
+}
+
+/// Elements per workgroup of `sum_squares` (BLOCK in shaders/reduce.wgsl).
+const SUMSQ_BLOCK: usize = 4096;
+
+/// sum of x[i]^2 for i < n: f32 partial sums of blocks on the device, added in f64 here.  x: [n]
+pub fn sum_squares(gpu: &Gpu, x: &wgpu::Buffer, elem: Elem, n: usize) -> Result<f64> {
+    let parts = chunks(gpu, n, 1, "sum_squares")?;
+    let total: usize = parts.iter().map(|&(lo, hi)| (hi - lo).div_ceil(SUMSQ_BLOCK)).sum();
+    if total == 0 {
+        return Ok(0.0);
+    }
+    let partial = gpu.buffer(total, Elem::F32)?; // partial: [total]
+    let mut p0 = 0;
+    for (lo, hi) in parts {
+        let groups = (hi - lo).div_ceil(SUMSQ_BLOCK);
+        let (wp, wx) = (gpu.win(&partial, p0, p0 + groups)?, gpu.win_as(x, elem, lo, hi)?);
+        // SumSqParams: n, x_off, p_off, groups
+        let params = [(hi - lo) as u32, wx.rel(lo), wp.rel(p0), groups as u32];
+        gpu.dispatch_as(Kernel::SumSquares, elem, &params, &[wp, wx], gpu.fold(groups)?)?;
+        p0 += groups;
+    }
+    let bytes = gpu.read(&partial, total as u64 * 4)?;
+    let sums: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+    Ok(sums.iter().map(|&s| s as f64).sum())
 }

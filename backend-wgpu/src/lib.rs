@@ -7,10 +7,12 @@
 //! - [`gemm`], [`layers`], [`attention`], [`heads`]: the host side of each op family, which splits
 //!   work so that no binding exceeds `max_storage_buffer_binding_size`.
 //!
-//! Buffers hold f32 (weights are widened once at upload). Every op checks its sizes on the host and
-//! returns an error instead of dispatching out of bounds; ids that must be in range (embedding,
-//! gather, targets, cache slots and positions) are checked against a host copy kept by
-//! `upload_ids` / `write_ids`, or read back when a kernel wrote them.
+//! Buffers hold f32, except weights that `upload_weight` keeps as f16 when asked to
+//! ([`Options::f16_weights`]); only the ops that read weights accept those, widening them to f32 in
+//! the kernel. Every op checks its sizes on the host and returns an error instead of dispatching
+//! out of bounds; ids that must be in range (embedding, gather, targets, cache slots and
+//! positions) are checked against a host copy kept by `upload_ids` / `write_ids`, or read back
+//! when a kernel wrote them.
 
 mod attention;
 mod chunks;
@@ -26,15 +28,23 @@ use softcot_core::backend::{AttnShape, Backend, Gemm, RopeShape};
 use softcot_core::dtype::{decode_into, DType};
 use softcot_core::{Error, Result};
 
-use gpu::Gpu;
 pub use gpu::Options;
+use gpu::{Elem, Gpu};
 use heads::RowOut;
 use kernels::Kernel;
 
-/// Float32 device buffer of `len` elements.
+/// Float32 device buffer of `len` elements (f16 for weights kept narrow, see [`Options::f16_weights`]).
 pub struct WgpuBuf {
     buf: wgpu::Buffer,
     len: usize,
+    elem: Elem,
+}
+
+impl WgpuBuf {
+    /// Whether the buffer stores f16 (a weight uploaded with `f16_weights` on).
+    pub fn is_f16(&self) -> bool {
+        self.elem == Elem::F16
+    }
 }
 
 /// u32 device buffer of `len` elements.
@@ -84,7 +94,9 @@ pub fn adapters() -> Vec<AdapterSummary> {
 }
 
 impl Options {
-    /// `SOFTCOT_WGPU_MAX_BINDING` (bytes) caps the storage binding size.
+    /// `SOFTCOT_WGPU_MAX_BINDING` (bytes) caps the storage binding size. f16 and bf16 weights are
+    /// stored as f16 where the adapter has `shader-f16` (half the bytes a decode step reads), unless
+    /// `SOFTCOT_WGPU_F16=0`.
     pub fn from_env() -> Result<Options> {
         let max_binding =
             match std::env::var("SOFTCOT_WGPU_MAX_BINDING") {
@@ -93,7 +105,18 @@ impl Options {
                 })?),
                 Err(_) => None,
             };
-        Ok(Options { max_binding })
+        let f16_weights = match std::env::var("SOFTCOT_WGPU_F16") {
+            Ok(v) => match v.trim() {
+                "1" | "" => true,
+                "0" => false,
+                _ => return Err(Error::invalid(format!("SOFTCOT_WGPU_F16: `{v}` is not 0 or 1"))),
+            },
+            Err(_) => true,
+        };
+        Ok(Options {
+            max_binding,
+            f16_weights,
+        })
     }
 }
 
@@ -106,6 +129,34 @@ fn need(have: usize, len: usize, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// [`need`] for an operand that must be f32: weights stored f16 are accepted only where a kernel
+/// reads weights (gemm's b, embedding tables, norm weights, biases, sum_squares).
+fn need_f32(b: &WgpuBuf, len: usize, what: &str) -> Result<()> {
+    if b.elem != Elem::F32 {
+        return Err(Error::unsupported(format!(
+            "{what}: the buffer stores f16 weights, and this operand must be f32 on the wgpu backend"
+        )));
+    }
+    need(b.len, len, what)
+}
+
+/// `host` rounded to f16, as little-endian bytes padded to whole 4-byte words (as buffer writes
+/// require), or `None` when a finite value is beyond f16's range (it would become infinite). bf16
+/// values in f16's normal range, [2^-14, 65504] in magnitude, convert exactly.
+fn to_f16_bytes(host: &[f32]) -> Option<Vec<u8>> {
+    let words = (host.len() * 2).next_multiple_of(4);
+    let mut bytes = Vec::with_capacity(words);
+    for &v in host {
+        let h = half::f16::from_f32(v);
+        if h.is_infinite() && v.is_finite() {
+            return None;
+        }
+        bytes.extend_from_slice(&h.to_le_bytes());
+    }
+    bytes.resize(words, 0);
+    Some(bytes)
+}
+
 impl WgpuBackend {
     /// Opens the first adapter, with options from the environment ([`Options::from_env`]).
     /// With no adapter this is an error that says so, never a panic.
@@ -115,6 +166,12 @@ impl WgpuBackend {
 
     pub fn with_options(opts: &Options) -> Result<WgpuBackend> {
         Ok(WgpuBackend { gpu: Gpu::open(opts)? })
+    }
+
+    /// Whether `upload_weight` keeps f16 and bf16 weights as f16: asked for in the options and
+    /// supported by the adapter (`shader-f16`).
+    pub fn f16_weights(&self) -> bool {
+        self.gpu.f16_weights
     }
 
     /// The storage binding limit the ops plan with, in bytes.
@@ -166,8 +223,8 @@ impl WgpuBackend {
         Ok(slots_h)
     }
 
-    fn upload_bytes(&self, bytes: &[u8], len: usize) -> Result<wgpu::Buffer> {
-        let buf = self.gpu.buffer(len)?;
+    fn upload_bytes(&self, bytes: &[u8], len: usize, elem: Elem) -> Result<wgpu::Buffer> {
+        let buf = self.gpu.buffer(len, elem)?;
         self.gpu.write(&buf, bytes)?;
         Ok(buf)
     }
@@ -184,38 +241,49 @@ impl Backend for WgpuBackend {
 
     fn zeros(&self, len: usize) -> Result<WgpuBuf> {
         Ok(WgpuBuf {
-            buf: self.gpu.buffer(len)?,
+            buf: self.gpu.buffer(len, Elem::F32)?,
             len,
+            elem: Elem::F32,
         })
     }
     fn upload(&self, host: &[f32]) -> Result<WgpuBuf> {
         Ok(WgpuBuf {
-            buf: self.upload_bytes(bytemuck::cast_slice(host), host.len())?,
+            buf: self.upload_bytes(bytemuck::cast_slice(host), host.len(), Elem::F32)?,
             len: host.len(),
+            elem: Elem::F32,
         })
     }
     fn write(&self, dst: &mut WgpuBuf, host: &[f32]) -> Result<()> {
-        need(dst.len, host.len(), "write")?;
+        need_f32(dst, host.len(), "write")?;
         self.gpu.write(&dst.buf, bytemuck::cast_slice(host))
     }
     fn download(&self, src: &WgpuBuf, len: usize) -> Result<Vec<f32>> {
         need(src.len, len, "download")?;
-        let bytes = self.gpu.read(&src.buf, len as u64 * 4)?;
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
+        // Reads are whole 4-byte words (an f16 buffer is padded to one).
+        let bytes = self
+            .gpu
+            .read(&src.buf, (len as u64 * src.elem.bytes()).next_multiple_of(4))?;
+        Ok(match src.elem {
+            Elem::F32 => bytemuck::pod_collect_to_vec(&bytes),
+            Elem::F16 => bytes[..len * 2]
+                .chunks_exact(2)
+                .map(|h| half::f16::from_le_bytes([h[0], h[1]]).to_f32())
+                .collect(),
+        })
     }
     fn len(&self, buf: &WgpuBuf) -> usize {
         buf.len
     }
     fn ids_zeros(&self, len: usize) -> Result<WgpuIds> {
         Ok(WgpuIds {
-            buf: self.gpu.buffer(len)?,
+            buf: self.gpu.buffer(len, Elem::F32)?,
             len,
             known: vec![0; len],
         })
     }
     fn upload_ids(&self, host: &[u32]) -> Result<WgpuIds> {
         Ok(WgpuIds {
-            buf: self.upload_bytes(bytemuck::cast_slice(host), host.len())?,
+            buf: self.upload_bytes(bytemuck::cast_slice(host), host.len(), Elem::F32)?,
             len: host.len(),
             known: host.to_vec(),
         })
@@ -238,6 +306,18 @@ impl Backend for WgpuBackend {
     fn upload_weight(&self, bytes: &[u8], dtype: DType, len: usize) -> Result<WgpuBuf> {
         let mut host = vec![0f32; len];
         decode_into(dtype, bytes, &mut host)?;
+        // f32 checkpoints stay f32 (their precision was chosen); f16 ones are kept as stored and
+        // bf16 ones rounded to f16, unless a value is beyond f16's range: that tensor stays f32
+        // rather than hold infinities.
+        if self.gpu.f16_weights && dtype != DType::F32 {
+            if let Some(bytes) = to_f16_bytes(&host) {
+                return Ok(WgpuBuf {
+                    buf: self.upload_bytes(&bytes, len, Elem::F16)?,
+                    len,
+                    elem: Elem::F16,
+                });
+            }
+        }
         self.upload(&host)
     }
     fn sync(&self) -> Result<()> {
@@ -246,25 +326,29 @@ impl Backend for WgpuBackend {
 
     fn gemm(&self, c: &mut WgpuBuf, a: &WgpuBuf, b: &WgpuBuf, g: Gemm) -> Result<()> {
         let (la, lb, lc) = g.required_lens();
-        need(a.len, la, "gemm: a")?;
+        need_f32(a, la, "gemm: a")?;
         need(b.len, lb, "gemm: b")?;
-        need(c.len, lc, "gemm: c")?;
-        gemm::gemm(&self.gpu, &c.buf, &a.buf, &b.buf, &g)
+        need_f32(c, lc, "gemm: c")?;
+        gemm::gemm(&self.gpu, &c.buf, &a.buf, &b.buf, b.elem, &g)
     }
     fn add_bias(&self, x: &mut WgpuBuf, bias: &WgpuBuf, rows: usize, n: usize) -> Result<()> {
-        need(x.len, rows * n, "add_bias: x")?;
+        need_f32(x, rows * n, "add_bias: x")?;
         need(bias.len, n, "add_bias: bias")?;
-        layers::add_bias(&self.gpu, &x.buf, &bias.buf, rows, n)
+        layers::add_bias(&self.gpu, &x.buf, &bias.buf, bias.elem, rows, n)
     }
     fn add(&self, y: &mut WgpuBuf, x: &WgpuBuf, n: usize) -> Result<()> {
-        need(y.len, n, "add: y")?;
-        need(x.len, n, "add: x")?;
+        need_f32(y, n, "add: y")?;
+        need_f32(x, n, "add: x")?;
         layers::add(&self.gpu, &y.buf, &x.buf, n)
     }
     fn copy(&self, dst: &mut WgpuBuf, dst_off: usize, src: &WgpuBuf, src_off: usize, n: usize) -> Result<()> {
-        need(dst.len, dst_off + n, "copy: dst")?;
-        need(src.len, src_off + n, "copy: src")?;
+        need_f32(dst, dst_off + n, "copy: dst")?;
+        need_f32(src, src_off + n, "copy: src")?;
         self.gpu.copy(&dst.buf, dst_off, &src.buf, src_off, n)
+    }
+    fn sum_squares(&self, x: &WgpuBuf, n: usize) -> Result<f64> {
+        need(x.len, n, "sum_squares")?;
+        layers::sum_squares(&self.gpu, &x.buf, x.elem, n)
     }
 
     fn rmsnorm(
@@ -277,22 +361,33 @@ impl Backend for WgpuBackend {
         d: usize,
         eps: f32,
     ) -> Result<()> {
-        need(out.len, rows * d, "rmsnorm: out")?;
-        need(x.len, rows * d, "rmsnorm: x")?;
+        need_f32(out, rows * d, "rmsnorm: out")?;
+        need_f32(x, rows * d, "rmsnorm: x")?;
         need(w.len, d, "rmsnorm: w")?;
         if let Some(r) = &rstd {
-            need(r.len, rows, "rmsnorm: rstd")?;
+            need_f32(r, rows, "rmsnorm: rstd")?;
         }
-        layers::rmsnorm(&self.gpu, &out.buf, rstd.map(|r| &r.buf), &x.buf, &w.buf, rows, d, eps)
+        layers::rmsnorm(
+            &self.gpu,
+            &out.buf,
+            rstd.map(|r| &r.buf),
+            &x.buf,
+            &w.buf,
+            w.elem,
+            rows,
+            d,
+            eps,
+        )
     }
     fn rope(&self, x: &mut WgpuBuf, start: &WgpuIds, inv_freq: &WgpuBuf, s: RopeShape) -> Result<()> {
-        need(x.len, s.b * s.t * s.heads * s.head_dim, "rope: x")?;
+        need_f32(x, s.b * s.t * s.heads * s.head_dim, "rope: x")?;
         need(start.len, s.b, "rope: start")?;
-        need(inv_freq.len, s.head_dim / 2, "rope: inv_freq")?;
+        need_f32(inv_freq, s.head_dim / 2, "rope: inv_freq")?;
         layers::rope(&self.gpu, &x.buf, &start.buf, &inv_freq.buf, s)
     }
     fn kv_write(&self, cache: &mut WgpuBuf, x: &WgpuBuf, slots: &WgpuIds, start: &WgpuIds, s: AttnShape) -> Result<()> {
-        need(x.len, s.b * s.t * s.kv_heads * s.head_dim, "kv_write: x")?;
+        need_f32(x, s.b * s.t * s.kv_heads * s.head_dim, "kv_write: x")?;
+        need_f32(cache, 0, "kv_write: cache")?;
         let slots_host = self.check_rows(cache.len, slots, start, &s, "kv_write")?;
         let rows = attention::Rows {
             slots: &slots.buf,
@@ -313,11 +408,13 @@ impl Backend for WgpuBackend {
         s: AttnShape,
     ) -> Result<()> {
         let n = s.b * s.t * s.heads * s.head_dim;
-        need(out.len, n, "attention: out")?;
-        need(q.len, n, "attention: q")?;
+        need_f32(out, n, "attention: out")?;
+        need_f32(q, n, "attention: q")?;
         if let Some(l) = &lse {
-            need(l.len, s.b * s.heads * s.t, "attention: lse")?;
+            need_f32(l, s.b * s.heads * s.t, "attention: lse")?;
         }
+        need_f32(k_cache, 0, "attention: k_cache")?;
+        need_f32(v_cache, 0, "attention: v_cache")?;
         let cache_len = k_cache.len.min(v_cache.len);
         let slots_host = self.check_rows(cache_len, slots, start, &s, "attention")?;
         let rows = attention::Rows {
@@ -336,25 +433,25 @@ impl Backend for WgpuBackend {
         attention::attention(&self.gpu, &bufs, &rows, s)
     }
     fn swiglu(&self, out: &mut WgpuBuf, gate: &WgpuBuf, up: &WgpuBuf, n: usize) -> Result<()> {
-        need(out.len, n, "swiglu: out")?;
-        need(gate.len, n, "swiglu: gate")?;
-        need(up.len, n, "swiglu: up")?;
+        need_f32(out, n, "swiglu: out")?;
+        need_f32(gate, n, "swiglu: gate")?;
+        need_f32(up, n, "swiglu: up")?;
         layers::swiglu(&self.gpu, &out.buf, &gate.buf, &up.buf, n)
     }
     fn embedding(&self, out: &mut WgpuBuf, table: &WgpuBuf, ids: &WgpuIds, rows: usize, d: usize) -> Result<()> {
-        need(out.len, rows * d, "embedding: out")?;
+        need_f32(out, rows * d, "embedding: out")?;
         let v = table.len / d.max(1);
         if let Some(&bad) = self.host_ids(ids, rows)?.iter().find(|&&id| id as usize >= v) {
             return Err(Error::invalid(format!(
                 "token id {bad} is outside the vocabulary (size {v})"
             )));
         }
-        layers::gather(&self.gpu, &out.buf, &table.buf, &ids.buf, rows, d, v)
+        layers::gather(&self.gpu, &out.buf, &table.buf, table.elem, &ids.buf, rows, d, v)
     }
 
     fn softmax(&self, p: &mut WgpuBuf, logits: &WgpuBuf, rows: usize, v: usize, tau: f32) -> Result<()> {
-        need(p.len, rows * v, "softmax: p")?;
-        need(logits.len, rows * v, "softmax: logits")?;
+        need_f32(p, rows * v, "softmax: p")?;
+        need_f32(logits, rows * v, "softmax: logits")?;
         heads::rows(
             &self.gpu,
             Kernel::Softmax,
@@ -375,8 +472,8 @@ impl Backend for WgpuBackend {
         rows: usize,
         v: usize,
     ) -> Result<()> {
-        need(out.len, rows, "logprob_gather: out")?;
-        need(logits.len, rows * v, "logprob_gather: logits")?;
+        need_f32(out, rows, "logprob_gather: out")?;
+        need_f32(logits, rows * v, "logprob_gather: logits")?;
         if let Some(&bad) = self.host_ids(targets, rows)?.iter().find(|&&t| t as usize >= v) {
             return Err(Error::invalid(format!(
                 "token id {bad} is outside the vocabulary (size {v})"
@@ -397,7 +494,7 @@ impl Backend for WgpuBackend {
     }
     fn argmax(&self, ids: &mut WgpuIds, x: &WgpuBuf, rows: usize, v: usize) -> Result<()> {
         need(ids.len, rows, "argmax: ids")?;
-        need(x.len, rows * v, "argmax: x")?;
+        need_f32(x, rows * v, "argmax: x")?;
         ids.known.clear();
         heads::rows(
             &self.gpu,
@@ -423,7 +520,7 @@ impl Backend for WgpuBackend {
         steps: &WgpuIds,
     ) -> Result<()> {
         need(ids.len, rows, "sample: ids")?;
-        need(logits.len, rows * v, "sample: logits")?;
+        need_f32(logits, rows * v, "sample: logits")?;
         need(streams.len, rows, "sample: streams")?;
         need(steps.len, rows, "sample: steps")?;
         ids.known.clear();
@@ -450,20 +547,20 @@ impl Backend for WgpuBackend {
         streams: &WgpuIds,
         steps: &WgpuIds,
     ) -> Result<()> {
-        need(x.len, rows * d, "add_noise: x")?;
+        need_f32(x, rows * d, "add_noise: x")?;
         need(streams.len, rows, "add_noise: streams")?;
         need(steps.len, rows, "add_noise: steps")?;
         heads::add_noise(&self.gpu, &x.buf, rows, d, sigma, seed, &streams.buf, &steps.buf)
     }
     fn gather_rows(&self, dst: &mut WgpuBuf, src: &WgpuBuf, index: &WgpuIds, rows: usize, d: usize) -> Result<()> {
-        need(dst.len, rows * d, "gather_rows: dst")?;
+        need_f32(dst, rows * d, "gather_rows: dst")?;
         let src_rows = src.len / d.max(1);
         for &i in self.host_ids(index, rows)?.iter() {
             if i != u32::MAX {
                 need(src.len, (i as usize + 1) * d, "gather_rows: src")?;
             }
         }
-        layers::gather(&self.gpu, &dst.buf, &src.buf, &index.buf, rows, d, src_rows)
+        layers::gather(&self.gpu, &dst.buf, &src.buf, src.elem, &index.buf, rows, d, src_rows)
     }
 }
 

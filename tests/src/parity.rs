@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use softcot_core::io::ModelDir;
-use softcot_core::model::{Batch, Input, LogitRows};
+use softcot_core::model::{Batch, Input, LogitRows, Model};
 use softcot_core::think::{generate, ThinkConfig, ThinkMode};
 use softcot_core::Backend;
 
@@ -22,9 +22,23 @@ pub fn forward<B: Backend>(be: &B, dir: &Path) {
     }
     let md = ModelDir::open(dir).unwrap_or_else(|e| panic!("{e}"));
     let model = md.load(be).unwrap_or_else(|e| panic!("{e}"));
-    let (shape, ids) = r.ids("forward.input_ids");
+    let (shape, _) = r.ids("forward.input_ids");
     let (b, t) = (shape[0], shape[1]);
     let want = r.f64("forward.logits");
+    let got = forward_logits(be, &model, &r);
+    let err = max_abs_err(&got, &want);
+    println!(
+        "{:<12} forward           logits [{b}, {t}, {}] max abs err {err:.2e} (tol {TOL_LOGITS:.0e})",
+        name(dir),
+        model.cfg.vocab_size
+    );
+    assert!(err < TOL_LOGITS, "{}: forward logits error {err:.3e}", name(dir));
+}
+
+/// Logits of every position of `forward.input_ids` in one batched prefill. logits: [B * T, V]
+pub fn forward_logits<B: Backend>(be: &B, model: &Model<B>, r: &Reference) -> Vec<f32> {
+    let (shape, ids) = r.ids("forward.input_ids");
+    let (b, t) = (shape[0], shape[1]);
     let mut ws = model.new_workspace(be, b * t, b * t).unwrap();
     let mut cache = model.new_cache(be, b, t).unwrap();
     let ids_b = be.upload_ids(&ids).unwrap();
@@ -40,14 +54,7 @@ pub fn forward<B: Backend>(be: &B, dir: &Path) {
         logits: LogitRows::All,
     };
     model.forward(be, &mut ws, &mut cache, &batch).unwrap();
-    let got = be.download(&ws.logits, want.len()).unwrap();
-    let err = max_abs_err(&got, &want);
-    println!(
-        "{:<12} forward           logits [{b}, {t}, {}] max abs err {err:.2e} (tol {TOL_LOGITS:.0e})",
-        name(dir),
-        model.cfg.vocab_size
-    );
-    assert!(err < TOL_LOGITS, "{}: forward logits error {err:.3e}", name(dir));
+    be.download(&ws.logits, b * t * model.cfg.vocab_size).unwrap()
 }
 
 /// `generate`: hard greedy ids, then soft and fuzzy shadow ids and fed mixtures (no noise).
