@@ -24,11 +24,7 @@ impl Think {
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Think::Hard => "hard",
-            Think::Soft => "soft",
-            Think::Fuzzy => "fuzzy",
-        }
+        self.mode().name()
     }
 }
 

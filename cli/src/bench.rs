@@ -17,7 +17,7 @@ use serde_json::json;
 use softcot_core::backend::Gemm;
 use softcot_core::io::ModelDir;
 use softcot_core::model::{Batch, Input, LogitRows, Model};
-use softcot_core::rl::{rl_step, RlSeq, RlSettings, Thinking};
+use softcot_core::rl::{rl_step, RlSeq, RlSettings};
 use softcot_core::rollout::{collect, to_rl_seqs, Rewards};
 use softcot_core::sft::{sft_step, SftBatch};
 use softcot_core::think::{generate, ThinkConfig, ThinkMode};
@@ -343,7 +343,7 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
         }
         seqs.push(to_rl_seqs(&rs)?);
     }
-    let t = seqs.iter().flatten().map(|q| seq_len(q, d)).max().unwrap_or(1);
+    let t = seqs.iter().flatten().map(|q| q.len(d)).max().unwrap_or(1);
     let mut acts = model.new_train_acts(be, rows, t, a.recompute)?;
     let mut grads = model.new_grads(be)?;
     let sft = random_sft_batch(be, &model, rows, t, a.seed)?;
@@ -426,15 +426,6 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Positions of a recorded rollout in the update: prompt, thinking steps, suffix.
-fn seq_len(q: &RlSeq, d: usize) -> usize {
-    let c = match &q.thinking {
-        Thinking::Tokens(t) => t.len(),
-        Thinking::Embeds(e) => e.len() / d,
-    };
-    q.prompt.len() + c + q.suffix.len()
 }
 
 /// Peak resident memory of this process (Linux; 0 where /proc is absent).

@@ -93,7 +93,7 @@ fn run_on<B: Backend>(be: &B, md: &ModelDir, prompt: &[u32], cfg: &ThinkConfig, 
         Format::Json => println!(
             "{}",
             json!({
-                "prompt_ids": prompt, "think": format!("{:?}", cfg.mode).to_lowercase(),
+                "prompt_ids": prompt, "think": cfg.mode.name(),
                 "think_ids": g.think_ids, "prefill_ids": g.prefill_ids, "answer_ids": g.answer_ids,
                 "think_text": think_text, "answer_text": answer_text, "text": text,
                 "stopped_by": g.stopped_by.as_str(), "think_tokens": g.think_ids.len(),

@@ -41,6 +41,14 @@ impl ThinkMode {
     pub fn is_continuous(self) -> bool {
         self != ThinkMode::Hard
     }
+    /// `hard`, `soft` or `fuzzy`: the inverse of [`ThinkMode::parse`].
+    pub fn name(self) -> &'static str {
+        match self {
+            ThinkMode::Hard => "hard",
+            ThinkMode::Soft => "soft",
+            ThinkMode::Fuzzy => "fuzzy",
+        }
+    }
     pub fn parse(s: &str) -> Option<ThinkMode> {
         match s {
             "hard" => Some(ThinkMode::Hard),

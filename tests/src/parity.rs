@@ -256,16 +256,7 @@ pub fn rl<B: Backend>(be: &B, dir: &Path) {
             sigma,
             norm: g as f32,
         };
-        let t = prompt.len()
-            + sl
-            + thinking
-                .iter()
-                .map(|th| match th {
-                    Thinking::Tokens(t) => t.len(),
-                    Thinking::Embeds(e) => e.len() / d,
-                })
-                .max()
-                .unwrap();
+        let t = seqs.iter().map(|q| q.len(d)).max().unwrap();
         let mut acts = model.new_train_acts(be, g, t, false).unwrap();
         let mut grads = model.new_grads(be).unwrap();
         let loss = rl_step(be, &model, &mut acts, &seqs, &s, &mut grads).unwrap();

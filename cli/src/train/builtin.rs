@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
+use clap::Parser;
 use serde_json::json;
 use softcot_core::io::byte_tokenizer;
 use softcot_core::io::fsutil::{read_json, write_atomic};
@@ -25,7 +26,7 @@ use crate::args::Think;
 use crate::dataset::{self, render};
 use crate::eval::report::markdown;
 use crate::eval::{evaluate, EvalReport, EvalSettings};
-use crate::run_dir::{prepare_out, SaveDtype, Schedule};
+use crate::run_dir::prepare_out;
 use crate::sft::{self, SftConfig};
 use crate::with_backend;
 
@@ -71,6 +72,12 @@ fn model_config() -> Result<ModelConfig> {
     c.bos_token_id = Some(byte_tokenizer::BOS_ID);
     c.eos_token_ids = vec![byte_tokenizer::EOS_ID];
     Ok(c)
+}
+
+#[derive(clap::Parser)]
+struct SftFlags {
+    #[command(flatten)]
+    c: SftConfig,
 }
 
 /// What the task and warm start were made from; a folder made from the same is reused.
@@ -198,38 +205,23 @@ fn warm_start(c: &TrainConfig, out: &Path, a: &TrainArgs) -> Result<PathBuf> {
         n as f64 / 1e6,
         base.display()
     );
-    let s = SftConfig {
-        model: Some(base),
-        data: Some(task.join("warmstart.jsonl")),
-        out: Some(out.join("warmstart")),
-        batch_size: 32,
-        micro_batch: 0,
-        seq_len: 96,
-        lr: 2e-3,
-        min_lr: 2e-4,
-        warmup: 20,
-        schedule: Schedule::Cosine,
-        steps: Some(SFT_STEPS),
-        epochs: None,
-        weight_decay: 0.0,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        max_grad_norm: 1.0,
-        seed: c.seed,
-        chat: false,
-        save_every: SFT_STEPS,
-        keep: 1,
-        on_bad_line: sft::OnBadLine::Stop,
-        on_long: sft::OnLong::Refuse,
-        max_bad_steps: 5,
-        recompute: false,
-        save_dtype: SaveDtype::Source,
-        resume: None,
-        overwrite: true,
-        stop_after: None,
-        backend: a.backend,
-    };
+    // The sft command's own settings, as its flags would give them: only what differs is named.
+    let (base, data, warm) = (
+        base.display().to_string(),
+        task.join("warmstart.jsonl").display().to_string(),
+        out.join("warmstart").display().to_string(),
+    );
+    let (steps, seed) = (SFT_STEPS.to_string(), c.seed.to_string());
+    #[rustfmt::skip]
+    let flags = [
+        "sft", "--model", &base, "--data", &data, "--out", &warm, "--overwrite",
+        "--batch-size", "32", "--seq-len", "96", "--lr", "2e-3", "--min-lr", "2e-4",
+        "--steps", &steps, "--save-every", &steps, "--keep", "1", "--on-long", "refuse", "--seed", &seed,
+    ];
+    let mut s = SftFlags::try_parse_from(flags)
+        .map_err(|e| Error::invalid(format!("built-in warm start: {e}")))?
+        .c;
+    s.backend = a.backend;
     sft::run(s)?;
     save_json(&recipe_path, &recipe(c))?;
     Ok(final_dir)

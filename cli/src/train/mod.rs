@@ -148,8 +148,6 @@ pub fn train<B: Backend>(be: &B, c: &TrainConfig, resume: bool, stop_after: Opti
         tokenizer_src: tokenizer_src.clone(),
         dtype: c.save_dtype.resolve(md.config.dtype),
         best,
-        d: model.cfg.d(),
-        vocab: model.cfg.vocab_size,
     };
     let reached = t.run(&mut model, &mut opt, &train_items, &val_items, from, end, total)?;
     plot(out)?;

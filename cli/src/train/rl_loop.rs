@@ -29,10 +29,15 @@ pub struct Item {
     pub gold: String,
 }
 
+/// Positions a rollout takes after its prompt: the thinking budget, the longer prefill, the answer.
+fn after_prompt(c: &TrainConfig, tok: &Tokenizer) -> Result<usize> {
+    Ok(c.think_tokens + tok.encode(PREFILL_AT_BUDGET)?.len() + c.answer_tokens)
+}
+
 /// Tokenizes problems under the run's template; problems whose prompt leaves no room for thinking
 /// and answering within the model's context are left out (and counted).
 pub fn items(problems: &[Problem], tok: &Tokenizer, c: &TrainConfig, context: usize) -> Result<(Vec<Item>, usize)> {
-    let room = c.think_tokens + tok.encode(PREFILL_AT_BUDGET)?.len() + c.answer_tokens;
+    let room = after_prompt(c, tok)?;
     let mut out = Vec::with_capacity(problems.len());
     let mut long = 0;
     for p in problems {
@@ -69,6 +74,11 @@ pub fn rewards(c: &TrainConfig) -> Rewards {
         boxed_wrong: c.reward_boxed,
         none: c.reward_none,
     }
+}
+
+/// Tokens a rollout generated: thinking steps and answer tokens (the forced prefill is not generated).
+fn generated_tokens(r: &Rollout) -> usize {
+    r.gen.think_ids.len() + r.gen.answer_ids.len()
 }
 
 /// What one step measured.
@@ -117,7 +127,7 @@ pub fn update<B: Backend>(
 /// Rows of activations the update needs: the longest prompt, the full thinking and answer budgets.
 pub fn max_len(items: &[Item], c: &TrainConfig, tok: &Tokenizer) -> Result<usize> {
     let prompt = items.iter().map(|i| i.prompt.len()).max().unwrap_or(0);
-    Ok(prompt + c.think_tokens + tok.encode(PREFILL_AT_BUDGET)?.len() + c.answer_tokens)
+    Ok(prompt + after_prompt(c, tok)?)
 }
 
 pub struct Trainer<'a, B: Backend> {
@@ -129,9 +139,6 @@ pub struct Trainer<'a, B: Backend> {
     pub dtype: DType,
     /// Best validation accuracy so far and its step.
     pub best: Option<(f64, u64)>,
-    /// Embedding width and vocabulary of the model (recorded with saved rollouts).
-    pub d: usize,
-    pub vocab: usize,
 }
 
 impl<B: Backend> Trainer<'_, B> {
@@ -236,7 +243,7 @@ impl<B: Backend> Trainer<'_, B> {
                 }
             }
             if c.save_rollouts > 0 && step.is_multiple_of(c.save_rollouts) {
-                self.save_rollouts(&rollouts, &think, sigma, step)?;
+                self.save_rollouts(model, &rollouts, &think, sigma, step)?;
             }
             let st = StepStats {
                 loss,
@@ -247,8 +254,8 @@ impl<B: Backend> Trainer<'_, B> {
                 rollout_s,
                 update_s,
             };
+            generated += st.rollouts.iter().map(generated_tokens).sum::<usize>();
             let mut line = self.metrics_line(step, lr, &st);
-            generated += line["generated_tokens"].as_u64().unwrap_or(0) as usize;
             line["tokens_per_s"] = json!(generated as f64 / t0.elapsed().as_secs_f64());
             if !val.is_empty() && (step.is_multiple_of(c.val_every) || step == total) {
                 let (acc, think_len) = self.validate(model, val)?;
@@ -296,7 +303,7 @@ impl<B: Backend> Trainer<'_, B> {
             "think_len": mean(&|x| x.gen.think_ids.len() as f64),
             "answer_len": mean(&|x| x.gen.answer_ids.len() as f64),
             "stopped_by_phrase": mean(&|x| (x.gen.stopped_by == softcot_core::think::StopReason::Phrase) as u8 as f64),
-            "generated_tokens": r.iter().map(|x| x.gen.think_ids.len() + x.gen.answer_ids.len()).sum::<usize>(),
+            "generated_tokens": r.iter().map(generated_tokens).sum::<usize>(),
             "sigma": st.sigma, "rollout_s": st.rollout_s, "update_s": st.update_s,
         })
     }
@@ -332,10 +339,10 @@ impl<B: Backend> Trainer<'_, B> {
         Ok((correct as f64 / val.len() as f64, len as f64 / val.len() as f64))
     }
 
-    fn save_rollouts(&self, r: &[Rollout], think: &ThinkConfig, sigma: f32, step: u64) -> Result<()> {
+    fn save_rollouts(&self, model: &Model<B>, r: &[Rollout], think: &ThinkConfig, sigma: f32, step: u64) -> Result<()> {
         let dir = self.out.join("rollouts");
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("{}: cannot create: {e}", dir.display())))?;
-        let mut meta = RolloutMeta::new(think, sigma, rewards(self.c), self.d, self.vocab);
+        let mut meta = RolloutMeta::new(think, sigma, rewards(self.c), model.cfg.d(), model.cfg.vocab_size);
         meta.step = step;
         meta.model = self.tokenizer_src.display().to_string();
         save_rollouts(

@@ -384,13 +384,8 @@ fn tensors(f: &RolloutFile) -> Vec<Out> {
 /// `__metadata__` of `f`.
 fn header(f: &RolloutFile) -> core::result::Result<HashMap<String, String>, String> {
     let m = &f.meta;
-    let mode = match m.mode {
-        ThinkMode::Hard => "hard",
-        ThinkMode::Soft => "soft",
-        ThinkMode::Fuzzy => "fuzzy",
-    };
     let mj = MetaJson {
-        mode: mode.to_string(),
+        mode: m.mode.name().to_string(),
         tau: m.tau as f64,
         sigma: m.sigma as f64,
         step: m.step,
