@@ -72,20 +72,7 @@ fn product(c: &mut [f32], a: &[f32], b: &[f32], rows: Rows, g: Gemm) -> Result<(
         return Ok(());
     }
     if !g.trans_a && !g.trans_b && m <= SKINNY_MAX_M && has_avx512() {
-        for i0 in (0..m).step_by(8) {
-            let r = (m - i0).min(8);
-            skinny_nn(
-                &mut c[i0 * n..(i0 + r) * n],
-                &a[rows.off_a + i0 * rows.lda..],
-                rows.lda,
-                b,
-                r,
-                n,
-                k,
-                g.alpha,
-                g.beta,
-            );
-        }
+        skinny_nn(&mut c[..m * n], &a[rows.off_a..], rows.lda, b, m, n, k, g.alpha, g.beta);
         return Ok(());
     }
     let a = &a[rows.off_a..];
@@ -183,47 +170,58 @@ fn has_avx512() -> bool {
     }
 }
 
-/// Columns of `c` one task of [`skinny_nn`] keeps in registers (two 16-lane vectors per row).
-const NN_COLS: usize = 32;
+/// Rows of `b` one task of [`skinny_nn`] sums over. Fixed, so that the partial sums, and the order
+/// they are added in, do not depend on the number of threads.
+const NN_K_CHUNK: usize = 2048;
+/// Rows of `b` a task finishes (every column) before it moves on: 64 rows of the 768-wide E are
+/// 192 KiB, which stay in L2 while the next block is prefetched in memory order.
+const NN_ROW_BLOCK: usize = 64;
 
-/// c[m, n] = alpha * a[m, k] @ b[k, n] + beta * c for m <= 8 and long k: the soft-thinking mixture
-/// p @ E. Each task owns 32 columns for all m rows in registers and streams b's rows once
-/// (prefetching ahead, as the rows are n floats apart). Needs AVX-512F (checked by the caller).
+/// c[m, n] = alpha * a[m, k] @ b[k, n] + beta * c for m <= 16 and long k: the soft-thinking mixture
+/// p @ E. Each task sums one chunk of b's rows into its own partial c, block by block, so b streams
+/// from memory in order; the partials are then added in chunk order. (A task per 32-column strip
+/// down all of b, the first version, touched a new page on every row and read E at 8 GB/s.)
+/// Needs AVX-512F (checked by the caller).
 #[allow(clippy::too_many_arguments)]
 fn skinny_nn(c: &mut [f32], a: &[f32], lda: usize, b: &[f32], m: usize, n: usize, k: usize, alpha: f32, beta: f32) {
-    let cp = SendPtr(c.as_mut_ptr());
-    let min_len = if m * n * k < PARALLEL_MIN_MACS { n } else { 1 };
-    (0..n.div_ceil(NN_COLS))
-        .into_par_iter()
+    let chunks = k.div_ceil(NN_K_CHUNK);
+    // partial: [chunks, m, n]
+    let mut partial = vec![0f32; chunks * m * n];
+    let min_len = if m * n * k < PARALLEL_MIN_MACS { chunks } else { 1 };
+    partial
+        .par_chunks_mut(m * n)
         .with_min_len(min_len)
-        .for_each(|chunk| {
-            let c0 = chunk * NN_COLS;
-            let width = (n - c0).min(NN_COLS);
-            let mut acc = [[0f32; NN_COLS]; 8];
+        .enumerate()
+        .for_each(|(ci, part)| {
+            let (l0, l1) = (ci * NN_K_CHUNK, ((ci + 1) * NN_K_CHUNK).min(k));
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX-512F is present (the caller checked); reads stay within a[m, lda] and b[k, n].
+            // SAFETY: AVX-512F is present (the caller checked); reads stay within a[m, lda] and
+            // b[k, n], writes within part[m, n].
             unsafe {
                 match m {
-                    8 => x86::nn_block::<8>(a, lda, b, n, k, c0, width, &mut acc),
-                    7 => x86::nn_block::<7>(a, lda, b, n, k, c0, width, &mut acc),
-                    6 => x86::nn_block::<6>(a, lda, b, n, k, c0, width, &mut acc),
-                    5 => x86::nn_block::<5>(a, lda, b, n, k, c0, width, &mut acc),
-                    4 => x86::nn_block::<4>(a, lda, b, n, k, c0, width, &mut acc),
-                    3 => x86::nn_block::<3>(a, lda, b, n, k, c0, width, &mut acc),
-                    2 => x86::nn_block::<2>(a, lda, b, n, k, c0, width, &mut acc),
-                    _ => x86::nn_block::<1>(a, lda, b, n, k, c0, width, &mut acc),
-                }
-            }
-            for (i, row) in acc.iter().enumerate().take(m) {
-                for (j, &s) in row.iter().enumerate().take(width) {
-                    // SAFETY: (i, c0 + j) lies in c[m, n]; these columns belong to this task alone.
-                    unsafe {
-                        let p = cp.get().add(i * n + c0 + j);
-                        *p = if beta == 0.0 { alpha * s } else { alpha * s + beta * *p };
-                    }
+                    16 => x86::nn_chunk::<16, 1>(a, lda, b, n, l0, l1, part),
+                    15 => x86::nn_chunk::<15, 1>(a, lda, b, n, l0, l1, part),
+                    14 => x86::nn_chunk::<14, 1>(a, lda, b, n, l0, l1, part),
+                    13 => x86::nn_chunk::<13, 1>(a, lda, b, n, l0, l1, part),
+                    12 => x86::nn_chunk::<12, 1>(a, lda, b, n, l0, l1, part),
+                    11 => x86::nn_chunk::<11, 1>(a, lda, b, n, l0, l1, part),
+                    10 => x86::nn_chunk::<10, 1>(a, lda, b, n, l0, l1, part),
+                    9 => x86::nn_chunk::<9, 1>(a, lda, b, n, l0, l1, part),
+                    8 => x86::nn_chunk::<8, 2>(a, lda, b, n, l0, l1, part),
+                    7 => x86::nn_chunk::<7, 2>(a, lda, b, n, l0, l1, part),
+                    6 => x86::nn_chunk::<6, 2>(a, lda, b, n, l0, l1, part),
+                    5 => x86::nn_chunk::<5, 2>(a, lda, b, n, l0, l1, part),
+                    4 => x86::nn_chunk::<4, 2>(a, lda, b, n, l0, l1, part),
+                    3 => x86::nn_chunk::<3, 2>(a, lda, b, n, l0, l1, part),
+                    2 => x86::nn_chunk::<2, 2>(a, lda, b, n, l0, l1, part),
+                    _ => x86::nn_chunk::<1, 2>(a, lda, b, n, l0, l1, part),
                 }
             }
         });
+    for (idx, cv) in c[..m * n].iter_mut().enumerate() {
+        let s: f32 = (0..chunks).map(|ci| partial[ci * m * n + idx]).sum();
+        *cv = if beta == 0.0 { alpha * s } else { alpha * s + beta * *cv };
+    }
 }
 
 /// out[i] = a[i * lda ..][..k] . w for i < m; `next` is the weight row that follows (prefetched).
@@ -318,51 +316,69 @@ mod x86 {
         }
     }
 
-    /// acc[r][..width] = sum over l of a[r, l] * b[l, c0 .. c0 + width] for r < R, width <= 32.
+    /// Lanes of a 16-lane vector that hold one of the `w` remaining columns.
+    #[inline(always)]
+    fn lane_mask(w: usize) -> __mmask16 {
+        if w >= 16 {
+            0xffff
+        } else {
+            ((1u32 << w) - 1) as u16
+        }
+    }
+
+    /// part[r, ..] += sum over l in l0..l1 of a[r, l] * b[l, ..] for r < R; b: [k, n], part: [R, n].
+    /// Rows go in blocks of NN_ROW_BLOCK; within a block, tiles of V x 16 columns of all R rows are
+    /// summed in registers (R x V accumulators: V = 2 up to 8 rows, 1 up to 16), while the next block
+    /// is prefetched V lines per step, in memory order.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn nn_block<const R: usize>(
+    pub unsafe fn nn_chunk<const R: usize, const V: usize>(
         a: &[f32],
         lda: usize,
         b: &[f32],
         n: usize,
-        k: usize,
-        c0: usize,
-        width: usize,
-        acc: &mut [[f32; 32]; 8],
+        l0: usize,
+        l1: usize,
+        part: &mut [f32],
     ) {
-        const AHEAD: usize = 16;
-        let m0: __mmask16 = if width >= 16 {
-            0xffff
-        } else {
-            (1u32 << width) as u16 - 1
-        };
-        let m1: __mmask16 = if width >= 32 {
-            0xffff
-        } else if width > 16 {
-            (1u32 << (width - 16)) as u16 - 1
-        } else {
-            0
-        };
-        let mut s0 = [_mm512_setzero_ps(); R];
-        let mut s1 = [_mm512_setzero_ps(); R];
-        let bp = b.as_ptr().add(c0);
-        for l in 0..k {
-            if l + AHEAD < k {
-                _mm_prefetch::<_MM_HINT_T0>(bp.add((l + AHEAD) * n) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(bp.add((l + AHEAD) * n + width - 1) as *const i8);
+        let (bp, tile) = (b.as_ptr(), 16 * V);
+        let mut r0 = l0;
+        while r0 < l1 {
+            let r1 = (r0 + super::NN_ROW_BLOCK).min(l1);
+            // The next block's floats, [pf, pf_end) of b.
+            let (mut pf, pf_end) = (r1 * n, (r1 + super::NN_ROW_BLOCK).min(l1) * n);
+            for c0 in (0..n).step_by(tile) {
+                let mut mask = [0 as __mmask16; V];
+                for (v, m) in mask.iter_mut().enumerate() {
+                    *m = lane_mask((n - c0).saturating_sub(16 * v));
+                }
+                let mut acc = [[_mm512_setzero_ps(); V]; R];
+                let mut bv = [_mm512_setzero_ps(); V];
+                for l in r0..r1 {
+                    for v in 0..V {
+                        if pf < pf_end {
+                            _mm_prefetch::<_MM_HINT_T0>(bp.add(pf) as *const i8);
+                            pf += 16;
+                        }
+                        // wrapping_add: a fully masked vector may start past the end of b; it is
+                        // never read.
+                        bv[v] = _mm512_maskz_loadu_ps(mask[v], bp.wrapping_add(l * n + c0 + 16 * v));
+                    }
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let x = _mm512_set1_ps(*a.get_unchecked(r * lda + l));
+                        for v in 0..V {
+                            acc_r[v] = _mm512_fmadd_ps(x, bv[v], acc_r[v]);
+                        }
+                    }
+                }
+                for (r, acc_r) in acc.iter().enumerate() {
+                    for v in 0..V {
+                        let p = part.as_mut_ptr().wrapping_add(r * n + c0 + 16 * v);
+                        _mm512_mask_storeu_ps(p, mask[v], _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], p), acc_r[v]));
+                    }
+                }
             }
-            let b0 = _mm512_maskz_loadu_ps(m0, bp.add(l * n));
-            let b1 = _mm512_maskz_loadu_ps(m1, bp.add(l * n + 16));
-            for r in 0..R {
-                let x = _mm512_set1_ps(*a.get_unchecked(r * lda + l));
-                s0[r] = _mm512_fmadd_ps(x, b0, s0[r]);
-                s1[r] = _mm512_fmadd_ps(x, b1, s1[r]);
-            }
-        }
-        for r in 0..R {
-            _mm512_storeu_ps(acc[r].as_mut_ptr(), s0[r]);
-            _mm512_storeu_ps(acc[r].as_mut_ptr().add(16), s1[r]);
+            r0 = r1;
         }
     }
 

@@ -290,8 +290,8 @@ fn train_step<B: Backend>(be: &B, mut model: Model<B>, a: &BenchArgs) -> Result<
 /// (`rl_step` over all rollouts of the step in one micro-batch: forward + backward, no optimizer) of
 /// one RL step, for hard and for soft thinking, and a supervised step (`sft_step`) over the same
 /// rows x tokens. Thinking never stops early, so every rollout uses its whole budget. After one
-/// untimed round, each timed round runs every part once in turn, so that the machine's drift
-/// largely cancels in the per-round ratios.
+/// untimed round, each timed round runs every part once (the two rollouts first, their order
+/// alternating between rounds), so that the machine's drift largely cancels in the per-round ratios.
 fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
     use softcot_core::optim::zero_grads;
     if a.samples < 2 {
@@ -361,13 +361,17 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
     }
     // secs[r]: [hard rollouts, soft rollouts, hard update, soft update, SFT step] of round r
     let mut secs: Vec<[f64; 5]> = Vec::with_capacity(a.repeats);
-    for _ in 0..a.repeats {
+    for r in 0..a.repeats {
         let mut round = [0f64; 5];
-        for k in 0..2 {
+        // The two rollouts back to back, in alternating order: a rollout timed right after the
+        // hard update ran up to 30% slower, so neither mode always takes the same place.
+        let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+        for k in order {
             round[k] = timed(be, || rollouts(k))?.1;
+        }
+        for k in 0..3 {
             round[2 + k] = timed(be, || update(k))?.1;
         }
-        round[4] = timed(be, || update(2))?.1;
         secs.push(round);
     }
     let col = |i: usize| spread(secs.iter().map(|r| r[i]).collect());

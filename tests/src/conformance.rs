@@ -59,6 +59,9 @@ pub fn gemm<B: Backend>(be: &B) {
         (3, 300, 77),
         (130, 70, 200),
         (16, 257, 64),
+        // Skinny products with a long k (the soft mixture p @ E): several k chunks and row blocks.
+        (8, 100, 5000),
+        (11, 70, 4100),
     ] {
         for ta in [false, true] {
             for tb in [false, true] {
@@ -77,6 +80,12 @@ pub fn gemm<B: Backend>(be: &B) {
         ..Gemm::linear(5, 19, 23)
     };
     check_gemm(be, &mut rng, acc, "gemm alpha=0.5 beta=1 (accumulate)");
+    let acc_nn = Gemm {
+        alpha: 0.5,
+        beta: 1.0,
+        ..Gemm::nn(3, 40, 4500)
+    };
+    check_gemm(be, &mut rng, acc_nn, "gemm nn, long k, alpha=0.5 beta=1");
     let batched = Gemm {
         batch: 3,
         stride_a: 9 * 11 + 2,
