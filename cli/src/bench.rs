@@ -30,6 +30,8 @@ use crate::with_backend;
 pub enum Workload {
     Prefill,
     Decode,
+    /// Soft thinking decode (tau 0.5, gamma 0.33); each timed run is paired with a hard decode
+    /// timed beside it, for `soft_over_hard`.
     SoftDecode,
     Matmul,
     /// Forward + cross-entropy + backward + AdamW on --batch x --seq-len random tokens.
@@ -105,6 +107,7 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
     if a.workload == Workload::RlStep {
         return rl_step_bench(be, a);
     }
+    let mut soft_over_hard: Option<[f64; 3]> = None;
     let (label, unit, samples, extra) = if a.workload == Workload::Grade {
         use softcot_core::grade::{grade, workload::TYPICAL, ExtractOptions};
         let opts = ExtractOptions::default();
@@ -142,22 +145,27 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
             Workload::Prefill => prefill(be, &model, &prompts, a.repeats)?,
             Workload::TrainStep => train_step(be, model, a)?,
             Workload::Decode | Workload::SoftDecode => {
-                let mode = if a.workload == Workload::Decode {
-                    ThinkMode::Hard
-                } else {
-                    ThinkMode::Soft
+                let config = |mode: ThinkMode| ThinkConfig {
+                    greedy: mode == ThinkMode::Hard,
+                    stop: false,
+                    think_tokens: a.new_tokens,
+                    answer_tokens: 0,
+                    seed: a.seed,
+                    ..ThinkConfig::new(mode)
                 };
-                let mut cfg = ThinkConfig::new(mode);
-                cfg.greedy = mode == ThinkMode::Hard;
-                cfg.stop = false;
-                cfg.think_tokens = a.new_tokens;
-                cfg.answer_tokens = 0;
-                cfg.seed = a.seed;
+                let (hard, soft) = (config(ThinkMode::Hard), config(ThinkMode::Soft));
                 let streams: Vec<u32> = (0..a.batch() as u32).collect();
-                repeat(be, a.repeats, || {
-                    generate(be, &model, &prompts, &streams, &cfg, &md.tokenizer)?;
+                let decode = |cfg: &ThinkConfig| -> Result<f64> {
+                    generate(be, &model, &prompts, &streams, cfg, &md.tokenizer)?;
                     Ok((a.batch() * a.new_tokens) as f64)
-                })?
+                };
+                if a.workload == Workload::Decode {
+                    repeat(be, a.repeats, || decode(&hard))?
+                } else {
+                    let (samples, ratios) = paired(be, a.repeats, || decode(&hard), || decode(&soft))?;
+                    soft_over_hard = Some(spread(ratios));
+                    samples
+                }
             }
             Workload::Matmul | Workload::Grade | Workload::RlStep => unreachable!("handled above"),
         };
@@ -180,6 +188,12 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                            "seq_len": a.seq_len, "recompute": a.recompute, "gflops": rates[rates.len() / 2],
                            "peak_rss_mib": peak_rss_mib()});
         }
+        if let (Some([median, min, max]), Some(e)) = (soft_over_hard, extra.as_object_mut()) {
+            e.insert(
+                "soft_over_hard".into(),
+                json!({"median": median, "min": min, "max": max}),
+            );
+        }
         (label, "tokens_per_s", samples, extra)
     };
     let [median, min, max] = spread(samples.iter().map(|(w, s)| w / s).collect());
@@ -193,11 +207,16 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
             }
             println!("{v}");
         }
-        Format::Text => println!(
-            "{label}: {median:.1} {unit} (median of {}, min {min:.1}, max {max:.1}) on {}",
-            a.repeats,
-            be.name()
-        ),
+        Format::Text => {
+            println!(
+                "{label}: {median:.1} {unit} (median of {}, min {min:.1}, max {max:.1}) on {}",
+                a.repeats,
+                be.name()
+            );
+            if let Some([median, min, max]) = soft_over_hard {
+                println!("soft / hard decode time, per pair: {median:.3} (median; min {min:.3}, max {max:.3})");
+            }
+        }
     }
     Ok(())
 }
@@ -220,6 +239,32 @@ fn timed<B: Backend, T>(be: &B, f: impl FnOnce() -> Result<T>) -> Result<(T, f64
 fn repeat<B: Backend>(be: &B, n: usize, mut f: impl FnMut() -> Result<f64>) -> Result<Vec<Sample>> {
     timed(be, &mut f)?;
     (0..n).map(|_| timed(be, &mut f)).collect()
+}
+
+/// After one untimed run of each, `n` timed runs of `base` and of `f` back to back, in alternating
+/// order: the samples of `f`, and the time ratio f / base of each pair, in which the machine's drift
+/// (10-25% between runs here) largely cancels.
+fn paired<B: Backend>(
+    be: &B,
+    n: usize,
+    mut base: impl FnMut() -> Result<f64>,
+    mut f: impl FnMut() -> Result<f64>,
+) -> Result<(Vec<Sample>, Vec<f64>)> {
+    timed(be, &mut base)?;
+    timed(be, &mut f)?;
+    let (mut samples, mut ratios) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for i in 0..n {
+        let (b, s) = if i % 2 == 0 {
+            let b = timed(be, &mut base)?;
+            (b, timed(be, &mut f)?)
+        } else {
+            let s = timed(be, &mut f)?;
+            (timed(be, &mut base)?, s)
+        };
+        ratios.push(s.1 / b.1);
+        samples.push(s);
+    }
+    Ok((samples, ratios))
 }
 
 /// The `--model` folder, opened.
