@@ -10,7 +10,7 @@ use alloc::vec::Vec;
 
 use crate::backend::{Backend, Gemm};
 use crate::error::{Error, Result};
-use crate::model::train::{Grads, Overrides, TrainActs};
+use crate::model::train::{Grads, HeadRows, Overrides, TrainActs};
 use crate::model::Model;
 
 /// A_g = r_g - mean of the other rewards of the group (G >= 2).
@@ -75,11 +75,38 @@ struct Layout {
     embeds: Vec<f32>,      // embeds: [R, d] soft inputs, in soft-row order
     index: Vec<u32>,       // index: [B * T] input row -> embeds row, or MAX
     zero: Vec<u32>,        // zero: [B * T] 0 for overridden input rows, else MAX
-    targets: Vec<u32>,     // targets: [B * T] token predicted from each logit row
-    weights: Vec<f32>,     // weights: [B * T] A / N for scored token rows, else 0
-    inv_tau: Vec<f32>,     // inv_tau: [B * T]
+    targets: Vec<u32>,     // targets: [M] token predicted from each logit row
+    weights: Vec<f32>,     // weights: [M] A / N for scored token rows, else 0
+    inv_tau: Vec<f32>,     // inv_tau: [M]
     soft_rows: Vec<u32>,   // soft_rows: [R] logit row that predicts soft input j
     soft_weight: Vec<f32>, // soft_weight: [R] A / N
+    head: Vec<u32>,        // head: [M] the batch rows that get logits: scored tokens, soft inputs
+    back: Vec<u32>,        // back: [B * T] logit row of each batch row, or MAX
+}
+
+impl Layout {
+    /// Keeps logits only for the rows that are scored (a token with non-zero weight, or the
+    /// prediction of a soft input): prompt, prefill and padding rows need none. Turns the
+    /// per-row terms, laid out over all B * T rows so far, into terms over the M logit rows.
+    fn keep_scored_rows(&mut self) {
+        let n = self.ids.len();
+        let mut scored: Vec<bool> = self.weights.iter().map(|&w| w != 0.0).collect();
+        for &r in &self.soft_rows {
+            scored[r as usize] = true;
+        }
+        self.head = (0..n as u32).filter(|&r| scored[r as usize]).collect();
+        self.back = vec![u32::MAX; n];
+        for (j, &r) in self.head.iter().enumerate() {
+            self.back[r as usize] = j as u32;
+        }
+        let pick = |x: &[f32], head: &[u32]| head.iter().map(|&r| x[r as usize]).collect::<Vec<f32>>();
+        self.targets = self.head.iter().map(|&r| self.targets[r as usize]).collect();
+        self.weights = pick(&self.weights, &self.head);
+        self.inv_tau = pick(&self.inv_tau, &self.head);
+        for r in self.soft_rows.iter_mut() {
+            *r = self.back[*r as usize];
+        }
+    }
 }
 
 fn layout(seqs: &[RlSeq], d: usize, v: usize, s: &RlSettings) -> Result<Layout> {
@@ -98,6 +125,8 @@ fn layout(seqs: &[RlSeq], d: usize, v: usize, s: &RlSettings) -> Result<Layout> 
         inv_tau: vec![1.0; n],
         soft_rows: Vec::new(),
         soft_weight: Vec::new(),
+        head: Vec::new(),
+        back: Vec::new(),
     };
     for (r, q) in seqs.iter().enumerate() {
         if q.prompt.is_empty() || q.suffix.len() != q.suffix_mask.len() {
@@ -155,6 +184,7 @@ fn layout(seqs: &[RlSeq], d: usize, v: usize, s: &RlSettings) -> Result<Layout> 
             pos += 1;
         }
     }
+    l.keep_scored_rows();
     Ok(l)
 }
 
@@ -171,7 +201,7 @@ pub fn rl_step<B: Backend>(
 ) -> Result<f64> {
     let (d, v) = (model.cfg.d(), model.cfg.vocab_size);
     let l = layout(seqs, d, v, s)?;
-    let (b, t, n) = (l.b, l.t, l.b * l.t);
+    let (b, t) = (l.b, l.t);
     let ids = be.upload_ids(&l.ids)?;
     let r = l.soft_rows.len();
     let embeds = be.upload(&l.embeds)?;
@@ -182,7 +212,18 @@ pub fn rl_step<B: Backend>(
         zero: &zero,
     };
     let overrides = (r > 0).then_some(&ov);
-    model.forward_train(be, acts, &ids, overrides, b, t)?;
+    let m = l.head.len();
+    if m == 0 {
+        // No row is scored (every advantage is zero): no loss and no gradient.
+        return Ok(0.0);
+    }
+    let (head_index, head_back) = (be.upload_ids(&l.head)?, be.upload_ids(&l.back)?);
+    let head = HeadRows {
+        index: &head_index,
+        back: &head_back,
+        rows: m,
+    };
+    model.forward_train(be, acts, &ids, overrides, Some(&head), b, t)?;
 
     let mut loss = 0f64;
     // Soft rows first: the cross-entropy below zeroes every row it does not score.
@@ -191,7 +232,7 @@ pub fn rl_step<B: Backend>(
     } else {
         None
     };
-    let mut loss_rows = be.zeros(n)?;
+    let mut loss_rows = be.zeros(m)?;
     let (targets, weights, inv_tau) = (
         be.upload_ids(&l.targets)?,
         be.upload(&l.weights)?,
@@ -203,18 +244,18 @@ pub fn rl_step<B: Backend>(
         &targets,
         &weights,
         Some(&inv_tau),
-        n,
+        m,
         v,
     )?;
-    loss += be.download(&loss_rows, n)?.iter().map(|&x| x as f64).sum::<f64>();
+    loss += be.download(&loss_rows, m)?.iter().map(|&x| x as f64).sum::<f64>();
     if let Some(dz) = dz_soft {
-        let mut back = vec![u32::MAX; n];
+        let mut back = vec![u32::MAX; m];
         for (j, &row) in l.soft_rows.iter().enumerate() {
             back[row as usize] = j as u32;
         }
-        be.gather_rows(&mut acts.logits, &dz, &be.upload_ids(&back)?, n, v)?;
+        be.gather_rows(&mut acts.logits, &dz, &be.upload_ids(&back)?, m, v)?;
     }
-    model.backward(be, acts, &ids, overrides, b, t, grads)?;
+    model.backward(be, acts, &ids, overrides, Some(&head), b, t, grads)?;
     Ok(loss)
 }
 

@@ -61,7 +61,7 @@ pub fn sft_step<B: Backend>(
 ) -> Result<f64> {
     let (b, t) = (batch.b, batch.t);
     let n = b * t;
-    model.forward_train(be, acts, &batch.ids, None, b, t)?;
+    model.forward_train(be, acts, &batch.ids, None, None, b, t)?;
     be.cross_entropy_backward(
         &mut acts.logits,
         loss_rows,
@@ -72,6 +72,6 @@ pub fn sft_step<B: Backend>(
         model.cfg.vocab_size,
     )?;
     let loss: f64 = be.download(loss_rows, n)?.iter().map(|&x| x as f64).sum();
-    model.backward(be, acts, &batch.ids, None, b, t, grads)?;
+    model.backward(be, acts, &batch.ids, None, None, b, t, grads)?;
     Ok(loss)
 }

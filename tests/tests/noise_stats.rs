@@ -69,7 +69,7 @@ fn recorded_inputs_are_the_recomputed_mixture_plus_unit_noise() {
             };
             let mut acts = model.new_train_acts(&be, 1, t, false).unwrap();
             model
-                .forward_train(&be, &mut acts, &be.upload_ids(&ids).unwrap(), Some(&ov), 1, t)
+                .forward_train(&be, &mut acts, &be.upload_ids(&ids).unwrap(), Some(&ov), None, 1, t)
                 .unwrap();
             // logits rows p-1 .. t-2 predict thinking inputs 0 .. c-1.
             let all = be.download(&acts.logits, t * v).unwrap();

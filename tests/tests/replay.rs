@@ -1,6 +1,7 @@
 //! Rollout files replay the update exactly: on every fixture model, soft, fuzzy and hard rollouts
 //! are collected on the CPU backend, saved, loaded, and the RLOO update on the loaded rollouts must
-//! give the same loss and gradients, bit for bit, as on the rollouts in memory.
+//! give the same loss and gradients, bit for bit, as on the rollouts in memory; with equal rewards
+//! (every advantage zero) the update is exactly zero.
 
 use std::path::Path;
 
@@ -104,6 +105,27 @@ fn replay(dir: &Path) {
             assert!(
                 a == b,
                 "{} {mode:?}: the gradient of {p} differs after a round trip",
+                name(dir)
+            );
+        }
+
+        // Equal rewards: every advantage is zero, so no row is scored (hard) or every scored row
+        // weighs zero (soft, fuzzy): the loss and every gradient must be exactly zero.
+        let mut flat = file.clone();
+        for r in flat.rollouts.iter_mut() {
+            r.reward = 10.0;
+        }
+        let (loss0, grads0) = update_bits(&be, &model, &flat);
+        assert_eq!(
+            f64::from_bits(loss0),
+            0.0,
+            "{} {mode:?}: loss with zero advantages",
+            name(dir)
+        );
+        for (p, b) in &grads0 {
+            assert!(
+                b.iter().all(|&x| f32::from_bits(x) == 0.0),
+                "{} {mode:?}: the gradient of {p} is not zero with zero advantages",
                 name(dir)
             );
         }

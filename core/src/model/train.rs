@@ -46,6 +46,16 @@ pub struct Overrides<'a, B: Backend> {
     pub zero: &'a B::Ids,
 }
 
+/// The rows whose logits a training pass computes, when not every row: the RL update scores only
+/// thinking and answer positions, so prompt and padding rows skip the lm_head both ways.
+pub struct HeadRows<'a, B: Backend> {
+    /// index: [rows] logits row j is computed from batch row index[j]
+    pub index: &'a B::Ids,
+    /// back: [N] the logits row of each batch row, or u32::MAX
+    pub back: &'a B::Ids,
+    pub rows: usize,
+}
+
 /// One parameter gradient per parameter, same names and order as `Model::params` (a tied lm_head
 /// shares the embedding's).
 pub type Grads<B> = Vec<Param<<B as Backend>::Buf>>;
@@ -100,14 +110,17 @@ impl<B: Backend> Model<B> {
             .collect()
     }
 
-    /// Forward of `b` rows of `t` tokens (ids: [B * T]), keeping activations; fills `acts.logits` [N, V].
-    /// `overrides` replaces the input rows it names (see [`Overrides`]).
+    /// Forward of `b` rows of `t` tokens (ids: [B * T]), keeping activations; fills `acts.logits`
+    /// [N, V], or [head.rows, V] for the rows `head` names. `overrides` replaces the input rows it
+    /// names (see [`Overrides`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn forward_train(
         &self,
         be: &B,
         acts: &mut TrainActs<B>,
         ids: &B::Ids,
         overrides: Option<&Overrides<'_, B>>,
+        head: Option<&HeadRows<'_, B>>,
         b: usize,
         t: usize,
     ) -> Result<()> {
@@ -150,17 +163,25 @@ impl<B: Backend> Model<B> {
             d,
             eps,
         )?;
+        // logits = xnf @ head^T, over the head rows (gathered into tmp, free once the layers ran)
+        let (m, xh) = match head {
+            Some(h) => {
+                be.gather_rows(&mut acts.tmp, &acts.xnf, h.index, h.rows, d)?;
+                (h.rows, &acts.tmp)
+            }
+            None => (n, &acts.xnf),
+        };
         be.gemm(
             &mut acts.logits,
-            &acts.xnf,
+            xh,
             self.w(self.idx.lm_head),
-            Gemm::linear(n, c.vocab_size, d),
+            Gemm::linear(m, c.vocab_size, d),
         )
     }
 
-    /// Backward from `acts.logits`, which must hold d loss / d logits [N, V] for the batch of the
-    /// last `forward_train`; accumulates into `grads`. `overrides` must be those of the forward:
-    /// their rows send no gradient to the embedding table.
+    /// Backward from `acts.logits`, which must hold d loss / d logits ([N, V], or [head.rows, V])
+    /// for the batch of the last `forward_train`; accumulates into `grads`. `overrides` and `head`
+    /// must be those of the forward: overridden rows send no gradient to the embedding table.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -168,6 +189,7 @@ impl<B: Backend> Model<B> {
         acts: &mut TrainActs<B>,
         ids: &B::Ids,
         overrides: Option<&Overrides<'_, B>>,
+        head: Option<&HeadRows<'_, B>>,
         b: usize,
         t: usize,
         grads: &mut Grads<B>,
@@ -175,23 +197,35 @@ impl<B: Backend> Model<B> {
         let c = &self.cfg;
         let (n, d, v) = (b * t, c.d(), c.vocab_size);
         let rows = Rows::new(c, &acts.slots, &acts.start, b, t, t);
-        // logits = xnf @ head^T
-        be.gemm(
-            acts.scratch.dxn(),
-            &acts.logits,
-            self.w(self.idx.lm_head),
-            Gemm::nn(n, d, v),
-        )?;
+        let w_head = self.w(self.idx.lm_head);
+        // logits = xh @ head^T, xh the head rows of xnf (gathered again into tmp)
+        let (m, xh) = match head {
+            Some(h) => {
+                be.gather_rows(&mut acts.tmp, &acts.xnf, h.index, h.rows, d)?;
+                (h.rows, &acts.tmp)
+            }
+            None => (n, &acts.xnf),
+        };
         be.gemm(
             &mut grads[self.idx.lm_head].buf,
             &acts.logits,
-            &acts.xnf,
+            xh,
             Gemm {
                 trans_a: true,
                 beta: 1.0,
-                ..Gemm::nn(v, d, n)
+                ..Gemm::nn(v, d, m)
             },
         )?;
+        match head {
+            Some(h) => {
+                // dxh: [rows, d] into tmp (xh is spent), then back to its batch rows; the others
+                // had no logits and get no gradient.
+                be.gemm(&mut acts.tmp, &acts.logits, w_head, Gemm::nn(m, d, v))?;
+                be.fill(acts.scratch.dxn(), 0.0, n * d)?;
+                be.gather_rows(acts.scratch.dxn(), &acts.tmp, h.back, n, d)?;
+            }
+            None => be.gemm(acts.scratch.dxn(), &acts.logits, w_head, Gemm::nn(n, d, v))?,
+        }
         be.fill(&mut acts.dx, 0.0, n * d)?;
         let w_norm = self.w(self.idx.norm);
         be.rmsnorm_backward(
