@@ -201,6 +201,11 @@ pub fn rl_step<B: Backend>(
 ) -> Result<f64> {
     let (d, v) = (model.cfg.d(), model.cfg.vocab_size);
     let l = layout(seqs, d, v, s)?;
+    let m = l.head.len();
+    if m == 0 {
+        // No row is scored (every advantage is zero, no soft input): no loss and no gradient.
+        return Ok(0.0);
+    }
     let (b, t) = (l.b, l.t);
     let ids = be.upload_ids(&l.ids)?;
     let r = l.soft_rows.len();
@@ -212,11 +217,6 @@ pub fn rl_step<B: Backend>(
         zero: &zero,
     };
     let overrides = (r > 0).then_some(&ov);
-    let m = l.head.len();
-    if m == 0 {
-        // No row is scored (every advantage is zero): no loss and no gradient.
-        return Ok(0.0);
-    }
     let (head_index, head_back) = (be.upload_ids(&l.head)?, be.upload_ids(&l.back)?);
     let head = HeadRows {
         index: &head_index,

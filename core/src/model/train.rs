@@ -56,6 +56,25 @@ pub struct HeadRows<'a, B: Backend> {
     pub rows: usize,
 }
 
+/// The lm_head's input and its row count: xnf itself, or its `head` rows gathered into `tmp`
+/// (free once the layers ran). xnf: [N, d]; tmp: [N, d]
+fn head_input<'a, B: Backend>(
+    be: &B,
+    tmp: &'a mut B::Buf,
+    xnf: &'a B::Buf,
+    head: Option<&HeadRows<'_, B>>,
+    n: usize,
+    d: usize,
+) -> Result<(usize, &'a B::Buf)> {
+    match head {
+        Some(h) => {
+            be.gather_rows(tmp, xnf, h.index, h.rows, d)?;
+            Ok((h.rows, tmp))
+        }
+        None => Ok((n, xnf)),
+    }
+}
+
 /// One parameter gradient per parameter, same names and order as `Model::params` (a tied lm_head
 /// shares the embedding's).
 pub type Grads<B> = Vec<Param<<B as Backend>::Buf>>;
@@ -163,14 +182,8 @@ impl<B: Backend> Model<B> {
             d,
             eps,
         )?;
-        // logits = xnf @ head^T, over the head rows (gathered into tmp, free once the layers ran)
-        let (m, xh) = match head {
-            Some(h) => {
-                be.gather_rows(&mut acts.tmp, &acts.xnf, h.index, h.rows, d)?;
-                (h.rows, &acts.tmp)
-            }
-            None => (n, &acts.xnf),
-        };
+        // logits = xh @ head^T
+        let (m, xh) = head_input(be, &mut acts.tmp, &acts.xnf, head, n, d)?;
         be.gemm(
             &mut acts.logits,
             xh,
@@ -198,14 +211,9 @@ impl<B: Backend> Model<B> {
         let (n, d, v) = (b * t, c.d(), c.vocab_size);
         let rows = Rows::new(c, &acts.slots, &acts.start, b, t, t);
         let w_head = self.w(self.idx.lm_head);
-        // logits = xh @ head^T, xh the head rows of xnf (gathered again into tmp)
-        let (m, xh) = match head {
-            Some(h) => {
-                be.gather_rows(&mut acts.tmp, &acts.xnf, h.index, h.rows, d)?;
-                (h.rows, &acts.tmp)
-            }
-            None => (n, &acts.xnf),
-        };
+        // logits = xh @ head^T; xh is gathered again (a copy of rows x d) so that backward does not
+        // depend on tmp surviving from the forward
+        let (m, xh) = head_input(be, &mut acts.tmp, &acts.xnf, head, n, d)?;
         be.gemm(
             &mut grads[self.idx.lm_head].buf,
             &acts.logits,
