@@ -10,7 +10,10 @@ use crate::need;
 
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
-/// How many weight rows ahead the skinny kernel prefetches.
+/// How many weight rows ahead the skinny kernel prefetches. Both streaming kernels prefetch into
+/// L2 (`_MM_HINT_T1`), not L1: a prefetch into L1 holds one of its few miss buffers until the line
+/// arrives, which capped the stream at ~16 GB/s (skinny) and ~24 GB/s (mixture) on the EPYC machine
+/// against ~35 GB/s with L2 prefetches (docs/BENCHMARKS.md).
 const PREFETCH_ROWS: usize = 4;
 /// The skinny kernel handles up to this many rows of `a`.
 const SKINNY_MAX_M: usize = 16;
@@ -129,32 +132,45 @@ impl SendPtr {
 }
 
 /// c[m, n] = alpha * a[m, k] @ w[n, k]^T + beta * c, with a's rows `lda` apart and m small.
-/// Parallel over blocks of output columns; each weight row is read once for all m rows.
+/// Parallel over blocks of output columns; each pair of weight rows is read once for all m rows.
 #[allow(clippy::too_many_arguments)]
 pub fn skinny(c: &mut [f32], a: &[f32], lda: usize, w: &[f32], m: usize, n: usize, k: usize, alpha: f32, beta: f32) {
     let threads = rayon::current_num_threads().max(1);
+    // Blocks hold whole pairs of weight rows, so that only the last block can end on a single row.
     let block = if m * n * k < PARALLEL_MIN_MACS {
         n
     } else {
-        n.div_ceil(threads * 8).max(16)
+        n.div_ceil(threads * 8).max(16).next_multiple_of(2)
     };
     let cp = SendPtr(c.as_mut_ptr());
     (0..n.div_ceil(block)).into_par_iter().for_each(|bi| {
         let j0 = bi * block;
         let j1 = (j0 + block).min(n);
-        let mut acc = [0f32; SKINNY_MAX_M];
-        for j in j0..j1 {
-            let wr = &w[j * k..(j + 1) * k];
-            let ahead = (j + PREFETCH_ROWS).min(n - 1);
-            dot_rows(a, lda, m, wr, &w[ahead * k..(ahead + 1) * k], &mut acc[..m]);
-            for (i, &s) in acc[..m].iter().enumerate() {
-                // SAFETY: (i, j) is inside c[m, n] (checked by the caller) and column j belongs to
-                // this task alone.
-                unsafe {
-                    let p = cp.get().add(i * n + j);
-                    *p = if beta == 0.0 { alpha * s } else { alpha * s + beta * *p };
+        let mut acc = [[0f32; 2]; SKINNY_MAX_M];
+        let mut j = j0;
+        while j < j1 {
+            let pair = if j + 1 < j1 { 2 } else { 1 };
+            let ahead = (j + PREFETCH_ROWS).min(n - pair);
+            dot_rows(
+                a,
+                lda,
+                m,
+                k,
+                &w[j * k..(j + pair) * k],
+                &w[ahead * k..(ahead + pair) * k],
+                &mut acc[..m],
+            );
+            for (i, s) in acc[..m].iter().enumerate() {
+                for (jj, &s) in s[..pair].iter().enumerate() {
+                    // SAFETY: (i, j + jj) is inside c[m, n] (checked by the caller) and column
+                    // j + jj belongs to this task alone.
+                    unsafe {
+                        let p = cp.get().add(i * n + j + jj);
+                        *p = if beta == 0.0 { alpha * s } else { alpha * s + beta * *p };
+                    }
                 }
             }
+            j += pair;
         }
     });
 }
@@ -224,27 +240,32 @@ fn skinny_nn(c: &mut [f32], a: &[f32], lda: usize, b: &[f32], m: usize, n: usize
     }
 }
 
-/// out[i] = a[i * lda ..][..k] . w for i < m; `next` is the weight row that follows (prefetched).
-fn dot_rows(a: &[f32], lda: usize, m: usize, w: &[f32], next: &[f32], out: &mut [f32]) {
+/// out[i][j] = a[i * lda ..][..k] . w[j * k ..][..k] for i < m and j < J, the one or two rows of
+/// `w` (w: [J, k]); `ahead` (J rows further on) is prefetched meanwhile.
+#[allow(clippy::too_many_arguments)]
+fn dot_rows(a: &[f32], lda: usize, m: usize, k: usize, w: &[f32], ahead: &[f32], out: &mut [[f32; 2]]) {
+    let pair = w.len() / k;
     #[cfg(target_arch = "x86_64")]
     {
-        if std::is_x86_feature_detected!("avx512f") {
+        if has_avx512() {
             let mut i = 0;
             while i < m {
                 let r = (m - i).min(8);
-                // SAFETY: the CPU supports AVX-512F (checked above); every row read is in bounds.
-                unsafe {
-                    match r {
-                        8 => x86::dot_rows_512::<8>(a, lda, i, w, next, &mut out[i..i + 8]),
-                        7 => x86::dot_rows_512::<7>(a, lda, i, w, next, &mut out[i..i + 7]),
-                        6 => x86::dot_rows_512::<6>(a, lda, i, w, next, &mut out[i..i + 6]),
-                        5 => x86::dot_rows_512::<5>(a, lda, i, w, next, &mut out[i..i + 5]),
-                        4 => x86::dot_rows_512::<4>(a, lda, i, w, next, &mut out[i..i + 4]),
-                        3 => x86::dot_rows_512::<3>(a, lda, i, w, next, &mut out[i..i + 3]),
-                        2 => x86::dot_rows_512::<2>(a, lda, i, w, next, &mut out[i..i + 2]),
-                        _ => x86::dot_rows_512::<1>(a, lda, i, w, next, &mut out[i..i + 1]),
-                    }
+                let o = &mut out[i..i + r];
+                macro_rules! kernel {
+                    ($($r:literal)*) => {
+                        match (r, pair) {
+                            $(
+                                ($r, 2) => x86::dot_rows_512::<$r, 2>(a, lda, i, k, w, ahead, o),
+                                ($r, _) => x86::dot_rows_512::<$r, 1>(a, lda, i, k, w, ahead, o),
+                            )*
+                            (_, 2) => x86::dot_rows_512::<1, 2>(a, lda, i, k, w, ahead, o),
+                            _ => x86::dot_rows_512::<1, 1>(a, lda, i, k, w, ahead, o),
+                        }
+                    };
                 }
+                // SAFETY: the CPU supports AVX-512F (checked above); every row read is in bounds.
+                unsafe { kernel!(8 7 6 5 4 3 2) }
                 i += r;
             }
             return;
@@ -253,13 +274,19 @@ fn dot_rows(a: &[f32], lda: usize, m: usize, w: &[f32], next: &[f32], out: &mut 
             let mut i = 0;
             while i < m {
                 let r = (m - i).min(4);
-                // SAFETY: the CPU supports AVX2 and FMA (checked above); every row read is in bounds.
-                unsafe {
-                    match r {
-                        4 => x86::dot_rows_256::<4>(a, lda, i, w, &mut out[i..i + 4]),
-                        3 => x86::dot_rows_256::<3>(a, lda, i, w, &mut out[i..i + 3]),
-                        2 => x86::dot_rows_256::<2>(a, lda, i, w, &mut out[i..i + 2]),
-                        _ => x86::dot_rows_256::<1>(a, lda, i, w, &mut out[i..i + 1]),
+                for j in 0..pair {
+                    let (wj, mut t) = (&w[j * k..(j + 1) * k], [0f32; 4]);
+                    // SAFETY: the CPU supports AVX2 and FMA (checked above); every row read is in bounds.
+                    unsafe {
+                        match r {
+                            4 => x86::dot_rows_256::<4>(a, lda, i, wj, &mut t),
+                            3 => x86::dot_rows_256::<3>(a, lda, i, wj, &mut t),
+                            2 => x86::dot_rows_256::<2>(a, lda, i, wj, &mut t),
+                            _ => x86::dot_rows_256::<1>(a, lda, i, wj, &mut t),
+                        }
+                    }
+                    for (o, &v) in out[i..i + r].iter_mut().zip(&t) {
+                        o[j] = v;
                     }
                 }
                 i += r;
@@ -267,10 +294,11 @@ fn dot_rows(a: &[f32], lda: usize, m: usize, w: &[f32], next: &[f32], out: &mut 
             return;
         }
     }
-    let _ = next;
     for (i, o) in out.iter_mut().enumerate().take(m) {
-        let row = &a[i * lda..i * lda + w.len()];
-        *o = row.iter().zip(w).map(|(x, y)| x * y).sum();
+        let row = &a[i * lda..i * lda + k];
+        for j in 0..pair {
+            o[j] = row.iter().zip(&w[j * k..(j + 1) * k]).map(|(x, y)| x * y).sum();
+        }
     }
 }
 
@@ -278,41 +306,43 @@ fn dot_rows(a: &[f32], lda: usize, m: usize, w: &[f32], next: &[f32], out: &mut 
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// R rows against one weight row, 16 lanes x 2 accumulators per row; prefetches `next` (the
-    /// weight row a few rows ahead) so the stream of weights arrives before it is needed.
+    /// R rows of `a` against J consecutive weight rows (w: [J, k]), one 16-lane accumulator per
+    /// (row, weight row): each weight vector loaded serves R FMAs and each row of `a` J of them.
+    /// Prefetches `ahead` (the J weight rows a few rows on) into L2, one line per row per step.
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn dot_rows_512<const R: usize>(
+    pub unsafe fn dot_rows_512<const R: usize, const J: usize>(
         a: &[f32],
         lda: usize,
         i0: usize,
+        k: usize,
         w: &[f32],
-        next: &[f32],
-        out: &mut [f32],
+        ahead: &[f32],
+        out: &mut [[f32; 2]],
     ) {
-        let k = w.len();
-        let mut acc0 = [_mm512_setzero_ps(); R];
-        let mut acc1 = [_mm512_setzero_ps(); R];
-        let rows: [&[f32]; R] = core::array::from_fn(|r| &a[(i0 + r) * lda..(i0 + r) * lda + k]);
+        let mut acc = [[_mm512_setzero_ps(); J]; R];
+        let (ap, wp, pp) = (a.as_ptr().add(i0 * lda), w.as_ptr(), ahead.as_ptr());
         let mut l = 0;
-        while l + 32 <= k {
-            if l < next.len() {
-                _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add(l) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(next.as_ptr().add((l + 16).min(next.len() - 1)) as *const i8);
+        while l < k {
+            // Masked lanes are not read, so the last partial vector stays inside every row.
+            let mask = lane_mask(k - l);
+            let mut wv = [_mm512_setzero_ps(); J];
+            for (j, wj) in wv.iter_mut().enumerate() {
+                _mm_prefetch::<_MM_HINT_T1>(pp.add(j * k + l) as *const i8);
+                *wj = _mm512_maskz_loadu_ps(mask, wp.add(j * k + l));
             }
-            let w0 = _mm512_loadu_ps(w.as_ptr().add(l));
-            let w1 = _mm512_loadu_ps(w.as_ptr().add(l + 16));
-            for r in 0..R {
-                acc0[r] = _mm512_fmadd_ps(_mm512_loadu_ps(rows[r].as_ptr().add(l)), w0, acc0[r]);
-                acc1[r] = _mm512_fmadd_ps(_mm512_loadu_ps(rows[r].as_ptr().add(l + 16)), w1, acc1[r]);
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let x = _mm512_maskz_loadu_ps(mask, ap.add(r * lda + l));
+                for j in 0..J {
+                    acc_r[j] = _mm512_fmadd_ps(x, wv[j], acc_r[j]);
+                }
             }
-            l += 32;
+            l += 16;
         }
-        for r in 0..R {
-            let mut t = _mm512_reduce_add_ps(_mm512_add_ps(acc0[r], acc1[r]));
-            for ll in l..k {
-                t += rows[r][ll] * w[ll];
+        for (o, acc_r) in out.iter_mut().zip(&acc) {
+            for j in 0..J {
+                o[j] = _mm512_reduce_add_ps(acc_r[j]);
             }
-            out[r] = t;
         }
     }
 
@@ -357,7 +387,7 @@ mod x86 {
                 for l in r0..r1 {
                     for v in 0..V {
                         if pf < pf_end {
-                            _mm_prefetch::<_MM_HINT_T0>(bp.add(pf) as *const i8);
+                            _mm_prefetch::<_MM_HINT_T1>(bp.add(pf) as *const i8);
                             pf += 16;
                         }
                         // wrapping_add: a fully masked vector may start past the end of b; it is

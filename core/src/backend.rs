@@ -449,8 +449,9 @@ pub trait Backend {
         Err(unsupported(self, "adamw"))
     }
 
-    /// The soft-thinking input `mix = softmax(logits / tau) @ E`, with `p` as scratch.
-    /// Default: softmax then a GEMM; backends may fuse it with an online softmax.
+    /// The soft-thinking input `mix = softmax(logits / tau) @ E`; leaves `p = softmax(logits / tau)`
+    /// (the RL estimator reads it). Default: softmax then a GEMM; backends may fuse the two with an
+    /// online softmax.
     /// mix: [rows, d]; p: [rows, V]; logits: [rows, V]; table: [V, d]
     #[allow(clippy::too_many_arguments)]
     fn mixture(

@@ -59,6 +59,8 @@ pub fn gemm<B: Backend>(be: &B) {
         (3, 300, 77),
         (130, 70, 200),
         (16, 257, 64),
+        // Decode's skinny x @ W^T runs over pairs of weight rows in parallel blocks: odd n.
+        (5, 777, 95),
         // Skinny products with a long k (the soft mixture p @ E): several k chunks and row blocks.
         (8, 100, 5000),
         (11, 70, 4100),
@@ -387,18 +389,37 @@ pub fn heads<B: Backend>(be: &B) {
     assert_eq!(got[1], 10, "argmax must take the lowest index on ties");
     println!("  {:<44} exact", "argmax (ties to lowest index)");
 
-    let (d, tau) = (24, 0.5f32);
+    check_mixture(be, &z, rows, v, 24, 0.5, &mut rng);
+    // Vocabularies of several thousand (fused backends work in chunks of the vocabulary) with
+    // the decode batch's 8 rows and the rollouts' 16, soft and fuzzy, plus the RL update's many.
+    for (rows, v, d) in [(8, 5000, 40), (16, 4100, 19), (20, 2500, 8)] {
+        let z = rng.vec(rows * v, 8.0);
+        for tau in [0.5, 1e-4] {
+            check_mixture(be, &z, rows, v, d, tau, &mut rng);
+        }
+    }
+}
+
+/// `mixture` against the float64 softmax and product; `p` must hold the softmax afterwards.
+fn check_mixture<B: Backend>(be: &B, z: &[f32], rows: usize, v: usize, d: usize, tau: f32, rng: &mut TestRng) {
     let table = rng.vec(v * d, 1.0);
     let (mut mix, mut p) = (be.zeros(rows * d).unwrap(), be.zeros(rows * v).unwrap());
+    let zb = be.upload(z).unwrap();
     be.mixture(&mut mix, &mut p, &zb, &be.upload(&table).unwrap(), rows, v, d, tau)
         .unwrap();
-    let pr = r::softmax(&up(&z), rows, v, tau as f64);
+    let pr = r::softmax(&up(z), rows, v, tau as f64);
     let want: Vec<f64> = (0..rows * d)
         .map(|i| (0..v).map(|j| pr[(i / d) * v + j] * table[j * d + i % d] as f64).sum())
         .collect();
+    let shape = format!("{rows}x{v}x{d}, tau={tau}");
     report(
-        "mixture softmax(z/0.5) @ E",
+        &format!("mixture softmax(z/tau) @ E {shape}"),
         max_abs_err(&be.download(&mix, rows * d).unwrap(), &want),
+        2e-6,
+    );
+    report(
+        &format!("mixture leaves p = softmax {shape}"),
+        max_abs_err(&be.download(&p, rows * v).unwrap(), &pr),
         2e-6,
     );
 }
