@@ -6,10 +6,13 @@ const LOG2E: f32 = core::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
 
-/// e^x for any x (clamped to the normal range: e^-87.3 > 0 stands for underflow).
+/// Below this, [`exp`] returns its smallest value, e^-87.3 > 0, which stands for underflow.
+pub const EXP_MIN_ARG: f32 = -87.3;
+
+/// e^x for any x (clamped to the normal range: see [`EXP_MIN_ARG`]).
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.3, 88.7);
+    let x = x.clamp(EXP_MIN_ARG, 88.7);
     // k = round(x * log2(e)) by the 1.5 * 2^23 trick (no libm call, vectorises).
     let t = x * LOG2E + 12_582_912.0;
     let k = t - 12_582_912.0;

@@ -16,7 +16,7 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 /// against ~35 GB/s with L2 prefetches (docs/BENCHMARKS.md).
 const PREFETCH_ROWS: usize = 4;
 /// The skinny kernel handles up to this many rows of `a`.
-const SKINNY_MAX_M: usize = 16;
+pub(crate) const SKINNY_MAX_M: usize = 16;
 
 pub fn gemm(c: &mut [f32], a: &[f32], b: &[f32], g: Gemm) -> Result<()> {
     let (la, lb, lc) = g.required_lens();
@@ -118,15 +118,16 @@ fn product(c: &mut [f32], a: &[f32], b: &[f32], rows: Rows, g: Gemm) -> Result<(
     Ok(())
 }
 
+/// A pointer that tasks writing disjoint parts of one buffer share.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: tasks write disjoint columns of `c` (see `skinny`).
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: each task writes only its own part of the buffer (see `skinny` and `soft_head`).
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
     /// The pointer (a method, so closures capture the whole `SendPtr`, which is `Send`).
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -146,36 +147,56 @@ pub fn skinny(c: &mut [f32], a: &[f32], lda: usize, w: &[f32], m: usize, n: usiz
     (0..n.div_ceil(block)).into_par_iter().for_each(|bi| {
         let j0 = bi * block;
         let j1 = (j0 + block).min(n);
-        let mut acc = [[0f32; 2]; SKINNY_MAX_M];
-        let mut j = j0;
-        while j < j1 {
-            let pair = if j + 1 < j1 { 2 } else { 1 };
-            let ahead = (j + PREFETCH_ROWS).min(n - pair);
-            dot_rows(
-                a,
-                lda,
-                m,
-                k,
-                &w[j * k..(j + pair) * k],
-                &w[ahead * k..(ahead + pair) * k],
-                &mut acc[..m],
-            );
-            for (i, s) in acc[..m].iter().enumerate() {
-                for (jj, &s) in s[..pair].iter().enumerate() {
-                    // SAFETY: (i, j + jj) is inside c[m, n] (checked by the caller) and column
-                    // j + jj belongs to this task alone.
-                    unsafe {
-                        let p = cp.get().add(i * n + j + jj);
-                        *p = if beta == 0.0 { alpha * s } else { alpha * s + beta * *p };
-                    }
-                }
+        dot_block(a, lda, m, w, n, k, j0, j1, |i, j, s| {
+            // SAFETY: (i, j) is inside c[m, n] (checked by the caller) and column j belongs to this
+            // task alone.
+            unsafe {
+                let p = cp.get().add(i * n + j);
+                *p = if beta == 0.0 { alpha * s } else { alpha * s + beta * *p };
             }
-            j += pair;
-        }
+        });
     });
 }
 
-fn has_avx512() -> bool {
+/// Calls `out(i, j, a[i] . w[j])` for every row i < m of `a` (rows `lda` apart, m <= 16) and
+/// weight row j in j0..j1 of w [n, k], reading the weight rows in pairs and prefetching those
+/// PREFETCH_ROWS on into L2. The sums do not depend on how rows are paired.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dot_block(
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    w: &[f32],
+    n: usize,
+    k: usize,
+    j0: usize,
+    j1: usize,
+    mut out: impl FnMut(usize, usize, f32),
+) {
+    let mut acc = [[0f32; 2]; SKINNY_MAX_M];
+    let mut j = j0;
+    while j < j1 {
+        let pair = if j + 1 < j1 { 2 } else { 1 };
+        let ahead = (j + PREFETCH_ROWS).min(n - pair);
+        dot_rows(
+            a,
+            lda,
+            m,
+            k,
+            &w[j * k..(j + pair) * k],
+            &w[ahead * k..(ahead + pair) * k],
+            &mut acc[..m],
+        );
+        for (i, s) in acc[..m].iter().enumerate() {
+            for (jj, &s) in s[..pair].iter().enumerate() {
+                out(i, j + jj, s);
+            }
+        }
+        j += pair;
+    }
+}
+
+pub(crate) fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx512f")
@@ -188,7 +209,7 @@ fn has_avx512() -> bool {
 
 /// Rows of `b` one task of [`skinny_nn`] sums over. Fixed, so that the partial sums, and the order
 /// they are added in, do not depend on the number of threads.
-const NN_K_CHUNK: usize = 2048;
+pub(crate) const NN_K_CHUNK: usize = 2048;
 /// Rows of `b` a task finishes (every column) before it moves on: 64 rows of the 768-wide E are
 /// 192 KiB, which stay in L2 while the next block is prefetched in memory order.
 const NN_ROW_BLOCK: usize = 64;
@@ -210,34 +231,46 @@ fn skinny_nn(c: &mut [f32], a: &[f32], lda: usize, b: &[f32], m: usize, n: usize
         .enumerate()
         .for_each(|(ci, part)| {
             let (l0, l1) = (ci * NN_K_CHUNK, ((ci + 1) * NN_K_CHUNK).min(k));
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: AVX-512F is present (the caller checked); reads stay within a[m, lda] and
-            // b[k, n], writes within part[m, n].
-            unsafe {
-                match m {
-                    16 => x86::nn_chunk::<16, 1>(a, lda, b, n, l0, l1, part),
-                    15 => x86::nn_chunk::<15, 1>(a, lda, b, n, l0, l1, part),
-                    14 => x86::nn_chunk::<14, 1>(a, lda, b, n, l0, l1, part),
-                    13 => x86::nn_chunk::<13, 1>(a, lda, b, n, l0, l1, part),
-                    12 => x86::nn_chunk::<12, 1>(a, lda, b, n, l0, l1, part),
-                    11 => x86::nn_chunk::<11, 1>(a, lda, b, n, l0, l1, part),
-                    10 => x86::nn_chunk::<10, 1>(a, lda, b, n, l0, l1, part),
-                    9 => x86::nn_chunk::<9, 1>(a, lda, b, n, l0, l1, part),
-                    8 => x86::nn_chunk::<8, 2>(a, lda, b, n, l0, l1, part),
-                    7 => x86::nn_chunk::<7, 2>(a, lda, b, n, l0, l1, part),
-                    6 => x86::nn_chunk::<6, 2>(a, lda, b, n, l0, l1, part),
-                    5 => x86::nn_chunk::<5, 2>(a, lda, b, n, l0, l1, part),
-                    4 => x86::nn_chunk::<4, 2>(a, lda, b, n, l0, l1, part),
-                    3 => x86::nn_chunk::<3, 2>(a, lda, b, n, l0, l1, part),
-                    2 => x86::nn_chunk::<2, 2>(a, lda, b, n, l0, l1, part),
-                    _ => x86::nn_chunk::<1, 2>(a, lda, b, n, l0, l1, part),
-                }
-            }
+            nn_block(&a[l0..], lda, &b[l0 * n..l1 * n], l1 - l0, m, n, part);
         });
     for (idx, cv) in c[..m * n].iter_mut().enumerate() {
         let s: f32 = (0..chunks).map(|ci| partial[ci * m * n + idx]).sum();
         *cv = if beta == 0.0 { alpha * s } else { alpha * s + beta * *cv };
     }
+}
+
+/// part[m, n] += a[m, ..kc] @ b[..kc, n] with a's rows `lda` apart and m <= 16: b streamed in
+/// order, in blocks of NN_ROW_BLOCK rows, each prefetching the next, also past row kc where b goes
+/// on (the rows a caller reads next). Needs AVX-512F (see [`has_avx512`]).
+pub(crate) fn nn_block(a: &[f32], lda: usize, b: &[f32], kc: usize, m: usize, n: usize, part: &mut [f32]) {
+    assert!(m <= SKINNY_MAX_M && part.len() >= m * n && b.len() >= kc * n);
+    assert!(m == 0 || a.len() >= (m - 1) * lda + kc);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F is present (the callers check); reads stay within a[m, lda] and b[kc, n],
+    // writes within part[m, n] (asserted above).
+    unsafe {
+        match m {
+            16 => x86::nn_chunk::<16, 1>(a, lda, b, n, kc, part),
+            15 => x86::nn_chunk::<15, 1>(a, lda, b, n, kc, part),
+            14 => x86::nn_chunk::<14, 1>(a, lda, b, n, kc, part),
+            13 => x86::nn_chunk::<13, 1>(a, lda, b, n, kc, part),
+            12 => x86::nn_chunk::<12, 1>(a, lda, b, n, kc, part),
+            11 => x86::nn_chunk::<11, 1>(a, lda, b, n, kc, part),
+            10 => x86::nn_chunk::<10, 1>(a, lda, b, n, kc, part),
+            9 => x86::nn_chunk::<9, 1>(a, lda, b, n, kc, part),
+            8 => x86::nn_chunk::<8, 2>(a, lda, b, n, kc, part),
+            7 => x86::nn_chunk::<7, 2>(a, lda, b, n, kc, part),
+            6 => x86::nn_chunk::<6, 2>(a, lda, b, n, kc, part),
+            5 => x86::nn_chunk::<5, 2>(a, lda, b, n, kc, part),
+            4 => x86::nn_chunk::<4, 2>(a, lda, b, n, kc, part),
+            3 => x86::nn_chunk::<3, 2>(a, lda, b, n, kc, part),
+            2 => x86::nn_chunk::<2, 2>(a, lda, b, n, kc, part),
+            1 => x86::nn_chunk::<1, 2>(a, lda, b, n, kc, part),
+            _ => {}
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (a, lda, part);
 }
 
 /// out[i][j] = a[i * lda ..][..k] . w[j * k ..][..k] for i < m and j < J, the one or two rows of
@@ -356,7 +389,7 @@ mod x86 {
         }
     }
 
-    /// part[r, ..] += sum over l in l0..l1 of a[r, l] * b[l, ..] for r < R; b: [k, n], part: [R, n].
+    /// part[r, ..] += sum over l < kc of a[r, l] * b[l, ..] for r < R; b: [kb >= kc, n], part: [R, n].
     /// Rows go in blocks of NN_ROW_BLOCK; within a block, tiles of V x 16 columns of all R rows are
     /// summed in registers (R x V accumulators: V = 2 up to 8 rows, 1 up to 16), while the next block
     /// is prefetched V lines per step, in memory order.
@@ -367,16 +400,15 @@ mod x86 {
         lda: usize,
         b: &[f32],
         n: usize,
-        l0: usize,
-        l1: usize,
+        kc: usize,
         part: &mut [f32],
     ) {
-        let (bp, tile) = (b.as_ptr(), 16 * V);
-        let mut r0 = l0;
-        while r0 < l1 {
-            let r1 = (r0 + super::NN_ROW_BLOCK).min(l1);
-            // The next block's floats, [pf, pf_end) of b.
-            let (mut pf, pf_end) = (r1 * n, (r1 + super::NN_ROW_BLOCK).min(l1) * n);
+        let (bp, tile, kb) = (b.as_ptr(), 16 * V, b.len() / n);
+        let mut r0 = 0;
+        while r0 < kc {
+            let r1 = (r0 + super::NN_ROW_BLOCK).min(kc);
+            // The next block's floats, [pf, pf_end) of b: past row kc too, up to b's end.
+            let (mut pf, pf_end) = (r1 * n, (r1 + super::NN_ROW_BLOCK).min(kb) * n);
             for c0 in (0..n).step_by(tile) {
                 let mut mask = [0 as __mmask16; V];
                 for (v, m) in mask.iter_mut().enumerate() {

@@ -12,9 +12,10 @@ mod gemm;
 mod heads;
 mod layers;
 mod optim;
+mod soft_head;
 mod tiles;
 
-use softcot_core::backend::{AdamwStep, AttnShape, Backend, Gemm, RopeShape};
+use softcot_core::backend::{soft_head_unfused, AdamwStep, AttnShape, Backend, Gemm, RopeShape};
 use softcot_core::dtype::{decode_into, DType};
 use softcot_core::{Error, Result};
 
@@ -193,6 +194,27 @@ impl Backend for CpuBackend {
     }
     fn gather_rows(&self, dst: &mut CpuBuf, src: &CpuBuf, index: &CpuIds, rows: usize, d: usize) -> Result<()> {
         layers::gather_rows(&mut dst.0, &src.0, &index.0, rows, d)
+    }
+    fn soft_head(
+        &self,
+        logits: &mut CpuBuf,
+        ids: &mut CpuIds,
+        mix: &mut CpuBuf,
+        p: &mut CpuBuf,
+        xn: &CpuBuf,
+        head: &CpuBuf,
+        table: &CpuBuf,
+        rows: usize,
+        v: usize,
+        d: usize,
+        tau: f32,
+    ) -> Result<()> {
+        // Fused where it saves a pass over E: tied embeddings, the decode batch's rows.
+        if std::ptr::eq(head, table) && (1..=gemm::SKINNY_MAX_M).contains(&rows) && gemm::has_avx512() {
+            soft_head::soft_head(&mut logits.0, &mut ids.0, &mut mix.0, &xn.0, &table.0, rows, v, d, tau)
+        } else {
+            soft_head_unfused(self, logits, ids, mix, p, xn, head, table, rows, v, d, tau)
+        }
     }
 
     fn fill(&self, x: &mut CpuBuf, value: f32, n: usize) -> Result<()> {

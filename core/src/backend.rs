@@ -142,6 +142,28 @@ impl AdamwStep {
     }
 }
 
+/// [`Backend::soft_head`] from its parts: the lm_head product, argmax, [`Backend::mixture`]. The
+/// trait's default, and the fallback of backends whose fused kernel covers only some shapes.
+#[allow(clippy::too_many_arguments)]
+pub fn soft_head_unfused<B: Backend + ?Sized>(
+    be: &B,
+    logits: &mut B::Buf,
+    ids: &mut B::Ids,
+    mix: &mut B::Buf,
+    p: &mut B::Buf,
+    xn: &B::Buf,
+    head: &B::Buf,
+    table: &B::Buf,
+    rows: usize,
+    v: usize,
+    d: usize,
+    tau: f32,
+) -> Result<()> {
+    be.gemm(logits, xn, head, Gemm::linear(rows, v, d))?;
+    be.argmax(ids, logits, rows, v)?;
+    be.mixture(mix, p, logits, table, rows, v, d, tau)
+}
+
 fn unsupported<B: Backend + ?Sized>(be: &B, op: &str) -> crate::error::Error {
     crate::error::Error::unsupported(alloc::format!("{op} is not implemented on the {} backend", be.name()))
 }
@@ -447,6 +469,30 @@ pub trait Backend {
     ) -> Result<()> {
         let _ = (p, g, m, v, n, h);
         Err(unsupported(self, "adamw"))
+    }
+
+    /// The head of a soft-thinking decode step: `logits = xn @ head^T`, `ids = argmax(logits)`
+    /// (lowest index on ties) and `mix = softmax(logits / tau) @ table`, with `p` as scratch.
+    /// `head` and `table` are the same buffer for tied embeddings, which a fused kernel reads once
+    /// for all three (the design's online-softmax head). Default: the lm_head product, argmax and
+    /// [`Backend::mixture`].
+    /// logits, p: [rows, V]; ids: [rows]; mix, xn: [rows, d]; head, table: [V, d]
+    #[allow(clippy::too_many_arguments)]
+    fn soft_head(
+        &self,
+        logits: &mut Self::Buf,
+        ids: &mut Self::Ids,
+        mix: &mut Self::Buf,
+        p: &mut Self::Buf,
+        xn: &Self::Buf,
+        head: &Self::Buf,
+        table: &Self::Buf,
+        rows: usize,
+        v: usize,
+        d: usize,
+        tau: f32,
+    ) -> Result<()> {
+        soft_head_unfused(self, logits, ids, mix, p, xn, head, table, rows, v, d, tau)
     }
 
     /// The soft-thinking input `mix = softmax(logits / tau) @ E`; leaves `p = softmax(logits / tau)`

@@ -342,6 +342,9 @@ pub fn generate<B: Backend>(
         Vec::with_capacity(nb),
     );
 
+    // The last forward left only its hidden rows: the fused soft head computes logits, shadow ids
+    // and the mixture in one pass (the previous step fed rows that think next).
+    let mut head_pending = false;
     while !active.is_empty() {
         let n = active.len();
         // --- what the logits of each active row decide ---
@@ -359,7 +362,24 @@ pub fn generate<B: Backend>(
         }
         be.write_ids(&mut streams_buf, &h_streams)?;
         be.write_ids(&mut steps_buf, &h_steps)?;
-        be.argmax(&mut argmax_ids, &ws.logits, n, v)?;
+        if head_pending {
+            let (head, e) = (model.lm_head(), model.embed());
+            be.soft_head(
+                &mut ws.logits,
+                &mut argmax_ids,
+                &mut mix,
+                &mut p,
+                &ws.xn,
+                head,
+                e,
+                n,
+                v,
+                d,
+                cfg.tau,
+            )?;
+        } else {
+            be.argmax(&mut argmax_ids, &ws.logits, n, v)?;
+        }
         let argmax_h = be.download_ids(&argmax_ids, n)?;
         let sampled_h = if need_sample {
             // Hard thinking samples at tau, answers at answer_tau; both cannot differ within one call,
@@ -406,7 +426,9 @@ pub fn generate<B: Backend>(
             Vec::new()
         };
         if any_soft_think {
-            be.mixture(&mut mix, &mut p, &ws.logits, model.embed(), n, v, d, cfg.tau)?;
+            if !head_pending {
+                be.mixture(&mut mix, &mut p, &ws.logits, model.embed(), n, v, d, cfg.tau)?;
+            }
             if sigma > 0.0 {
                 be.add_noise(&mut mix, n, d, sigma, cfg.seed, &streams_buf, &steps_buf)?;
             }
@@ -495,6 +517,8 @@ pub fn generate<B: Backend>(
         be.write_ids(&mut slots, &h_slots)?;
         be.write_ids(&mut start, &h_start)?;
         let max_end = h_start.iter().map(|&s| s as usize + 1).max().unwrap_or(0);
+        head_pending =
+            cfg.mode.is_continuous() && next_active.iter().any(|&(r, _)| matches!(rows[r].phase, Phase::Think));
         let batch = Batch {
             input: Input::Embeds(&x_in),
             slots: &slots,
@@ -502,7 +526,7 @@ pub fn generate<B: Backend>(
             b: m,
             t: 1,
             max_end,
-            logits: LogitRows::Last,
+            logits: if head_pending { LogitRows::None } else { LogitRows::Last },
         };
         model.forward(be, &mut ws, &mut cache, &batch)?;
         for &(r, _) in &next_active {

@@ -24,6 +24,7 @@ pub fn run_forward<B: Backend>(be: &B) {
     rope(be);
     attention(be);
     heads(be);
+    soft_head(be);
     noise(be);
     sampling(be);
     errors(be);
@@ -397,6 +398,67 @@ pub fn heads<B: Backend>(be: &B) {
         let z = rng.vec(rows * v, 8.0);
         for tau in [0.5, 1e-4] {
             check_mixture(be, &z, rows, v, d, tau, &mut rng);
+        }
+    }
+}
+
+/// `soft_head` (logits, their argmax and the mixture in one call) against float64, tied (one buffer
+/// for head and table, which the CPU backend fuses) and untied, over several vocabulary chunks.
+fn soft_head<B: Backend>(be: &B) {
+    let mut rng = TestRng(11);
+    for (rows, v, d, tied) in [
+        (3, 1001, 24, true),
+        (8, 4000, 40, true),
+        (16, 3000, 19, true),
+        (8, 4000, 40, false),
+        (20, 2500, 8, true),
+    ] {
+        let xn = rng.vec(rows * d, 1.0);
+        let head = rng.vec(v * d, 1.0);
+        let untied = rng.vec(v * d, 1.0);
+        let table = if tied { &head } else { &untied };
+        let (xb, hb, tb) = (
+            be.upload(&xn).unwrap(),
+            be.upload(&head).unwrap(),
+            be.upload(table).unwrap(),
+        );
+        for tau in [0.5f32, 1e-4] {
+            let (mut logits, mut mix, mut p) = (
+                be.zeros(rows * v).unwrap(),
+                be.zeros(rows * d).unwrap(),
+                be.zeros(rows * v).unwrap(),
+            );
+            let mut ids = be.ids_zeros(rows).unwrap();
+            let tb = if tied { &hb } else { &tb };
+            be.soft_head(&mut logits, &mut ids, &mut mix, &mut p, &xb, &hb, tb, rows, v, d, tau)
+                .unwrap();
+            let shape = format!("{rows}x{v}x{d} tied={tied} tau={tau}");
+            let got = be.download(&logits, rows * v).unwrap();
+            let want = r::gemm(&vec![0.0; rows * v], &up(&xn), &up(&head), Gemm::linear(rows, v, d));
+            report(
+                &format!("soft_head logits {shape}"),
+                max_abs_err(&got, &want),
+                1e-5 * (d as f64).sqrt() * 4.0,
+            );
+            let argmax: Vec<u32> = got
+                .chunks_exact(v)
+                .map(|z| {
+                    let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    z.iter().position(|&x| x == m).unwrap() as u32
+                })
+                .collect();
+            assert_eq!(be.download_ids(&ids, rows).unwrap(), argmax, "soft_head ids {shape}");
+            // The mixture of the logits the backend computed (a logit's rounding, times 1 / tau, is
+            // not the mixture's error).
+            let pr = r::softmax(&up(&got), rows, v, tau as f64);
+            let want: Vec<f64> = (0..rows * d)
+                .map(|i| (0..v).map(|j| pr[(i / d) * v + j] * table[j * d + i % d] as f64).sum())
+                .collect();
+            report(
+                &format!("soft_head mixture {shape}"),
+                max_abs_err(&be.download(&mix, rows * d).unwrap(), &want),
+                2e-6,
+            );
         }
     }
 }

@@ -39,8 +39,9 @@ pub struct KvCache<B: Backend> {
 pub struct Workspace<B: Backend> {
     pub max_tokens: usize,
     pub max_logit_rows: usize,
-    x: B::Buf,   // x: [N, d] residual stream
-    xn: B::Buf,  // xn: [N, d] final norm output
+    x: B::Buf, // x: [N, d] residual stream
+    /// xn: [N, d] final norm output (the lm_head input; a soft step's head reads it).
+    pub(crate) xn: B::Buf,
     tmp: B::Buf, // tmp: [N, d] sublayer output
     layer: LayerBufs<B>,
     /// logits: [R, V] after a forward call (rows as [`LogitRows`] chose).
@@ -62,7 +63,8 @@ pub enum LogitRows {
     All,
     /// The last position of each row: logits [B, V].
     Last,
-    /// No logits (prefill whose last position is handled by the next call).
+    /// No logits: a prefill whose last position the next call handles, or a soft-thinking decode
+    /// step whose head runs apart ([`Backend::soft_head`] on the final norm's output).
     None,
 }
 
@@ -122,6 +124,11 @@ impl<B: Backend> Model<B> {
     /// The input embedding matrix E. embed: [V, d]
     pub fn embed(&self) -> &B::Buf {
         self.w(self.idx.embed)
+    }
+
+    /// The output projection: E itself when the embeddings are tied. lm_head: [V, d]
+    pub fn lm_head(&self) -> &B::Buf {
+        self.w(self.idx.lm_head)
     }
 
     pub fn new_cache(&self, be: &B, slots: usize, t_max: usize) -> Result<KvCache<B>> {
@@ -200,7 +207,7 @@ impl<B: Backend> Model<B> {
             d,
             c.rms_norm_eps as f32,
         )?;
-        let head = self.w(self.idx.lm_head);
+        let head = self.lm_head();
         match batch.logits {
             LogitRows::All => be.gemm(&mut ws.logits, &ws.xn, head, Gemm::linear(n, v, d))?,
             // The last token of each row: a batched product over rows with stride t * d.
