@@ -273,14 +273,45 @@ pub(crate) fn nn_block(a: &[f32], lda: usize, b: &[f32], kc: usize, m: usize, n:
     let _ = (a, lda, part);
 }
 
+/// The instruction sets the decode kernels have code for, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Simd {
+    Avx512,
+    Avx2,
+    Scalar,
+}
+
+impl Simd {
+    /// What this CPU runs.
+    fn best() -> Simd {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if has_avx512() {
+                return Simd::Avx512;
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Simd::Avx2;
+            }
+        }
+        Simd::Scalar
+    }
+}
+
 /// out[i][j] = a[i * lda ..][..k] . w[j * k ..][..k] for i < m and j < J, the one or two rows of
 /// `w` (w: [J, k]); `ahead` (J rows further on) is prefetched meanwhile.
 #[allow(clippy::too_many_arguments)]
 fn dot_rows(a: &[f32], lda: usize, m: usize, k: usize, w: &[f32], ahead: &[f32], out: &mut [[f32; 2]]) {
+    dot_rows_on(Simd::best(), a, lda, m, k, w, ahead, out)
+}
+
+/// [`dot_rows`] with the kernels of `simd`, which the CPU must support (tests run every level the
+/// machine has, since the dispatch alone would only ever run the best one).
+#[allow(clippy::too_many_arguments)]
+fn dot_rows_on(simd: Simd, a: &[f32], lda: usize, m: usize, k: usize, w: &[f32], ahead: &[f32], out: &mut [[f32; 2]]) {
     let pair = w.len() / k;
     #[cfg(target_arch = "x86_64")]
     {
-        if has_avx512() {
+        if simd == Simd::Avx512 {
             let mut i = 0;
             while i < m {
                 let r = (m - i).min(8);
@@ -297,19 +328,19 @@ fn dot_rows(a: &[f32], lda: usize, m: usize, k: usize, w: &[f32], ahead: &[f32],
                         }
                     };
                 }
-                // SAFETY: the CPU supports AVX-512F (checked above); every row read is in bounds.
+                // SAFETY: the CPU supports AVX-512F (the caller's promise); every row read is in bounds.
                 unsafe { kernel!(8 7 6 5 4 3 2) }
                 i += r;
             }
             return;
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        if simd == Simd::Avx2 {
             let mut i = 0;
             while i < m {
                 let r = (m - i).min(4);
                 for j in 0..pair {
                     let (wj, mut t) = (&w[j * k..(j + 1) * k], [0f32; 4]);
-                    // SAFETY: the CPU supports AVX2 and FMA (checked above); every row read is in bounds.
+                    // SAFETY: the CPU supports AVX2 and FMA (the caller's promise); every row read is in bounds.
                     unsafe {
                         match r {
                             4 => x86::dot_rows_256::<4>(a, lda, i, wj, &mut t),
@@ -522,4 +553,55 @@ pub unsafe fn strided(c: *mut f32, a: *const f32, b: *const f32, s: Strided) {
         false,
         gemm::Parallelism::None,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel level this CPU has, on pairs and single weight rows, m up to 16 (two groups of
+    /// rows), k with a partial last vector, against float64.
+    #[test]
+    fn dot_rows_levels_agree_with_f64() {
+        let mut levels = vec![Simd::Scalar];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                levels.push(Simd::Avx2);
+            }
+            if has_avx512() {
+                levels.push(Simd::Avx512);
+            }
+        }
+        let (lda, k) = (53, 45);
+        let val = |i: usize| ((i * 7919 % 1000) as f32 - 500.0) / 250.0;
+        let a: Vec<f32> = (0..16 * lda).map(val).collect();
+        let w: Vec<f32> = (0..3 * k).map(|i| val(i + 17)).collect();
+        for simd in levels {
+            let mut worst = 0f64;
+            for m in [1, 3, 8, 11, 16] {
+                for pair in [1, 2] {
+                    let mut out = [[0f32; 2]; 16];
+                    dot_rows_on(
+                        simd,
+                        &a,
+                        lda,
+                        m,
+                        k,
+                        &w[..pair * k],
+                        &w[k..(pair + 1) * k],
+                        &mut out[..m],
+                    );
+                    for (i, o) in out[..m].iter().enumerate() {
+                        for (j, &got) in o[..pair].iter().enumerate() {
+                            let want: f64 = (0..k).map(|l| a[i * lda + l] as f64 * w[j * k + l] as f64).sum();
+                            worst = worst.max((got as f64 - want).abs());
+                        }
+                    }
+                }
+            }
+            println!("dot_rows {simd:?}: max abs err {worst:.2e} vs f64");
+            assert!(worst < 1e-4, "{simd:?}: {worst}");
+        }
+    }
 }

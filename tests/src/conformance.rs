@@ -457,10 +457,17 @@ fn soft_head<B: Backend>(be: &B) {
             report(
                 &format!("soft_head mixture {shape}"),
                 max_abs_err(&be.download(&mix, rows * d).unwrap(), &want),
-                2e-6,
+                mixture_tol(v),
             );
         }
     }
+}
+
+/// Tolerance of a mixture over `v` rows of E (|E| <= 1, weights summing to 1): 2e-6 at the first
+/// shape tested (V = 1001), growing like the rounding of a float32 sum of V terms, sqrt(V). A GPU's
+/// one-accumulator product over 3000 rows measured 2.1e-6 (lavapipe), the CPU's chunked one 4e-7.
+fn mixture_tol(v: usize) -> f64 {
+    2e-6 * (v as f64 / 1001.0).sqrt().max(1.0)
 }
 
 /// `mixture` against the float64 softmax and product; `p` must hold the softmax afterwards.
@@ -478,7 +485,7 @@ fn check_mixture<B: Backend>(be: &B, z: &[f32], rows: usize, v: usize, d: usize,
     report(
         &format!("mixture softmax(z/tau) @ E {shape}"),
         max_abs_err(&be.download(&mix, rows * d).unwrap(), &want),
-        2e-6,
+        mixture_tol(v),
     );
     report(
         &format!("mixture leaves p = softmax {shape}"),
