@@ -173,20 +173,15 @@ pub(crate) fn dot_block(
     j1: usize,
     mut out: impl FnMut(usize, usize, f32),
 ) {
+    let simd = Simd::best();
     let mut acc = [[0f32; 2]; SKINNY_MAX_M];
     let mut j = j0;
     while j < j1 {
         let pair = if j + 1 < j1 { 2 } else { 1 };
         let ahead = (j + PREFETCH_ROWS).min(n - pair);
-        dot_rows(
-            a,
-            lda,
-            m,
-            k,
-            &w[j * k..(j + pair) * k],
-            &w[ahead * k..(ahead + pair) * k],
-            &mut acc[..m],
-        );
+        let (wj, aj) = (&w[j * k..(j + pair) * k], &w[ahead * k..(ahead + pair) * k]);
+        // SAFETY: `simd` is what this CPU runs.
+        unsafe { dot_rows(simd, a, lda, m, k, wj, aj, &mut acc[..m]) };
         for (i, s) in acc[..m].iter().enumerate() {
             for (jj, &s) in s[..pair].iter().enumerate() {
                 out(i, j + jj, s);
@@ -212,7 +207,7 @@ pub(crate) fn has_avx512() -> bool {
 pub(crate) const NN_K_CHUNK: usize = 2048;
 /// Rows of `b` a task finishes (every column) before it moves on: 64 rows of the 768-wide E are
 /// 192 KiB, which stay in L2 while the next block is prefetched in memory order.
-const NN_ROW_BLOCK: usize = 64;
+pub(crate) const NN_ROW_BLOCK: usize = 64;
 
 /// c[m, n] = alpha * a[m, k] @ b[k, n] + beta * c for m <= 16 and long k: the soft-thinking mixture
 /// p @ E. Each task sums one chunk of b's rows into its own partial c, block by block, so b streams
@@ -298,16 +293,23 @@ impl Simd {
 }
 
 /// out[i][j] = a[i * lda ..][..k] . w[j * k ..][..k] for i < m and j < J, the one or two rows of
-/// `w` (w: [J, k]); `ahead` (J rows further on) is prefetched meanwhile.
+/// `w` (w: [J, k]), with the kernels of `simd`; `ahead` (J rows further on) is prefetched meanwhile.
+/// The level is a parameter so that the tests run every level the machine has (the dispatch alone
+/// only ever runs the best).
+///
+/// # Safety
+/// The CPU must support `simd` ([`Simd::best`] or a level below it).
 #[allow(clippy::too_many_arguments)]
-fn dot_rows(a: &[f32], lda: usize, m: usize, k: usize, w: &[f32], ahead: &[f32], out: &mut [[f32; 2]]) {
-    dot_rows_on(Simd::best(), a, lda, m, k, w, ahead, out)
-}
-
-/// [`dot_rows`] with the kernels of `simd`, which the CPU must support (tests run every level the
-/// machine has, since the dispatch alone would only ever run the best one).
-#[allow(clippy::too_many_arguments)]
-fn dot_rows_on(simd: Simd, a: &[f32], lda: usize, m: usize, k: usize, w: &[f32], ahead: &[f32], out: &mut [[f32; 2]]) {
+unsafe fn dot_rows(
+    simd: Simd,
+    a: &[f32],
+    lda: usize,
+    m: usize,
+    k: usize,
+    w: &[f32],
+    ahead: &[f32],
+    out: &mut [[f32; 2]],
+) {
     let pair = w.len() / k;
     #[cfg(target_arch = "x86_64")]
     {
@@ -328,7 +330,7 @@ fn dot_rows_on(simd: Simd, a: &[f32], lda: usize, m: usize, k: usize, w: &[f32],
                         }
                     };
                 }
-                // SAFETY: the CPU supports AVX-512F (the caller's promise); every row read is in bounds.
+                // SAFETY: the CPU supports AVX-512F (the caller's contract); every row read is in bounds.
                 unsafe { kernel!(8 7 6 5 4 3 2) }
                 i += r;
             }
@@ -340,7 +342,7 @@ fn dot_rows_on(simd: Simd, a: &[f32], lda: usize, m: usize, k: usize, w: &[f32],
                 let r = (m - i).min(4);
                 for j in 0..pair {
                     let (wj, mut t) = (&w[j * k..(j + 1) * k], [0f32; 4]);
-                    // SAFETY: the CPU supports AVX2 and FMA (the caller's promise); every row read is in bounds.
+                    // SAFETY: the CPU supports AVX2 and FMA (the caller's contract); every row read is in bounds.
                     unsafe {
                         match r {
                             4 => x86::dot_rows_256::<4>(a, lda, i, wj, &mut t),
@@ -582,16 +584,19 @@ mod tests {
             for m in [1, 3, 8, 11, 16] {
                 for pair in [1, 2] {
                     let mut out = [[0f32; 2]; 16];
-                    dot_rows_on(
-                        simd,
-                        &a,
-                        lda,
-                        m,
-                        k,
-                        &w[..pair * k],
-                        &w[k..(pair + 1) * k],
-                        &mut out[..m],
-                    );
+                    // SAFETY: only levels this CPU reports are in `levels`.
+                    unsafe {
+                        dot_rows(
+                            simd,
+                            &a,
+                            lda,
+                            m,
+                            k,
+                            &w[..pair * k],
+                            &w[k..(pair + 1) * k],
+                            &mut out[..m],
+                        )
+                    };
                     for (i, o) in out[..m].iter().enumerate() {
                         for (j, &got) in o[..pair].iter().enumerate() {
                             let want: f64 = (0..k).map(|l| a[i * lda + l] as f64 * w[j * k + l] as f64).sum();

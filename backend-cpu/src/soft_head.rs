@@ -14,12 +14,12 @@ use rayon::prelude::*;
 use softcot_core::{Error, Result};
 
 use crate::fastmath;
-use crate::gemm::{dot_block, nn_block, SendPtr, NN_K_CHUNK};
+use crate::gemm::{dot_block, nn_block, SendPtr, NN_K_CHUNK, NN_ROW_BLOCK};
 use crate::need;
 
-/// Rows of E per block: 64 rows of a 768-wide E are 192 KiB, read for the logits and again, from
-/// L2, for the mixture.
-const BLOCK: usize = 64;
+/// Rows of E per block: the mixture kernel's own block (192 KiB of a 768-wide E), read for the
+/// logits and again, from L2, for the mixture, which prefetches the next one.
+const BLOCK: usize = NN_ROW_BLOCK;
 
 /// One chunk's running state for one row.
 #[derive(Clone, Copy)]

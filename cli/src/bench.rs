@@ -6,6 +6,8 @@
 //!   B*N / time (as `model.generate` is timed).
 //! - `soft-decode`: the same with soft thinking (tau 0.5, noise gamma 0.33).
 //! - `matmul`: an N x N x N float32 product (the machine's GEMM rate, the physical yardstick).
+//! - `head-products`: the two products that stream a [V, d] matrix once per decode step, for B
+//!   rows: the lm_head `x[B, d] @ W^T` and the soft mixture `p[B, V] @ E`, in turns; GB/s of each.
 //! - `rl-step`: the two halves of an RL step, hard and soft thinking: rollouts and the update, timed
 //!   apart, beside a supervised step over as many tokens (issue 5's targets).
 
@@ -41,6 +43,8 @@ pub enum Workload {
     /// One RL step of --batch prompts (default 2) x --samples rollouts with --new-tokens thinking and
     /// --answer-tokens answer tokens, hard and soft: rollouts and update timed apart, and an SFT step.
     RlStep,
+    /// The lm_head product and the soft mixture product of a decode step, for --batch rows, in turns.
+    HeadProducts,
 }
 
 #[derive(Args)]
@@ -107,6 +111,9 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
     if a.workload == Workload::RlStep {
         return rl_step_bench(be, a);
     }
+    if a.workload == Workload::HeadProducts {
+        return head_products_bench(be, a);
+    }
     let mut soft_over_hard: Option<[f64; 3]> = None;
     let (label, unit, samples, extra) = if a.workload == Workload::Grade {
         use softcot_core::grade::{grade, workload::TYPICAL, ExtractOptions};
@@ -167,7 +174,9 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                     samples
                 }
             }
-            Workload::Matmul | Workload::Grade | Workload::RlStep => unreachable!("handled above"),
+            Workload::Matmul | Workload::Grade | Workload::RlStep | Workload::HeadProducts => {
+                unreachable!("handled above")
+            }
         };
         let label = match a.workload {
             Workload::Prefill => "prefill",
@@ -472,6 +481,65 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                 upd_soft[0]
             );
             println!("  sigma {sigma:.6} (NoiseScale::sigma of the sum of squares of E)");
+        }
+    }
+    Ok(())
+}
+
+/// Each repeat runs the lm_head product `x @ W^T` and the mixture product `p @ E` of --batch rows
+/// in turns, ten times each, on random x and a softmax-like p; GB/s = the matrix's bytes / time.
+/// Taking turns keeps the other matrix's bytes between two reads of one, as in decode (a loop over
+/// one matrix finds part of it in L3). For a tied model both products read E.
+fn head_products_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
+    let (dir, md) = model_dir(a)?;
+    let model = md.load(be)?;
+    let (b, v, d) = (a.batch(), model.cfg.vocab_size, model.cfg.d());
+    let x = be.upload(&random_vec(b * d, a.seed))?;
+    // p: [B, V] positive, each row summing to 1 (the mixture's numerics do not depend on them).
+    let p = be.upload(&vec![1.0 / v as f32; b * v])?;
+    let (mut logits, mut mix) = (be.zeros(b * v)?, be.zeros(b * d)?);
+    let (head, e) = (model.lm_head(), model.embed());
+    let gb = (v * d * 4) as f64 / 1e9;
+    let mut round = || -> Result<[f64; 2]> {
+        let mut secs = [0f64; 2];
+        for _ in 0..10 {
+            secs[0] += timed(be, || be.gemm(&mut logits, &x, head, Gemm::linear(b, v, d)))?.1;
+            secs[1] += timed(be, || be.gemm(&mut mix, &p, e, Gemm::nn(b, d, v)))?.1;
+        }
+        Ok(secs.map(|s| 10.0 * gb / s))
+    };
+    round()?;
+    let rates: Vec<[f64; 2]> = (0..a.repeats).map(|_| round()).collect::<Result<_>>()?;
+    let [head_gbs, mix_gbs] = [0, 1].map(|i| spread(rates.iter().map(|r| r[i]).collect()));
+    match a.format {
+        Format::Json => println!(
+            "{}",
+            json!({"workload": "head-products", "backend": be.name(), "repeats": a.repeats,
+                   "model": dir.display().to_string(), "batch": b, "vocab": v, "d": d,
+                   "lm_head_gb_per_s": {"median": head_gbs[0], "min": head_gbs[1], "max": head_gbs[2]},
+                   "mixture_gb_per_s": {"median": mix_gbs[0], "min": mix_gbs[1], "max": mix_gbs[2]}})
+        ),
+        Format::Text => {
+            let ms = |r: f64| 1e3 * gb / r;
+            println!(
+                "head-products: {b} rows, [{v}, {d}] (medians of {} repeats) on {}",
+                a.repeats,
+                be.name()
+            );
+            println!(
+                "  lm_head x @ W^T  {:.1} GB/s ({:.2} ms; min {:.1}, max {:.1})",
+                head_gbs[0],
+                ms(head_gbs[0]),
+                head_gbs[1],
+                head_gbs[2]
+            );
+            println!(
+                "  mixture p @ E    {:.1} GB/s ({:.2} ms; min {:.1}, max {:.1})",
+                mix_gbs[0],
+                ms(mix_gbs[0]),
+                mix_gbs[1],
+                mix_gbs[2]
+            );
         }
     }
     Ok(())

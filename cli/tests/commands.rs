@@ -189,3 +189,33 @@ fn grade_prints_one_verdict_per_pair() {
         "nope.jsonl",
     );
 }
+
+/// `bench --workload head-products` runs both products and reports their rates (the command's
+/// output, not a timing check); without `--model` it is a clean error.
+#[test]
+fn bench_head_products_reports_both_products() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::tiny_model(tmp.path(), "tiny");
+    let o = softcot(&[
+        "bench",
+        "--model",
+        &model,
+        "--workload",
+        "head-products",
+        "--repeats",
+        "1",
+        "--batch",
+        "3",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let out: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(out["workload"], "head-products");
+    assert_eq!(out["batch"], 3);
+    for key in ["lm_head_gb_per_s", "mixture_gb_per_s"] {
+        let rate = out[key]["median"].as_f64().unwrap();
+        assert!(rate.is_finite() && rate > 0.0, "{key}: {rate}");
+    }
+    common::assert_clean_error(&softcot(&["bench", "--workload", "head-products"]), "--model");
+}

@@ -342,13 +342,13 @@ pub fn generate<B: Backend>(
         Vec::with_capacity(nb),
     );
 
-    // The last forward left only its hidden rows: the fused soft head computes logits, shadow ids
-    // and the mixture in one pass (the previous step fed rows that think next).
+    // The last forward stopped at the final norm because its rows think softly next: `soft_head`
+    // then computes logits, shadow ids and mixture together (one pass over E where it is fused).
     let mut head_pending = false;
     while !active.is_empty() {
         let n = active.len();
         // --- what the logits of each active row decide ---
-        let any_soft_think = cfg.mode.is_continuous() && active.iter().any(|&r| matches!(rows[r].phase, Phase::Think));
+        let any_soft_think = any_soft_thinking(cfg, &rows, active.iter().copied());
         let need_sample = active.iter().any(|&r| match rows[r].phase {
             Phase::Think => cfg.mode == ThinkMode::Hard && !cfg.greedy,
             Phase::Answer => !cfg.answer_greedy,
@@ -517,8 +517,7 @@ pub fn generate<B: Backend>(
         be.write_ids(&mut slots, &h_slots)?;
         be.write_ids(&mut start, &h_start)?;
         let max_end = h_start.iter().map(|&s| s as usize + 1).max().unwrap_or(0);
-        head_pending =
-            cfg.mode.is_continuous() && next_active.iter().any(|&(r, _)| matches!(rows[r].phase, Phase::Think));
+        head_pending = any_soft_thinking(cfg, &rows, next_active.iter().map(|&(r, _)| r));
         let batch = Batch {
             input: Input::Embeds(&x_in),
             slots: &slots,
@@ -536,6 +535,11 @@ pub fn generate<B: Backend>(
         active.extend(next_active.iter().map(|&(r, _)| r));
     }
     Ok(rows.into_iter().map(|r| r.gen).collect())
+}
+
+/// Whether any of these rows feeds a soft or fuzzy thinking input next (its step needs a mixture).
+fn any_soft_thinking(cfg: &ThinkConfig, rows: &[Row], mut idx: impl Iterator<Item = usize>) -> bool {
+    cfg.mode.is_continuous() && idx.any(|r| matches!(rows[r].phase, Phase::Think))
 }
 
 /// Enters the answer phase with `prefill` (or ends the row when there is no answer phase).
