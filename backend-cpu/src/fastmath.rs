@@ -122,6 +122,21 @@ pub fn sum_exp_shifted(z: &[f32], m: f32, inv_tau: f32) -> f32 {
     })
 }
 
+/// Sum of x[i]^2 in float64, in 16 lanes (vectorised, a fixed order, so deterministic).
+pub fn sum_squares(x: &[f32]) -> f64 {
+    with_simd(|| {
+        let mut lanes = [0f64; 16];
+        let mut chunks = x.chunks_exact(16);
+        for c in &mut chunks {
+            for (l, &v) in lanes.iter_mut().zip(c) {
+                *l += v as f64 * v as f64;
+            }
+        }
+        let tail: f64 = chunks.remainder().iter().map(|&v| v as f64 * v as f64).sum();
+        lanes.iter().sum::<f64>() + tail
+    })
+}
+
 /// a . b in 16 lanes (vectorised; the lane order is fixed, so results are deterministic).
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -3,6 +3,7 @@
 //! frequencies against probabilities. Each check prints one line with its measured error.
 
 use softcot_core::backend::{AttnShape, Backend, Gemm, RopeShape};
+use softcot_core::dtype::{decode_into, encode, DType};
 use softcot_core::philox;
 
 use crate::reference::{self as r, up};
@@ -25,9 +26,42 @@ pub fn run_forward<B: Backend>(be: &B) {
     attention(be);
     heads(be);
     soft_head(be);
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        sum_squares(be, dtype);
+    }
     noise(be);
     sampling(be);
     errors(be);
+}
+
+/// Relative error allowed for `sum_squares`. Every term is non-negative, so an f32 partial sum of
+/// a 4096-element block (wgpu's shaders/reduce.wgsl: the square, 15 sequential adds per thread, 8
+/// levels of a tree) is within 24 * 2^-24 = 1.43e-6 of exact, relatively, whatever n is; the host
+/// adds the partials in f64. The bound plus a hair. (The CPU sums in f64 throughout.)
+const TOL_SUMSQ: f64 = 1.5e-6;
+
+/// The values a weight of `dtype` holds once stored: `host` rounded to `dtype` and back.
+pub fn stored(dtype: DType, host: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; host.len()];
+    decode_into(dtype, &encode(dtype, host), &mut out).unwrap();
+    out
+}
+
+/// `sum_squares` of a weight stored as `dtype` against the float64 sum of its stored values, on
+/// sizes around wgpu's 256-thread and 4096-element blocks and the CPU's 65536-element tasks, and
+/// ones spanning many of each.
+pub fn sum_squares<B: Backend>(be: &B, dtype: DType) {
+    let mut rng = TestRng(7);
+    for n in [1, 17, 255, 257, 4097, 65_537, 100_003, 300_001] {
+        // Magnitudes from 2^-8 to 2^4, so that blocks add terms of very different sizes.
+        let host: Vec<f32> = (0..n).map(|i| rng.uniform() * 2f32.powi((i % 13) as i32 - 8)).collect();
+        let buf = be.upload_weight(&encode(dtype, &host), dtype, n).unwrap();
+        let want: f64 = stored(dtype, &host).iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let got = be.sum_squares(&buf, n).unwrap();
+        let rel = (got - want).abs() / want;
+        println!("sum_squares n = {n:<6} {dtype:?}: relative error {rel:.2e} (tol {TOL_SUMSQ:.1e})");
+        assert!(rel < TOL_SUMSQ, "sum_squares n = {n} {dtype:?}: {got} vs {want}");
+    }
 }
 
 fn report(op: &str, err: f64, tol: f64) {

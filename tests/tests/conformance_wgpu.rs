@@ -1,28 +1,21 @@
 //! The conformance suite's forward ops on the wgpu backend (lavapipe in CI), and again with a
-//! storage binding limit forced low so that every op's split path runs; `sum_squares` against the
-//! float64 sum; and the kernels that read weights stored f16 (where the adapter has `shader-f16`).
+//! storage binding limit forced low so that every op's split path runs; and the kernels that read
+//! weights stored f16 (where the adapter has `shader-f16`).
 
 mod wgpu_support;
 
 use softcot_core::backend::Gemm;
-use softcot_core::dtype::{decode_into, encode, DType};
+use softcot_core::dtype::{encode, DType};
 use softcot_core::Backend;
 use softcot_tests::conformance as c;
 use softcot_tests::reference::{self as r, up};
 use softcot_tests::{max_abs_err, rel_err, TestRng};
 use softcot_wgpu::{Options, WgpuBackend};
 
-/// Relative error allowed for `sum_squares`. Every term is non-negative, so each f32 partial sum of
-/// a 4096-element block (shaders/reduce.wgsl: the square, 15 sequential adds per thread, 8 levels of
-/// a tree) is within 24 * 2^-24 = 1.43e-6 of exact, relatively, whatever n is; the host adds the
-/// partials in f64. The bound plus a hair.
-const TOL_SUMSQ: f64 = 1.5e-6;
-
 #[test]
 fn wgpu_backend_conforms() {
     if let Some(be) = wgpu_support::open(&Options::default()) {
         c::run_forward(&be);
-        sum_squares_matches_f64(&be, DType::F32);
     }
 }
 
@@ -35,30 +28,6 @@ fn wgpu_backend_conforms_with_split_bindings() {
     if let Some(be) = wgpu_support::open(&opts) {
         assert_eq!(be.max_binding(), wgpu_support::LOW_BINDING);
         c::run_forward(&be);
-        sum_squares_matches_f64(&be, DType::F32);
-    }
-}
-
-/// The values a weight of `dtype` holds once stored: `host` rounded to `dtype` and back.
-fn stored(dtype: DType, host: &[f32]) -> Vec<f32> {
-    let mut out = vec![0f32; host.len()];
-    decode_into(dtype, &encode(dtype, host), &mut out).unwrap();
-    out
-}
-
-/// `sum_squares` of a weight stored as `dtype` against the float64 sum of its stored values, on
-/// sizes around the 256-thread and 4096-element block boundaries and one spanning many blocks.
-fn sum_squares_matches_f64(be: &WgpuBackend, dtype: DType) {
-    let mut rng = TestRng(7);
-    for n in [1, 255, 257, 4097, 100_003] {
-        // Magnitudes from 2^-8 to 2^4, so that blocks add terms of very different sizes.
-        let host: Vec<f32> = (0..n).map(|i| rng.uniform() * 2f32.powi((i % 13) as i32 - 8)).collect();
-        let buf = be.upload_weight(&encode(dtype, &host), dtype, n).unwrap();
-        let want: f64 = stored(dtype, &host).iter().map(|&v| (v as f64) * (v as f64)).sum();
-        let got = be.sum_squares(&buf, n).unwrap();
-        let rel = (got - want).abs() / want;
-        println!("sum_squares n = {n:<6} {dtype:?}: relative error {rel:.2e} (tol {TOL_SUMSQ:.1e})");
-        assert!(rel < TOL_SUMSQ, "sum_squares n = {n}: {got} vs {want}");
     }
 }
 
@@ -89,7 +58,7 @@ fn check_f16_kernels(be: &WgpuBackend, max_binding: Option<u64>) {
     let weight = |dtype: DType, host: &[f32]| {
         let w = be.upload_weight(&encode(dtype, host), dtype, host.len()).unwrap();
         assert!(w.is_f16(), "{dtype:?} weight not stored f16");
-        (w, up(&stored(dtype, host)))
+        (w, up(&c::stored(dtype, host)))
     };
     let tag = if max_binding.is_some() { "split" } else { "" };
     // gemv_t (x W^T, m <= 8), gemv_n (p @ E), gemm_tiled; odd sizes so windows end mid-word.
@@ -140,14 +109,14 @@ fn check_f16_kernels(be: &WgpuBackend, max_binding: Option<u64>) {
     let err = max_abs_err(&be.download(&out, rows * d).unwrap(), &biased);
     assert!(err < 4e-6, "f16 add_bias: {err:.3e}");
 
-    sum_squares_matches_f64(be, DType::F16);
-    sum_squares_matches_f64(be, DType::BF16);
+    c::sum_squares(be, DType::F16);
+    c::sum_squares(be, DType::BF16);
 
     // A bf16 tensor with a value beyond f16's range stays f32 instead of holding infinity.
     let big = [1.0f32, 3.0e5, -2.0];
     let kept = be.upload_weight(&encode(DType::BF16, &big), DType::BF16, 3).unwrap();
     assert!(!kept.is_f16());
-    assert_eq!(be.download(&kept, 3).unwrap(), stored(DType::BF16, &big));
+    assert_eq!(be.download(&kept, 3).unwrap(), c::stored(DType::BF16, &big));
     // f16 weights are read-only inputs: ops that need an f32 operand refuse them.
     let mut c = be.zeros(4).unwrap();
     assert!(be
