@@ -7,8 +7,8 @@ use softcot_core::{Error, Result};
 
 use crate::fastmath;
 use crate::layers::MAX_HEAD_DIM;
-use crate::need;
 use crate::tiles;
+use crate::{need, SendPtr};
 
 /// From this many new tokens per row on, the attention forward runs as small GEMMs over score tiles
 /// ([`tiles`]); below it (decode), one query row at a time.
@@ -75,19 +75,6 @@ pub fn kv_write(cache: &mut [f32], x: &[f32], slots: &[u32], start: &[u32], s: A
     kv_walk(x.len(), cache.len(), slots, start, &s, "kv_write", |xo, co| {
         cache[co..co + hd].copy_from_slice(&x[xo..xo + hd])
     })
-}
-
-#[derive(Clone, Copy)]
-pub(crate) struct SendPtr(pub(crate) *mut f32);
-// SAFETY: tasks write disjoint parts of the buffer (each use below says which).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so closures capture the whole `SendPtr`, which is `Send`).
-    pub(crate) fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// out[b, i, h, :] = softmax_j(q . k_j * scale) @ v over j <= start[b] + i of slot slots[b].

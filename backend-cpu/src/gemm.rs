@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use softcot_core::backend::Gemm;
 use softcot_core::Result;
 
-use crate::need;
+use crate::{need, SendPtr};
 
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
@@ -118,35 +118,12 @@ fn product(c: &mut [f32], a: &[f32], b: &[f32], rows: Rows, g: Gemm) -> Result<(
     Ok(())
 }
 
-/// A pointer that tasks writing disjoint parts of one buffer share.
-#[derive(Clone, Copy)]
-pub(crate) struct SendPtr(pub(crate) *mut f32);
-// SAFETY: each task writes only its own part of the buffer (see `skinny` and `soft_head`).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// The pointer (a method, so closures capture the whole `SendPtr`, which is `Send`).
-    pub(crate) fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
 /// c[m, n] = alpha * a[m, k] @ w[n, k]^T + beta * c, with a's rows `lda` apart and m small.
 /// Parallel over blocks of output columns; each pair of weight rows is read once for all m rows.
 #[allow(clippy::too_many_arguments)]
 pub fn skinny(c: &mut [f32], a: &[f32], lda: usize, w: &[f32], m: usize, n: usize, k: usize, alpha: f32, beta: f32) {
-    let threads = rayon::current_num_threads().max(1);
-    // Blocks hold whole pairs of weight rows, so that only the last block can end on a single row.
-    let block = if m * n * k < PARALLEL_MIN_MACS {
-        n
-    } else {
-        n.div_ceil(threads * 8).max(16).next_multiple_of(2)
-    };
     let cp = SendPtr(c.as_mut_ptr());
-    (0..n.div_ceil(block)).into_par_iter().for_each(|bi| {
-        let j0 = bi * block;
-        let j1 = (j0 + block).min(n);
+    skinny_blocks(m, n, k, |j0, j1| {
         dot_block(a, lda, m, w, n, k, j0, j1, |i, j, s| {
             // SAFETY: (i, j) is inside c[m, n] (checked by the caller) and column j belongs to this
             // task alone.
@@ -156,6 +133,22 @@ pub fn skinny(c: &mut [f32], a: &[f32], lda: usize, w: &[f32], m: usize, n: usiz
             }
         });
     });
+}
+
+/// The task split of a skinny product of m rows against n weight rows of length k: `task(j0, j1)`
+/// for blocks of output columns, in parallel; what the tasks return, in block order.
+pub(crate) fn skinny_blocks<T: Send>(m: usize, n: usize, k: usize, task: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
+    let threads = rayon::current_num_threads().max(1);
+    // Blocks hold whole pairs of weight rows, so that only the last block can end on a single row.
+    let block = if m * n * k < PARALLEL_MIN_MACS {
+        n
+    } else {
+        n.div_ceil(threads * 8).max(16).next_multiple_of(2)
+    };
+    (0..n.div_ceil(block))
+        .into_par_iter()
+        .map(|bi| task(bi * block, ((bi + 1) * block).min(n)))
+        .collect()
 }
 
 /// Calls `out(i, j, a[i] . w[j])` for every row i < m of `a` (rows `lda` apart, m <= 16) and

@@ -24,6 +24,20 @@ use rayon::prelude::*;
 /// Elements per task of `sum_squares` (256 KiB of f32): E of a 125M model is ~370 tasks.
 const SUM_CHUNK: usize = 1 << 16;
 
+/// A pointer that tasks writing disjoint parts of one buffer share (each use says which parts).
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: each task writes only its own part of the buffer (see every use).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// The pointer (a method, so closures capture the whole `SendPtr`, which is `Send`).
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Float32 buffer. data: [len]
 pub struct CpuBuf(pub Vec<f32>);
 /// u32 buffer. data: [len]
@@ -216,9 +230,21 @@ impl Backend for CpuBackend {
         d: usize,
         tau: f32,
     ) -> Result<()> {
-        // Fused where it saves a pass over E: tied embeddings, the decode batch's rows.
-        if std::ptr::eq(head, table) && (1..=gemm::SKINNY_MAX_M).contains(&rows) && gemm::has_avx512() {
-            soft_head::soft_head(&mut logits.0, &mut ids.0, &mut mix.0, &xn.0, &table.0, rows, v, d, tau)
+        // Fused for the decode batch's rows (see soft_head.rs for what it saves, tied and untied).
+        if (1..=gemm::SKINNY_MAX_M).contains(&rows) && gemm::has_avx512() {
+            let (head, table) = (&head.0[..], &table.0[..]);
+            soft_head::soft_head(
+                &mut logits.0,
+                &mut ids.0,
+                &mut mix.0,
+                &xn.0,
+                head,
+                table,
+                rows,
+                v,
+                d,
+                tau,
+            )
         } else {
             soft_head_unfused(self, logits, ids, mix, p, xn, head, table, rows, v, d, tau)
         }

@@ -1,21 +1,28 @@
-//! The head of a soft-thinking decode step for tied embeddings, fused: one pass over E computes the
-//! logits `xn E^T`, their argmax (the shadow ids) and `softmax(logits / tau) @ E` with an online
-//! softmax, so E is read once per step where the unfused head reads it twice (the lm_head, then
-//! the mixture). Untied models, more than 16 rows or no AVX-512 take the trait's unfused default.
+//! The head of a soft-thinking decode step, fused: logits, their argmax (the shadow ids) and
+//! `softmax(logits / tau) @ E` with no probability buffer and no separate softmax pass.
+//!
+//! Tied embeddings: one pass over E computes the logits `xn E^T` too, so E is read once per step
+//! where the unfused head reads it twice (the lm_head, then the mixture). Untied: the lm_head is
+//! its own matrix, so the skinny product writes the logits first, its tasks noting each row's
+//! maximum and argmax as they go; the mixture pass then takes the exps against that maximum block
+//! by block (the unfused head scans the logits for the argmax, and its softmax scans them again,
+//! writes p, rescales it and reads it back). More than 16 rows or no
+//! AVX-512 take the trait's unfused default.
 //!
 //! Each task owns a fixed chunk of the vocabulary (NN_K_CHUNK rows of E) and walks it in blocks of
-//! BLOCK rows: the block's logits (the skinny product's own dot products, so they equal the unfused
-//! logits bit for bit), their exps against the chunk's running maximum (rescaling the chunk's
-//! partial mixture when the maximum grows, as flash attention does), then the block's rows of E,
-//! still in L2, weighted by them. The chunks' partials are combined in chunk order, so the result
-//! does not depend on the thread count.
+//! BLOCK rows: the block's logits (tied: the skinny product's own dot products, so they equal the
+//! unfused logits bit for bit), their exps against the chunk's running maximum (rescaling the
+//! chunk's partial mixture when the maximum grows, as flash attention does; untied rows start at
+//! their final maximum, so nothing is rescaled), then the block's rows of E, still in L2, weighted
+//! by them. The chunks' partials are combined in chunk order, so the result does not depend on the
+//! thread count.
 
 use rayon::prelude::*;
 use softcot_core::{Error, Result};
 
 use crate::fastmath;
-use crate::gemm::{dot_block, nn_block, SendPtr, NN_K_CHUNK, NN_ROW_BLOCK};
-use crate::need;
+use crate::gemm::{self, dot_block, nn_block, NN_K_CHUNK, NN_ROW_BLOCK, SKINNY_MAX_M};
+use crate::{need, SendPtr};
 
 /// Rows of E per block: the mixture kernel's own block (192 KiB of a 768-wide E), read for the
 /// logits and again, from L2, for the mixture, which prefetches the next one.
@@ -42,15 +49,26 @@ fn exp_or_zero(x: f32) -> f32 {
     }
 }
 
-/// logits = xn @ table^T, ids = argmax(logits), mix = softmax(logits / tau) @ table, for
-/// rows <= 16 on a CPU with AVX-512 (the caller checks).
-/// logits: [rows, V]; ids: [rows]; mix, xn: [rows, d]; table: [V, d]
+/// Where a block's logits come from.
+#[derive(Clone, Copy)]
+enum Logits<'a> {
+    /// Tied: computed from `xn` and the block's rows of E, then stored through the pointer.
+    Compute(&'a [f32], SendPtr),
+    /// Untied: already in the buffer (the lm_head product ran first).
+    Given(&'a [f32]),
+}
+
+/// logits = xn @ head^T, ids = argmax(logits), mix = softmax(logits / tau) @ table, for
+/// rows <= 16 on a CPU with AVX-512 (the caller checks); `head` and `table` are the same slice for
+/// tied embeddings.
+/// logits: [rows, V]; ids: [rows]; mix, xn: [rows, d]; head, table: [V, d]
 #[allow(clippy::too_many_arguments)]
 pub fn soft_head(
     logits: &mut [f32],
     ids: &mut [u32],
     mix: &mut [f32],
     xn: &[f32],
+    head: &[f32],
     table: &[f32],
     rows: usize,
     v: usize,
@@ -61,21 +79,54 @@ pub fn soft_head(
     need(ids.len(), rows, "soft_head: ids")?;
     need(mix.len(), rows * d, "soft_head: mix")?;
     need(xn.len(), rows * d, "soft_head: xn")?;
+    need(head.len(), v * d, "soft_head: head")?;
     need(table.len(), v * d, "soft_head: table")?;
     if v == 0 || d == 0 {
         return Err(Error::invalid("soft_head: empty vocabulary or width"));
     }
     let inv_tau = 1.0 / tau;
     let chunks = v.div_ceil(NN_K_CHUNK);
+    // start: [rows] the state every chunk begins from
+    let mut start = vec![
+        Stat {
+            max: f32::NEG_INFINITY,
+            sum: 0.0,
+            arg: 0,
+        };
+        rows
+    ];
+    let source = if std::ptr::eq(head, table) {
+        Logits::Compute(xn, SendPtr(logits.as_mut_ptr()))
+    } else {
+        // The skinny product's own tasks and dot products (the unfused head's logits bit for bit),
+        // each task keeping its rows' largest logit and its first index as it writes them.
+        let lp = SendPtr(logits.as_mut_ptr());
+        let found = gemm::skinny_blocks(rows, v, d, |j0, j1| {
+            let mut best = [(f32::NEG_INFINITY, 0usize); SKINNY_MAX_M];
+            dot_block(xn, d, rows, head, v, d, j0, j1, |r, j, s| {
+                // SAFETY: (r, j) is inside logits[rows, v] (checked above) and column j belongs
+                // to this task alone.
+                unsafe { *lp.get().add(r * v + j) = s };
+                // Columns come in increasing order per row: a tie keeps the first index.
+                if s > best[r].0 {
+                    best[r] = (s, j);
+                }
+            });
+            best
+        });
+        // Blocks in order, a later one wins only if larger: the lowest index on ties.
+        for block in &found {
+            for (s, &(m, j)) in start.iter_mut().zip(block) {
+                if m > s.max {
+                    (s.max, s.arg) = (m, j);
+                }
+            }
+        }
+        Logits::Given(logits)
+    };
     // partial: [chunks, rows, d] each chunk's sum of exp((z - max) / tau) E; stats: [chunks, rows]
     let mut partial = vec![0f32; chunks * rows * d];
-    let fresh = Stat {
-        max: f32::NEG_INFINITY,
-        sum: 0.0,
-        arg: 0,
-    };
-    let mut stats = vec![fresh; chunks * rows];
-    let lp = SendPtr(logits.as_mut_ptr());
+    let mut stats: Vec<Stat> = (0..chunks).flat_map(|_| start.iter().copied()).collect();
     partial
         .par_chunks_mut(rows * d)
         .zip(stats.par_chunks_mut(rows))
@@ -83,20 +134,29 @@ pub fn soft_head(
         .for_each_init(
             || vec![0f32; 2 * rows * BLOCK],
             |buf, (ci, (part, st))| {
-                // z, e: [rows, BLOCK] the block's logits and their exps
+                // z, e: [rows, BLOCK] the block's logits (when computed) and their exps
                 let (z, e) = buf.split_at_mut(rows * BLOCK);
                 let (l0, l1) = (ci * NN_K_CHUNK, ((ci + 1) * NN_K_CHUNK).min(v));
                 let mut j0 = l0;
                 while j0 < l1 {
                     let nb = (l1 - j0).min(BLOCK);
-                    dot_block(xn, d, rows, table, v, d, j0, j0 + nb, |r, j, s| {
-                        z[r * BLOCK + j - j0] = s
-                    });
+                    if let Logits::Compute(xn, _) = source {
+                        dot_block(xn, d, rows, table, v, d, j0, j0 + nb, |r, j, s| {
+                            z[r * BLOCK + j - j0] = s
+                        });
+                    }
                     for (r, s) in st.iter_mut().enumerate() {
-                        let zr = &z[r * BLOCK..r * BLOCK + nb];
-                        // SAFETY: logits holds rows * v floats (checked above); logits[r, j0..j0 + nb]
-                        // is written by this task alone and no reference to logits exists meanwhile.
-                        unsafe { std::ptr::copy_nonoverlapping(zr.as_ptr(), lp.get().add(r * v + j0), nb) };
+                        let zr = match source {
+                            Logits::Compute(_, lp) => {
+                                let zr = &z[r * BLOCK..r * BLOCK + nb];
+                                // SAFETY: logits holds rows * v floats (checked above);
+                                // logits[r, j0..j0 + nb] is written by this task alone and no
+                                // reference to logits exists meanwhile (Compute holds none).
+                                unsafe { std::ptr::copy_nonoverlapping(zr.as_ptr(), lp.get().add(r * v + j0), nb) };
+                                zr
+                            }
+                            Logits::Given(all) => &all[r * v + j0..r * v + j0 + nb],
+                        };
                         let bm = fastmath::max(zr);
                         if bm > s.max {
                             s.arg = j0 + zr.iter().position(|&x| x == bm).unwrap_or(0);

@@ -11,9 +11,9 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 use softcot_core::backend::AttnShape;
 
-use crate::attention::SendPtr;
 use crate::fastmath;
 use crate::gemm::{strided, Strided};
+use crate::SendPtr;
 
 thread_local! {
     /// This thread's score tile, kept between calls: tiles are hundreds of KiB, and allocating

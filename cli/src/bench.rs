@@ -7,7 +7,9 @@
 //! - `soft-decode`: the same with soft thinking (tau 0.5, noise gamma 0.33).
 //! - `matmul`: an N x N x N float32 product (the machine's GEMM rate, the physical yardstick).
 //! - `head-products`: the two products that stream a [V, d] matrix once per decode step, for B
-//!   rows: the lm_head `x[B, d] @ W^T` and the soft mixture `p[B, V] @ E`, in turns; GB/s of each.
+//!   rows: the lm_head `x[B, d] @ W^T` and the soft mixture `p[B, V] @ E`, GB/s of each; and the
+//!   whole head of a soft step (`Backend::soft_head`: logits, argmax, softmax, mixture) against its
+//!   unfused default, ms of each. All four in turns, so that the machine's drift hits them alike.
 //! - `rl-step`: the two halves of an RL step, hard and soft thinking: rollouts and the update, timed
 //!   apart, beside a supervised step over as many tokens (issue 5's targets).
 
@@ -16,7 +18,7 @@ use std::time::Instant;
 
 use clap::{Args, ValueEnum};
 use serde_json::json;
-use softcot_core::backend::Gemm;
+use softcot_core::backend::{soft_head_unfused, Gemm};
 use softcot_core::io::ModelDir;
 use softcot_core::model::{Batch, Input, LogitRows, Model};
 use softcot_core::rl::{rl_step, RlSeq, RlSettings};
@@ -497,48 +499,70 @@ fn head_products_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
     let x = be.upload(&random_vec(b * d, a.seed))?;
     // p: [B, V] positive, each row summing to 1 (the mixture's numerics do not depend on them).
     let p = be.upload(&vec![1.0 / v as f32; b * v])?;
-    let (mut logits, mut mix) = (be.zeros(b * v)?, be.zeros(b * d)?);
+    // logits, scratch: [B, V]; mix: [B, d]; ids: [B]
+    let (mut logits, mut scratch, mut mix) = (be.zeros(b * v)?, be.zeros(b * v)?, be.zeros(b * d)?);
+    let mut ids = be.ids_zeros(b)?;
     let (head, e) = (model.lm_head(), model.embed());
     let gb = (v * d * 4) as f64 / 1e9;
-    let mut round = || -> Result<[f64; 2]> {
-        let mut secs = [0f64; 2];
+    let tau = ThinkConfig::new(ThinkMode::Soft).tau;
+    // One round: lm_head GB/s, mixture GB/s, soft_head ms, soft_head_unfused ms over 10 calls each.
+    let mut round = || -> Result<[f64; 4]> {
+        let mut secs = [0f64; 4];
         for _ in 0..10 {
             secs[0] += timed(be, || be.gemm(&mut logits, &x, head, Gemm::linear(b, v, d)))?.1;
             secs[1] += timed(be, || be.gemm(&mut mix, &p, e, Gemm::nn(b, d, v)))?.1;
+            let args = (&mut logits, &mut ids, &mut mix, &mut scratch);
+            secs[2] += timed(be, || {
+                be.soft_head(args.0, args.1, args.2, args.3, &x, head, e, b, v, d, tau)
+            })?
+            .1;
+            let args = (&mut logits, &mut ids, &mut mix, &mut scratch);
+            secs[3] += timed(be, || {
+                soft_head_unfused(be, args.0, args.1, args.2, args.3, &x, head, e, b, v, d, tau)
+            })?
+            .1;
         }
-        Ok(secs.map(|s| 10.0 * gb / s))
+        Ok([10.0 * gb / secs[0], 10.0 * gb / secs[1], 1e2 * secs[2], 1e2 * secs[3]])
     };
     round()?;
-    let rates: Vec<[f64; 2]> = (0..a.repeats).map(|_| round()).collect::<Result<_>>()?;
-    let [head_gbs, mix_gbs] = [0, 1].map(|i| spread(rates.iter().map(|r| r[i]).collect()));
+    let rates: Vec<[f64; 4]> = (0..a.repeats).map(|_| round()).collect::<Result<_>>()?;
+    let [head_gbs, mix_gbs, fused_ms, unfused_ms] = [0, 1, 2, 3].map(|i| spread(rates.iter().map(|r| r[i]).collect()));
+    let ratio = spread(rates.iter().map(|r| r[2] / r[3]).collect());
     match a.format {
         Format::Json => println!(
             "{}",
             json!({"workload": "head-products", "backend": be.name(), "repeats": a.repeats,
                    "model": dir.display().to_string(), "batch": b, "vocab": v, "d": d,
+                   "tied": std::ptr::eq(head, e),
                    "lm_head_gb_per_s": {"median": head_gbs[0], "min": head_gbs[1], "max": head_gbs[2]},
-                   "mixture_gb_per_s": {"median": mix_gbs[0], "min": mix_gbs[1], "max": mix_gbs[2]}})
+                   "mixture_gb_per_s": {"median": mix_gbs[0], "min": mix_gbs[1], "max": mix_gbs[2]},
+                   "soft_head_ms": {"median": fused_ms[0], "min": fused_ms[1], "max": fused_ms[2]},
+                   "soft_head_unfused_ms": {"median": unfused_ms[0], "min": unfused_ms[1], "max": unfused_ms[2]},
+                   "soft_head_over_unfused": {"median": ratio[0], "min": ratio[1], "max": ratio[2]}})
         ),
         Format::Text => {
             let ms = |r: f64| 1e3 * gb / r;
             println!(
-                "head-products: {b} rows, [{v}, {d}] (medians of {} repeats) on {}",
+                "head-products: {b} rows, [{v}, {d}], {} (medians of {} repeats) on {}",
+                if std::ptr::eq(head, e) { "tied" } else { "untied" },
                 a.repeats,
                 be.name()
             );
+            for (what, r) in [("lm_head x @ W^T ", head_gbs), ("mixture p @ E   ", mix_gbs)] {
+                println!(
+                    "  {what} {:.1} GB/s ({:.2} ms; min {:.1}, max {:.1})",
+                    r[0],
+                    ms(r[0]),
+                    r[1],
+                    r[2]
+                );
+            }
+            for (what, t) in [("soft_head       ", fused_ms), ("  unfused       ", unfused_ms)] {
+                println!("  {what} {:.2} ms (min {:.2}, max {:.2})", t[0], t[1], t[2]);
+            }
             println!(
-                "  lm_head x @ W^T  {:.1} GB/s ({:.2} ms; min {:.1}, max {:.1})",
-                head_gbs[0],
-                ms(head_gbs[0]),
-                head_gbs[1],
-                head_gbs[2]
-            );
-            println!(
-                "  mixture p @ E    {:.1} GB/s ({:.2} ms; min {:.1}, max {:.1})",
-                mix_gbs[0],
-                ms(mix_gbs[0]),
-                mix_gbs[1],
-                mix_gbs[2]
+                "  soft_head / unfused {:.3} (min {:.3}, max {:.3}, per repeat)",
+                ratio[0], ratio[1], ratio[2]
             );
         }
     }

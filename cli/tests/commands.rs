@@ -190,8 +190,9 @@ fn grade_prints_one_verdict_per_pair() {
     );
 }
 
-/// `bench --workload head-products` runs both products and reports their rates (the command's
-/// output, not a timing check); without `--model` it is a clean error.
+/// `bench --workload head-products` runs both products and the soft head fused and unfused, and
+/// reports their rates and times (the command's output, not a timing check); without `--model` it
+/// is a clean error.
 #[test]
 fn bench_head_products_reports_both_products() {
     let tmp = tempfile::tempdir().unwrap();
@@ -213,7 +214,13 @@ fn bench_head_products_reports_both_products() {
     let out: Value = serde_json::from_str(o.stdout.trim()).unwrap();
     assert_eq!(out["workload"], "head-products");
     assert_eq!(out["batch"], 3);
-    for key in ["lm_head_gb_per_s", "mixture_gb_per_s"] {
+    for key in [
+        "lm_head_gb_per_s",
+        "mixture_gb_per_s",
+        "soft_head_ms",
+        "soft_head_unfused_ms",
+        "soft_head_over_unfused",
+    ] {
         let rate = out[key]["median"].as_f64().unwrap();
         assert!(rate.is_finite() && rate > 0.0, "{key}: {rate}");
     }

@@ -444,11 +444,21 @@ fn soft_head<B: Backend>(be: &B) {
         (3, 1001, 24, true),
         (8, 4000, 40, true),
         (16, 3000, 19, true),
-        (8, 4000, 40, false),
         (20, 2500, 8, true),
+        (3, 1001, 24, false),
+        (8, 4000, 40, false),
+        (16, 3000, 19, false),
+        (20, 2500, 8, false),
     ] {
         let xn = rng.vec(rows * d, 1.0);
-        let head = rng.vec(v * d, 1.0);
+        let mut head = rng.vec(v * d, 1.0);
+        // Row 0's largest logit twice, in the first and the last vocabulary chunk: a tie, which
+        // the argmax breaks toward the lower index.
+        for j in [5, v - 3] {
+            for i in 0..d {
+                head[j * d + i] = 4.0 * xn[i];
+            }
+        }
         let untied = rng.vec(v * d, 1.0);
         let table = if tied { &head } else { &untied };
         let (xb, hb, tb) = (
@@ -481,6 +491,7 @@ fn soft_head<B: Backend>(be: &B) {
                     z.iter().position(|&x| x == m).unwrap() as u32
                 })
                 .collect();
+            assert_eq!(argmax[0], 5, "soft_head test: row 0's tie");
             assert_eq!(be.download_ids(&ids, rows).unwrap(), argmax, "soft_head ids {shape}");
             // The mixture of the logits the backend computed (a logit's rounding, times 1 / tau, is
             // not the mixture's error).
