@@ -244,16 +244,16 @@ pub(crate) fn nn_block(a: &[f32], lda: usize, b: &[f32], kc: usize, m: usize, n:
             13 => x86::nn_chunk::<13, 1>(a, lda, b, n, kc, part),
             12 => x86::nn_chunk::<12, 1>(a, lda, b, n, kc, part),
             11 => x86::nn_chunk::<11, 1>(a, lda, b, n, kc, part),
-            10 => x86::nn_chunk::<10, 1>(a, lda, b, n, kc, part),
-            9 => x86::nn_chunk::<9, 1>(a, lda, b, n, kc, part),
-            8 => x86::nn_chunk::<8, 2>(a, lda, b, n, kc, part),
-            7 => x86::nn_chunk::<7, 2>(a, lda, b, n, kc, part),
-            6 => x86::nn_chunk::<6, 2>(a, lda, b, n, kc, part),
-            5 => x86::nn_chunk::<5, 2>(a, lda, b, n, kc, part),
-            4 => x86::nn_chunk::<4, 2>(a, lda, b, n, kc, part),
-            3 => x86::nn_chunk::<3, 2>(a, lda, b, n, kc, part),
-            2 => x86::nn_chunk::<2, 2>(a, lda, b, n, kc, part),
-            1 => x86::nn_chunk::<1, 2>(a, lda, b, n, kc, part),
+            10 => x86::nn_chunk::<10, 2>(a, lda, b, n, kc, part),
+            9 => x86::nn_chunk::<9, 2>(a, lda, b, n, kc, part),
+            8 => x86::nn_chunk::<8, 3>(a, lda, b, n, kc, part),
+            7 => x86::nn_chunk::<7, 3>(a, lda, b, n, kc, part),
+            6 => x86::nn_chunk::<6, 3>(a, lda, b, n, kc, part),
+            5 => x86::nn_chunk::<5, 3>(a, lda, b, n, kc, part),
+            4 => x86::nn_chunk::<4, 3>(a, lda, b, n, kc, part),
+            3 => x86::nn_chunk::<3, 3>(a, lda, b, n, kc, part),
+            2 => x86::nn_chunk::<2, 3>(a, lda, b, n, kc, part),
+            1 => x86::nn_chunk::<1, 3>(a, lda, b, n, kc, part),
             _ => {}
         }
     }
@@ -417,8 +417,9 @@ mod x86 {
 
     /// part[r, ..] += sum over l < kc of a[r, l] * b[l, ..] for r < R; b: [kb >= kc, n], part: [R, n].
     /// Rows go in blocks of NN_ROW_BLOCK; within a block, tiles of V x 16 columns of all R rows are
-    /// summed in registers (R x V accumulators: V = 2 up to 8 rows, 1 up to 16), while the next block
-    /// is prefetched V lines per step, in memory order.
+    /// summed in registers (R x V accumulators: V = 3 up to 8 rows, 2 up to 10, 1 up to 16; each
+    /// broadcast of a[r, l] is a load that serves V FMAs), while the next block is prefetched V
+    /// lines per step, in memory order.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn nn_chunk<const R: usize, const V: usize>(

@@ -426,9 +426,10 @@ pub fn heads<B: Backend>(be: &B) {
 
     check_mixture(be, &z, rows, v, 24, 0.5, &mut rng);
     // Vocabularies of a few thousand (the CPU's skinny product sums E in chunks of 2048 rows) with
-    // the decode batch's 8 rows and the rollouts' 16, soft and fuzzy, plus the RL update's many.
+    // the decode batch's 8 rows, 10 (the kernel's register tiles change at 8 and 10 rows) and the
+    // rollouts' 16, soft and fuzzy, plus the RL update's many.
     // Rows stay within 4096 floats: the split-binding wgpu test holds a logits row in 16 KiB.
-    for (rows, v, d) in [(8, 4000, 40), (16, 3000, 19), (20, 2500, 8)] {
+    for (rows, v, d) in [(8, 4000, 40), (10, 2100, 53), (16, 3000, 19), (20, 2500, 8)] {
         let z = rng.vec(rows * v, 8.0);
         for tau in [0.5, 1e-4] {
             check_mixture(be, &z, rows, v, d, tau, &mut rng);
