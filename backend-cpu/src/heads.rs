@@ -2,7 +2,7 @@
 //! sampling by inverse CDF with Philox uniforms, and Philox Gaussian noise.
 
 use rayon::prelude::*;
-use softcot_core::philox::{noise4, sample_uniform};
+use softcot_core::philox::{noise_lanes, sample_uniform};
 use softcot_core::{Error, Result};
 
 use crate::fastmath;
@@ -106,6 +106,10 @@ pub fn sample(
     Ok(())
 }
 
+/// Blocks of four normals generated together, lane-parallel ([`noise_lanes`]: the same scalar
+/// operations lane by lane, no fused multiply-adds, so the values are `noise4`'s bit for bit).
+const NOISE_LANES: usize = 16;
+
 /// x[r, i] += sigma * noise_at(seed, streams[r], steps[r], i). x: [rows, d]; streams, steps: [rows]
 pub fn add_noise(
     x: &mut [f32],
@@ -120,12 +124,15 @@ pub fn add_noise(
     need(streams.len(), rows, "add_noise: streams")?;
     need(steps.len(), rows, "add_noise: steps")?;
     x[..rows * d].par_chunks_mut(d).enumerate().for_each(|(r, xr)| {
-        for (block, c) in xr.chunks_mut(4).enumerate() {
-            let z = noise4(seed, streams[r], steps[r], block as u32);
-            for (v, n) in c.iter_mut().zip(z) {
-                *v += sigma * n;
+        fastmath::simd(|| {
+            for (g, group) in xr.chunks_mut(4 * NOISE_LANES).enumerate() {
+                // z: [4, NOISE_LANES] the group's blocks of four normals, z[j][b] = element j of block b
+                let z = noise_lanes::<NOISE_LANES>(seed, streams[r], steps[r], (g * NOISE_LANES) as u32);
+                for (i, v) in group.iter_mut().enumerate() {
+                    *v += sigma * z[i % 4][i / 4];
+                }
             }
-        }
+        })
     });
     Ok(())
 }

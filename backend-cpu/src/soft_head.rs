@@ -153,18 +153,19 @@ pub fn soft_head(
                                 // logits[r, j0..j0 + nb] is written by this task alone and no
                                 // reference to logits exists meanwhile (Compute holds none).
                                 unsafe { std::ptr::copy_nonoverlapping(zr.as_ptr(), lp.get().add(r * v + j0), nb) };
+                                let bm = fastmath::max(zr);
+                                if bm > s.max {
+                                    s.arg = j0 + zr.iter().position(|&x| x == bm).unwrap_or(0);
+                                    let f = exp_or_zero((s.max - bm) * inv_tau);
+                                    s.sum *= f;
+                                    fastmath::scale(&mut part[r * d..(r + 1) * d], f);
+                                    s.max = bm;
+                                }
                                 zr
                             }
+                            // Already at the row's maximum: nothing to rescale.
                             Logits::Given(all) => &all[r * v + j0..r * v + j0 + nb],
                         };
-                        let bm = fastmath::max(zr);
-                        if bm > s.max {
-                            s.arg = j0 + zr.iter().position(|&x| x == bm).unwrap_or(0);
-                            let f = exp_or_zero((s.max - bm) * inv_tau);
-                            s.sum *= f;
-                            fastmath::scale(&mut part[r * d..(r + 1) * d], f);
-                            s.max = bm;
-                        }
                         s.sum += fastmath::exp_shifted(&mut e[r * BLOCK..r * BLOCK + nb], zr, s.max, inv_tau);
                     }
                     // The block's rows of E, from L2; the next block's stream in meanwhile.

@@ -27,6 +27,13 @@ fn mulhilo(a: u32, b: u32) -> (u32, u32) {
 /// The raw generator: 10 rounds on a 128-bit counter with a 64-bit key.
 #[inline]
 pub fn philox4x32_10(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+    philox_lanes(ctr.map(|c| [c]), key).map(|[w]| w)
+}
+
+/// [`philox4x32_10`] on N counters at once, word-major (`ctr[j][lane]`): the lane loops vectorise.
+/// Every function below has such a lane form, of which the scalar one is the one-lane case.
+#[inline(always)]
+fn philox_lanes<const N: usize>(ctr: [[u32; N]; 4], key: [u32; 2]) -> [[u32; N]; 4] {
     let mut c = ctr;
     let mut k = key;
     for round in 0..10 {
@@ -34,9 +41,12 @@ pub fn philox4x32_10(ctr: [u32; 4], key: [u32; 2]) -> [u32; 4] {
             k[0] = k[0].wrapping_add(W0);
             k[1] = k[1].wrapping_add(W1);
         }
-        let (hi0, lo0) = mulhilo(M0, c[0]);
-        let (hi1, lo1) = mulhilo(M1, c[2]);
-        c = [hi1 ^ c[1] ^ k[0], lo1, hi0 ^ c[3] ^ k[1], lo0];
+        let [c0, c1, c2, c3] = &mut c;
+        for (((w0, w1), w2), w3) in c0.iter_mut().zip(c1.iter_mut()).zip(c2.iter_mut()).zip(c3.iter_mut()) {
+            let (hi0, lo0) = mulhilo(M0, *w0);
+            let (hi1, lo1) = mulhilo(M1, *w2);
+            (*w0, *w1, *w2, *w3) = (hi1 ^ *w1 ^ k[0], lo1, hi0 ^ *w3 ^ k[1], lo0);
+        }
     }
     c
 }
@@ -61,64 +71,98 @@ pub fn uniform_oc(w: u32) -> f32 {
 /// Natural logarithm for x in (0, 1] from mul/add only (abs error < 1e-6 over the range used).
 #[inline]
 pub fn det_ln(x: f32) -> f32 {
-    let bits = x.to_bits();
-    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
-    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000); // m in [1, 2)
-    if m > core::f32::consts::SQRT_2 {
-        m *= 0.5;
-        e += 1;
+    det_ln_lanes([x])[0]
+}
+
+#[inline(always)]
+fn det_ln_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
+    let mut e = [0i32; N];
+    let mut t = [0f32; N];
+    for i in 0..N {
+        let bits = x[i].to_bits();
+        e[i] = ((bits >> 23) & 0xff) as i32 - 127;
+        let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000); // m in [1, 2)
+        if m > core::f32::consts::SQRT_2 {
+            m *= 0.5;
+            e[i] += 1;
+        }
+        t[i] = m - 1.0; // t in [-0.2929, 0.4143]
     }
-    let t = m - 1.0; // t in [-0.2929, 0.4143]
-                     // ln(1 + t) = t - t^2/2 + t^3/3 - ... (Horner, 20 terms: error < 1e-9 on this range)
-    let mut acc = 0.0f32;
+    // ln(1 + t) = t - t^2/2 + t^3/3 - ... (Horner, 20 terms: error < 1e-9 on this range)
+    let mut acc = [0f32; N];
     let mut n = 20;
     while n >= 1 {
         let c = if n % 2 == 1 { 1.0 / n as f32 } else { -1.0 / n as f32 };
-        acc = acc * t + c;
+        for i in 0..N {
+            acc[i] = acc[i] * t[i] + c;
+        }
         n -= 1;
     }
-    let ln_m = acc * t;
-    e as f32 * core::f32::consts::LN_2 + ln_m
+    core::array::from_fn(|i| e[i] as f32 * core::f32::consts::LN_2 + acc[i] * t[i])
 }
 
 /// sqrt(x) for x in [0, 64) from mul/add only: Newton on 1/sqrt from a bit-level seed.
 #[inline]
 pub fn det_sqrt(x: f32) -> f32 {
-    if x <= 0.0 {
-        return 0.0;
-    }
-    let mut y = f32::from_bits(0x5f37_59df_u32.wrapping_sub(x.to_bits() >> 1));
-    for _ in 0..4 {
-        y = y * (1.5 - 0.5 * x * y * y);
-    }
-    x * y
+    det_sqrt_lanes([x])[0]
+}
+
+#[inline(always)]
+fn det_sqrt_lanes<const N: usize>(x: [f32; N]) -> [f32; N] {
+    core::array::from_fn(|i| {
+        let x = x[i];
+        let mut y = f32::from_bits(0x5f37_59df_u32.wrapping_sub(x.to_bits() >> 1));
+        for _ in 0..4 {
+            y = y * (1.5 - 0.5 * x * y * y);
+        }
+        if x <= 0.0 {
+            0.0
+        } else {
+            x * y
+        }
+    })
 }
 
 /// (cos, sin) of 2*pi*u for u = k / 2^24, k < 2^24, from the 24-bit integer k; mul/add only.
 #[inline]
 pub fn det_cos_sin_turn(k24: u32) -> (f32, f32) {
-    let quadrant = (k24 >> 22) & 3;
-    let frac = (k24 & 0x3f_ffff) as f32 * (1.0 / 4_194_304.0); // in [0, 1)
-    let th = frac * core::f32::consts::FRAC_PI_2; // in [0, pi/2)
-    let t2 = th * th;
+    let ([c], [s]) = det_cos_sin_turn_lanes(&[k24]);
+    (c, s)
+}
+
+#[inline(always)]
+fn det_cos_sin_turn_lanes<const N: usize>(k24: &[u32; N]) -> ([f32; N], [f32; N]) {
+    // th in [0, pi/2), the angle within the quadrant
+    let th: [f32; N] = core::array::from_fn(|i| {
+        let frac = (k24[i] & 0x3f_ffff) as f32 * (1.0 / 4_194_304.0); // in [0, 1)
+        frac * core::f32::consts::FRAC_PI_2
+    });
+    let t2: [f32; N] = core::array::from_fn(|i| th[i] * th[i]);
     // Taylor series to th^17 / th^16: error < 1e-10 on [0, pi/2).
-    let mut s = 0.0f32;
-    let mut c = 0.0f32;
+    let mut s = [0.0f32; N];
+    let mut c = [0.0f32; N];
     let mut n = 8;
     while n >= 1 {
         // sin: coefficient of th^(2n+1) relative to th: (-1)^n / (2n+1)!
-        s = s * t2 + sign(n) / fact(2 * n + 1);
-        c = c * t2 + sign(n) / fact(2 * n);
+        let (cs, cc) = (sign(n) / fact(2 * n + 1), sign(n) / fact(2 * n));
+        for i in 0..N {
+            s[i] = s[i] * t2[i] + cs;
+            c[i] = c[i] * t2[i] + cc;
+        }
         n -= 1;
     }
-    let sin = (s * t2 + 1.0) * th;
-    let cos = c * t2 + 1.0;
-    match quadrant {
-        0 => (cos, sin),
-        1 => (-sin, cos),
-        2 => (-cos, -sin),
-        _ => (sin, -cos),
+    let mut cos = [0f32; N];
+    let mut sin = [0f32; N];
+    for i in 0..N {
+        let (sn, cn) = ((s[i] * t2[i] + 1.0) * th[i], c[i] * t2[i] + 1.0);
+        (cos[i], sin[i]) = match (k24[i] >> 22) & 3 {
+            0 => (cn, sn),
+            1 => (-sn, cn),
+            2 => (-cn, -sn),
+            _ => (sn, -cn),
+        };
     }
+    (cos, sin)
 }
 
 #[inline]
@@ -145,17 +189,35 @@ fn fact(n: u32) -> f32 {
 /// Two standard normals from two words (Box-Muller with the deterministic transforms above).
 #[inline]
 pub fn normal_pair(w0: u32, w1: u32) -> (f32, f32) {
-    let r = det_sqrt(-2.0 * det_ln(uniform_oc(w0)));
-    let (c, s) = det_cos_sin_turn(w1 >> 8);
-    (r * c, r * s)
+    let ([a], [b]) = normal_pair_lanes(&[w0], &[w1]);
+    (a, b)
+}
+
+#[inline(always)]
+fn normal_pair_lanes<const N: usize>(w0: &[u32; N], w1: &[u32; N]) -> ([f32; N], [f32; N]) {
+    let ln = det_ln_lanes(w0.map(uniform_oc));
+    let r = det_sqrt_lanes(ln.map(|l| -2.0 * l));
+    let (c, s) = det_cos_sin_turn_lanes(&w1.map(|w| w >> 8));
+    (
+        core::array::from_fn(|i| r[i] * c[i]),
+        core::array::from_fn(|i| r[i] * s[i]),
+    )
 }
 
 /// Four standard normals for counter `[step, block, stream, TAG_NOISE]`.
 #[inline]
 pub fn noise4(seed: u64, stream: u32, step: u32, block: u32) -> [f32; 4] {
-    let w = philox4x32_10([step, block, stream, TAG_NOISE], key_of(seed));
-    let (a, b) = normal_pair(w[0], w[1]);
-    let (c, d) = normal_pair(w[2], w[3]);
+    noise_lanes::<1>(seed, stream, step, block).map(|[z]| z)
+}
+
+/// [`noise4`] of blocks `block0 .. block0 + N` at once: `z[j][lane]` is `noise4(.., block0 +
+/// lane)[j]`, bit for bit, from lane-parallel code that vectorises.
+#[inline(always)]
+pub fn noise_lanes<const N: usize>(seed: u64, stream: u32, step: u32, block0: u32) -> [[f32; N]; 4] {
+    let blocks = core::array::from_fn(|i| block0.wrapping_add(i as u32));
+    let w = philox_lanes([[step; N], blocks, [stream; N], [TAG_NOISE; N]], key_of(seed));
+    let (a, b) = normal_pair_lanes(&w[0], &w[1]);
+    let (c, d) = normal_pair_lanes(&w[2], &w[3]);
     [a, b, c, d]
 }
 
@@ -192,6 +254,19 @@ mod tests {
             ),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
+    }
+
+    #[test]
+    fn noise_lanes_are_noise4_per_block() {
+        for (seed, stream, step, b0) in [(0, 0, 0, 0), (42, 7, 3, 16), (u64::MAX, u32::MAX, 9, u32::MAX - 3)] {
+            let z = noise_lanes::<16>(seed, stream, step, b0);
+            for (j, zj) in z.iter().enumerate() {
+                for (lane, got) in zj.iter().enumerate() {
+                    let want = noise4(seed, stream, step, b0.wrapping_add(lane as u32))[j];
+                    assert_eq!(got.to_bits(), want.to_bits(), "block {b0} + {lane}, element {j}");
+                }
+            }
+        }
     }
 
     #[test]
