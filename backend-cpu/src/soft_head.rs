@@ -6,8 +6,8 @@
 //! its own matrix, so the skinny product writes the logits first, its tasks noting each row's
 //! maximum and argmax as they go; the mixture pass then takes the exps against that maximum block
 //! by block (the unfused head scans the logits for the argmax, and its softmax scans them again,
-//! writes p, rescales it and reads it back). More than 16 rows or no
-//! AVX-512 take the trait's unfused default.
+//! writes p, rescales it and reads it back). More than 16 rows or no AVX-512 take the trait's
+//! unfused default.
 //!
 //! Each task owns a fixed chunk of the vocabulary (NN_K_CHUNK rows of E) and walks it in blocks of
 //! BLOCK rows: the block's logits (tied: the skinny product's own dot products, so they equal the
