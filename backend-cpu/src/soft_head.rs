@@ -59,8 +59,8 @@ enum Logits<'a> {
 }
 
 /// logits = xn @ head^T, ids = argmax(logits), mix = softmax(logits / tau) @ table, for
-/// rows <= 16 on a CPU with AVX-512 (the caller checks); `head` and `table` are the same slice for
-/// tied embeddings.
+/// rows <= 16 (more is an error) on a CPU with AVX-512 (the caller checks); `head` and `table` are
+/// the same slice for tied embeddings.
 /// logits: [rows, V]; ids: [rows]; mix, xn: [rows, d]; head, table: [V, d]
 #[allow(clippy::too_many_arguments)]
 pub fn soft_head(
@@ -83,6 +83,11 @@ pub fn soft_head(
     need(table.len(), v * d, "soft_head: table")?;
     if v == 0 || d == 0 {
         return Err(Error::invalid("soft_head: empty vocabulary or width"));
+    }
+    if rows > SKINNY_MAX_M {
+        return Err(Error::invalid(format!(
+            "soft_head: {rows} rows, the fused kernel takes at most {SKINNY_MAX_M}"
+        )));
     }
     let inv_tau = 1.0 / tau;
     let chunks = v.div_ceil(NN_K_CHUNK);
@@ -197,4 +202,17 @@ pub fn soft_head(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// More rows than the kernel's register tiles hold is an error, not an out-of-bounds panic.
+    #[test]
+    fn too_many_rows_is_an_error() {
+        let (rows, v, d) = (17, 8, 4);
+        let (mut logits, mut ids, mut mix) = (vec![0f32; rows * v], vec![0u32; rows], vec![0f32; rows * d]);
+        let (xn, e) = (vec![0.5f32; rows * d], vec![0.25f32; v * d]);
+        let err = super::soft_head(&mut logits, &mut ids, &mut mix, &xn, &e, &e, rows, v, d, 0.5).unwrap_err();
+        assert!(err.to_string().contains("17 rows"), "{err}");
+    }
 }

@@ -45,7 +45,8 @@ pub enum Workload {
     /// One RL step of --batch prompts (default 2) x --samples rollouts with --new-tokens thinking and
     /// --answer-tokens answer tokens, hard and soft: rollouts and update timed apart, and an SFT step.
     RlStep,
-    /// The lm_head product and the soft mixture product of a decode step, for --batch rows, in turns.
+    /// The lm_head product and the soft mixture product of a decode step, and the whole soft head
+    /// fused and unfused, for --batch rows, in turns.
     HeadProducts,
 }
 
@@ -488,10 +489,11 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Each repeat runs the lm_head product `x @ W^T` and the mixture product `p @ E` of --batch rows
-/// in turns, ten times each, on random x and a softmax-like p; GB/s = the matrix's bytes / time.
-/// Taking turns keeps the other matrix's bytes between two reads of one, as in decode (a loop over
-/// one matrix finds part of it in L3). For a tied model both products read E.
+/// Each repeat runs, in turns and ten times each for --batch rows, the lm_head product `x @ W^T`
+/// and the mixture product `p @ E` (random x, a softmax-like p; GB/s = the matrix's bytes / time),
+/// then the whole soft head `Backend::soft_head` and its unfused default (ms per call, and their
+/// ratio per repeat). Taking turns keeps other bytes between two reads of one matrix, as in decode
+/// (a loop over one matrix finds part of it in L3). For a tied model both products read E.
 fn head_products_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
     let (dir, md) = model_dir(a)?;
     let model = md.load(be)?;

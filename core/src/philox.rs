@@ -256,6 +256,39 @@ mod tests {
         );
     }
 
+    /// Values of the scalar transforms as written before their lane forms (5211275), bit for bit:
+    /// the lane rewrite must not have moved a rounding (the GPU ports compute these too).
+    #[test]
+    fn noise4_keeps_the_values_of_the_scalar_code() {
+        // ((seed, stream, step, block), the four normals' bits)
+        type Case = ((u64, u32, u32, u32), [u32; 4]);
+        let cases: [Case; 3] = [
+            ((0, 0, 0, 0), [0x3fd359cd, 0x3f587c38, 0xbdd11912, 0xbdecd295]),
+            ((1234, 4, 0, 9), [0x3fd7179f, 0x3f870539, 0x3fcb35f3, 0xbf63a0ac]),
+            (
+                (u64::MAX, u32::MAX, 7, u32::MAX),
+                [0xbcfd9fcc, 0xbedbb24d, 0xbd541519, 0xbf825721],
+            ),
+        ];
+        for ((seed, stream, step, block), want) in cases {
+            let got = noise4(seed, stream, step, block).map(f32::to_bits);
+            assert_eq!(got, want, "noise4({seed}, {stream}, {step}, {block})");
+        }
+        // And 16384 normals at once: FNV-1a over their bits, as the scalar code gave it.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for stream in 0..4 {
+            for block in 0..1024 {
+                for b in noise4(0x5eed, stream, 3, block)
+                    .iter()
+                    .flat_map(|v| v.to_bits().to_le_bytes())
+                {
+                    h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+                }
+            }
+        }
+        assert_eq!(h, 0xccdb_4056_ccf4_d05d, "hash of 16384 normals");
+    }
+
     #[test]
     fn noise_lanes_are_noise4_per_block() {
         for (seed, stream, step, b0) in [(0, 0, 0, 0), (42, 7, 3, 16), (u64::MAX, u32::MAX, 9, u32::MAX - 3)] {
