@@ -1,5 +1,5 @@
 //! Causal grouped-query attention over a KV cache, one query row at a time with an online
-//! softmax (running max and sum, as flash attention does): no scores buffer, no allocation.
+//! softmax over chunks of keys (running max and sum, as flash attention does): no allocation.
 
 use rayon::prelude::*;
 use softcot_core::backend::AttnShape;
@@ -127,24 +127,10 @@ pub fn attention(
             let base = slots[b] as usize * slot_len + (head / group) * s.t_max * hd;
             let mut acc = [0f32; MAX_HEAD_DIM];
             let acc = &mut acc[..hd];
-            let (m, sum) = fastmath::simd(|| {
-                let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
-                for j in 0..len {
-                    let kr = &k_cache[base + j * hd..base + (j + 1) * hd];
-                    let score = fastmath::dot(qr, kr) * s.scale;
-                    if score > m {
-                        // A new maximum: rescale what was accumulated under the old one.
-                        let c = fastmath::exp(m - score);
-                        sum *= c;
-                        acc.iter_mut().for_each(|a| *a *= c);
-                        m = score;
-                    }
-                    let p = fastmath::exp(score - m);
-                    sum += p;
-                    fastmath::axpy(acc, p, &v_cache[base + j * hd..base + (j + 1) * hd]);
-                }
-                (m, sum)
-            });
+            let (m, sum) = fastmath::simd(
+                #[inline(always)]
+                || attend_row(acc, qr, k_cache, v_cache, base, len, s.scale),
+            );
             let inv = 1.0 / sum;
             o.iter_mut().zip(acc.iter()).for_each(|(o, &a)| *o = a * inv);
             if let Some(p) = lse_ptr {
@@ -153,6 +139,56 @@ pub fn attention(
             }
         });
     Ok(())
+}
+
+/// Keys per chunk of the decode kernel: their scores stay in L1 between its three passes.
+const KEY_CHUNK: usize = 64;
+
+/// One query row of one head against keys 0..len of its cache (rows of hd = q.len() floats from
+/// `base`), a chunk of KEY_CHUNK keys at a time: the chunk's scores, its maximum (rescaling what
+/// came before when the maximum grows), their exps in place, then their values weighted into
+/// `acc`, four keys per pass over it. Each pass vectorises across keys or across hd; the
+/// key-at-a-time loop it replaces was one dependent chain of scalar exps and rescales per key.
+/// Returns the maximum score and the sum of exp(score - max); acc holds the unnormalised output.
+/// acc, q: [hd]; kc, vc: the caches
+#[inline(always)]
+fn attend_row(acc: &mut [f32], q: &[f32], kc: &[f32], vc: &[f32], base: usize, len: usize, scale: f32) -> (f32, f32) {
+    let hd = q.len();
+    // sc: [KEY_CHUNK] the chunk's scores, then their exps
+    let mut sc = [0f32; KEY_CHUNK];
+    let (mut m, mut sum) = (f32::NEG_INFINITY, 0f32);
+    let mut j0 = 0;
+    while j0 < len {
+        let n = (len - j0).min(KEY_CHUNK);
+        let sc = &mut sc[..n];
+        for (j, x) in sc.iter_mut().enumerate() {
+            let k = base + (j0 + j) * hd;
+            *x = fastmath::dot(q, &kc[k..k + hd]) * scale;
+        }
+        let cm = fastmath::body::max(sc);
+        if cm > m {
+            // A new maximum: rescale what was accumulated under the old one (nothing at first).
+            let c = if sum == 0.0 { 0.0 } else { fastmath::exp(m - cm) };
+            sum *= c;
+            acc.iter_mut().for_each(|a| *a *= c);
+            m = cm;
+        }
+        sum += fastmath::body::exp_shifted_inplace(sc, m, 1.0);
+        let vrow = |j: usize| &vc[base + (j0 + j) * hd..base + (j0 + j + 1) * hd];
+        let mut j = 0;
+        while j + 4 <= n {
+            let (p, v0, v1, v2, v3) = (&sc[j..j + 4], vrow(j), vrow(j + 1), vrow(j + 2), vrow(j + 3));
+            for ((((a, &x0), &x1), &x2), &x3) in acc.iter_mut().zip(v0).zip(v1).zip(v2).zip(v3) {
+                *a += (p[0] * x0 + p[1] * x1) + (p[2] * x2 + p[3] * x3);
+            }
+            j += 4;
+        }
+        for (jj, &p) in sc.iter().enumerate().skip(j) {
+            fastmath::axpy(acc, p, vrow(jj));
+        }
+        j0 += n;
+    }
+    (m, sum)
 }
 
 /// Backward of [`kv_write`]: dx[b, i, h, :] = dcache[slots[b], h, start[b] + i, :].
@@ -235,26 +271,29 @@ pub fn attention_backward(
                 let (qr, gr, orow) = (&q[row..row + hd], &dout[row..row + hd], &out[row..row + hd]);
                 let l = lse[(b * h + head) * t + i];
                 let mut dqr = [0f32; MAX_HEAD_DIM];
-                fastmath::simd(|| {
-                    let dd = fastmath::dot(gr, orow);
-                    for j in 0..start[b] as usize + i + 1 {
-                        let kr = &k_cache[base + j * hd..base + (j + 1) * hd];
-                        let vr = &v_cache[base + j * hd..base + (j + 1) * hd];
-                        let p = fastmath::exp(fastmath::dot(qr, kr) * s.scale - l);
-                        let ds = p * (fastmath::dot(gr, vr) - dd) * s.scale;
-                        // SAFETY: keys j of (slot, kvh) belong to this task alone (slots are distinct,
-                        // checked above), and the indices are inside the caches (checked above).
-                        let (dk, dv) = unsafe {
-                            (
-                                core::slice::from_raw_parts_mut(dkp.get().add(base + j * hd), hd),
-                                core::slice::from_raw_parts_mut(dvp.get().add(base + j * hd), hd),
-                            )
-                        };
-                        fastmath::axpy(&mut dqr[..hd], ds, kr);
-                        fastmath::axpy(dk, ds, qr);
-                        fastmath::axpy(dv, p, gr);
-                    }
-                });
+                fastmath::simd(
+                    #[inline(always)]
+                    || {
+                        let dd = fastmath::dot(gr, orow);
+                        for j in 0..start[b] as usize + i + 1 {
+                            let kr = &k_cache[base + j * hd..base + (j + 1) * hd];
+                            let vr = &v_cache[base + j * hd..base + (j + 1) * hd];
+                            let p = fastmath::exp(fastmath::dot(qr, kr) * s.scale - l);
+                            let ds = p * (fastmath::dot(gr, vr) - dd) * s.scale;
+                            // SAFETY: keys j of (slot, kvh) belong to this task alone (slots are distinct,
+                            // checked above), and the indices are inside the caches (checked above).
+                            let (dk, dv) = unsafe {
+                                (
+                                    core::slice::from_raw_parts_mut(dkp.get().add(base + j * hd), hd),
+                                    core::slice::from_raw_parts_mut(dvp.get().add(base + j * hd), hd),
+                                )
+                            };
+                            fastmath::axpy(&mut dqr[..hd], ds, kr);
+                            fastmath::axpy(dk, ds, qr);
+                            fastmath::axpy(dv, p, gr);
+                        }
+                    },
+                );
                 // SAFETY: query row (b, i, head) is written by this task only (its head is in this group).
                 unsafe { core::ptr::copy_nonoverlapping(dqr.as_ptr(), dqp.get().add(row), hd) };
             }

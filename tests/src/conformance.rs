@@ -311,16 +311,32 @@ pub fn rope<B: Backend>(be: &B) {
 }
 
 pub fn attention<B: Backend>(be: &B) {
-    let mut rng = TestRng(5);
-    // Two calls into a 3-slot cache: a prefill of 6 tokens, then 2 more tokens, rows in shuffled slots.
-    let (h, hkv, hd, t_max) = (6, 2, 8, 24);
+    // A prefill of 20 tokens (the tiled path, >= 16 per row), then 2 more (row at a time).
+    attention_calls(be, 5, (6, 2, 8, 24), &[(0, 20), (20, 2)], 0.0);
+    // Rows of 130-133 keys, so that decode walks several chunks of keys; later keys are scaled up
+    // (by 1 + position / 32) so that the maximum score grows in a later chunk. One kv head of 24
+    // (a 16-lane chunk and a remainder) and prefills of at most 50 tokens: a slot, and a row of q,
+    // stay within wgpu's low binding limit.
+    let long = [(0, 50), (50, 50), (100, 30), (130, 3)];
+    attention_calls(be, 7, (3, 1, 24, 136), &long, 1.0 / 32.0);
+}
+
+/// Calls of `attention` (each `(start, t)`: t new tokens per row from position start) into a
+/// 3-slot cache, two rows in shuffled slots, against the float64 reference after each call; the
+/// keys of position j are scaled by 1 + growth * j. shape: (heads, kv heads, head_dim, t_max)
+fn attention_calls<B: Backend>(
+    be: &B,
+    seed: u64,
+    (h, hkv, hd, t_max): (usize, usize, usize, usize),
+    steps: &[(u32, usize)],
+    growth: f32,
+) {
+    let mut rng = TestRng(seed);
     let slots = [2u32, 0];
-    // Prefill of 20 tokens (tiled path, >= 16 per row), then 2 more (row-at-a-time path).
-    let steps = [(0u32, 20usize), (20, 2)];
     let b = slots.len();
     let mut kc = be.zeros(3 * hkv * t_max * hd).unwrap();
     let mut vc = be.zeros(3 * hkv * t_max * hd).unwrap();
-    let l = 22; // keys per row after both calls
+    let l = steps.iter().map(|&(st, t)| st as usize + t).max().unwrap_or(0); // keys per row at the end
     let mut k_all = vec![0f64; b * l * hkv * hd];
     let mut v_all = vec![0f64; b * l * hkv * hd];
     for (call, &(st, t)) in steps.iter().enumerate() {
@@ -334,7 +350,10 @@ pub fn attention<B: Backend>(be: &B) {
             scale: 1.0 / (hd as f32).sqrt(),
         };
         let q = rng.vec(b * t * h * hd, 1.0);
-        let k = rng.vec(b * t * hkv * hd, 1.0);
+        let mut k = rng.vec(b * t * hkv * hd, 1.0);
+        for (i, x) in k.iter_mut().enumerate() {
+            *x *= 1.0 + growth * (st as usize + (i / (hkv * hd)) % t) as f32;
+        }
         let v = rng.vec(b * t * hkv * hd, 1.0);
         for bi in 0..b {
             for i in 0..t {
@@ -365,12 +384,12 @@ pub fn attention<B: Backend>(be: &B) {
         .unwrap();
         let (want, want_lse) = r::attention(&up(&q), &k_all, &v_all, &[st; 2], s, l);
         report(
-            &format!("attention GQA 6/2 call {call} (t={t}, start={st})"),
+            &format!("attention GQA {h}/{hkv} hd={hd} call {call} (t={t}, start={st})"),
             max_abs_err(&be.download(&out, b * t * h * hd).unwrap(), &want),
             2e-6,
         );
         report(
-            &format!("attention lse call {call}"),
+            &format!("attention lse hd={hd} call {call}"),
             max_abs_err(&be.download(&lse, b * h * t).unwrap(), &want_lse),
             4e-6,
         );
