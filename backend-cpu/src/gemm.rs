@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use softcot_core::backend::Gemm;
 use softcot_core::Result;
 
-use crate::{need, SendPtr};
+use crate::{need, transpose, SendPtr};
 
 /// Below this many multiply-adds a product runs on the calling thread.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
@@ -79,6 +79,16 @@ fn product(c: &mut [f32], a: &[f32], b: &[f32], rows: Rows, g: Gemm) -> Result<(
         return Ok(());
     }
     let a = &a[rows.off_a..];
+    if !g.trans_a && g.trans_b && transpose::worth_it(m, n, k) {
+        let g = Gemm { trans_b: false, ..g };
+        return transpose::with_transposed(b, n, k, |bt| crate_product(c, a, bt, rows, g));
+    }
+    crate_product(c, a, b, rows, g)
+}
+
+/// `product` by the gemm crate. c: [m, n]; a: rows.m rows (or columns, trans_a) rows.lda apart
+fn crate_product(c: &mut [f32], a: &[f32], b: &[f32], rows: Rows, g: Gemm) -> Result<()> {
+    let (m, n, k) = (rows.m, g.n, g.k);
     let (a_rs, a_cs) = if g.trans_a {
         (1, rows.lda as isize)
     } else {
@@ -90,8 +100,9 @@ fn product(c: &mut [f32], a: &[f32], b: &[f32], rows: Rows, g: Gemm) -> Result<(
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the lengths were checked against the strides above (required_lens covers every element
-    // the strides reach), and `c` does not alias `a` or `b` (distinct borrows).
+    // SAFETY: the lengths were checked against the strides by `gemm` (required_lens covers every
+    // element the strides reach; a transposed copy of b holds the n * k floats its strides reach),
+    // and `c` does not alias `a` or `b` (distinct borrows).
     unsafe {
         gemm::gemm(
             m,

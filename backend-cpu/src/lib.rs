@@ -14,6 +14,7 @@ mod layers;
 mod optim;
 mod soft_head;
 mod tiles;
+mod transpose;
 
 use softcot_core::backend::{soft_head_unfused, AdamwStep, AttnShape, Backend, Gemm, RopeShape};
 use softcot_core::dtype::{decode_into, DType};

@@ -117,6 +117,14 @@ pub fn gemm<B: Backend>(be: &B) {
         ..Gemm::linear(5, 19, 23)
     };
     check_gemm(be, &mut rng, acc, "gemm alpha=0.5 beta=1 (accumulate)");
+    // A prefill-sized x @ W^T with k >= n: the CPU multiplies a transposed copy of W (as 130x70x200
+    // above); here accumulating, so the copy's product must honour alpha and beta too.
+    let acc_t = Gemm {
+        alpha: 0.5,
+        beta: 1.0,
+        ..Gemm::linear(70, 33, 90)
+    };
+    check_gemm(be, &mut rng, acc_t, "gemm 70x33x90 ta=false tb=true alpha=0.5 beta=1");
     let acc_nn = Gemm {
         alpha: 0.5,
         beta: 1.0,
