@@ -127,10 +127,7 @@ pub fn attention(
             let base = slots[b] as usize * slot_len + (head / group) * s.t_max * hd;
             let mut acc = [0f32; MAX_HEAD_DIM];
             let acc = &mut acc[..hd];
-            let (m, sum) = fastmath::simd(
-                #[inline(always)]
-                || attend_row(acc, qr, k_cache, v_cache, base, len, s.scale),
-            );
+            let (m, sum) = fastmath::simd!(attend_row(acc, qr, k_cache, v_cache, base, len, s.scale));
             let inv = 1.0 / sum;
             o.iter_mut().zip(acc.iter()).for_each(|(o, &a)| *o = a * inv);
             if let Some(p) = lse_ptr {
@@ -271,29 +268,26 @@ pub fn attention_backward(
                 let (qr, gr, orow) = (&q[row..row + hd], &dout[row..row + hd], &out[row..row + hd]);
                 let l = lse[(b * h + head) * t + i];
                 let mut dqr = [0f32; MAX_HEAD_DIM];
-                fastmath::simd(
-                    #[inline(always)]
-                    || {
-                        let dd = fastmath::dot(gr, orow);
-                        for j in 0..start[b] as usize + i + 1 {
-                            let kr = &k_cache[base + j * hd..base + (j + 1) * hd];
-                            let vr = &v_cache[base + j * hd..base + (j + 1) * hd];
-                            let p = fastmath::exp(fastmath::dot(qr, kr) * s.scale - l);
-                            let ds = p * (fastmath::dot(gr, vr) - dd) * s.scale;
-                            // SAFETY: keys j of (slot, kvh) belong to this task alone (slots are distinct,
-                            // checked above), and the indices are inside the caches (checked above).
-                            let (dk, dv) = unsafe {
-                                (
-                                    core::slice::from_raw_parts_mut(dkp.get().add(base + j * hd), hd),
-                                    core::slice::from_raw_parts_mut(dvp.get().add(base + j * hd), hd),
-                                )
-                            };
-                            fastmath::axpy(&mut dqr[..hd], ds, kr);
-                            fastmath::axpy(dk, ds, qr);
-                            fastmath::axpy(dv, p, gr);
-                        }
-                    },
-                );
+                fastmath::simd!({
+                    let dd = fastmath::dot(gr, orow);
+                    for j in 0..start[b] as usize + i + 1 {
+                        let kr = &k_cache[base + j * hd..base + (j + 1) * hd];
+                        let vr = &v_cache[base + j * hd..base + (j + 1) * hd];
+                        let p = fastmath::exp(fastmath::dot(qr, kr) * s.scale - l);
+                        let ds = p * (fastmath::dot(gr, vr) - dd) * s.scale;
+                        // SAFETY: keys j of (slot, kvh) belong to this task alone (slots are distinct,
+                        // checked above), and the indices are inside the caches (checked above).
+                        let (dk, dv) = unsafe {
+                            (
+                                core::slice::from_raw_parts_mut(dkp.get().add(base + j * hd), hd),
+                                core::slice::from_raw_parts_mut(dvp.get().add(base + j * hd), hd),
+                            )
+                        };
+                        fastmath::axpy(&mut dqr[..hd], ds, kr);
+                        fastmath::axpy(dk, ds, qr);
+                        fastmath::axpy(dv, p, gr);
+                    }
+                });
                 // SAFETY: query row (b, i, head) is written by this task only (its head is in this group).
                 unsafe { core::ptr::copy_nonoverlapping(dqr.as_ptr(), dqp.get().add(row), hd) };
             }

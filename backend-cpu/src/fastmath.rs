@@ -29,11 +29,12 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// Runs `f` from a function compiled with AVX2 and FMA when the CPU has them, so that the loops
-/// inside `f` are vectorised 8 wide; otherwise runs it as compiled. `f` must be an
-/// `#[inline(always)]` closure: a closure LLVM leaves out of line keeps its own (SSE) code, which
-/// is what every caller ran until 2026-12-01 (`objdump -d` showed no ymm register in any of them).
+/// inside `f` are vectorised 8 wide; otherwise runs it as compiled. Reached through [`simd!`], which
+/// passes an `#[inline(always)]` closure: a closure LLVM leaves out of line keeps its own (SSE)
+/// code, which is what every caller ran until 2026-12-01 (`objdump -d` showed no ymm register in
+/// any of them).
 #[inline(always)]
-fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx2,fma")]
@@ -50,41 +51,32 @@ fn with_simd<R>(f: impl FnOnce() -> R) -> R {
 
 /// Maximum of a row (NaN-free input assumed; NaNs are skipped).
 pub fn max(z: &[f32]) -> f32 {
-    with_simd(
-        #[inline(always)]
-        || body::max(z),
-    )
+    simd!(body::max(z))
 }
 
 /// out[i] = exp((z[i] - m) * inv_tau); returns the sum of out (lane-wise partial sums).
 pub fn exp_shifted(out: &mut [f32], z: &[f32], m: f32, inv_tau: f32) -> f32 {
-    with_simd(
-        #[inline(always)]
-        || {
-            let mut lanes = [0f32; 16];
-            let n = z.len() / 16 * 16;
-            for (oc, zc) in out[..n].chunks_exact_mut(16).zip(z[..n].chunks_exact(16)) {
-                for ((o, &x), l) in oc.iter_mut().zip(zc).zip(lanes.iter_mut()) {
-                    *o = exp((x - m) * inv_tau);
-                    *l += *o;
-                }
-            }
-            let mut s: f32 = lanes.iter().sum();
-            for (o, &x) in out[n..].iter_mut().zip(&z[n..]) {
+    simd!({
+        let mut lanes = [0f32; 16];
+        let n = z.len() / 16 * 16;
+        for (oc, zc) in out[..n].chunks_exact_mut(16).zip(z[..n].chunks_exact(16)) {
+            for ((o, &x), l) in oc.iter_mut().zip(zc).zip(lanes.iter_mut()) {
                 *o = exp((x - m) * inv_tau);
-                s += *o;
+                *l += *o;
             }
-            s
-        },
-    )
+        }
+        let mut s: f32 = lanes.iter().sum();
+        for (o, &x) in out[n..].iter_mut().zip(&z[n..]) {
+            *o = exp((x - m) * inv_tau);
+            s += *o;
+        }
+        s
+    })
 }
 
 /// z[i] <- exp((z[i] - m) * inv_tau) in place; returns the sum.
 pub fn exp_shifted_inplace(z: &mut [f32], m: f32, inv_tau: f32) -> f32 {
-    with_simd(
-        #[inline(always)]
-        || body::exp_shifted_inplace(z, m, inv_tau),
-    )
+    simd!(body::exp_shifted_inplace(z, m, inv_tau))
 }
 
 /// The bodies of [`max`], [`exp_shifted_inplace`] and [`sum_squares`], always inlined and without
@@ -146,31 +138,25 @@ pub mod body {
 
 /// Sum of exp((z[i] - m) * inv_tau), without storing the terms.
 pub fn sum_exp_shifted(z: &[f32], m: f32, inv_tau: f32) -> f32 {
-    with_simd(
-        #[inline(always)]
-        || {
-            let mut lanes = [0f32; 16];
-            let mut chunks = z.chunks_exact(16);
-            for c in &mut chunks {
-                for (l, &x) in lanes.iter_mut().zip(c) {
-                    *l += exp((x - m) * inv_tau);
-                }
+    simd!({
+        let mut lanes = [0f32; 16];
+        let mut chunks = z.chunks_exact(16);
+        for c in &mut chunks {
+            for (l, &x) in lanes.iter_mut().zip(c) {
+                *l += exp((x - m) * inv_tau);
             }
-            let mut s: f32 = lanes.iter().sum();
-            for &x in chunks.remainder() {
-                s += exp((x - m) * inv_tau);
-            }
-            s
-        },
-    )
+        }
+        let mut s: f32 = lanes.iter().sum();
+        for &x in chunks.remainder() {
+            s += exp((x - m) * inv_tau);
+        }
+        s
+    })
 }
 
 /// Sum of x[i]^2 in float64, in 16 lanes (vectorised, a fixed order, so deterministic).
 pub fn sum_squares(x: &[f32]) -> f64 {
-    with_simd(
-        #[inline(always)]
-        || body::sum_squares(x),
-    )
+    simd!(body::sum_squares(x))
 }
 
 /// a . b in 16 lanes (vectorised; the lane order is fixed, so results are deterministic).
@@ -197,18 +183,22 @@ pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(a, &b)| *a += alpha * b);
 }
 
-/// Runs `f` with AVX2+FMA code generation when the CPU has it (see [`with_simd`]): for callers whose
-/// inner loops use the `#[inline(always)]` helpers above. Pass an `#[inline(always)]` closure.
-pub fn simd<R>(f: impl FnOnce() -> R) -> R {
-    with_simd(f)
+/// `simd!(expr)`: evaluates `expr` with AVX2+FMA code generation when the CPU has it (see
+/// [`with_simd`]), as an always-inlined closure: for callers whose loops use the `#[inline(always)]`
+/// helpers here (`exp`, `dot`, `axpy`, [`body`]).
+macro_rules! simd {
+    ($body:expr) => {
+        $crate::fastmath::with_simd(
+            #[inline(always)]
+            || $body,
+        )
+    };
 }
+pub(crate) use simd;
 
 /// x[i] *= s.
 pub fn scale(x: &mut [f32], s: f32) {
-    with_simd(
-        #[inline(always)]
-        || x.iter_mut().for_each(|v| *v *= s),
-    )
+    simd!(x.iter_mut().for_each(|v| *v *= s))
 }
 
 #[cfg(test)]

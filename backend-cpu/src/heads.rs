@@ -124,18 +124,15 @@ pub fn add_noise(
     need(streams.len(), rows, "add_noise: streams")?;
     need(steps.len(), rows, "add_noise: steps")?;
     x[..rows * d].par_chunks_mut(d).enumerate().for_each(|(r, xr)| {
-        fastmath::simd(
-            #[inline(always)]
-            || {
-                for (g, group) in xr.chunks_mut(4 * NOISE_LANES).enumerate() {
-                    // z: [4, NOISE_LANES] the group's blocks of four normals, z[j][b] = element j of block b
-                    let z = noise_lanes::<NOISE_LANES>(seed, streams[r], steps[r], (g * NOISE_LANES) as u32);
-                    for (i, v) in group.iter_mut().enumerate() {
-                        *v += sigma * z[i % 4][i / 4];
-                    }
+        fastmath::simd!({
+            for (g, group) in xr.chunks_mut(4 * NOISE_LANES).enumerate() {
+                // z: [4, NOISE_LANES] the group's blocks of four normals, z[j][b] = element j of block b
+                let z = noise_lanes::<NOISE_LANES>(seed, streams[r], steps[r], (g * NOISE_LANES) as u32);
+                for (i, v) in group.iter_mut().enumerate() {
+                    *v += sigma * z[i % 4][i / 4];
                 }
-            },
-        )
+            }
+        })
     });
     Ok(())
 }

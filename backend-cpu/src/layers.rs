@@ -13,14 +13,11 @@ const ROWS_PER_TASK: usize = 16;
 pub fn add_bias(x: &mut [f32], bias: &[f32], rows: usize, n: usize) -> Result<()> {
     need(x.len(), rows * n, "add_bias: x")?;
     need(bias.len(), n, "add_bias: bias")?;
-    fastmath::simd(
-        #[inline(always)]
-        || {
-            for row in x[..rows * n].chunks_exact_mut(n) {
-                row.iter_mut().zip(&bias[..n]).for_each(|(v, b)| *v += b);
-            }
-        },
-    );
+    fastmath::simd!({
+        for row in x[..rows * n].chunks_exact_mut(n) {
+            row.iter_mut().zip(&bias[..n]).for_each(|(v, b)| *v += b);
+        }
+    });
     Ok(())
 }
 
@@ -28,10 +25,7 @@ pub fn add_bias(x: &mut [f32], bias: &[f32], rows: usize, n: usize) -> Result<()
 pub fn add(y: &mut [f32], x: &[f32], n: usize) -> Result<()> {
     need(y.len(), n, "add: y")?;
     need(x.len(), n, "add: x")?;
-    fastmath::simd(
-        #[inline(always)]
-        || y[..n].iter_mut().zip(&x[..n]).for_each(|(a, b)| *a += b),
-    );
+    fastmath::simd!(y[..n].iter_mut().zip(&x[..n]).for_each(|(a, b)| *a += b));
     Ok(())
 }
 
@@ -55,17 +49,14 @@ pub fn rmsnorm(
     }
     let w = &w[..d];
     let norm_row = |o: &mut [f32], xr: &[f32]| -> f32 {
-        fastmath::simd(
-            #[inline(always)]
-            || {
-                let ss = fastmath::body::sum_squares(xr);
-                let r = 1.0 / ((ss / d as f64) as f32 + eps).sqrt();
-                for ((o, &xv), &wv) in o.iter_mut().zip(xr).zip(w) {
-                    *o = wv * (xv * r);
-                }
-                r
-            },
-        )
+        fastmath::simd!({
+            let ss = fastmath::body::sum_squares(xr);
+            let r = 1.0 / ((ss / d as f64) as f32 + eps).sqrt();
+            for ((o, &xv), &wv) in o.iter_mut().zip(xr).zip(w) {
+                *o = wv * (xv * r);
+            }
+            r
+        })
     };
     let rows_out = out[..rows * d]
         .par_chunks_mut(d)
@@ -110,16 +101,13 @@ pub fn rmsnorm_backward(
         .zip(&rstd[..rows])
         .with_min_len(ROWS_PER_TASK)
         .for_each(|(((dxr, dyr), xr), &r)| {
-            fastmath::simd(
-                #[inline(always)]
-                || {
-                    let c: f32 = dyr.iter().zip(xr).zip(w).map(|((g, xv), wv)| g * xv * wv).sum::<f32>() / d as f32;
-                    let r3c = r * r * r * c;
-                    for (((o, &g), &xv), &wv) in dxr.iter_mut().zip(dyr).zip(xr).zip(w) {
-                        *o += r * wv * g - r3c * xv;
-                    }
-                },
-            )
+            fastmath::simd!({
+                let c: f32 = dyr.iter().zip(xr).zip(w).map(|((g, xv), wv)| g * xv * wv).sum::<f32>() / d as f32;
+                let r3c = r * r * r * c;
+                for (((o, &g), &xv), &wv) in dxr.iter_mut().zip(dyr).zip(xr).zip(w) {
+                    *o += r * wv * g - r3c * xv;
+                }
+            })
         });
     // dw sums over rows: one pass per row keeps the order (and the result) independent of threads.
     for ((dyr, xr), &r) in dy[..rows * d]
@@ -171,19 +159,16 @@ fn rotate(x: &mut [f32], start: &[u32], inv_freq: &[f32], s: RopeShape, sign: f3
                 let a = pos * inv_freq[j];
                 *c = (a.cos() * s.scaling, sign * a.sin() * s.scaling);
             }
-            fastmath::simd(
-                #[inline(always)]
-                || {
-                    for head in xr.chunks_exact_mut(hd) {
-                        let (lo, hi) = head.split_at_mut(half);
-                        for ((x1, x2), &(c, sn)) in lo.iter_mut().zip(hi.iter_mut()).zip(&cs[..half]) {
-                            let (a, b2) = (*x1, *x2);
-                            *x1 = a * c - b2 * sn;
-                            *x2 = b2 * c + a * sn;
-                        }
+            fastmath::simd!({
+                for head in xr.chunks_exact_mut(hd) {
+                    let (lo, hi) = head.split_at_mut(half);
+                    for ((x1, x2), &(c, sn)) in lo.iter_mut().zip(hi.iter_mut()).zip(&cs[..half]) {
+                        let (a, b2) = (*x1, *x2);
+                        *x1 = a * c - b2 * sn;
+                        *x2 = b2 * c + a * sn;
                     }
-                },
-            )
+                }
+            })
         });
     Ok(())
 }
@@ -201,14 +186,11 @@ pub fn swiglu(out: &mut [f32], gate: &[f32], up: &[f32], n: usize) -> Result<()>
         .zip(gate[..n].par_chunks(4096))
         .zip(up[..n].par_chunks(4096))
         .for_each(|((o, g), u)| {
-            fastmath::simd(
-                #[inline(always)]
-                || {
-                    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                        *o = g / (1.0 + fastmath::exp(-g)) * u;
-                    }
-                },
-            )
+            fastmath::simd!({
+                for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                    *o = g / (1.0 + fastmath::exp(-g)) * u;
+                }
+            })
         });
     Ok(())
 }
@@ -242,16 +224,13 @@ pub fn swiglu_backward(
                 .zip(up[..n].par_chunks(4096)),
         )
         .for_each(|((dg, du), ((o, g), u))| {
-            fastmath::simd(
-                #[inline(always)]
-                || {
-                    for i in 0..dg.len() {
-                        let sg = 1.0 / (1.0 + fastmath::exp(-g[i]));
-                        dg[i] = o[i] * u[i] * sg * (1.0 + g[i] * (1.0 - sg));
-                        du[i] = o[i] * g[i] * sg;
-                    }
-                },
-            )
+            fastmath::simd!({
+                for i in 0..dg.len() {
+                    let sg = 1.0 / (1.0 + fastmath::exp(-g[i]));
+                    dg[i] = o[i] * u[i] * sg * (1.0 + g[i] * (1.0 - sg));
+                    du[i] = o[i] * g[i] * sg;
+                }
+            })
         });
     Ok(())
 }

@@ -13,8 +13,8 @@ use rayon::prelude::*;
 pub const MAX_FLOATS: usize = 1 << 24;
 /// Rows of `a` from which the copy pays for itself (a decode step's few rows never take it).
 pub const MIN_ROWS: usize = 64;
-/// Tile side: 16 x 16 floats, so that the 16 rows a tile writes, 4n bytes apart, do not all fall
-/// in one L1 set when n is a multiple of 1024 (32 x 32 tiles ran at half the speed for n = 2048).
+/// Tile side: 16 x 16 floats, the fastest of 8x64, 16x16, 16x64, 32x32 and 64x16 on bench-125m's
+/// shapes (a scratch program, docs/BENCHMARKS.md; 32 x 32 took 1.7x as long for w: [768, 2048]).
 const TILE: usize = 16;
 
 thread_local! {
@@ -81,5 +81,19 @@ mod tests {
                 }
             });
         }
+    }
+
+    /// A call made while this thread's scratch is in use (as from a task run while waiting inside
+    /// the gemm crate's parallel loop) gets its own buffer instead of panicking on the borrow.
+    #[test]
+    fn nested_calls_get_their_own_buffer() {
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            (0..12).map(|i| i as f32).collect(),
+            (0..6).map(|i| -(i as f32)).collect(),
+        );
+        super::with_transposed(&a, 3, 4, |at| {
+            super::with_transposed(&b, 2, 3, |bt| assert_eq!(bt, [0.0, -3.0, -1.0, -4.0, -2.0, -5.0]));
+            assert_eq!(at, [0.0, 4.0, 8.0, 1.0, 5.0, 9.0, 2.0, 6.0, 10.0, 3.0, 7.0, 11.0]);
+        });
     }
 }
