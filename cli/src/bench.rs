@@ -6,6 +6,8 @@
 //!   B*N / time (as `model.generate` is timed).
 //! - `soft-decode`: the same with soft thinking (tau 0.5, noise gamma 0.33).
 //! - `matmul`: an N x N x N float32 product (the machine's GEMM rate, the physical yardstick).
+//! - `memory`: `Backend::sum_squares` over 400 MiB of float32, GB/s read: the memory's streaming
+//!   rate, the yardstick of the decode kernels (a decode step of bench-125m reads ~400 MB).
 //! - `head-products`: the two products that stream a [V, d] matrix once per decode step, for B
 //!   rows: the lm_head `x[B, d] @ W^T` and the soft mixture `p[B, V] @ E`, GB/s of each; and the
 //!   whole head of a soft step (`Backend::soft_head`: logits, argmax, softmax, mixture) against its
@@ -30,6 +32,9 @@ use softcot_core::{philox, Backend, Error, Result};
 use crate::args::{BackendKind, Format};
 use crate::with_backend;
 
+/// Floats the `memory` workload reads per repeat (400 MiB: far beyond any cache).
+const MEMORY_FLOATS: usize = 100 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Workload {
     Prefill,
@@ -38,6 +43,8 @@ pub enum Workload {
     /// timed beside it, for `soft_over_hard`.
     SoftDecode,
     Matmul,
+    /// The backend's read rate: sum of squares over 400 MiB of float32 (GB/s).
+    Memory,
     /// Forward + cross-entropy + backward + AdamW on --batch x --seq-len random tokens.
     TrainStep,
     /// Gradings per second on one thread (softcot_core::grade::workload::TYPICAL).
@@ -136,6 +143,14 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
             samples,
             json!({"pairs": TYPICAL.len(), "threads": 1}),
         )
+    } else if a.workload == Workload::Memory {
+        let n = MEMORY_FLOATS;
+        let x = be.upload(&vec![0.5f32; n])?;
+        let samples = repeat(be, a.repeats, || {
+            std::hint::black_box(be.sum_squares(&x, n)?);
+            Ok((n * 4) as f64 / 1e9)
+        })?;
+        ("memory", "gb_per_s", samples, json!({"bytes": n * 4}))
     } else if a.workload == Workload::Matmul {
         let n = a.size;
         let g = Gemm::nn(n, n, n);
@@ -177,7 +192,7 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                     samples
                 }
             }
-            Workload::Matmul | Workload::Grade | Workload::RlStep | Workload::HeadProducts => {
+            Workload::Matmul | Workload::Memory | Workload::Grade | Workload::RlStep | Workload::HeadProducts => {
                 unreachable!("handled above")
             }
         };

@@ -190,6 +190,19 @@ fn grade_prints_one_verdict_per_pair() {
     );
 }
 
+/// `bench --workload memory` reads its 400 MiB and reports a rate in GB/s (the command's output,
+/// not a timing check); it needs no model.
+#[test]
+fn bench_memory_reports_a_read_rate() {
+    let o = softcot(&["bench", "--workload", "memory", "--repeats", "1", "--format", "json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let out: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!(out["workload"], "memory");
+    assert_eq!(out["bytes"], 400 << 20);
+    let rate = out["gb_per_s"]["median"].as_f64().unwrap();
+    assert!(rate.is_finite() && rate > 0.0, "{rate}");
+}
+
 /// `bench --workload head-products` runs both products and the soft head fused and unfused, and
 /// reports their rates and times (the command's output, not a timing check); without `--model` it
 /// is a clean error.
