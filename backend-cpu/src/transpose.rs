@@ -2,7 +2,8 @@
 //! `w` is at least as long as it is wide (k >= n): the gemm crate packs a transposed right operand
 //! slowly, and transposing `w` first then multiplying it as stored `[k, n]` costs less (measured
 //! on bench-125m's shapes with m = 512: [768, 2048] 12-14 -> 8.5-11 ms, [768, 768] 3.3 -> 3.0-3.1,
-//! [256, 768] 1.12 -> 0.97; for n > k, as in gate/up and the lm_head, it gained nothing). The copy
+//! [256, 768] 1.12 -> 0.97; for n > k, as in gate/up and the lm_head, it gained nothing; rerun with
+//! `tools/kernel-probes`, `--bin linear_layouts`, before and after a71397e). The copy
 //! lives in a per-thread scratch that is kept between calls, bounded by [`MAX_FLOATS`].
 
 use std::cell::RefCell;
@@ -14,7 +15,7 @@ pub const MAX_FLOATS: usize = 1 << 24;
 /// Rows of `a` from which the copy pays for itself (a decode step's few rows never take it).
 pub const MIN_ROWS: usize = 64;
 /// Tile side: 16 x 16 floats, the fastest of 8x64, 16x16, 16x64, 32x32 and 64x16 on bench-125m's
-/// shapes (a scratch program, docs/BENCHMARKS.md; 32 x 32 took 1.7x as long for w: [768, 2048]).
+/// shapes (`tools/kernel-probes`, `--bin transpose_tiles`; 32 x 32 took 1.7x as long for w: [768, 2048]).
 const TILE: usize = 16;
 
 thread_local! {
