@@ -373,7 +373,7 @@ unsafe fn dot_rows(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
+pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
     /// R rows of `a` against J consecutive weight rows (w: [J, k]), one 16-lane accumulator per
@@ -418,7 +418,7 @@ mod x86 {
 
     /// Lanes of a 16-lane vector that hold one of the `w` remaining columns.
     #[inline(always)]
-    fn lane_mask(w: usize) -> __mmask16 {
+    pub(crate) fn lane_mask(w: usize) -> __mmask16 {
         if w >= 16 {
             0xffff
         } else {
@@ -426,11 +426,63 @@ mod x86 {
         }
     }
 
+    /// The masks of V vectors covering the first `w` of a tile's columns.
+    #[inline(always)]
+    pub(crate) fn tile_masks<const V: usize>(w: usize) -> [__mmask16; V] {
+        let mut mask = [0 as __mmask16; V];
+        for (v, m) in mask.iter_mut().enumerate() {
+            *m = lane_mask(w.saturating_sub(16 * v));
+        }
+        mask
+    }
+
+    /// part[r * ldp ..][..16 V] += sum over l < rows of a[r * lda + l] * b[l * ldb ..][..16 V] for
+    /// r < R, the vectors masked by `mask`: the register tile of both mixture kernels (R x V sums,
+    /// one broadcast of a[r, l] per V FMAs). `before_load` runs before each vector load of b
+    /// (nn_chunk prefetches its next block there). Always inlined into an AVX-512F caller.
+    ///
+    /// # Safety
+    /// AVX-512F; a[r * lda + l], the unmasked lanes of b's rows and of part's R rows in bounds.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(crate) unsafe fn sum_tile<const R: usize, const V: usize>(
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        rows: usize,
+        mask: [__mmask16; V],
+        part: *mut f32,
+        ldp: usize,
+        mut before_load: impl FnMut(),
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
+        let mut bv = [_mm512_setzero_ps(); V];
+        for l in 0..rows {
+            for v in 0..V {
+                before_load();
+                // wrapping_add: a fully masked vector may start past the end of b; it is never read.
+                bv[v] = _mm512_maskz_loadu_ps(mask[v], b.wrapping_add(l * ldb + 16 * v));
+            }
+            for (r, acc_r) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*a.add(r * lda + l));
+                for v in 0..V {
+                    acc_r[v] = _mm512_fmadd_ps(x, bv[v], acc_r[v]);
+                }
+            }
+        }
+        for (r, acc_r) in acc.iter().enumerate() {
+            for v in 0..V {
+                let p = part.wrapping_add(r * ldp + 16 * v);
+                _mm512_mask_storeu_ps(p, mask[v], _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], p), acc_r[v]));
+            }
+        }
+    }
+
     /// part[r, ..] += sum over l < kc of a[r, l] * b[l, ..] for r < R; b: [kb >= kc, n], part: [R, n].
     /// Rows go in blocks of NN_ROW_BLOCK; within a block, tiles of V x 16 columns of all R rows are
-    /// summed in registers (R x V accumulators: V = 3 up to 8 rows, 2 up to 10, 1 up to 16; each
-    /// broadcast of a[r, l] is a load that serves V FMAs), while the next block is prefetched V
-    /// lines per step, in memory order.
+    /// summed in registers ([`sum_tile`]: V = 3 up to 8 rows, 2 up to 10, 1 up to 16), while the
+    /// next block is prefetched V lines per step, in memory order.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn nn_chunk<const R: usize, const V: usize>(
@@ -441,42 +493,21 @@ mod x86 {
         kc: usize,
         part: &mut [f32],
     ) {
-        let (bp, tile, kb) = (b.as_ptr(), 16 * V, b.len() / n);
+        let (bp, kb) = (b.as_ptr(), b.len() / n);
         let mut r0 = 0;
         while r0 < kc {
             let r1 = (r0 + super::NN_ROW_BLOCK).min(kc);
             // The next block's floats, [pf, pf_end) of b: past row kc too, up to b's end.
             let (mut pf, pf_end) = (r1 * n, (r1 + super::NN_ROW_BLOCK).min(kb) * n);
-            for c0 in (0..n).step_by(tile) {
-                let mut mask = [0 as __mmask16; V];
-                for (v, m) in mask.iter_mut().enumerate() {
-                    *m = lane_mask((n - c0).saturating_sub(16 * v));
+            let mut prefetch = || {
+                if pf < pf_end {
+                    _mm_prefetch::<_MM_HINT_T1>(bp.add(pf) as *const i8);
+                    pf += 16;
                 }
-                let mut acc = [[_mm512_setzero_ps(); V]; R];
-                let mut bv = [_mm512_setzero_ps(); V];
-                for l in r0..r1 {
-                    for v in 0..V {
-                        if pf < pf_end {
-                            _mm_prefetch::<_MM_HINT_T1>(bp.add(pf) as *const i8);
-                            pf += 16;
-                        }
-                        // wrapping_add: a fully masked vector may start past the end of b; it is
-                        // never read.
-                        bv[v] = _mm512_maskz_loadu_ps(mask[v], bp.wrapping_add(l * n + c0 + 16 * v));
-                    }
-                    for (r, acc_r) in acc.iter_mut().enumerate() {
-                        let x = _mm512_set1_ps(*a.get_unchecked(r * lda + l));
-                        for v in 0..V {
-                            acc_r[v] = _mm512_fmadd_ps(x, bv[v], acc_r[v]);
-                        }
-                    }
-                }
-                for (r, acc_r) in acc.iter().enumerate() {
-                    for v in 0..V {
-                        let p = part.as_mut_ptr().wrapping_add(r * n + c0 + 16 * v);
-                        _mm512_mask_storeu_ps(p, mask[v], _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], p), acc_r[v]));
-                    }
-                }
+            };
+            for c0 in (0..n).step_by(16 * V) {
+                let (a0, b0, p0) = (a.as_ptr().add(r0), bp.add(r0 * n + c0), part.as_mut_ptr().add(c0));
+                sum_tile::<R, V>(a0, lda, b0, n, r1 - r0, tile_masks(n - c0), p0, n, &mut prefetch);
             }
             r0 = r1;
         }

@@ -7,10 +7,12 @@
 //! so a wrong size is an error, never a panic or an out-of-bounds write.
 
 mod attention;
+mod buffer;
 mod fastmath;
 mod gemm;
 mod heads;
 mod layers;
+mod mixture_table;
 mod optim;
 mod soft_head;
 mod tiles;
@@ -39,10 +41,7 @@ impl SendPtr {
     }
 }
 
-/// Float32 buffer. data: [len]
-pub struct CpuBuf(pub Vec<f32>);
-/// u32 buffer. data: [len]
-pub struct CpuIds(pub Vec<u32>);
+pub use buffer::{CpuBuf, CpuIds};
 
 /// The CPU backend. Threads come from rayon's global pool (`RAYON_NUM_THREADS` to change).
 #[derive(Debug, Clone, Default)]
@@ -73,22 +72,22 @@ impl Backend for CpuBackend {
     }
 
     fn zeros(&self, len: usize) -> Result<CpuBuf> {
-        Ok(CpuBuf(vec![0.0; len]))
+        Ok(CpuBuf::new(vec![0.0; len]))
     }
     fn upload(&self, host: &[f32]) -> Result<CpuBuf> {
-        Ok(CpuBuf(host.to_vec()))
+        Ok(CpuBuf::new(host.to_vec()))
     }
     fn write(&self, dst: &mut CpuBuf, host: &[f32]) -> Result<()> {
-        need(dst.0.len(), host.len(), "write")?;
-        dst.0[..host.len()].copy_from_slice(host);
+        need(dst.len(), host.len(), "write")?;
+        dst[..host.len()].copy_from_slice(host);
         Ok(())
     }
     fn download(&self, src: &CpuBuf, len: usize) -> Result<Vec<f32>> {
-        need(src.0.len(), len, "download")?;
-        Ok(src.0[..len].to_vec())
+        need(src.len(), len, "download")?;
+        Ok(src[..len].to_vec())
     }
     fn len(&self, buf: &CpuBuf) -> usize {
-        buf.0.len()
+        buf.len()
     }
     fn ids_zeros(&self, len: usize) -> Result<CpuIds> {
         Ok(CpuIds(vec![0; len]))
@@ -97,39 +96,39 @@ impl Backend for CpuBackend {
         Ok(CpuIds(host.to_vec()))
     }
     fn write_ids(&self, dst: &mut CpuIds, host: &[u32]) -> Result<()> {
-        need(dst.0.len(), host.len(), "write_ids")?;
-        dst.0[..host.len()].copy_from_slice(host);
+        need(dst.len(), host.len(), "write_ids")?;
+        dst[..host.len()].copy_from_slice(host);
         Ok(())
     }
     fn download_ids(&self, src: &CpuIds, len: usize) -> Result<Vec<u32>> {
-        need(src.0.len(), len, "download_ids")?;
-        Ok(src.0[..len].to_vec())
+        need(src.len(), len, "download_ids")?;
+        Ok(src[..len].to_vec())
     }
     fn upload_weight(&self, bytes: &[u8], dtype: DType, len: usize) -> Result<CpuBuf> {
         let mut out = vec![0f32; len];
         decode_into(dtype, bytes, &mut out)?;
-        Ok(CpuBuf(out))
+        Ok(CpuBuf::new(out))
     }
 
     fn gemm(&self, c: &mut CpuBuf, a: &CpuBuf, b: &CpuBuf, g: Gemm) -> Result<()> {
-        gemm::gemm(&mut c.0, &a.0, &b.0, g)
+        gemm::gemm(&mut c[..], &a[..], &b[..], g)
     }
     fn add_bias(&self, x: &mut CpuBuf, bias: &CpuBuf, rows: usize, n: usize) -> Result<()> {
-        layers::add_bias(&mut x.0, &bias.0, rows, n)
+        layers::add_bias(&mut x[..], &bias[..], rows, n)
     }
     fn add(&self, y: &mut CpuBuf, x: &CpuBuf, n: usize) -> Result<()> {
-        layers::add(&mut y.0, &x.0, n)
+        layers::add(&mut y[..], &x[..], n)
     }
     fn copy(&self, dst: &mut CpuBuf, dst_off: usize, src: &CpuBuf, src_off: usize, n: usize) -> Result<()> {
-        need(dst.0.len(), dst_off + n, "copy: dst")?;
-        need(src.0.len(), src_off + n, "copy: src")?;
-        dst.0[dst_off..dst_off + n].copy_from_slice(&src.0[src_off..src_off + n]);
+        need(dst.len(), dst_off + n, "copy: dst")?;
+        need(src.len(), src_off + n, "copy: src")?;
+        dst[dst_off..dst_off + n].copy_from_slice(&src[src_off..src_off + n]);
         Ok(())
     }
     fn sum_squares(&self, x: &CpuBuf, n: usize) -> Result<f64> {
-        need(x.0.len(), n, "sum_squares")?;
+        need(x.len(), n, "sum_squares")?;
         // Fixed chunks added in order: the sum does not depend on the thread count.
-        let partial: Vec<f64> = x.0[..n].par_chunks(SUM_CHUNK).map(fastmath::sum_squares).collect();
+        let partial: Vec<f64> = x[..n].par_chunks(SUM_CHUNK).map(fastmath::sum_squares).collect();
         Ok(partial.iter().sum())
     }
 
@@ -143,13 +142,13 @@ impl Backend for CpuBackend {
         d: usize,
         eps: f32,
     ) -> Result<()> {
-        layers::rmsnorm(&mut out.0, rstd.map(|r| &mut r.0[..]), &x.0, &w.0, rows, d, eps)
+        layers::rmsnorm(&mut out[..], rstd.map(|r| &mut r[..]), &x[..], &w[..], rows, d, eps)
     }
     fn rope(&self, x: &mut CpuBuf, start: &CpuIds, inv_freq: &CpuBuf, s: RopeShape) -> Result<()> {
-        layers::rope(&mut x.0, &start.0, &inv_freq.0, s)
+        layers::rope(&mut x[..], &start[..], &inv_freq[..], s)
     }
     fn kv_write(&self, cache: &mut CpuBuf, x: &CpuBuf, slots: &CpuIds, start: &CpuIds, s: AttnShape) -> Result<()> {
-        attention::kv_write(&mut cache.0, &x.0, &slots.0, &start.0, s)
+        attention::kv_write(&mut cache[..], &x[..], &slots[..], &start[..], s)
     }
     fn attention(
         &self,
@@ -163,31 +162,31 @@ impl Backend for CpuBackend {
         s: AttnShape,
     ) -> Result<()> {
         attention::attention(
-            &mut out.0,
-            lse.map(|l| &mut l.0[..]),
-            &q.0,
-            &k_cache.0,
-            &v_cache.0,
-            &slots.0,
-            &start.0,
+            &mut out[..],
+            lse.map(|l| &mut l[..]),
+            &q[..],
+            &k_cache[..],
+            &v_cache[..],
+            &slots[..],
+            &start[..],
             s,
         )
     }
     fn swiglu(&self, out: &mut CpuBuf, gate: &CpuBuf, up: &CpuBuf, n: usize) -> Result<()> {
-        layers::swiglu(&mut out.0, &gate.0, &up.0, n)
+        layers::swiglu(&mut out[..], &gate[..], &up[..], n)
     }
     fn embedding(&self, out: &mut CpuBuf, table: &CpuBuf, ids: &CpuIds, rows: usize, d: usize) -> Result<()> {
-        layers::embedding(&mut out.0, &table.0, &ids.0, rows, d)
+        layers::embedding(&mut out[..], &table[..], &ids[..], rows, d)
     }
 
     fn softmax(&self, p: &mut CpuBuf, logits: &CpuBuf, rows: usize, v: usize, tau: f32) -> Result<()> {
-        heads::softmax(&mut p.0, &logits.0, rows, v, tau)
+        heads::softmax(&mut p[..], &logits[..], rows, v, tau)
     }
     fn logprob_gather(&self, out: &mut CpuBuf, logits: &CpuBuf, targets: &CpuIds, rows: usize, v: usize) -> Result<()> {
-        heads::logprob_gather(&mut out.0, &logits.0, &targets.0, rows, v)
+        heads::logprob_gather(&mut out[..], &logits[..], &targets[..], rows, v)
     }
     fn argmax(&self, ids: &mut CpuIds, x: &CpuBuf, rows: usize, v: usize) -> Result<()> {
-        heads::argmax(&mut ids.0, &x.0, rows, v)
+        heads::argmax(&mut ids[..], &x[..], rows, v)
     }
     fn sample(
         &self,
@@ -200,7 +199,7 @@ impl Backend for CpuBackend {
         streams: &CpuIds,
         steps: &CpuIds,
     ) -> Result<()> {
-        heads::sample(&mut ids.0, &logits.0, rows, v, tau, seed, &streams.0, &steps.0)
+        heads::sample(&mut ids[..], &logits[..], rows, v, tau, seed, &streams[..], &steps[..])
     }
     fn add_noise(
         &self,
@@ -212,10 +211,10 @@ impl Backend for CpuBackend {
         streams: &CpuIds,
         steps: &CpuIds,
     ) -> Result<()> {
-        heads::add_noise(&mut x.0, rows, d, sigma, seed, &streams.0, &steps.0)
+        heads::add_noise(&mut x[..], rows, d, sigma, seed, &streams[..], &steps[..])
     }
     fn gather_rows(&self, dst: &mut CpuBuf, src: &CpuBuf, index: &CpuIds, rows: usize, d: usize) -> Result<()> {
-        layers::gather_rows(&mut dst.0, &src.0, &index.0, rows, d)
+        layers::gather_rows(&mut dst[..], &src[..], &index[..], rows, d)
     }
     fn soft_head(
         &self,
@@ -233,14 +232,21 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         // Fused for the decode batch's rows (see soft_head.rs for what it saves, tied and untied).
         if (1..=gemm::SKINNY_MAX_M).contains(&rows) && gemm::has_avx512() {
-            let (head, table) = (&head.0[..], &table.0[..]);
+            // Untied: the mixture streams E's tiled copy, made once and kept until E is written.
+            let tiled = if std::ptr::eq(head, table) {
+                None
+            } else {
+                need(table.len(), v * d, "soft_head: table")?;
+                Some(table.mixture_table(v, d))
+            };
             soft_head::soft_head(
-                &mut logits.0,
-                &mut ids.0,
-                &mut mix.0,
-                &xn.0,
-                head,
-                table,
+                &mut logits[..],
+                &mut ids[..],
+                &mut mix[..],
+                &xn[..],
+                &head[..],
+                &table[..],
+                tiled,
                 rows,
                 v,
                 d,
@@ -252,13 +258,13 @@ impl Backend for CpuBackend {
     }
 
     fn fill(&self, x: &mut CpuBuf, value: f32, n: usize) -> Result<()> {
-        optim::fill(&mut x.0, value, n)
+        optim::fill(&mut x[..], value, n)
     }
     fn scale(&self, x: &mut CpuBuf, s: f32, n: usize) -> Result<()> {
-        optim::scale(&mut x.0, s, n)
+        optim::scale(&mut x[..], s, n)
     }
     fn sum_rows(&self, dbias: &mut CpuBuf, dy: &CpuBuf, rows: usize, n: usize) -> Result<()> {
-        layers::sum_rows(&mut dbias.0, &dy.0, rows, n)
+        layers::sum_rows(&mut dbias[..], &dy[..], rows, n)
     }
     fn rmsnorm_backward(
         &self,
@@ -271,13 +277,13 @@ impl Backend for CpuBackend {
         rows: usize,
         d: usize,
     ) -> Result<()> {
-        layers::rmsnorm_backward(&mut dx.0, &mut dw.0, &dy.0, &x.0, &w.0, &rstd.0, rows, d)
+        layers::rmsnorm_backward(&mut dx[..], &mut dw[..], &dy[..], &x[..], &w[..], &rstd[..], rows, d)
     }
     fn rope_backward(&self, dx: &mut CpuBuf, start: &CpuIds, inv_freq: &CpuBuf, s: RopeShape) -> Result<()> {
-        layers::rope_backward(&mut dx.0, &start.0, &inv_freq.0, s)
+        layers::rope_backward(&mut dx[..], &start[..], &inv_freq[..], s)
     }
     fn kv_read(&self, dx: &mut CpuBuf, dcache: &CpuBuf, slots: &CpuIds, start: &CpuIds, s: AttnShape) -> Result<()> {
-        attention::kv_read(&mut dx.0, &dcache.0, &slots.0, &start.0, s)
+        attention::kv_read(&mut dx[..], &dcache[..], &slots[..], &start[..], s)
     }
     fn attention_backward(
         &self,
@@ -295,17 +301,17 @@ impl Backend for CpuBackend {
         s: AttnShape,
     ) -> Result<()> {
         attention::attention_backward(
-            &mut dq.0,
-            &mut dk_cache.0,
-            &mut dv_cache.0,
-            &dout.0,
-            &q.0,
-            &k_cache.0,
-            &v_cache.0,
-            &out.0,
-            &lse.0,
-            &slots.0,
-            &start.0,
+            &mut dq[..],
+            &mut dk_cache[..],
+            &mut dv_cache[..],
+            &dout[..],
+            &q[..],
+            &k_cache[..],
+            &v_cache[..],
+            &out[..],
+            &lse[..],
+            &slots[..],
+            &start[..],
             s,
         )
     }
@@ -318,7 +324,7 @@ impl Backend for CpuBackend {
         up: &CpuBuf,
         n: usize,
     ) -> Result<()> {
-        layers::swiglu_backward(&mut dgate.0, &mut dup.0, &dout.0, &gate.0, &up.0, n)
+        layers::swiglu_backward(&mut dgate[..], &mut dup[..], &dout[..], &gate[..], &up[..], n)
     }
     fn embedding_backward(
         &self,
@@ -328,7 +334,7 @@ impl Backend for CpuBackend {
         rows: usize,
         d: usize,
     ) -> Result<()> {
-        layers::embedding_backward(&mut dtable.0, &dout.0, &ids.0, rows, d)
+        layers::embedding_backward(&mut dtable[..], &dout[..], &ids[..], rows, d)
     }
     fn cross_entropy_backward(
         &self,
@@ -340,16 +346,16 @@ impl Backend for CpuBackend {
         rows: usize,
         v: usize,
     ) -> Result<()> {
-        let it = inv_tau.map(|t| &t.0[..]);
-        heads::cross_entropy_backward(&mut logits.0, &mut loss.0, &targets.0, &weights.0, it, rows, v)
+        let it = inv_tau.map(|t| &t[..]);
+        heads::cross_entropy_backward(&mut logits[..], &mut loss[..], &targets[..], &weights[..], it, rows, v)
     }
     fn soft_pg_logits(&self, dz: &mut CpuBuf, p: &CpuBuf, u: &CpuBuf, c: &CpuBuf, rows: usize, v: usize) -> Result<()> {
-        heads::soft_pg_logits(&mut dz.0, &p.0, &u.0, &c.0, rows, v)
+        heads::soft_pg_logits(&mut dz[..], &p[..], &u[..], &c[..], rows, v)
     }
     fn scale_rows(&self, x: &mut CpuBuf, s: &CpuBuf, rows: usize, n: usize) -> Result<()> {
-        heads::scale_rows(&mut x.0, &s.0, rows, n)
+        heads::scale_rows(&mut x[..], &s[..], rows, n)
     }
     fn adamw(&self, p: &mut CpuBuf, g: &CpuBuf, m: &mut CpuBuf, v: &mut CpuBuf, n: usize, h: AdamwStep) -> Result<()> {
-        optim::adamw(&mut p.0, &g.0, &mut m.0, &mut v.0, n, h)
+        optim::adamw(&mut p[..], &g[..], &mut m[..], &mut v[..], n, h)
     }
 }

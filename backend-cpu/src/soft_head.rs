@@ -4,24 +4,25 @@
 //! Tied embeddings: one pass over E computes the logits `xn E^T` too, so E is read once per step
 //! where the unfused head reads it twice (the lm_head, then the mixture). Untied: the lm_head is
 //! its own matrix, so the skinny product writes the logits first, its tasks noting each row's
-//! maximum and argmax as they go; the mixture pass then takes the exps against that maximum block
-//! by block (the unfused head scans the logits for the argmax, and its softmax scans them again,
+//! maximum and argmax as they go; the mixture pass then takes each chunk's exps against that
+//! maximum and streams the chunk of E from its tiled copy ([`crate::mixture_table`]), in memory
+//! order (the unfused head scans the logits for the argmax, and its softmax scans them again,
 //! writes p, rescales it and reads it back). More than 16 rows or no AVX-512 take the trait's
 //! unfused default.
 //!
-//! Each task owns a fixed chunk of the vocabulary (NN_K_CHUNK rows of E) and walks it in blocks of
-//! BLOCK rows: the block's logits (tied: the skinny product's own dot products, so they equal the
-//! unfused logits bit for bit), their exps against the chunk's running maximum (rescaling the
-//! chunk's partial mixture when the maximum grows, as flash attention does; untied rows start at
-//! their final maximum, so nothing is rescaled), then the block's rows of E, still in L2, weighted
-//! by them. The chunks' partials are combined in chunk order, so the result does not depend on the
-//! thread count.
+//! Each task owns a fixed chunk of the vocabulary (NN_K_CHUNK rows of E). Tied, it walks the chunk
+//! in blocks of BLOCK rows: the block's logits (the skinny product's own dot products, so they
+//! equal the unfused logits bit for bit), their exps against the chunk's running maximum
+//! (rescaling the chunk's partial mixture when the maximum grows, as flash attention does), then
+//! the block's rows of E, still in L2, weighted by them. The chunks' partials are combined in chunk
+//! order, so the result does not depend on the thread count.
 
 use rayon::prelude::*;
 use softcot_core::{Error, Result};
 
 use crate::fastmath;
 use crate::gemm::{self, dot_block, nn_block, NN_K_CHUNK, NN_ROW_BLOCK, SKINNY_MAX_M};
+use crate::mixture_table::{nn_tiled, Table};
 use crate::{need, SendPtr};
 
 /// Rows of E per block: the mixture kernel's own block (192 KiB of a 768-wide E), read for the
@@ -54,13 +55,15 @@ fn exp_or_zero(x: f32) -> f32 {
 enum Logits<'a> {
     /// Tied: computed from `xn` and the block's rows of E, then stored through the pointer.
     Compute(&'a [f32], SendPtr),
-    /// Untied: already in the buffer (the lm_head product ran first).
-    Given(&'a [f32]),
+    /// Untied: already in the buffer (the lm_head product ran first), each row's maximum known;
+    /// E read from its tiled copy.
+    Given(&'a [f32], &'a Table),
 }
 
 /// logits = xn @ head^T, ids = argmax(logits), mix = softmax(logits / tau) @ table, for
 /// rows <= 16 (more is an error) on a CPU with AVX-512 (the caller checks); `head` and `table` are
-/// the same slice for tied embeddings.
+/// the same slice for tied embeddings, and `tiled` is `table` in the tiled layout for untied ones
+/// (an error if missing or of another shape).
 /// logits: [rows, V]; ids: [rows]; mix, xn: [rows, d]; head, table: [V, d]
 #[allow(clippy::too_many_arguments)]
 pub fn soft_head(
@@ -70,6 +73,7 @@ pub fn soft_head(
     xn: &[f32],
     head: &[f32],
     table: &[f32],
+    tiled: Option<&Table>,
     rows: usize,
     v: usize,
     d: usize,
@@ -103,6 +107,16 @@ pub fn soft_head(
     let source = if std::ptr::eq(head, table) {
         Logits::Compute(xn, SendPtr(logits.as_mut_ptr()))
     } else {
+        let tiled = match tiled {
+            Some(t) if t.v == v && t.d == d => t,
+            Some(t) => {
+                return Err(Error::invalid(format!(
+                    "soft_head: the table's tiled copy is [{}, {}], the call reads it as [{v}, {d}]",
+                    t.v, t.d
+                )))
+            }
+            None => return Err(Error::invalid("soft_head: an untied head needs the table's tiled copy")),
+        };
         // The skinny product's own tasks and dot products (the unfused head's logits bit for bit),
         // each task keeping its rows' largest logit and its first index as it writes them.
         let lp = SendPtr(logits.as_mut_ptr());
@@ -127,7 +141,7 @@ pub fn soft_head(
                 }
             }
         }
-        Logits::Given(logits)
+        Logits::Given(logits, tiled)
     };
     // partial: [chunks, rows, d] each chunk's sum of exp((z - max) / tau) E; stats: [chunks, rows]
     let mut partial = vec![0f32; chunks * rows * d];
@@ -137,22 +151,33 @@ pub fn soft_head(
         .zip(stats.par_chunks_mut(rows))
         .enumerate()
         .for_each_init(
-            || vec![0f32; 2 * rows * BLOCK],
+            // Untied: e [rows, NN_K_CHUNK] the chunk's exps. Tied: z, e [rows, BLOCK] a block's
+            // logits and their exps.
+            || vec![0f32; rows * NN_K_CHUNK.max(2 * BLOCK)],
             |buf, (ci, (part, st))| {
-                // z, e: [rows, BLOCK] the block's logits (when computed) and their exps
-                let (z, e) = buf.split_at_mut(rows * BLOCK);
                 let (l0, l1) = (ci * NN_K_CHUNK, ((ci + 1) * NN_K_CHUNK).min(v));
-                let mut j0 = l0;
-                while j0 < l1 {
-                    let nb = (l1 - j0).min(BLOCK);
-                    if let Logits::Compute(xn, _) = source {
-                        dot_block(xn, d, rows, table, v, d, j0, j0 + nb, |r, j, s| {
-                            z[r * BLOCK + j - j0] = s
-                        });
+                match source {
+                    Logits::Given(all, tiled) => {
+                        // Every row starts at its final maximum: nothing to rescale. Summed by
+                        // blocks, as the tied path sums them.
+                        for (r, s) in st.iter_mut().enumerate() {
+                            for j0 in (l0..l1).step_by(BLOCK) {
+                                let j1 = (j0 + BLOCK).min(l1);
+                                let e = &mut buf[r * NN_K_CHUNK + j0 - l0..r * NN_K_CHUNK + j1 - l0];
+                                s.sum += fastmath::exp_shifted(e, &all[r * v + j0..r * v + j1], s.max, inv_tau);
+                            }
+                        }
+                        nn_tiled(buf, NN_K_CHUNK, tiled.chunk(ci), l1 - l0, rows, d, part);
                     }
-                    for (r, s) in st.iter_mut().enumerate() {
-                        let zr = match source {
-                            Logits::Compute(_, lp) => {
+                    Logits::Compute(xn, lp) => {
+                        let (z, e) = buf.split_at_mut(rows * BLOCK);
+                        let mut j0 = l0;
+                        while j0 < l1 {
+                            let nb = (l1 - j0).min(BLOCK);
+                            dot_block(xn, d, rows, table, v, d, j0, j0 + nb, |r, j, s| {
+                                z[r * BLOCK + j - j0] = s
+                            });
+                            for (r, s) in st.iter_mut().enumerate() {
                                 let zr = &z[r * BLOCK..r * BLOCK + nb];
                                 // SAFETY: logits holds rows * v floats (checked above);
                                 // logits[r, j0..j0 + nb] is written by this task alone and no
@@ -166,17 +191,14 @@ pub fn soft_head(
                                     fastmath::scale(&mut part[r * d..(r + 1) * d], f);
                                     s.max = bm;
                                 }
-                                zr
+                                s.sum += fastmath::exp_shifted(&mut e[r * BLOCK..r * BLOCK + nb], zr, s.max, inv_tau);
                             }
-                            // Already at the row's maximum: nothing to rescale.
-                            Logits::Given(all) => &all[r * v + j0..r * v + j0 + nb],
-                        };
-                        s.sum += fastmath::exp_shifted(&mut e[r * BLOCK..r * BLOCK + nb], zr, s.max, inv_tau);
+                            // The block's rows of E, from L2; the next block's stream in meanwhile.
+                            let next = (j0 + nb + BLOCK).min(l1);
+                            nn_block(e, BLOCK, &table[j0 * d..next * d], nb, rows, d, part);
+                            j0 += nb;
+                        }
                     }
-                    // The block's rows of E, from L2; the next block's stream in meanwhile.
-                    let next = (j0 + nb + BLOCK).min(l1);
-                    nn_block(e, BLOCK, &table[j0 * d..next * d], nb, rows, d, part);
-                    j0 += nb;
                 }
             },
         );
@@ -212,7 +234,7 @@ mod tests {
         let (rows, v, d) = (17, 8, 4);
         let (mut logits, mut ids, mut mix) = (vec![0f32; rows * v], vec![0u32; rows], vec![0f32; rows * d]);
         let (xn, e) = (vec![0.5f32; rows * d], vec![0.25f32; v * d]);
-        let err = super::soft_head(&mut logits, &mut ids, &mut mix, &xn, &e, &e, rows, v, d, 0.5).unwrap_err();
+        let err = super::soft_head(&mut logits, &mut ids, &mut mix, &xn, &e, &e, None, rows, v, d, 0.5).unwrap_err();
         assert!(err.to_string().contains("17 rows"), "{err}");
     }
 }

@@ -465,7 +465,10 @@ pub fn heads<B: Backend>(be: &B) {
 }
 
 /// `soft_head` (logits, their argmax and the mixture in one call) against float64, tied (one buffer
-/// for head and table, which the CPU backend fuses) and untied, over several vocabulary chunks.
+/// for head and table, which the CPU backend fuses) and untied (where the CPU's mixture reads a
+/// tiled copy of the table, in tiles of 48 columns: width 100 ends on a partial one), over several
+/// vocabulary chunks. An untied table rewritten between two calls must give the new table's mixture
+/// (a backend keeping a derived copy must not read a stale one).
 fn soft_head<B: Backend>(be: &B) {
     let mut rng = TestRng(11);
     for (rows, v, d, tied) in [
@@ -473,10 +476,13 @@ fn soft_head<B: Backend>(be: &B) {
         (8, 4000, 40, true),
         (16, 3000, 19, true),
         (20, 2500, 8, true),
+        (5, 2100, 100, true),
         (3, 1001, 24, false),
         (8, 4000, 40, false),
         (16, 3000, 19, false),
         (20, 2500, 8, false),
+        (5, 2100, 100, false),
+        (10, 2100, 100, false),
     ] {
         let xn = rng.vec(rows * d, 1.0);
         let mut head = rng.vec(v * d, 1.0);
@@ -489,52 +495,79 @@ fn soft_head<B: Backend>(be: &B) {
             }
         }
         let untied = rng.vec(v * d, 1.0);
-        let table = if tied { &head } else { &untied };
-        let (xb, hb, tb) = (
+        let (xb, hb, mut tb) = (
             be.upload(&xn).unwrap(),
             be.upload(&head).unwrap(),
-            be.upload(table).unwrap(),
+            be.upload(&untied).unwrap(),
         );
         for tau in [0.5f32, 1e-4] {
-            let (mut logits, mut mix, mut p) = (
-                be.zeros(rows * v).unwrap(),
-                be.zeros(rows * d).unwrap(),
-                be.zeros(rows * v).unwrap(),
-            );
-            let mut ids = be.ids_zeros(rows).unwrap();
-            let tb = if tied { &hb } else { &tb };
-            be.soft_head(&mut logits, &mut ids, &mut mix, &mut p, &xb, &hb, tb, rows, v, d, tau)
-                .unwrap();
-            let shape = format!("{rows}x{v}x{d} tied={tied} tau={tau}");
-            let got = be.download(&logits, rows * v).unwrap();
-            let want = r::gemm(&vec![0.0; rows * v], &up(&xn), &up(&head), Gemm::linear(rows, v, d));
-            report(
-                &format!("soft_head logits {shape}"),
-                max_abs_err(&got, &want),
-                1e-5 * (d as f64).sqrt() * 4.0,
-            );
-            let argmax: Vec<u32> = got
-                .chunks_exact(v)
-                .map(|z| {
-                    let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                    z.iter().position(|&x| x == m).unwrap() as u32
-                })
-                .collect();
-            assert_eq!(argmax[0], 5, "soft_head test: row 0's tie");
-            assert_eq!(be.download_ids(&ids, rows).unwrap(), argmax, "soft_head ids {shape}");
-            // The mixture of the logits the backend computed (a logit's rounding, times 1 / tau, is
-            // not the mixture's error).
-            let pr = r::softmax(&up(&got), rows, v, tau as f64);
-            let want: Vec<f64> = (0..rows * d)
-                .map(|i| (0..v).map(|j| pr[(i / d) * v + j] * table[j * d + i % d] as f64).sum())
-                .collect();
-            report(
-                &format!("soft_head mixture {shape}"),
-                max_abs_err(&be.download(&mix, rows * d).unwrap(), &want),
-                mixture_tol(v),
+            let table = if tied { &head } else { &untied };
+            check_soft_head(
+                be,
+                &xn,
+                &head,
+                table,
+                (&xb, &hb, if tied { &hb } else { &tb }),
+                (rows, v, d),
+                tau,
             );
         }
+        if !tied {
+            let rewritten = rng.vec(v * d, 1.0);
+            be.write(&mut tb, &rewritten).unwrap();
+            check_soft_head(be, &xn, &head, &rewritten, (&xb, &hb, &tb), (rows, v, d), 0.5);
+        }
     }
+}
+
+/// One `soft_head` call on uploaded xn, head and table against float64: logits, ids (row 0 holds a
+/// tie at 5, see [`soft_head`]) and the mixture of the logits the backend computed.
+fn check_soft_head<B: Backend>(
+    be: &B,
+    xn: &[f32],
+    head: &[f32],
+    table: &[f32],
+    (xb, hb, tb): (&B::Buf, &B::Buf, &B::Buf),
+    (rows, v, d): (usize, usize, usize),
+    tau: f32,
+) {
+    let (mut logits, mut mix, mut p) = (
+        be.zeros(rows * v).unwrap(),
+        be.zeros(rows * d).unwrap(),
+        be.zeros(rows * v).unwrap(),
+    );
+    let mut ids = be.ids_zeros(rows).unwrap();
+    be.soft_head(&mut logits, &mut ids, &mut mix, &mut p, xb, hb, tb, rows, v, d, tau)
+        .unwrap();
+    let tied = std::ptr::eq(hb, tb);
+    let shape = format!("{rows}x{v}x{d} tied={tied} tau={tau}");
+    let got = be.download(&logits, rows * v).unwrap();
+    let want = r::gemm(&vec![0.0; rows * v], &up(xn), &up(head), Gemm::linear(rows, v, d));
+    report(
+        &format!("soft_head logits {shape}"),
+        max_abs_err(&got, &want),
+        1e-5 * (d as f64).sqrt() * 4.0,
+    );
+    let argmax: Vec<u32> = got
+        .chunks_exact(v)
+        .map(|z| {
+            let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            z.iter().position(|&x| x == m).unwrap() as u32
+        })
+        .collect();
+    assert_eq!(argmax[0], 5, "soft_head test: row 0's tie");
+    assert_eq!(be.download_ids(&ids, rows).unwrap(), argmax, "soft_head ids {shape}");
+    // The mixture of the logits the backend computed (a logit's rounding, times 1 / tau, is
+    // not the mixture's error).
+    let pr = r::softmax(&up(&got), rows, v, tau as f64);
+    let want: Vec<f64> = (0..rows * d)
+        .map(|i| (0..v).map(|j| pr[(i / d) * v + j] * table[j * d + i % d] as f64).sum())
+        .collect();
+    report(
+        &format!("soft_head mixture {shape}"),
+        max_abs_err(&be.download(&mix, rows * d).unwrap(), &want),
+        mixture_tol(v),
+    );
 }
 
 /// Tolerance of a mixture over `v` rows of E (|E| <= 1, weights summing to 1): 2e-6 at the first

@@ -1,0 +1,192 @@
+//! E as the untied soft head's mixture reads it: tiled so that the product streams memory in order.
+//!
+//! The mixture `p[m, V] @ E[V, d]` keeps m x 48 output columns in registers and runs down E's rows.
+//! Stored as they are, those 48 columns of one row are 192 bytes of every 3 KiB (d = 768): the
+//! hardware prefetcher cannot follow, so the kernel prefetched each next block itself, and that
+//! read E at 36-40 GB/s where the memory gives ~50 (`tools/kernel-probes`, `--bin
+//! mixture_layouts`). Here each vocabulary chunk of the soft head (NN_K_CHUNK rows) is stored tile
+//! by tile: tile t holds columns 48t.. of all the chunk's rows, row after row, so one task reads its
+//! chunk front to back, 384 KiB per tile, and the same product ran at 48-50 GB/s.
+//!
+//! Layout of chunk c (rows l0..l1, kc = l1 - l0), tile at column c0 of width tw = min(48, d - c0):
+//! element (l, c0 + i) at `l0 * d + c0 * kc + (l - l0) * tw + i`. The copy is as large as E; it is
+//! kept beside the buffer ([`crate::buffer::CpuBuf`]) until E is next written.
+
+use rayon::prelude::*;
+
+use crate::gemm::{NN_K_CHUNK, SKINNY_MAX_M};
+
+/// Columns of a tile: the 8-row kernel's 3 x 16 lanes.
+pub(crate) const TILE: usize = 48;
+
+/// Rows summed in registers before they are added to the partial sums: NN_ROW_BLOCK, the blocks
+/// the row-layout kernel sums (so the two give the same floats, and a float32 sum of 64 terms
+/// at a time keeps the rounding of a long chunk down).
+const SUM_ROWS: usize = crate::gemm::NN_ROW_BLOCK;
+
+/// A [v, d] table in the tiled layout.
+pub(crate) struct Table {
+    pub(crate) v: usize,
+    pub(crate) d: usize,
+    /// data: [v * d] chunk by chunk, tile by tile (module docs)
+    data: Vec<f32>,
+}
+
+/// `src` ([v, d] rows) in the tiled layout. Parallel over chunks.
+pub(crate) fn tile(src: &[f32], v: usize, d: usize) -> Table {
+    let mut data = vec![0f32; v * d];
+    if d > 0 {
+        data.par_chunks_mut(NN_K_CHUNK * d)
+            .zip(src.par_chunks(NN_K_CHUNK * d))
+            .for_each(|(dst, src)| {
+                let kc = src.len() / d;
+                for c0 in (0..d).step_by(TILE) {
+                    let tw = TILE.min(d - c0);
+                    let piece = &mut dst[c0 * kc..(c0 + tw) * kc];
+                    for (l, out) in piece.chunks_exact_mut(tw).enumerate() {
+                        out.copy_from_slice(&src[l * d + c0..l * d + c0 + tw]);
+                    }
+                }
+            });
+    }
+    Table { v, d, data }
+}
+
+impl Table {
+    /// Chunk `ci`'s rows, tiled: [kc * d].
+    pub(crate) fn chunk(&self, ci: usize) -> &[f32] {
+        let (l0, l1) = (ci * NN_K_CHUNK, ((ci + 1) * NN_K_CHUNK).min(self.v));
+        &self.data[l0 * self.d..l1 * self.d]
+    }
+
+    /// Row j gathered back (the layout's definition, for tests).
+    #[cfg(test)]
+    pub(crate) fn row(&self, j: usize) -> Vec<f32> {
+        let (ci, l) = (j / NN_K_CHUNK, j % NN_K_CHUNK);
+        let chunk = self.chunk(ci);
+        let kc = chunk.len() / self.d;
+        (0..self.d)
+            .map(|c| {
+                let (c0, tw) = (c - c % TILE, TILE.min(self.d - (c - c % TILE)));
+                chunk[c0 * kc + l * tw + c % TILE]
+            })
+            .collect()
+    }
+}
+
+/// part[m, d] += a[m, ..kc] @ rows, with a's rows `lda` apart, m <= 16 and `chunk` one chunk of a
+/// [`Table`] ([kc * d], tiled). Each tile's m x 48 sums stay in registers for SUM_ROWS rows. Needs
+/// AVX-512F ([`crate::gemm::has_avx512`], checked by the caller).
+pub(crate) fn nn_tiled(a: &[f32], lda: usize, chunk: &[f32], kc: usize, m: usize, d: usize, part: &mut [f32]) {
+    assert!(m <= SKINNY_MAX_M && part.len() >= m * d && chunk.len() == kc * d);
+    assert!(m == 0 || a.len() >= (m - 1) * lda + kc);
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F is present (the callers check); reads stay within a[m, lda] and chunk,
+    // writes within part[m, d] (asserted above).
+    unsafe {
+        macro_rules! kernel {
+            ($($r:literal => $v:literal),*) => {
+                match m {
+                    $($r => x86::tiles::<$r, $v>(a, lda, chunk, kc, d, part),)*
+                    _ => {}
+                }
+            };
+        }
+        kernel!(16 => 1, 15 => 1, 14 => 1, 13 => 1, 12 => 1, 11 => 1, 10 => 2, 9 => 2,
+                8 => 3, 7 => 3, 6 => 3, 5 => 3, 4 => 3, 3 => 3, 2 => 3, 1 => 3)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (a, lda, chunk, kc, d, part);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use crate::gemm::x86::{sum_tile, tile_masks};
+
+    use super::{SUM_ROWS, TILE};
+
+    /// part[r, ..d] += sum over l < kc of a[r, l] * chunk row l, for r < R: per tile, V x 16
+    /// columns at a time (V = 3 covers a whole tile), R x V sums in registers over SUM_ROWS rows at
+    /// a time ([`sum_tile`]), the tile's rows read in memory order.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tiles<const R: usize, const V: usize>(
+        a: &[f32],
+        lda: usize,
+        chunk: &[f32],
+        kc: usize,
+        d: usize,
+        part: &mut [f32],
+    ) {
+        for c0 in (0..d).step_by(TILE) {
+            let tw = TILE.min(d - c0);
+            // piece: [kc, tw] the tile's rows
+            let piece = chunk.as_ptr().add(c0 * kc);
+            for s in (0..tw).step_by(16 * V) {
+                for b0 in (0..kc).step_by(SUM_ROWS) {
+                    let (a0, p0) = (a.as_ptr().add(b0), part.as_mut_ptr().add(c0 + s));
+                    let rows = SUM_ROWS.min(kc - b0);
+                    sum_tile::<R, V>(
+                        a0,
+                        lda,
+                        piece.add(b0 * tw + s),
+                        tw,
+                        rows,
+                        tile_masks(tw - s),
+                        p0,
+                        d,
+                        || {},
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout holds every element where `row` looks for it, over chunk and tile edges.
+    #[test]
+    fn tiling_keeps_every_row() {
+        for (v, d) in [(1, 1), (5, 47), (NN_K_CHUNK + 3, 100), (2 * NN_K_CHUNK, 48)] {
+            let src: Vec<f32> = (0..v * d).map(|i| i as f32).collect();
+            let t = tile(&src, v, d);
+            for j in [0, v / 2, v - 1] {
+                assert_eq!(t.row(j), &src[j * d..(j + 1) * d], "row {j} of [{v}, {d}]");
+            }
+        }
+    }
+
+    /// nn_tiled against a float64 product, for every row count and a width with a partial tile.
+    #[test]
+    fn nn_tiled_matches_f64() {
+        if !crate::gemm::has_avx512() {
+            eprintln!("skipped: no AVX-512F on this CPU (nn_tiled needs it)");
+            return;
+        }
+        let (kc, d) = (37, 100);
+        let e: Vec<f32> = (0..kc * d).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+        let t = tile(&e, kc, d);
+        let mut worst = 0f64;
+        for m in 1..=SKINNY_MAX_M {
+            let lda = kc + 3;
+            let a: Vec<f32> = (0..m * lda)
+                .map(|i| ((i * 104729 % 997) as f32 / 997.0) - 0.5)
+                .collect();
+            let mut part = vec![0.25f32; m * d];
+            nn_tiled(&a, lda, t.chunk(0), kc, m, d, &mut part);
+            for r in 0..m {
+                for c in 0..d {
+                    let want = 0.25
+                        + (0..kc)
+                            .map(|l| a[r * lda + l] as f64 * e[l * d + c] as f64)
+                            .sum::<f64>();
+                    worst = worst.max((part[r * d + c] as f64 - want).abs());
+                }
+            }
+        }
+        eprintln!("nn_tiled: max abs error {worst:.2e} (37 rows, width 100, m = 1..16)");
+        assert!(worst < 1e-5, "nn_tiled error {worst}");
+    }
+}
