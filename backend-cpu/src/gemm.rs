@@ -436,18 +436,19 @@ pub(crate) mod x86 {
         mask
     }
 
-    /// part[r * ldp ..][..16 V] += sum over l < rows of a[r * lda + l] * b[l * ldb ..][..16 V] for
-    /// r < R, the vectors masked by `mask`: the register tile of both mixture kernels (R x V sums,
-    /// one broadcast of a[r, l] per V FMAs). `before_load` runs before each vector load of b
-    /// (nn_chunk prefetches its next block there). Always inlined into an AVX-512F caller.
+    /// part[r * ldp ..][..16 V] += sum over l < rows of a[r * ar + l * al] * b[l * ldb ..][..16 V]
+    /// for r < R, the vectors masked by `mask`: the register tile of both mixture kernels (R x V
+    /// sums, one broadcast of a[r, l] per V FMAs; a's strides (ar, al) say whether its rows or its
+    /// columns are contiguous). `before_load` runs before each vector load of b (nn_chunk prefetches
+    /// its next block there). Always inlined into an AVX-512F caller.
     ///
     /// # Safety
-    /// AVX-512F; a[r * lda + l], the unmasked lanes of b's rows and of part's R rows in bounds.
+    /// AVX-512F; a[r * ar + l * al], the unmasked lanes of b's rows and of part's R rows in bounds.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(crate) unsafe fn sum_tile<const R: usize, const V: usize>(
         a: *const f32,
-        lda: usize,
+        (ar, al): (usize, usize),
         b: *const f32,
         ldb: usize,
         rows: usize,
@@ -465,7 +466,7 @@ pub(crate) mod x86 {
                 bv[v] = _mm512_maskz_loadu_ps(mask[v], b.wrapping_add(l * ldb + 16 * v));
             }
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*a.add(r * lda + l));
+                let x = _mm512_set1_ps(*a.add(r * ar + l * al));
                 for v in 0..V {
                     acc_r[v] = _mm512_fmadd_ps(x, bv[v], acc_r[v]);
                 }
@@ -507,7 +508,7 @@ pub(crate) mod x86 {
             };
             for c0 in (0..n).step_by(16 * V) {
                 let (a0, b0, p0) = (a.as_ptr().add(r0), bp.add(r0 * n + c0), part.as_mut_ptr().add(c0));
-                sum_tile::<R, V>(a0, lda, b0, n, r1 - r0, tile_masks(n - c0), p0, n, &mut prefetch);
+                sum_tile::<R, V>(a0, (lda, 1), b0, n, r1 - r0, tile_masks(n - c0), p0, n, &mut prefetch);
             }
             r0 = r1;
         }

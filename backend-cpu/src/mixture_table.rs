@@ -11,13 +11,22 @@
 //! Layout of chunk c (rows l0..l1, kc = l1 - l0), tile at column c0 of width tw = min(48, d - c0):
 //! element (l, c0 + i) at `l0 * d + c0 * kc + (l - l0) * tw + i`. The copy is as large as E; it is
 //! kept beside the buffer ([`crate::buffer::CpuBuf`]) until E is next written.
+//!
+//! Up to TILED_MAX_ROWS rows only: there a row of E costs 24 FMAs per 48 columns and the product is
+//! bound by memory. From 9 rows on it is bound by its FMAs (16 rows: twice as many per byte), the
+//! register tile covers fewer columns, and the row layout measured faster (the whole soft head at
+//! 16 rows: 10.4-10.7 ms as stored, 11.5-12.1 tiled; `softcot bench --workload head-products
+//! --batch 16`).
 
 use rayon::prelude::*;
 
-use crate::gemm::{NN_K_CHUNK, SKINNY_MAX_M};
+use crate::gemm::NN_K_CHUNK;
 
 /// Columns of a tile: the 8-row kernel's 3 x 16 lanes.
 pub(crate) const TILE: usize = 48;
+
+/// Most rows of p a product over the tiled copy takes (module docs).
+pub(crate) const TILED_MAX_ROWS: usize = 8;
 
 /// Rows summed in registers before they are added to the partial sums: NN_ROW_BLOCK, the blocks
 /// the row-layout kernel sums (so the two give the same floats, and a float32 sum of 64 terms
@@ -74,29 +83,30 @@ impl Table {
     }
 }
 
-/// part[m, d] += a[m, ..kc] @ rows, with a's rows `lda` apart, m <= 16 and `chunk` one chunk of a
-/// [`Table`] ([kc * d], tiled). Each tile's m x 48 sums stay in registers for SUM_ROWS rows. Needs
-/// AVX-512F ([`crate::gemm::has_avx512`], checked by the caller).
-pub(crate) fn nn_tiled(a: &[f32], lda: usize, chunk: &[f32], kc: usize, m: usize, d: usize, part: &mut [f32]) {
-    assert!(m <= SKINNY_MAX_M && part.len() >= m * d && chunk.len() == kc * d);
-    assert!(m == 0 || a.len() >= (m - 1) * lda + kc);
+/// part[m, d] += a^T @ rows for m <= TILED_MAX_ROWS, with `at` = a^T: [kc, m] (the m weights of
+/// each row of E side by side, so the tile's broadcasts read one line per row) and `chunk` one
+/// chunk of a [`Table`] ([kc * d], tiled). Each tile's m x 48 sums stay in registers for SUM_ROWS
+/// rows. Needs AVX-512F ([`crate::gemm::has_avx512`], checked by the caller).
+pub(crate) fn nn_tiled(at: &[f32], chunk: &[f32], kc: usize, m: usize, d: usize, part: &mut [f32]) {
+    assert!(m <= TILED_MAX_ROWS && part.len() >= m * d && chunk.len() == kc * d && at.len() >= kc * m);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F is present (the callers check); reads stay within a[m, lda] and chunk,
+    // SAFETY: AVX-512F is present (the callers check); reads stay within at[kc, m] and chunk,
     // writes within part[m, d] (asserted above).
     unsafe {
-        macro_rules! kernel {
-            ($($r:literal => $v:literal),*) => {
-                match m {
-                    $($r => x86::tiles::<$r, $v>(a, lda, chunk, kc, d, part),)*
-                    _ => {}
-                }
-            };
+        match m {
+            8 => x86::tiles::<8>(at, chunk, kc, d, part),
+            7 => x86::tiles::<7>(at, chunk, kc, d, part),
+            6 => x86::tiles::<6>(at, chunk, kc, d, part),
+            5 => x86::tiles::<5>(at, chunk, kc, d, part),
+            4 => x86::tiles::<4>(at, chunk, kc, d, part),
+            3 => x86::tiles::<3>(at, chunk, kc, d, part),
+            2 => x86::tiles::<2>(at, chunk, kc, d, part),
+            1 => x86::tiles::<1>(at, chunk, kc, d, part),
+            _ => {}
         }
-        kernel!(16 => 1, 15 => 1, 14 => 1, 13 => 1, 12 => 1, 11 => 1, 10 => 2, 9 => 2,
-                8 => 3, 7 => 3, 6 => 3, 5 => 3, 4 => 3, 3 => 3, 2 => 3, 1 => 3)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (a, lda, chunk, kc, d, part);
+    let _ = (at, chunk, kc, d, part);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -105,38 +115,19 @@ mod x86 {
 
     use super::{SUM_ROWS, TILE};
 
-    /// part[r, ..d] += sum over l < kc of a[r, l] * chunk row l, for r < R: per tile, V x 16
-    /// columns at a time (V = 3 covers a whole tile), R x V sums in registers over SUM_ROWS rows at
-    /// a time ([`sum_tile`]), the tile's rows read in memory order.
+    /// part[r, ..d] += sum over l < kc of at[l, r] * chunk row l, for r < R: per tile, R x 48 sums
+    /// in registers over SUM_ROWS rows at a time ([`sum_tile`]), the tile's rows read in memory
+    /// order.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tiles<const R: usize, const V: usize>(
-        a: &[f32],
-        lda: usize,
-        chunk: &[f32],
-        kc: usize,
-        d: usize,
-        part: &mut [f32],
-    ) {
+    pub unsafe fn tiles<const R: usize>(at: &[f32], chunk: &[f32], kc: usize, d: usize, part: &mut [f32]) {
         for c0 in (0..d).step_by(TILE) {
             let tw = TILE.min(d - c0);
             // piece: [kc, tw] the tile's rows
             let piece = chunk.as_ptr().add(c0 * kc);
-            for s in (0..tw).step_by(16 * V) {
-                for b0 in (0..kc).step_by(SUM_ROWS) {
-                    let (a0, p0) = (a.as_ptr().add(b0), part.as_mut_ptr().add(c0 + s));
-                    let rows = SUM_ROWS.min(kc - b0);
-                    sum_tile::<R, V>(
-                        a0,
-                        lda,
-                        piece.add(b0 * tw + s),
-                        tw,
-                        rows,
-                        tile_masks(tw - s),
-                        p0,
-                        d,
-                        || {},
-                    );
-                }
+            for b0 in (0..kc).step_by(SUM_ROWS) {
+                let (a0, rows) = (at.as_ptr().add(b0 * R), SUM_ROWS.min(kc - b0));
+                let (b, p0) = (piece.add(b0 * tw), part.as_mut_ptr().add(c0));
+                sum_tile::<R, 3>(a0, (1, R), b, tw, rows, tile_masks(tw), p0, d, || {});
             }
         }
     }
@@ -169,24 +160,19 @@ mod tests {
         let e: Vec<f32> = (0..kc * d).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
         let t = tile(&e, kc, d);
         let mut worst = 0f64;
-        for m in 1..=SKINNY_MAX_M {
-            let lda = kc + 3;
-            let a: Vec<f32> = (0..m * lda)
-                .map(|i| ((i * 104729 % 997) as f32 / 997.0) - 0.5)
-                .collect();
+        for m in 1..=TILED_MAX_ROWS {
+            // at: [kc, m]
+            let at: Vec<f32> = (0..kc * m).map(|i| ((i * 104729 % 997) as f32 / 997.0) - 0.5).collect();
             let mut part = vec![0.25f32; m * d];
-            nn_tiled(&a, lda, t.chunk(0), kc, m, d, &mut part);
+            nn_tiled(&at, t.chunk(0), kc, m, d, &mut part);
             for r in 0..m {
                 for c in 0..d {
-                    let want = 0.25
-                        + (0..kc)
-                            .map(|l| a[r * lda + l] as f64 * e[l * d + c] as f64)
-                            .sum::<f64>();
+                    let want = 0.25 + (0..kc).map(|l| at[l * m + r] as f64 * e[l * d + c] as f64).sum::<f64>();
                     worst = worst.max((part[r * d + c] as f64 - want).abs());
                 }
             }
         }
-        eprintln!("nn_tiled: max abs error {worst:.2e} (37 rows, width 100, m = 1..16)");
+        eprintln!("nn_tiled: max abs error {worst:.2e} (37 rows, width 100, m = 1..8)");
         assert!(worst < 1e-5, "nn_tiled error {worst}");
     }
 }

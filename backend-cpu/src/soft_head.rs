@@ -22,7 +22,7 @@ use softcot_core::{Error, Result};
 
 use crate::fastmath;
 use crate::gemm::{self, dot_block, nn_block, NN_K_CHUNK, NN_ROW_BLOCK, SKINNY_MAX_M};
-use crate::mixture_table::{nn_tiled, Table};
+use crate::mixture_table::{nn_tiled, Table, TILED_MAX_ROWS};
 use crate::{need, SendPtr};
 
 /// Rows of E per block: the mixture kernel's own block (192 KiB of a 768-wide E), read for the
@@ -56,14 +56,14 @@ enum Logits<'a> {
     /// Tied: computed from `xn` and the block's rows of E, then stored through the pointer.
     Compute(&'a [f32], SendPtr),
     /// Untied: already in the buffer (the lm_head product ran first), each row's maximum known;
-    /// E read from its tiled copy.
-    Given(&'a [f32], &'a Table),
+    /// E read from its tiled copy where there is one (up to 8 rows), else as stored.
+    Given(&'a [f32], Option<&'a Table>),
 }
 
 /// logits = xn @ head^T, ids = argmax(logits), mix = softmax(logits / tau) @ table, for
 /// rows <= 16 (more is an error) on a CPU with AVX-512 (the caller checks); `head` and `table` are
-/// the same slice for tied embeddings, and `tiled` is `table` in the tiled layout for untied ones
-/// (an error if missing or of another shape).
+/// the same slice for tied embeddings; `tiled`, `table` in the tiled layout, is what an untied head
+/// of up to TILED_MAX_ROWS rows reads instead (an error if of another shape or for more rows).
 /// logits: [rows, V]; ids: [rows]; mix, xn: [rows, d]; head, table: [V, d]
 #[allow(clippy::too_many_arguments)]
 pub fn soft_head(
@@ -107,16 +107,14 @@ pub fn soft_head(
     let source = if std::ptr::eq(head, table) {
         Logits::Compute(xn, SendPtr(logits.as_mut_ptr()))
     } else {
-        let tiled = match tiled {
-            Some(t) if t.v == v && t.d == d => t,
-            Some(t) => {
+        if let Some(t) = tiled {
+            if (t.v, t.d) != (v, d) || rows > TILED_MAX_ROWS {
                 return Err(Error::invalid(format!(
-                    "soft_head: the table's tiled copy is [{}, {}], the call reads it as [{v}, {d}]",
+                    "soft_head: the table's tiled copy is [{}, {}] for up to {TILED_MAX_ROWS} rows, the call reads it as [{v}, {d}] for {rows}",
                     t.v, t.d
-                )))
+                )));
             }
-            None => return Err(Error::invalid("soft_head: an untied head needs the table's tiled copy")),
-        };
+        }
         // The skinny product's own tasks and dot products (the unfused head's logits bit for bit),
         // each task keeping its rows' largest logit and its first index as it writes them.
         let lp = SendPtr(logits.as_mut_ptr());
@@ -146,38 +144,49 @@ pub fn soft_head(
     // partial: [chunks, rows, d] each chunk's sum of exp((z - max) / tau) E; stats: [chunks, rows]
     let mut partial = vec![0f32; chunks * rows * d];
     let mut stats: Vec<Stat> = (0..chunks).flat_map(|_| start.iter().copied()).collect();
+    // Each task's scratch. Tiled: at [NN_K_CHUNK, rows] the chunk's exps, then one row's block of
+    // them. Rows: z, e [rows, BLOCK] a block's logits (when computed) and their exps.
+    let scratch = match source {
+        Logits::Given(_, Some(_)) => rows * NN_K_CHUNK + BLOCK,
+        _ => 2 * rows * BLOCK,
+    };
     partial
         .par_chunks_mut(rows * d)
         .zip(stats.par_chunks_mut(rows))
         .enumerate()
         .for_each_init(
-            // Untied: e [rows, NN_K_CHUNK] the chunk's exps. Tied: z, e [rows, BLOCK] a block's
-            // logits and their exps.
-            || vec![0f32; rows * NN_K_CHUNK.max(2 * BLOCK)],
+            || vec![0f32; scratch],
             |buf, (ci, (part, st))| {
                 let (l0, l1) = (ci * NN_K_CHUNK, ((ci + 1) * NN_K_CHUNK).min(v));
-                match source {
-                    Logits::Given(all, tiled) => {
-                        // Every row starts at its final maximum: nothing to rescale. Summed by
-                        // blocks, as the tied path sums them.
-                        for (r, s) in st.iter_mut().enumerate() {
-                            for j0 in (l0..l1).step_by(BLOCK) {
-                                let j1 = (j0 + BLOCK).min(l1);
-                                let e = &mut buf[r * NN_K_CHUNK + j0 - l0..r * NN_K_CHUNK + j1 - l0];
-                                s.sum += fastmath::exp_shifted(e, &all[r * v + j0..r * v + j1], s.max, inv_tau);
+                if let Logits::Given(all, Some(tiled)) = source {
+                    // Every row starts at its final maximum: nothing to rescale. Summed by blocks,
+                    // as the row path sums them; stored side by side per row of E, so that the
+                    // mixture's broadcasts read one line per row of E.
+                    let (at, e) = buf.split_at_mut(rows * NN_K_CHUNK);
+                    for (r, s) in st.iter_mut().enumerate() {
+                        for j0 in (l0..l1).step_by(BLOCK) {
+                            let e = &mut e[..(l1 - j0).min(BLOCK)];
+                            s.sum += fastmath::exp_shifted(e, &all[r * v + j0..][..e.len()], s.max, inv_tau);
+                            for (i, &x) in e.iter().enumerate() {
+                                at[(j0 - l0 + i) * rows + r] = x;
                             }
                         }
-                        nn_tiled(buf, NN_K_CHUNK, tiled.chunk(ci), l1 - l0, rows, d, part);
                     }
-                    Logits::Compute(xn, lp) => {
-                        let (z, e) = buf.split_at_mut(rows * BLOCK);
-                        let mut j0 = l0;
-                        while j0 < l1 {
-                            let nb = (l1 - j0).min(BLOCK);
-                            dot_block(xn, d, rows, table, v, d, j0, j0 + nb, |r, j, s| {
-                                z[r * BLOCK + j - j0] = s
-                            });
-                            for (r, s) in st.iter_mut().enumerate() {
+                    nn_tiled(at, tiled.chunk(ci), l1 - l0, rows, d, part);
+                    return;
+                }
+                let (z, e) = buf.split_at_mut(rows * BLOCK);
+                let mut j0 = l0;
+                while j0 < l1 {
+                    let nb = (l1 - j0).min(BLOCK);
+                    if let Logits::Compute(xn, _) = source {
+                        dot_block(xn, d, rows, table, v, d, j0, j0 + nb, |r, j, s| {
+                            z[r * BLOCK + j - j0] = s
+                        });
+                    }
+                    for (r, s) in st.iter_mut().enumerate() {
+                        let zr = match source {
+                            Logits::Compute(_, lp) => {
                                 let zr = &z[r * BLOCK..r * BLOCK + nb];
                                 // SAFETY: logits holds rows * v floats (checked above);
                                 // logits[r, j0..j0 + nb] is written by this task alone and no
@@ -191,14 +200,17 @@ pub fn soft_head(
                                     fastmath::scale(&mut part[r * d..(r + 1) * d], f);
                                     s.max = bm;
                                 }
-                                s.sum += fastmath::exp_shifted(&mut e[r * BLOCK..r * BLOCK + nb], zr, s.max, inv_tau);
+                                zr
                             }
-                            // The block's rows of E, from L2; the next block's stream in meanwhile.
-                            let next = (j0 + nb + BLOCK).min(l1);
-                            nn_block(e, BLOCK, &table[j0 * d..next * d], nb, rows, d, part);
-                            j0 += nb;
-                        }
+                            // Already at the row's maximum: nothing to rescale.
+                            Logits::Given(all, _) => &all[r * v + j0..r * v + j0 + nb],
+                        };
+                        s.sum += fastmath::exp_shifted(&mut e[r * BLOCK..r * BLOCK + nb], zr, s.max, inv_tau);
                     }
+                    // The block's rows of E, from L2; the next block's stream in meanwhile.
+                    let next = (j0 + nb + BLOCK).min(l1);
+                    nn_block(e, BLOCK, &table[j0 * d..next * d], nb, rows, d, part);
+                    j0 += nb;
                 }
             },
         );
