@@ -233,8 +233,11 @@ impl Backend for CpuBackend {
         // Fused for the decode batch's rows (see soft_head.rs for what it saves, tied and untied).
         if (1..=gemm::SKINNY_MAX_M).contains(&rows) && gemm::has_avx512() {
             // Untied, up to 8 rows: the mixture streams E's tiled copy, made once and kept until E
-            // is next written.
-            let tiled = if std::ptr::eq(head, table) || rows > mixture_table::TILED_MAX_ROWS {
+            // is next written (for tables up to TILED_MAX_FLOATS).
+            let tiled = if std::ptr::eq(head, table)
+                || rows > mixture_table::TILED_MAX_ROWS
+                || v * d > mixture_table::TILED_MAX_FLOATS
+            {
                 None
             } else {
                 need(table.len(), v * d, "soft_head: table")?;
