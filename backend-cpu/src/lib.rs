@@ -233,7 +233,8 @@ impl Backend for CpuBackend {
         // Fused for the decode batch's rows (see soft_head.rs for what it saves, tied and untied).
         if (1..=gemm::SKINNY_MAX_M).contains(&rows) && gemm::has_avx512() {
             // Untied, up to 8 rows: the mixture streams E's tiled copy, made once and kept until E
-            // is next written (for tables up to TILED_MAX_FLOATS).
+            // is next written (for tables up to TILED_MAX_FLOATS). A call reading another prefix
+            // of the buffer than the copy holds reads the rows as stored.
             let tiled = if std::ptr::eq(head, table)
                 || rows > mixture_table::TILED_MAX_ROWS
                 || v * d > mixture_table::TILED_MAX_FLOATS
@@ -241,7 +242,7 @@ impl Backend for CpuBackend {
                 None
             } else {
                 need(table.len(), v * d, "soft_head: table")?;
-                Some(table.mixture_table(v, d))
+                Some(table.mixture_table(v, d)).filter(|t| (t.v, t.d) == (v, d))
             };
             soft_head::soft_head(
                 &mut logits[..],

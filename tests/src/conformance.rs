@@ -468,7 +468,8 @@ pub fn heads<B: Backend>(be: &B) {
 /// for head and table, which the CPU backend fuses) and untied (where the CPU's mixture reads a
 /// tiled copy of the table, in tiles of 48 columns: width 100 ends on a partial one), over several
 /// vocabulary chunks. An untied table rewritten between two calls must give the new table's mixture
-/// (a backend keeping a derived copy must not read a stale one).
+/// (a backend keeping a derived copy must not read a stale one), and so must a later call reading
+/// a shorter prefix of the same buffers.
 fn soft_head<B: Backend>(be: &B) {
     let mut rng = TestRng(11);
     for (rows, v, d, tied) in [
@@ -516,6 +517,17 @@ fn soft_head<B: Backend>(be: &B) {
             let rewritten = rng.vec(v * d, 1.0);
             be.write(&mut tb, &rewritten).unwrap();
             check_soft_head(be, &xn, &head, &rewritten, (&xb, &hb, &tb), (rows, v, d), 0.5);
+            // The same buffers read as a shorter vocabulary (ops use the prefix their sizes cover).
+            let w = (v - 7) * d;
+            check_soft_head(
+                be,
+                &xn,
+                &head[..w],
+                &rewritten[..w],
+                (&xb, &hb, &tb),
+                (rows, v - 7, d),
+                0.5,
+            );
         }
     }
 }
