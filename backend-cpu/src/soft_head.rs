@@ -4,17 +4,18 @@
 //! Tied embeddings: one pass over E computes the logits `xn E^T` too, so E is read once per step
 //! where the unfused head reads it twice (the lm_head, then the mixture). Untied: the lm_head is
 //! its own matrix, so the skinny product writes the logits first, its tasks noting each row's
-//! maximum and argmax as they go; the mixture pass then takes each chunk's exps against that
-//! maximum and streams the chunk of E from its tiled copy ([`crate::mixture_table`]), in memory
-//! order (the unfused head scans the logits for the argmax, and its softmax scans them again,
-//! writes p, rescales it and reads it back). More than 16 rows or no AVX-512 take the trait's
+//! maximum and argmax as they go; the mixture pass then takes the exps against that maximum
+//! (the unfused head scans the logits for the argmax, and its softmax scans them again, writes p,
+//! rescales it and reads it back). Up to 8 rows it streams each chunk of E from the tiled copy
+//! ([`crate::mixture_table`]), in memory order. More than 16 rows or no AVX-512 take the trait's
 //! unfused default.
 //!
-//! Each task owns a fixed chunk of the vocabulary (NN_K_CHUNK rows of E). Tied, it walks the chunk
-//! in blocks of BLOCK rows: the block's logits (the skinny product's own dot products, so they
-//! equal the unfused logits bit for bit), their exps against the chunk's running maximum
-//! (rescaling the chunk's partial mixture when the maximum grows, as flash attention does), then
-//! the block's rows of E, still in L2, weighted by them. The chunks' partials are combined in chunk
+//! Each task owns a fixed chunk of the vocabulary (NN_K_CHUNK rows of E). Tied, or untied past 8
+//! rows, it walks the chunk in blocks of BLOCK rows: the block's logits (tied: the skinny
+//! product's own dot products, so they equal the unfused logits bit for bit), their exps against
+//! the chunk's running maximum (tied: rescaling the chunk's partial mixture when the maximum
+//! grows, as flash attention does; untied rows start at their final maximum), then the block's
+//! rows of E, still in L2, weighted by them. The chunks' partials are combined in chunk
 //! order, so the result does not depend on the thread count.
 
 use rayon::prelude::*;
