@@ -4,7 +4,8 @@
 //! - `prefill`: B x P random tokens, one forward with the last position's logits; B*P / time.
 //! - `decode`: B prompts of P tokens, then N greedy hard tokens with the KV cache, prefill included;
 //!   B*N / time (as `model.generate` is timed).
-//! - `soft-decode`: the same with soft thinking (tau 0.5, noise gamma 0.33).
+//! - `soft-decode`: the same with soft thinking (tau 0.5, noise gamma 0.33), or with `--think
+//!   fuzzy` fuzzy thinking (tau 1e-4), each run paired with a hard one.
 //! - `matmul`: an N x N x N float32 product (the machine's GEMM rate, the physical yardstick).
 //! - `memory`: `Backend::sum_squares` over 400 MiB of float32, GB/s read: the memory's streaming
 //!   rate, the yardstick of the decode kernels (a decode step of bench-125m reads ~400 MB).
@@ -29,7 +30,7 @@ use softcot_core::sft::{sft_step, SftBatch};
 use softcot_core::think::{generate, ThinkConfig, ThinkMode};
 use softcot_core::{philox, Backend, Error, Result};
 
-use crate::args::{BackendKind, Format};
+use crate::args::{BackendKind, Format, Think};
 use crate::with_backend;
 
 /// Floats the `memory` workload reads per repeat (400 MiB: far beyond any cache).
@@ -39,8 +40,8 @@ const MEMORY_FLOATS: usize = 100 << 20;
 pub enum Workload {
     Prefill,
     Decode,
-    /// Soft thinking decode (tau 0.5, gamma 0.33); each timed run is paired with a hard decode
-    /// timed beside it, for `soft_over_hard`.
+    /// Soft thinking decode (tau 0.5, gamma 0.33; fuzzy with --think fuzzy); each timed run is
+    /// paired with a hard decode timed beside it, for `soft_over_hard`.
     SoftDecode,
     Matmul,
     /// The backend's read rate: sum of squares over 400 MiB of float32 (GB/s).
@@ -83,6 +84,9 @@ pub struct BenchArgs {
     /// `train-step`: recompute activations per layer instead of caching them.
     #[arg(long)]
     recompute: bool,
+    /// `soft-decode`: the continuous thinking mode timed against hard decode.
+    #[arg(long, value_enum, default_value = "soft")]
+    think: Think,
     /// Timed repeats after one untimed warm-up.
     #[arg(long, default_value_t = 5)]
     repeats: usize,
@@ -113,6 +117,11 @@ type Sample = (f64, f64);
 pub fn run(a: BenchArgs) -> Result<()> {
     if a.repeats == 0 || a.batch() == 0 {
         return Err(Error::invalid("--repeats and --batch must be positive"));
+    }
+    if a.think == Think::Hard {
+        return Err(Error::invalid(
+            "--think: soft-decode times soft or fuzzy thinking against hard decode",
+        ));
     }
     with_backend!(a.backend, |be| bench_on(&be, &a))
 }
@@ -178,7 +187,7 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                     seed: a.seed,
                     ..ThinkConfig::new(mode)
                 };
-                let (hard, soft) = (config(ThinkMode::Hard), config(ThinkMode::Soft));
+                let (hard, soft) = (config(ThinkMode::Hard), config(a.think.mode()));
                 let streams: Vec<u32> = (0..a.batch() as u32).collect();
                 let decode = |cfg: &ThinkConfig| -> Result<f64> {
                     generate(be, &model, &prompts, &streams, cfg, &md.tokenizer)?;
@@ -204,6 +213,9 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
         };
         let mut extra = json!({"model": dir.display().to_string(), "arch": arch,
                                "batch": a.batch(), "prompt_len": a.prompt_len, "new_tokens": a.new_tokens});
+        if let (Workload::SoftDecode, Some(e)) = (a.workload, extra.as_object_mut()) {
+            e.insert("think".into(), json!(a.think.name()));
+        }
         if a.workload == Workload::TrainStep {
             // The yardstick of issue 3: 6 x (non-embedding parameters + lm_head) x tokens per step.
             let mut rates: Vec<f64> = samples
@@ -241,7 +253,8 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                 be.name()
             );
             if let Some([median, min, max]) = soft_over_hard {
-                println!("soft / hard decode time, per pair: {median:.3} (median; min {min:.3}, max {max:.3})");
+                let think = a.think.name();
+                println!("{think} / hard decode time, per pair: {median:.3} (median; min {min:.3}, max {max:.3})");
             }
         }
     }

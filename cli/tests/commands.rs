@@ -239,3 +239,47 @@ fn bench_head_products_reports_both_products() {
     }
     common::assert_clean_error(&softcot(&["bench", "--workload", "head-products"]), "--model");
 }
+
+/// `bench --workload soft-decode --think fuzzy` pairs fuzzy decode with hard decode and says which
+/// mode it timed (the command's output, not a timing check); `--think hard` is a clean error.
+#[test]
+fn bench_soft_decode_times_the_mode_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::tiny_model(tmp.path(), "tiny");
+    let args = |think: &'static str| {
+        let mut v = vec![
+            "bench",
+            "--model",
+            &model,
+            "--workload",
+            "soft-decode",
+            "--think",
+            think,
+        ];
+        v.extend([
+            "--repeats",
+            "1",
+            "--batch",
+            "2",
+            "--prompt-len",
+            "4",
+            "--new-tokens",
+            "3",
+            "--format",
+            "json",
+        ]);
+        v
+    };
+    for think in ["soft", "fuzzy"] {
+        let o = softcot(&args(think));
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let out: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+        assert_eq!(
+            (&out["workload"], &out["think"]),
+            (&"soft-decode".into(), &think.into())
+        );
+        let ratio = out["soft_over_hard"]["median"].as_f64().unwrap();
+        assert!(ratio.is_finite() && ratio > 0.0, "{think}: {ratio}");
+    }
+    common::assert_clean_error(&softcot(&args("hard")), "--think");
+}
