@@ -38,6 +38,10 @@ pub(crate) const TILED_MAX_FLOATS: usize = 1 << 28;
 /// at a time keeps the rounding of a long chunk down).
 const SUM_ROWS: usize = crate::gemm::NN_ROW_BLOCK;
 
+/// Blocks of SUM_ROWS rows in a chunk: one bit each in [`nn_tiled`]'s mask.
+pub(crate) const CHUNK_BLOCKS: usize = NN_K_CHUNK / SUM_ROWS;
+const _: () = assert!(CHUNK_BLOCKS <= 64 && CHUNK_BLOCKS * SUM_ROWS == NN_K_CHUNK);
+
 /// A [v, d] table in the tiled layout.
 pub(crate) struct Table {
     pub(crate) v: usize,
@@ -90,28 +94,31 @@ impl Table {
 
 /// part[m, d] += a^T @ rows for m <= TILED_MAX_ROWS, with `at` = a^T: [kc, m] (the m weights of
 /// each row of E side by side, so the tile's broadcasts read one line per row) and `chunk` one
-/// chunk of a [`Table`] ([kc * d], tiled). Each tile's m x 48 sums stay in registers for SUM_ROWS
-/// rows. Needs AVX-512F ([`crate::gemm::has_avx512`], checked by the caller).
-pub(crate) fn nn_tiled(at: &[f32], chunk: &[f32], kc: usize, m: usize, d: usize, part: &mut [f32]) {
+/// chunk of a [`Table`] ([kc * d], tiled), over the blocks of SUM_ROWS rows whose bit is set in
+/// `live` (bit b: rows 64b..; the others are neither read nor added). Each tile's m x 48 sums
+/// stay in registers for SUM_ROWS rows. Needs AVX-512F ([`crate::gemm::has_avx512`], checked by
+/// the caller).
+pub(crate) fn nn_tiled(at: &[f32], chunk: &[f32], kc: usize, m: usize, d: usize, live: u64, part: &mut [f32]) {
     assert!(m <= TILED_MAX_ROWS && part.len() >= m * d && chunk.len() == kc * d && at.len() >= kc * m);
+    assert!(kc <= NN_K_CHUNK, "a chunk has at most {CHUNK_BLOCKS} blocks");
     #[cfg(target_arch = "x86_64")]
     // SAFETY: AVX-512F is present (the callers check); reads stay within at[kc, m] and chunk,
     // writes within part[m, d] (asserted above).
     unsafe {
         match m {
-            8 => x86::tiles::<8>(at, chunk, kc, d, part),
-            7 => x86::tiles::<7>(at, chunk, kc, d, part),
-            6 => x86::tiles::<6>(at, chunk, kc, d, part),
-            5 => x86::tiles::<5>(at, chunk, kc, d, part),
-            4 => x86::tiles::<4>(at, chunk, kc, d, part),
-            3 => x86::tiles::<3>(at, chunk, kc, d, part),
-            2 => x86::tiles::<2>(at, chunk, kc, d, part),
-            1 => x86::tiles::<1>(at, chunk, kc, d, part),
+            8 => x86::tiles::<8>(at, chunk, kc, d, live, part),
+            7 => x86::tiles::<7>(at, chunk, kc, d, live, part),
+            6 => x86::tiles::<6>(at, chunk, kc, d, live, part),
+            5 => x86::tiles::<5>(at, chunk, kc, d, live, part),
+            4 => x86::tiles::<4>(at, chunk, kc, d, live, part),
+            3 => x86::tiles::<3>(at, chunk, kc, d, live, part),
+            2 => x86::tiles::<2>(at, chunk, kc, d, live, part),
+            1 => x86::tiles::<1>(at, chunk, kc, d, live, part),
             _ => {}
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (at, chunk, kc, d, part);
+    let _ = (at, chunk, kc, d, live, part);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -120,16 +127,16 @@ mod x86 {
 
     use super::{SUM_ROWS, TILE};
 
-    /// part[r, ..d] += sum over l < kc of at[l, r] * chunk row l, for r < R: per tile, R x 48 sums
-    /// in registers over SUM_ROWS rows at a time ([`sum_tile`]), the tile's rows read in memory
-    /// order.
+    /// part[r, ..d] += sum over the live blocks' rows l of at[l, r] * chunk row l, for r < R: per
+    /// tile, R x 48 sums in registers over SUM_ROWS rows at a time ([`sum_tile`]), the tile's rows
+    /// read in memory order.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn tiles<const R: usize>(at: &[f32], chunk: &[f32], kc: usize, d: usize, part: &mut [f32]) {
+    pub unsafe fn tiles<const R: usize>(at: &[f32], chunk: &[f32], kc: usize, d: usize, live: u64, part: &mut [f32]) {
         for c0 in (0..d).step_by(TILE) {
             let tw = TILE.min(d - c0);
             // piece: [kc, tw] the tile's rows
             let piece = chunk.as_ptr().add(c0 * kc);
-            for b0 in (0..kc).step_by(SUM_ROWS) {
+            for b0 in (0..kc).step_by(SUM_ROWS).filter(|b0| live >> (b0 / SUM_ROWS) & 1 == 1) {
                 let (a0, rows) = (at.as_ptr().add(b0 * R), SUM_ROWS.min(kc - b0));
                 let (b, p0) = (piece.add(b0 * tw), part.as_mut_ptr().add(c0));
                 sum_tile::<R, 3>(a0, (1, R), b, tw, rows, tile_masks(tw), p0, d, || {});
@@ -169,7 +176,7 @@ mod tests {
             // at: [kc, m]
             let at: Vec<f32> = (0..kc * m).map(|i| ((i * 104729 % 997) as f32 / 997.0) - 0.5).collect();
             let mut part = vec![0.25f32; m * d];
-            nn_tiled(&at, t.chunk(0), kc, m, d, &mut part);
+            nn_tiled(&at, t.chunk(0), kc, m, d, u64::MAX, &mut part);
             for r in 0..m {
                 for c in 0..d {
                     let want = 0.25 + (0..kc).map(|l| at[l * m + r] as f64 * e[l * d + c] as f64).sum::<f64>();
@@ -178,6 +185,44 @@ mod tests {
             }
         }
         eprintln!("nn_tiled: max abs error {worst:.2e} (37 rows, width 100, m = 1..8)");
+        assert!(worst < 1e-5, "nn_tiled error {worst}");
+    }
+
+    /// Blocks left out of the mask are not added, and are not read: NaN rows there change nothing.
+    #[test]
+    fn nn_tiled_skips_the_blocks_left_out() {
+        if !crate::gemm::has_avx512() {
+            eprintln!("skipped: no AVX-512F on this CPU (nn_tiled needs it)");
+            return;
+        }
+        let (kc, d, m) = (200, 50, 3);
+        let live = 0b1010u64; // rows 64..128 and 192..200
+        let is_live = |l: usize| live >> (l / SUM_ROWS) & 1 == 1;
+        let e: Vec<f32> = (0..kc * d)
+            .map(|i| {
+                if is_live(i / d) {
+                    ((i * 7919 % 1000) as f32 / 500.0) - 1.0
+                } else {
+                    f32::NAN
+                }
+            })
+            .collect();
+        let t = tile(&e, kc, d);
+        // at: [kc, m]
+        let at: Vec<f32> = (0..kc * m).map(|i| ((i * 104729 % 997) as f32 / 997.0) - 0.5).collect();
+        let mut part = vec![0f32; m * d];
+        nn_tiled(&at, t.chunk(0), kc, m, d, live, &mut part);
+        let mut worst = 0f64;
+        for r in 0..m {
+            for c in 0..d {
+                let want: f64 = (0..kc)
+                    .filter(|&l| is_live(l))
+                    .map(|l| at[l * m + r] as f64 * e[l * d + c] as f64)
+                    .sum();
+                worst = worst.max((part[r * d + c] as f64 - want).abs());
+            }
+        }
+        eprintln!("nn_tiled, two blocks of four: max abs error {worst:.2e}");
         assert!(worst < 1e-5, "nn_tiled error {worst}");
     }
 }

@@ -17,6 +17,13 @@
 //! grows, as flash attention does; untied rows start at their final maximum), then the block's
 //! rows of E, still in L2, weighted by them. The chunks' partials are combined in chunk
 //! order, so the result does not depend on the thread count.
+//!
+//! A block whose every term underflows (its largest logit more than 87.3 tau below the row's
+//! maximum, for every row) adds nothing and its rows of E are not read: in fuzzy thinking
+//! (tau = 1e-4) that is all but the blocks around each row's argmax, so an untied fuzzy step
+//! costs about what a hard one does (`softcot bench --workload soft-decode --think fuzzy`: 1.02x
+//! hard decode where it cost 1.15x). Where a term underflows exp gives its floor, e^-87.3, so
+//! what is left out is below that fraction of the mixture.
 
 use rayon::prelude::*;
 use softcot_core::{Error, Result};
@@ -49,6 +56,14 @@ fn exp_or_zero(x: f32) -> f32 {
     } else {
         fastmath::exp(x)
     }
+}
+
+/// Whether a block of logits whose largest is `bm` adds anything to a mixture taken against the
+/// row's maximum `m`: where (bm - m) / tau is below exp's range every term underflows, and the
+/// block adds nothing (fuzzy thinking: all blocks but those near the argmax), so its rows of E
+/// are not read.
+fn adds_something(bm: f32, m: f32, inv_tau: f32) -> bool {
+    (bm - m) * inv_tau >= fastmath::EXP_MIN_ARG
 }
 
 /// Where a block's logits come from.
@@ -162,18 +177,26 @@ pub fn soft_head(
                 if let Logits::Given(all, Some(tiled)) = source {
                     // Every row starts at its final maximum: nothing to rescale. Summed by blocks,
                     // as the row path sums them; stored side by side per row of E, so that the
-                    // mixture's broadcasts read one line per row of E.
+                    // mixture's broadcasts read one line per row of E. live: bit b set where
+                    // block b adds something for some row.
                     let (at, e) = buf.split_at_mut(rows * NN_K_CHUNK);
+                    let mut live = 0u64;
                     for (r, s) in st.iter_mut().enumerate() {
                         for j0 in (l0..l1).step_by(BLOCK) {
-                            let e = &mut e[..(l1 - j0).min(BLOCK)];
-                            s.sum += fastmath::exp_shifted(e, &all[r * v + j0..][..e.len()], s.max, inv_tau);
+                            let z = &all[r * v + j0..][..(l1 - j0).min(BLOCK)];
+                            let e = &mut e[..z.len()];
+                            if adds_something(fastmath::max(z), s.max, inv_tau) {
+                                s.sum += fastmath::exp_shifted(e, z, s.max, inv_tau);
+                                live |= 1 << ((j0 - l0) / BLOCK);
+                            } else {
+                                e.fill(0.0);
+                            }
                             for (i, &x) in e.iter().enumerate() {
                                 at[(j0 - l0 + i) * rows + r] = x;
                             }
                         }
                     }
-                    nn_tiled(at, tiled.chunk(ci), l1 - l0, rows, d, part);
+                    nn_tiled(at, tiled.chunk(ci), l1 - l0, rows, d, live, part);
                     return;
                 }
                 let (z, e) = buf.split_at_mut(rows * BLOCK);
@@ -185,8 +208,9 @@ pub fn soft_head(
                             z[r * BLOCK + j - j0] = s
                         });
                     }
+                    let mut live = false;
                     for (r, s) in st.iter_mut().enumerate() {
-                        let zr = match source {
+                        let (zr, bm) = match source {
                             Logits::Compute(_, lp) => {
                                 let zr = &z[r * BLOCK..r * BLOCK + nb];
                                 // SAFETY: logits holds rows * v floats (checked above);
@@ -201,16 +225,27 @@ pub fn soft_head(
                                     fastmath::scale(&mut part[r * d..(r + 1) * d], f);
                                     s.max = bm;
                                 }
-                                zr
+                                (zr, bm)
                             }
                             // Already at the row's maximum: nothing to rescale.
-                            Logits::Given(all, _) => &all[r * v + j0..r * v + j0 + nb],
+                            Logits::Given(all, _) => {
+                                let zr = &all[r * v + j0..r * v + j0 + nb];
+                                (zr, fastmath::max(zr))
+                            }
                         };
-                        s.sum += fastmath::exp_shifted(&mut e[r * BLOCK..r * BLOCK + nb], zr, s.max, inv_tau);
+                        let er = &mut e[r * BLOCK..r * BLOCK + nb];
+                        if adds_something(bm, s.max, inv_tau) {
+                            s.sum += fastmath::exp_shifted(er, zr, s.max, inv_tau);
+                            live = true;
+                        } else {
+                            er.fill(0.0);
+                        }
                     }
                     // The block's rows of E, from L2; the next block's stream in meanwhile.
-                    let next = (j0 + nb + BLOCK).min(l1);
-                    nn_block(e, BLOCK, &table[j0 * d..next * d], nb, rows, d, part);
+                    if live {
+                        let next = (j0 + nb + BLOCK).min(l1);
+                        nn_block(e, BLOCK, &table[j0 * d..next * d], nb, rows, d, part);
+                    }
                     j0 += nb;
                 }
             },
