@@ -155,12 +155,14 @@ fn det_cos_sin_turn_lanes<const N: usize>(k24: &[u32; N]) -> ([f32; N], [f32; N]
     let mut sin = [0f32; N];
     for i in 0..N {
         let (sn, cn) = ((s[i] * t2[i] + 1.0) * th[i], c[i] * t2[i] + 1.0);
-        (cos[i], sin[i]) = match (k24[i] >> 22) & 3 {
-            0 => (cn, sn),
-            1 => (-sn, cn),
-            2 => (-cn, -sn),
-            _ => (sn, -cn),
-        };
+        // By quadrant q: (cos, sin) = (cn, sn), (-sn, cn), (-cn, -sn), (sn, -cn). Written as a
+        // select and two sign flips (the same bits as negation), so the lanes vectorise: a
+        // `match` here compiled to scalar code per lane.
+        let q = (k24[i] >> 22) & 3;
+        let (a, b) = if q & 1 == 1 { (sn, cn) } else { (cn, sn) };
+        let (cos_neg, sin_neg) = ((q ^ (q >> 1)) & 1, q >> 1);
+        cos[i] = f32::from_bits(a.to_bits() ^ (cos_neg << 31));
+        sin[i] = f32::from_bits(b.to_bits() ^ (sin_neg << 31));
     }
     (cos, sin)
 }
