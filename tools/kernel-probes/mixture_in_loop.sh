@@ -6,29 +6,20 @@
 #   tools/kernel-probes/mixture_in_loop.sh MODEL_DIR ROUNDS COMMIT...
 set -euo pipefail
 model=$1; rounds=$2; shift 2
-here=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-for c in "$@"; do
-  git -C "$here" worktree add -q --detach "$work/$c" "$c"
-  # Timers around the lm_head and the mixture pass (lines every version since 8f72cbe has).
-  python3 - "$work/$c/backend-cpu/src/soft_head.rs" <<'PY'
-import sys
-p = sys.argv[1]
-s = open(p).read()
-for old, new in [
+# Timers around the lm_head and the mixture pass (lines every version since 8f72cbe has).
+edits=$(cat <<'PY'
+[
     ("    let source = if std::ptr::eq(head, table) {",
      "    let tl = std::time::Instant::now();\n    let source = if std::ptr::eq(head, table) {"),
     ("    partial\n        .par_chunks_mut(rows * d)",
      "    let t_lm = tl.elapsed().as_secs_f64();\n    let t0 = std::time::Instant::now();\n    partial\n        .par_chunks_mut(rows * d)"),
     ("    for r in 0..rows {\n        // The row's maximum",
      "    eprintln!(\"MIXT {:.3} {:.3}\", t_lm * 1e3, t0.elapsed().as_secs_f64() * 1e3);\n    for r in 0..rows {\n        // The row's maximum"),
-]:
-    assert old in s, old
-    s = s.replace(old, new, 1)
-open(p, "w").write(s)
+]
 PY
-  (cd "$work/$c" && cargo build -q --release -p softcot)
-done
+)
+source "$(dirname "$0")/worktrees.sh"
+build_patched "$edits" backend-cpu/src/soft_head.rs "$@"
 for r in $(seq "$rounds"); do
   for c in "$@"; do
     "$work/$c/target/release/softcot" bench --model "$model" --workload soft-decode --repeats 3 2>&1 >/dev/null |
@@ -37,4 +28,4 @@ v = [[float(x) for x in l.split()[1:]] for l in sys.stdin]
 print('$c', len(v), 'steps: lm_head %.3f ms, mixture %.3f ms' % (st.median(x[0] for x in v), st.median(x[1] for x in v)))"
   done
 done
-for c in "$@"; do git -C "$here" worktree remove --force "$work/$c"; done
+remove_worktrees "$@"

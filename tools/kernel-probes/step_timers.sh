@@ -9,16 +9,9 @@ set -euo pipefail
 model=$1; rounds=$2; think=$3; shift 3
 # --think came with 847b5c8; soft, the default, runs on older commits too.
 think_flag=(); if [ "$think" != soft ]; then think_flag=(--think "$think"); fi
-here=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
-for c in "$@"; do
-  git -C "$here" worktree add -q --detach "$work/$c" "$c"
-  # Timers around the head, the noise and the forward pass (lines every version of 2026-12-01 has).
-  python3 - "$work/$c/core/src/think.rs" <<'PY'
-import sys
-p = sys.argv[1]
-s = open(p).read()
-for old, new in [
+# Timers around the head, the noise and the forward pass (lines every version of 2026-12-01 has).
+edits=$(cat <<'PY'
+[
     ("        if head_pending {\n            let (head, e) = (model.lm_head(), model.embed());",
      "        let t_head = std::time::Instant::now();\n        if head_pending {\n            let (head, e) = (model.lm_head(), model.embed());"),
     ("        let argmax_h = be.download_ids(&argmax_ids, n)?;",
@@ -27,13 +20,11 @@ for old, new in [
      "        let d_noise = t_noise.elapsed().as_secs_f64();\n        // --- advance each row's state machine; collect the next inputs ---"),
     ("        model.forward(be, &mut ws, &mut cache, &batch)?;\n        for &(r, _) in &next_active {",
      "        let t_fwd = std::time::Instant::now();\n        model.forward(be, &mut ws, &mut cache, &batch)?;\n        eprintln!(\"STEP {} {:.3} {:.3} {:.3}\", head_pending as u8, d_head * 1e3, d_noise * 1e3, t_fwd.elapsed().as_secs_f64() * 1e3);\n        for &(r, _) in &next_active {"),
-]:
-    assert old in s, old
-    s = s.replace(old, new, 1)
-open(p, "w").write(s)
+]
 PY
-  (cd "$work/$c" && cargo build -q --release -p softcot)
-done
+)
+source "$(dirname "$0")/worktrees.sh"
+build_patched "$edits" core/src/think.rs "$@"
 for r in $(seq "$rounds"); do
   for c in "$@"; do
     "$work/$c/target/release/softcot" bench --model "$model" --workload soft-decode "${think_flag[@]}" --repeats 3 2>&1 >/dev/null |
@@ -47,4 +38,4 @@ for mode, name in (('0', 'hard'), ('1', '$think')):
 print('$c', len(rows), 'steps |', ' | '.join(out))"
   done
 done
-for c in "$@"; do git -C "$here" worktree remove --force "$work/$c"; done
+remove_worktrees "$@"

@@ -1,0 +1,31 @@
+# Sourced by the in-loop probes (mixture_in_loop.sh, step_timers.sh): each commit built in a
+# worktree of its own with timers patched into one file, and the worktrees removed afterwards.
+
+# build_patched EDITS FILE COMMIT...: EDITS, a Python list of (old, new) strings, each old found
+# once in FILE of each commit's tree and replaced; sets $work, where
+# $work/COMMIT/target/release/softcot is built.
+build_patched() {
+  local edits=$1 file=$2 c
+  shift 2
+  here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  work=$(mktemp -d)
+  for c in "$@"; do
+    git -C "$here" worktree add -q --detach "$work/$c" "$c"
+    python3 - "$work/$c/$file" "$edits" <<'PY'
+import ast, sys
+path, edits = sys.argv[1], ast.literal_eval(sys.argv[2])
+s = open(path).read()
+for old, new in edits:
+    assert old in s, old
+    s = s.replace(old, new, 1)
+open(path, "w").write(s)
+PY
+    (cd "$work/$c" && cargo build -q --release -p softcot)
+  done
+}
+
+# remove_worktrees COMMIT...: what build_patched made.
+remove_worktrees() {
+  local c
+  for c in "$@"; do git -C "$here" worktree remove --force "$work/$c"; done
+}
