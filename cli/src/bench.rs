@@ -13,8 +13,8 @@
 //!   rows: the lm_head `x[B, d] @ W^T` and the soft mixture `p[B, V] @ E`, GB/s of each; and the
 //!   whole head of a soft step (`Backend::soft_head`: logits, argmax, softmax, mixture) against its
 //!   unfused default, ms of each. All four in turns, so that the machine's drift hits them alike.
-//! - `rl-step`: the two halves of an RL step, hard and soft thinking: rollouts and the update, timed
-//!   apart, beside a supervised step over as many tokens (issue 5's targets).
+//! - `rl-step`: the two halves of an RL step, hard and soft (or `--think fuzzy`) thinking: rollouts
+//!   and the update, timed apart, beside a supervised step over as many tokens (issue 5's targets).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -51,7 +51,8 @@ pub enum Workload {
     /// Gradings per second on one thread (softcot_core::grade::workload::TYPICAL).
     Grade,
     /// One RL step of --batch prompts (default 2) x --samples rollouts with --new-tokens thinking and
-    /// --answer-tokens answer tokens, hard and soft: rollouts and update timed apart, and an SFT step.
+    /// --answer-tokens answer tokens, hard and soft (or --think fuzzy): rollouts and update timed
+    /// apart, and an SFT step.
     RlStep,
     /// The lm_head product and the soft mixture product of a decode step, and the whole soft head
     /// fused and unfused, for --batch rows, in turns.
@@ -84,7 +85,8 @@ pub struct BenchArgs {
     /// `train-step`: recompute activations per layer instead of caching them.
     #[arg(long)]
     recompute: bool,
-    /// `soft-decode`: the continuous thinking mode timed against hard decode.
+    /// `soft-decode`, `rl-step`: the continuous thinking mode timed against hard thinking (the
+    /// JSON's `soft` fields then hold that mode's figures).
     #[arg(long, value_enum, default_value = "soft")]
     think: Think,
     /// Timed repeats after one untimed warm-up.
@@ -390,7 +392,7 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
     let prompts = random_prompts(a, v);
     let golds = vec![String::new(); prompts.len()];
     let (g, rows) = (a.samples, prompts.len() * a.samples);
-    let cfgs = [ThinkMode::Hard, ThinkMode::Soft].map(|mode| ThinkConfig {
+    let cfgs = [ThinkMode::Hard, a.think.mode()].map(|mode| ThinkConfig {
         stop: false,
         think_tokens: a.new_tokens,
         answer_tokens: a.answer_tokens,
@@ -478,7 +480,7 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                 "{}",
                 json!({"workload": "rl-step", "backend": be.name(), "repeats": a.repeats,
                        "model": dir.display().to_string(), "arch": model.cfg.name_hint(),
-                       "prompts": prompts.len(), "samples": g, "prompt_len": a.prompt_len,
+                       "think": a.think.name(), "prompts": prompts.len(), "samples": g, "prompt_len": a.prompt_len,
                        "think_tokens": a.new_tokens, "answer_tokens": a.answer_tokens, "rows": rows, "seq_len": t,
                        "sigma": sigma, "seconds": seconds,
                        "soft_over_hard_rollouts": triple(soft_hard),
@@ -497,14 +499,15 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                 a.repeats,
                 be.name()
             );
+            let think = a.think.name();
             println!(
-                "  rollouts  hard {:.3} s  soft {:.3} s  soft/hard {:.3} (target <= 1.15)",
+                "  rollouts  hard {:.3} s  {think} {:.3} s  {think}/hard {:.3} (target <= 1.15)",
                 s(0),
                 s(1),
                 soft_hard[0]
             );
             println!(
-                "  update    hard {:.3} s  soft {:.3} s  SFT step {:.3} s  update/SFT hard {:.3} soft {:.3} (target <= 1.10)",
+                "  update    hard {:.3} s  {think} {:.3} s  SFT step {:.3} s  update/SFT hard {:.3} {think} {:.3} (target <= 1.10)",
                 s(2),
                 s(3),
                 s(4),

@@ -240,8 +240,9 @@ fn bench_head_products_reports_both_products() {
     common::assert_clean_error(&softcot(&["bench", "--workload", "head-products"]), "--model");
 }
 
-/// `bench --workload soft-decode --think fuzzy` pairs fuzzy decode with hard decode and says which
-/// mode it timed (the command's output, not a timing check); `--think hard` is a clean error.
+/// `bench --workload soft-decode --think fuzzy` pairs fuzzy decode with hard decode, and `rl-step
+/// --think fuzzy` fuzzy rollouts with hard ones, and both say which mode they timed (the command's
+/// output, not a timing check); `--think hard` is a clean error.
 #[test]
 fn bench_soft_decode_times_the_mode_asked() {
     let tmp = tempfile::tempdir().unwrap();
@@ -282,4 +283,32 @@ fn bench_soft_decode_times_the_mode_asked() {
         assert!(ratio.is_finite() && ratio > 0.0, "{think}: {ratio}");
     }
     common::assert_clean_error(&softcot(&args("hard")), "--think");
+    let o = softcot(&[
+        "bench",
+        "--model",
+        &model,
+        "--workload",
+        "rl-step",
+        "--think",
+        "fuzzy",
+        "--repeats",
+        "1",
+        "--batch",
+        "1",
+        "--samples",
+        "2",
+        "--prompt-len",
+        "3",
+        "--new-tokens",
+        "2",
+        "--answer-tokens",
+        "1",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let out: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    assert_eq!((&out["workload"], &out["think"]), (&"rl-step".into(), &"fuzzy".into()));
+    let ratio = out["soft_over_hard_rollouts"]["median"].as_f64().unwrap();
+    assert!(ratio.is_finite() && ratio > 0.0, "rl-step fuzzy: {ratio}");
 }
