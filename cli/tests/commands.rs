@@ -283,29 +283,11 @@ fn bench_soft_decode_times_the_mode_asked() {
         assert!(ratio.is_finite() && ratio > 0.0, "{think}: {ratio}");
     }
     common::assert_clean_error(&softcot(&args("hard")), "--think");
-    let o = softcot(&[
-        "bench",
-        "--model",
-        &model,
-        "--workload",
-        "rl-step",
-        "--think",
-        "fuzzy",
-        "--repeats",
-        "1",
-        "--batch",
-        "1",
-        "--samples",
-        "2",
-        "--prompt-len",
-        "3",
-        "--new-tokens",
-        "2",
-        "--answer-tokens",
-        "1",
-        "--format",
-        "json",
-    ]);
+    let rl = "bench --workload rl-step --think fuzzy --repeats 1 --batch 1 --samples 2 --prompt-len 3 \
+              --new-tokens 2 --answer-tokens 1 --format json";
+    let mut rl: Vec<&str> = rl.split_whitespace().collect();
+    rl.extend(["--model", &model]);
+    let o = softcot(&rl);
     assert_eq!(o.code, 0, "{}", o.stderr);
     let out: Value = serde_json::from_str(o.stdout.trim()).unwrap();
     assert_eq!((&out["workload"], &out["think"]), (&"rl-step".into(), &"fuzzy".into()));
