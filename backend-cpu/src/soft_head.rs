@@ -48,22 +48,32 @@ struct Stat {
     arg: usize,
 }
 
-/// `e^x`, or exactly 0 where it underflows: a chunk or block whose largest term is that far below
-/// the maximum adds nothing (no denormal partial mixtures in fuzzy thinking).
+/// Whether e^x underflows: a chunk or block whose largest term is that far below the maximum adds
+/// nothing (no denormal partial mixtures in fuzzy thinking, and no rows of E read for it).
+fn underflows(x: f32) -> bool {
+    x < fastmath::EXP_MIN_ARG
+}
+
+/// `e^x`, or exactly 0 where it [`underflows`].
 fn exp_or_zero(x: f32) -> f32 {
-    if x < fastmath::EXP_MIN_ARG {
+    if underflows(x) {
         0.0
     } else {
         fastmath::exp(x)
     }
 }
 
-/// Whether a block of logits whose largest is `bm` adds anything to a mixture taken against the
-/// row's maximum `m`: where (bm - m) / tau is below exp's range every term underflows, and the
-/// block adds nothing (fuzzy thinking: all blocks but those near the argmax), so its rows of E
-/// are not read.
-fn adds_something(bm: f32, m: f32, inv_tau: f32) -> bool {
-    (bm - m) * inv_tau >= fastmath::EXP_MIN_ARG
+/// e[i] = exp((z[i] - s.max) / tau) for one row's block of logits z, whose largest is `bm`, added
+/// to s.sum; or zeros where every term [`underflows`] (fuzzy thinking: all blocks but those near
+/// the argmax). Returns whether the block adds anything, that is whether its rows of E are read.
+fn block_exps(e: &mut [f32], z: &[f32], bm: f32, s: &mut Stat, inv_tau: f32) -> bool {
+    if underflows((bm - s.max) * inv_tau) {
+        e.fill(0.0);
+        false
+    } else {
+        s.sum += fastmath::exp_shifted(e, z, s.max, inv_tau);
+        true
+    }
 }
 
 /// Where a block's logits come from.
@@ -185,11 +195,8 @@ pub fn soft_head(
                         for j0 in (l0..l1).step_by(BLOCK) {
                             let z = &all[r * v + j0..][..(l1 - j0).min(BLOCK)];
                             let e = &mut e[..z.len()];
-                            if adds_something(fastmath::max(z), s.max, inv_tau) {
-                                s.sum += fastmath::exp_shifted(e, z, s.max, inv_tau);
+                            if block_exps(e, z, fastmath::max(z), s, inv_tau) {
                                 live |= 1 << ((j0 - l0) / BLOCK);
-                            } else {
-                                e.fill(0.0);
                             }
                             for (i, &x) in e.iter().enumerate() {
                                 at[(j0 - l0 + i) * rows + r] = x;
@@ -233,13 +240,7 @@ pub fn soft_head(
                                 (zr, fastmath::max(zr))
                             }
                         };
-                        let er = &mut e[r * BLOCK..r * BLOCK + nb];
-                        if adds_something(bm, s.max, inv_tau) {
-                            s.sum += fastmath::exp_shifted(er, zr, s.max, inv_tau);
-                            live = true;
-                        } else {
-                            er.fill(0.0);
-                        }
+                        live |= block_exps(&mut e[r * BLOCK..r * BLOCK + nb], zr, bm, s, inv_tau);
                     }
                     // The block's rows of E, from L2; the next block's stream in meanwhile.
                     if live {
