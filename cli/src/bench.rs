@@ -85,10 +85,10 @@ pub struct BenchArgs {
     /// `train-step`: recompute activations per layer instead of caching them.
     #[arg(long)]
     recompute: bool,
-    /// `soft-decode`, `rl-step`: the continuous thinking mode timed against hard thinking (the
-    /// JSON's `soft` fields then hold that mode's figures).
-    #[arg(long, value_enum, default_value = "soft")]
-    think: Think,
+    /// `soft-decode`, `rl-step`: the continuous thinking mode timed against hard thinking, soft
+    /// (the default) or fuzzy (the JSON's `soft` fields then hold that mode's figures).
+    #[arg(long, value_enum)]
+    think: Option<Think>,
     /// Timed repeats after one untimed warm-up.
     #[arg(long, default_value_t = 5)]
     repeats: usize,
@@ -104,6 +104,23 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    /// The continuous mode `soft-decode` and `rl-step` time; `--think` anywhere else, or hard, is
+    /// an error rather than a flag silently ignored.
+    fn think(&self) -> Result<Think> {
+        match (self.think, self.workload) {
+            (None, _) => Ok(Think::Soft),
+            (Some(Think::Hard), _) => Err(Error::invalid(
+                "--think: soft-decode and rl-step time soft or fuzzy thinking against hard",
+            )),
+            (Some(t), Workload::SoftDecode | Workload::RlStep) => Ok(t),
+            (Some(_), w) => Err(Error::invalid(format!(
+                "--think applies to soft-decode and rl-step, not to {}",
+                w.to_possible_value()
+                    .map_or(String::new(), |v| v.get_name().to_string())
+            ))),
+        }
+    }
+
     fn batch(&self) -> usize {
         self.batch.unwrap_or(match self.workload {
             Workload::TrainStep => 4,
@@ -120,11 +137,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.repeats == 0 || a.batch() == 0 {
         return Err(Error::invalid("--repeats and --batch must be positive"));
     }
-    if a.think == Think::Hard {
-        return Err(Error::invalid(
-            "--think: soft-decode times soft or fuzzy thinking against hard decode",
-        ));
-    }
+    a.think()?;
     with_backend!(a.backend, |be| bench_on(&be, &a))
 }
 
@@ -189,7 +202,7 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                     seed: a.seed,
                     ..ThinkConfig::new(mode)
                 };
-                let (hard, soft) = (config(ThinkMode::Hard), config(a.think.mode()));
+                let (hard, soft) = (config(ThinkMode::Hard), config(a.think()?.mode()));
                 let streams: Vec<u32> = (0..a.batch() as u32).collect();
                 let decode = |cfg: &ThinkConfig| -> Result<f64> {
                     generate(be, &model, &prompts, &streams, cfg, &md.tokenizer)?;
@@ -216,7 +229,7 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
         let mut extra = json!({"model": dir.display().to_string(), "arch": arch,
                                "batch": a.batch(), "prompt_len": a.prompt_len, "new_tokens": a.new_tokens});
         if let (Workload::SoftDecode, Some(e)) = (a.workload, extra.as_object_mut()) {
-            e.insert("think".into(), json!(a.think.name()));
+            e.insert("think".into(), json!(a.think()?.name()));
         }
         if a.workload == Workload::TrainStep {
             // The yardstick of issue 3: 6 x (non-embedding parameters + lm_head) x tokens per step.
@@ -255,7 +268,7 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                 be.name()
             );
             if let Some([median, min, max]) = soft_over_hard {
-                let think = a.think.name();
+                let think = a.think()?.name();
                 println!("{think} / hard decode time, per pair: {median:.3} (median; min {min:.3}, max {max:.3})");
             }
         }
@@ -392,7 +405,8 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
     let prompts = random_prompts(a, v);
     let golds = vec![String::new(); prompts.len()];
     let (g, rows) = (a.samples, prompts.len() * a.samples);
-    let cfgs = [ThinkMode::Hard, a.think.mode()].map(|mode| ThinkConfig {
+    let think = a.think()?;
+    let cfgs = [ThinkMode::Hard, think.mode()].map(|mode| ThinkConfig {
         stop: false,
         think_tokens: a.new_tokens,
         answer_tokens: a.answer_tokens,
@@ -480,7 +494,7 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                 "{}",
                 json!({"workload": "rl-step", "backend": be.name(), "repeats": a.repeats,
                        "model": dir.display().to_string(), "arch": model.cfg.name_hint(),
-                       "think": a.think.name(), "prompts": prompts.len(), "samples": g, "prompt_len": a.prompt_len,
+                       "think": think.name(), "prompts": prompts.len(), "samples": g, "prompt_len": a.prompt_len,
                        "think_tokens": a.new_tokens, "answer_tokens": a.answer_tokens, "rows": rows, "seq_len": t,
                        "sigma": sigma, "seconds": seconds,
                        "soft_over_hard_rollouts": triple(soft_hard),
@@ -499,7 +513,7 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                 a.repeats,
                 be.name()
             );
-            let think = a.think.name();
+            let think = think.name();
             println!(
                 "  rollouts  hard {:.3} s  {think} {:.3} s  {think}/hard {:.3} (target <= 1.15)",
                 s(0),

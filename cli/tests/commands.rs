@@ -242,7 +242,7 @@ fn bench_head_products_reports_both_products() {
 
 /// `bench --workload soft-decode --think fuzzy` pairs fuzzy decode with hard decode, and `rl-step
 /// --think fuzzy` fuzzy rollouts with hard ones, and both say which mode they timed (the command's
-/// output, not a timing check); `--think hard` is a clean error.
+/// output, not a timing check); `--think hard`, or `--think` for another workload, is a clean error.
 #[test]
 fn bench_soft_decode_times_the_mode_asked() {
     let tmp = tempfile::tempdir().unwrap();
@@ -283,6 +283,12 @@ fn bench_soft_decode_times_the_mode_asked() {
         assert!(ratio.is_finite() && ratio > 0.0, "{think}: {ratio}");
     }
     common::assert_clean_error(&softcot(&args("hard")), "--think");
+    // A workload that has no continuous mode refuses the flag instead of ignoring it.
+    let decode = ["bench", "--model", &model, "--workload", "decode", "--think", "fuzzy"];
+    common::assert_clean_error(
+        &softcot(&decode),
+        "--think applies to soft-decode and rl-step, not to decode",
+    );
     let rl = "bench --workload rl-step --think fuzzy --repeats 1 --batch 1 --samples 2 --prompt-len 3 \
               --new-tokens 2 --answer-tokens 1 --format json";
     let mut rl: Vec<&str> = rl.split_whitespace().collect();
