@@ -5,10 +5,50 @@
 //! (an optimizer step, a `write`) never meets a stale one, and nothing outside this module can reach
 //! the data any other way.
 
+use std::alloc::{alloc_zeroed, Layout};
 use std::ops::{Deref, DerefMut};
 use std::sync::OnceLock;
 
+use softcot_core::{Error, Result};
+
 use crate::mixture_table::{self, Table};
+
+/// Element types whose all-zero bits are the value 0.
+pub(crate) trait Zeroed: Copy {}
+impl Zeroed for f32 {}
+impl Zeroed for u32 {}
+
+/// `len` zeros, or an error where the memory cannot be had: a size no input should be able to
+/// turn into an abort. Zeroed by the allocator, as `vec![0; len]` is (fresh pages stay untouched
+/// until written).
+pub(crate) fn zeroed<T: Zeroed>(len: usize) -> Result<Vec<T>> {
+    let too_big = || {
+        let bytes = len as f64 * std::mem::size_of::<T>() as f64;
+        Error::backend(format!(
+            "cpu: cannot allocate a buffer of {len} elements ({:.1} GiB)",
+            bytes / (1u64 << 30) as f64
+        ))
+    };
+    let layout = Layout::array::<T>(len).map_err(|_| too_big())?;
+    if layout.size() == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { alloc_zeroed(layout) } as *mut T;
+    if p.is_null() {
+        return Err(too_big());
+    }
+    // SAFETY: p was allocated by the global allocator with the layout of [T; len], which is what
+    // a Vec of capacity len uses, and its len elements are zero bits, which T says are valid.
+    Ok(unsafe { Vec::from_raw_parts(p, len, len) })
+}
+
+/// A copy of `host`, or an error where the memory cannot be had.
+pub(crate) fn copied<T: Zeroed>(host: &[T]) -> Result<Vec<T>> {
+    let mut v = zeroed(host.len())?;
+    v.copy_from_slice(host);
+    Ok(v)
+}
 
 /// Float32 buffer. data: [len]
 pub struct CpuBuf {
@@ -66,7 +106,24 @@ impl DerefMut for CpuIds {
 
 #[cfg(test)]
 mod tests {
-    use super::CpuBuf;
+    use super::{copied, zeroed, CpuBuf};
+
+    /// A size no memory holds is an error naming it, not an abort; small ones are zeros.
+    #[test]
+    fn allocation_beyond_memory_is_an_error() {
+        let e = zeroed::<f32>(1 << 61).unwrap_err().to_string();
+        println!("{e}");
+        assert!(
+            e.contains("cannot allocate") && e.contains(&(1usize << 61).to_string()),
+            "{e}"
+        );
+        // Within what a Layout takes, beyond any address space (2^52 bytes > 2^47).
+        assert!(zeroed::<f32>(1 << 50).is_err());
+        assert!(zeroed::<f32>(usize::MAX).is_err());
+        assert_eq!(zeroed::<u32>(3).unwrap(), vec![0, 0, 0]);
+        assert!(zeroed::<f32>(0).unwrap().is_empty());
+        assert_eq!(copied(&[1.5f32, -2.0]).unwrap(), vec![1.5, -2.0]);
+    }
 
     /// A write through the buffer drops the tiled copy; the next read tiles the new data.
     #[test]

@@ -72,10 +72,10 @@ impl Backend for CpuBackend {
     }
 
     fn zeros(&self, len: usize) -> Result<CpuBuf> {
-        Ok(CpuBuf::new(vec![0.0; len]))
+        Ok(CpuBuf::new(buffer::zeroed(len)?))
     }
     fn upload(&self, host: &[f32]) -> Result<CpuBuf> {
-        Ok(CpuBuf::new(host.to_vec()))
+        Ok(CpuBuf::new(buffer::copied(host)?))
     }
     fn write(&self, dst: &mut CpuBuf, host: &[f32]) -> Result<()> {
         need(dst.len(), host.len(), "write")?;
@@ -90,10 +90,10 @@ impl Backend for CpuBackend {
         buf.len()
     }
     fn ids_zeros(&self, len: usize) -> Result<CpuIds> {
-        Ok(CpuIds(vec![0; len]))
+        Ok(CpuIds(buffer::zeroed(len)?))
     }
     fn upload_ids(&self, host: &[u32]) -> Result<CpuIds> {
-        Ok(CpuIds(host.to_vec()))
+        Ok(CpuIds(buffer::copied(host)?))
     }
     fn write_ids(&self, dst: &mut CpuIds, host: &[u32]) -> Result<()> {
         need(dst.len(), host.len(), "write_ids")?;
@@ -105,7 +105,7 @@ impl Backend for CpuBackend {
         Ok(src[..len].to_vec())
     }
     fn upload_weight(&self, bytes: &[u8], dtype: DType, len: usize) -> Result<CpuBuf> {
-        let mut out = vec![0f32; len];
+        let mut out = buffer::zeroed(len)?;
         decode_into(dtype, bytes, &mut out)?;
         Ok(CpuBuf::new(out))
     }
