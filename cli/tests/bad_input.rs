@@ -48,6 +48,14 @@ fn broken_model_folders() {
     fs::write(format!("{m}/config.json"), cfg).unwrap();
     assert_clean_error(&score_ids(&m, dir, "{\"ids\": [1]}"), "rope_theta");
 
+    let m = tiny_model(dir, "huge-context");
+    let cfg = fs::read_to_string(format!("{m}/config.json")).unwrap().replace(
+        "\"max_position_embeddings\": 2048",
+        "\"max_position_embeddings\": 1000000000000000",
+    );
+    fs::write(format!("{m}/config.json"), cfg).unwrap();
+    assert_clean_error(&score_ids(&m, dir, "{\"ids\": [1]}"), "sizes are beyond");
+
     let m = tiny_model(dir, "bad-header");
     fs::write(
         format!("{m}/model.safetensors"),
@@ -126,6 +134,17 @@ fn bad_inputs_to_commands() {
     assert_clean_error(&o, "--prompt-ids: `x`");
     let o = softcot(&["generate", "--model", &m, "--prompt", "hi", "--think-tokens", "5000"]);
     assert_clean_error(&o, "exceed the model's context");
+    // A budget whose sum would wrap around is refused as the too-long budget it is.
+    let o = softcot(&[
+        "generate",
+        "--model",
+        &m,
+        "--prompt",
+        "hi",
+        "--think-tokens",
+        "18446744073709551600",
+    ]);
+    assert_clean_error(&o, "exceed the model's context of 2048 positions");
     let o = softcot(&["generate", "--model", &m, "--prompt", "hi", "--tau", "0"]);
     assert_clean_error(&o, "--tau");
     let o = softcot(&["generate", "--model", &m, "--prompt", "hi", "--backend", "cuda"]);

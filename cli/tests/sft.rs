@@ -258,6 +258,24 @@ fn bad_input() {
 
     assert_clean_error(&softcot(&["sft", "--resume", dir.to_str().unwrap()]), "no run.json");
     assert_clean_error(&sft(&m, &data, &out("o9"), &["--seq-len", "0"]), "--seq-len");
+    assert_clean_error(
+        &sft(&m, &data, &out("o10"), &["--seq-len", "2049"]),
+        "--seq-len 2049 exceeds the model's context of 2048",
+    );
+    let o11 = out("o11");
+    let (d, o) = (data.to_str().unwrap(), o11.to_str().unwrap());
+    let huge = [
+        "sft",
+        "--model",
+        &m,
+        "--data",
+        d,
+        "--out",
+        o,
+        "--batch-size",
+        "100000000000",
+    ];
+    assert_clean_error(&softcot(&huge), "--batch-size cannot exceed");
 }
 
 fn good_ids(dir: &Path) -> std::path::PathBuf {

@@ -163,14 +163,31 @@ fn bad_settings_and_data_are_refused_by_name() {
     let model = tiny_model(tmp.path(), "m");
     let data = write_data(tmp.path());
     let out = tmp.path().join("o");
+    let spare = tmp.path().join("refused");
+    let spare = spare.to_str().unwrap();
     let refused = |flag: &str, value: &str, key: &str| {
-        let o = softcot(&["train", "--model", &model, "--data", &data, flag, value]);
+        let o = softcot(&[
+            "train",
+            "--model",
+            &model,
+            "--data",
+            &data,
+            "--out",
+            spare,
+            "--overwrite",
+            flag,
+            value,
+        ]);
         assert_clean_error(&o, key);
     };
     refused("--samples-per-prompt", "1", "samples_per_prompt");
     refused("--tau", "0", "tau");
     refused("--answer-tau", "0", "answer_tau");
     refused("--noise-gamma", "0", "noise_gamma");
+    // Sizes past any machine: refused by name, not an abort on allocation or a wrapped sum.
+    refused("--samples-per-prompt", "100000000000", "samples-per-prompt");
+    refused("--think-tokens", "18446744073709551600", "leave no room");
+    refused("--answer-tokens", "5000", "context of 2048 positions");
     let cfg = tmp.path().join("run.toml");
     std::fs::write(&cfg, "steps = 3\nlearning_rate = 0.1\n").unwrap();
     let o = run(&model, &data, &out, &["--config", cfg.to_str().unwrap()]);
@@ -183,6 +200,11 @@ fn bad_settings_and_data_are_refused_by_name() {
     assert_clean_error(&o, "built-in");
     let o = softcot(&["train", "--model", &model]);
     assert_clean_error(&o, "data");
+    // The built-in task refuses a budget its model's context cannot hold before the warm start.
+    let builtin = tmp.path().join("builtin");
+    let o = softcot(&["train", "--out", builtin.to_str().unwrap(), "--think-tokens", "240"]);
+    assert_clean_error(&o, "context of 256 positions");
+    assert!(!builtin.join("warmstart").exists(), "the warm start ran first");
 }
 
 /// The built-in task, seeded: the supervised warm start, then the default 120 steps of fuzzy RL,

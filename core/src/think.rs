@@ -235,16 +235,19 @@ pub fn generate<B: Backend>(
             )));
         }
     }
-    let answer_len = if cfg.answer_tokens > 0 {
-        prefill_budget.len().max(prefill_stop.len()) + cfg.answer_tokens
+    // The answer's positions: the longer forced prefix, then its tokens. Saturating sums, so a
+    // budget past any context is refused rather than wrapped around to a small cache.
+    let prefix = if cfg.answer_tokens > 0 {
+        prefill_budget.len().max(prefill_stop.len())
     } else {
         0
     };
-    let t_max = max_prompt + cfg.think_tokens + answer_len;
+    let answer_len = prefix.saturating_add(cfg.answer_tokens);
+    let t_max = max_prompt.saturating_add(cfg.think_tokens).saturating_add(answer_len);
     if t_max > c.max_position_embeddings {
         return Err(Error::invalid(alloc::format!(
-            "prompt ({max_prompt} tokens) + thinking ({}) + answer ({answer_len}) exceed the model's context of {} positions",
-            cfg.think_tokens, c.max_position_embeddings
+            "prompt ({max_prompt} tokens) + thinking ({}) + answer ({} tokens after a {prefix}-token prefix) exceed the model's context of {} positions",
+            cfg.think_tokens, cfg.answer_tokens, c.max_position_embeddings
         )));
     }
 

@@ -277,13 +277,13 @@ fn encode_prompts<B: Backend>(
         .iter()
         .map(|p| {
             let ids = dataset::prompt_ids(tok, &s.template, s.chat, &p.question)?;
-            if ids.len() + s.think_tokens + prefill + s.answer_tokens > context {
+            if ids.len().saturating_add(s.think_tokens).saturating_add(prefill).saturating_add(s.answer_tokens) > context {
                 return Err(Error::invalid(format!(
                     "line {}: the prompt ({} tokens) + --think-tokens {} + the answer ({} tokens) exceed the model's context of {context} positions",
                     p.line,
                     ids.len(),
                     s.think_tokens,
-                    prefill + s.answer_tokens
+                    prefill.saturating_add(s.answer_tokens)
                 )));
             }
             Ok(ids)

@@ -137,6 +137,10 @@ pub fn run(mut a: SftConfig) -> Result<()> {
     with_backend!(a.backend, |be| train(&be, &a))
 }
 
+/// Sequences a step may ask for: far past what any machine trains on in a step, low enough that
+/// no size derived from them (rows x positions x width) can overflow.
+const MAX_BATCH: usize = 1 << 20;
+
 fn validate(a: &SftConfig) -> Result<()> {
     let pos = [
         ("--batch-size", a.batch_size),
@@ -148,6 +152,9 @@ fn validate(a: &SftConfig) -> Result<()> {
         if v == 0 {
             return Err(Error::invalid(format!("{flag} must be positive")));
         }
+    }
+    if a.batch_size > MAX_BATCH {
+        return Err(Error::invalid(format!("--batch-size cannot exceed {MAX_BATCH}")));
     }
     if a.micro_batch > a.batch_size {
         return Err(Error::invalid("--micro-batch cannot exceed --batch-size"));
@@ -202,6 +209,14 @@ fn train<B: Backend>(be: &B, a: &SftConfig) -> Result<()> {
         )?;
         (md, model, opt, 0)
     };
+    let context = md.config.max_position_embeddings;
+    if a.seq_len > context {
+        return Err(Error::invalid(format!(
+            "--seq-len {} exceeds the model's context of {context} positions ({})",
+            a.seq_len,
+            md.path.join("config.json").display()
+        )));
+    }
     let data_path = a.data.as_ref().ok_or_else(|| Error::invalid("--data is required"))?;
     let lo = LoadOptions {
         seq_len: a.seq_len,

@@ -14,12 +14,14 @@ use serde_json::json;
 use softcot_core::io::byte_tokenizer;
 use softcot_core::io::fsutil::{read_json, write_atomic};
 use softcot_core::io::save::{save_json, write_random_model};
+use softcot_core::io::tokenizer::Tokenizer;
 use softcot_core::io::ModelDir;
 use softcot_core::model::init::preset;
 use softcot_core::model::ModelConfig;
 use softcot_core::Backend;
 use softcot_core::{Error, Result};
 
+use super::rl_loop::check_room;
 use super::task::{generate, write_jsonl};
 use super::{train, TrainArgs, TrainConfig, OUTPUTS};
 use crate::args::Think;
@@ -200,6 +202,13 @@ fn warm_start(c: &TrainConfig, out: &Path, a: &TrainArgs) -> Result<PathBuf> {
     let base = out.join("base");
     let cfg = model_config()?;
     let n = write_random_model(&base, &cfg, c.seed, None)?;
+    // A budget RL cannot run with is refused before the warm start's minutes, not after them.
+    let tok = Tokenizer::load_dir(&base, &cfg.eos_token_ids)?;
+    let mut longest = 0;
+    for p in train_p.iter().chain(val_p) {
+        longest = longest.max(dataset::prompt_ids(&tok, &c.template, c.chat, &p.question)?.len());
+    }
+    check_room(c, &tok, cfg.max_position_embeddings, longest)?;
     eprintln!(
         "task: {TRAIN} / {VAL} / {TEST} problems in {}; model: {:.2}M parameters in {}",
         task.display(),

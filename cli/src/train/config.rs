@@ -214,6 +214,13 @@ impl TrainConfig {
         if !self.template.contains("{question}") {
             return bad("template", "must contain `{question}`");
         }
+        let rollouts = self.prompts_per_step.checked_mul(self.samples_per_prompt);
+        if rollouts.is_none_or(|n| n > MAX_ROLLOUTS) {
+            return bad(
+                "prompts_per_step",
+                &format!("x samples_per_prompt (--samples-per-prompt) exceeds {MAX_ROLLOUTS} rollouts a step"),
+            );
+        }
         if self.micro_batch > self.prompts_per_step * self.samples_per_prompt {
             return bad(
                 "micro_batch",
@@ -223,6 +230,10 @@ impl TrainConfig {
         Ok(())
     }
 }
+
+/// Rollouts a step may ask for: far past what any machine generates in a step, low enough that
+/// no size derived from them (rows x positions x width) can overflow.
+const MAX_ROLLOUTS: usize = 1 << 20;
 
 fn bad(key: &str, why: &str) -> Result<()> {
     Err(Error::invalid(format!("`{key}` (--{}) {why}", key.replace('_', "-"))))
@@ -335,6 +346,12 @@ mod tests {
         };
         check(&["--samples-per-prompt", "1"], "samples_per_prompt");
         check(&["--tau", "0"], "tau");
+        // Sizes derived from the rollouts must not overflow (nor abort on allocation).
+        check(&["--samples-per-prompt", "100000000000"], "samples-per-prompt");
+        check(
+            &["--prompts-per-step", "4294967296", "--samples-per-prompt", "4294967296"],
+            "prompts_per_step",
+        );
         check(&["--noise-gamma", "0"], "noise_gamma");
         check(&["--template", "no placeholder"], "template");
         check(&["--model", "m"], "data");

@@ -24,7 +24,7 @@ use crate::dataset;
 use crate::run_dir::{catch_interrupt, prepare_out, truncate_metrics};
 use crate::with_backend;
 pub use config::TrainConfig;
-use rl_loop::{items, Item, Trainer};
+use rl_loop::{check_room, items, Item, Trainer};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -175,6 +175,8 @@ pub fn train<B: Backend>(be: &B, c: &TrainConfig, resume: bool, stop_after: Opti
 /// The training and validation problems: --val-data, or the last --val-size problems of --data
 /// held out (at most a quarter of them).
 fn splits(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Item>, Vec<Item>)> {
+    let context = md.config.max_position_embeddings;
+    check_room(c, &md.tokenizer, context, 1)?;
     let data = c.data.as_deref().unwrap_or(Path::new(""));
     let load = |p: &Path| -> Result<Vec<dataset::Problem>> {
         let (problems, skipped) = dataset::load(p, 0)?;
@@ -195,7 +197,6 @@ fn splits(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Item>, Vec<Item>)> {
             train.split_off(train.len() - k)
         }
     };
-    let context = md.config.max_position_embeddings;
     let (train, long) = items(&train, &md.tokenizer, c, context)?;
     let (val, long_val) = items(&val, &md.tokenizer, c, context)?;
     if long + long_val > 0 {

@@ -29,9 +29,25 @@ pub struct Item {
     pub gold: String,
 }
 
-/// Positions a rollout takes after its prompt: the thinking budget, the longer prefill, the answer.
+/// Positions a rollout takes after its prompt: the thinking budget, the longer prefill, the answer
+/// (saturating: a budget past any context is refused, not wrapped around).
 fn after_prompt(c: &TrainConfig, tok: &Tokenizer) -> Result<usize> {
-    Ok(c.think_tokens + tok.encode(PREFILL_AT_BUDGET)?.len() + c.answer_tokens)
+    let prefill = tok.encode(PREFILL_AT_BUDGET)?.len();
+    Ok(c.think_tokens.saturating_add(prefill).saturating_add(c.answer_tokens))
+}
+
+/// Refuses a budget that leaves no room in the model's context for a prompt of `longest` tokens
+/// (the longest prompt a run must keep; 1 where long prompts are only left out), before any work.
+pub fn check_room(c: &TrainConfig, tok: &Tokenizer, context: usize, longest: usize) -> Result<()> {
+    let room = after_prompt(c, tok)?;
+    if longest.saturating_add(room) <= context {
+        return Ok(());
+    }
+    let prefill = tok.encode(PREFILL_AT_BUDGET)?.len();
+    Err(Error::invalid(format!(
+        "--think-tokens {} + the {prefill}-token answer prefix + --answer-tokens {} leave no room for a {longest}-token prompt in the model's context of {context} positions",
+        c.think_tokens, c.answer_tokens
+    )))
 }
 
 /// Tokenizes problems under the run's template; problems whose prompt leaves no room for thinking
@@ -42,7 +58,7 @@ pub fn items(problems: &[Problem], tok: &Tokenizer, c: &TrainConfig, context: us
     let mut long = 0;
     for p in problems {
         let prompt = prompt_ids(tok, &c.template, c.chat, &p.question)?;
-        if prompt.is_empty() || prompt.len() + room > context {
+        if prompt.is_empty() || prompt.len().saturating_add(room) > context {
             long += 1;
             continue;
         }

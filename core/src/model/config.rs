@@ -122,7 +122,11 @@ impl ModelConfig {
                 "{origin}: rms_norm_eps must be non-negative"
             )));
         }
-        if self.vocab_size > u32::MAX as usize / 2 || self.hidden_size > 1 << 20 || self.num_hidden_layers > 4096 {
+        if self.vocab_size > u32::MAX as usize / 2
+            || self.hidden_size > 1 << 20
+            || self.num_hidden_layers > 4096
+            || self.max_position_embeddings > 1 << 24
+        {
             return Err(Error::invalid(alloc::format!(
                 "{origin}: sizes are beyond what softcot supports"
             )));
