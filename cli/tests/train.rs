@@ -48,8 +48,9 @@ fn metrics(out: &Path) -> Vec<Value> {
         .collect()
 }
 
-fn run(model: &str, data: &str, out: &Path, extra: &[&str]) -> common::Out {
-    let mut args = vec![
+/// `train` on MODEL and DATA into OUT: the arguments every run here starts from.
+fn train_args<'a>(model: &'a str, data: &'a str, out: &'a Path) -> Vec<&'a str> {
+    vec![
         "train",
         "--model",
         model,
@@ -57,7 +58,11 @@ fn run(model: &str, data: &str, out: &Path, extra: &[&str]) -> common::Out {
         data,
         "--out",
         out.to_str().unwrap(),
-    ];
+    ]
+}
+
+fn run(model: &str, data: &str, out: &Path, extra: &[&str]) -> common::Out {
+    let mut args = train_args(model, data, out);
     args.extend_from_slice(SMALL);
     args.extend_from_slice(extra);
     softcot(&args)
@@ -164,21 +169,10 @@ fn bad_settings_and_data_are_refused_by_name() {
     let data = write_data(tmp.path());
     let out = tmp.path().join("o");
     let spare = tmp.path().join("refused");
-    let spare = spare.to_str().unwrap();
     let refused = |flag: &str, value: &str, key: &str| {
-        let o = softcot(&[
-            "train",
-            "--model",
-            &model,
-            "--data",
-            &data,
-            "--out",
-            spare,
-            "--overwrite",
-            flag,
-            value,
-        ]);
-        assert_clean_error(&o, key);
+        let mut args = train_args(&model, &data, &spare);
+        args.extend_from_slice(&["--overwrite", flag, value]);
+        assert_clean_error(&softcot(&args), key);
     };
     refused("--samples-per-prompt", "1", "samples_per_prompt");
     refused("--tau", "0", "tau");
@@ -234,15 +228,7 @@ fn ctrl_c_leaves_a_resumable_checkpoint() {
     let model = tiny_model(tmp.path(), "m");
     let data = write_data(tmp.path());
     let out = tmp.path().join("run");
-    let mut args = vec![
-        "train",
-        "--model",
-        &model,
-        "--data",
-        &data,
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    let mut args = train_args(&model, &data, &out);
     args.extend_from_slice(SMALL);
     args.extend_from_slice(&["--steps", "100000", "--save-every", "100000", "--think", "soft"]);
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_softcot"))
