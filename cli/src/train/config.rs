@@ -278,14 +278,25 @@ pub fn resolve(
         None => (Vec::new(), Value::Null),
     };
     let set = |k: &str| given.iter().chain(&file_keys).any(|g| g == k);
+    // JSON has no NaN or infinity: serde writes a non-finite float as null, which an Option
+    // setting (--tau) would read back as unset. Only such a float gives a null for a key that
+    // was set (TOML has no null), so a null here is refused by name.
+    let finite = |k: &str, x: &Value, from: &str| match x {
+        Value::Null => Err(Error::invalid(format!(
+            "{from}`{k}` (--{}) must be a finite number",
+            k.replace('_', "-")
+        ))),
+        _ => Ok(x.clone()),
+    };
     let mut v = json(&defaults(!set("model") && !set("data")))?;
     for k in &file_keys {
-        v[k] = file_value[k].clone();
+        let from = format!("{}: ", file.map_or(String::new(), |p| p.display().to_string()));
+        v[k] = finite(k, &file_value[k], &from)?;
     }
     let flag_value = json(flags)?;
     for k in &given {
         if let Some(x) = flag_value.get(k) {
-            v[k] = x.clone();
+            v[k] = finite(k, x, "")?;
         }
     }
     serde_json::from_value(v).map_err(|e| Error::invalid(format!("settings: {e}")))
@@ -346,6 +357,21 @@ mod tests {
         };
         check(&["--samples-per-prompt", "1"], "samples_per_prompt");
         check(&["--tau", "0"], "tau");
+        // Non-finite numbers do not pass through the settings' JSON as "unset" (--tau nan ran
+        // the default temperature) nor as a type error.
+        for (flag, key) in [
+            ("--tau", "`tau` (--tau) must be a finite number"),
+            ("--lr", "`lr` (--lr)"),
+        ] {
+            let e = resolve_args(&[flag, "nan"], None).unwrap_err();
+            assert!(e.msg.contains(key), "{flag}: {}", e.msg);
+        }
+        let e = resolve_args(&[], Some("lr = 1e-4\ntau = inf\n")).unwrap_err();
+        assert!(
+            e.msg.contains("run.toml: `tau`") && e.msg.contains("finite"),
+            "{}",
+            e.msg
+        );
         // Sizes derived from the rollouts must not overflow (nor abort on allocation).
         check(&["--samples-per-prompt", "100000000000"], "samples-per-prompt");
         check(
