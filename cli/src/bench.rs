@@ -121,6 +121,41 @@ impl BenchArgs {
         }
     }
 
+    /// Sizes past any benchmark's are refused before anything is allocated: rows, and the
+    /// matmul's side (three N x N float32 matrices; 2^15 is 12 GiB).
+    fn check_sizes(&self) -> Result<()> {
+        if self.repeats == 0 || self.batch() == 0 {
+            return Err(Error::invalid("--repeats and --batch must be positive"));
+        }
+        let rows = match self.workload {
+            Workload::RlStep => self.batch().saturating_mul(self.samples),
+            _ => self.batch(),
+        };
+        if rows > MAX_ROWS {
+            return Err(Error::invalid(format!(
+                "--batch (x --samples for rl-step) cannot exceed {MAX_ROWS} rows"
+            )));
+        }
+        if self.workload == Workload::Matmul && self.size > 1 << 15 {
+            return Err(Error::invalid("--size cannot exceed 32768"));
+        }
+        Ok(())
+    }
+
+    /// Positions a sequence of the workload takes (saturating), checked against the context.
+    fn positions(&self) -> usize {
+        match self.workload {
+            Workload::Prefill => self.prompt_len,
+            Workload::Decode | Workload::SoftDecode => self.prompt_len.saturating_add(self.new_tokens),
+            Workload::RlStep => self
+                .prompt_len
+                .saturating_add(self.new_tokens)
+                .saturating_add(self.answer_tokens),
+            Workload::TrainStep => self.seq_len,
+            _ => 0,
+        }
+    }
+
     fn batch(&self) -> usize {
         self.batch.unwrap_or(match self.workload {
             Workload::TrainStep => 4,
@@ -130,13 +165,14 @@ impl BenchArgs {
     }
 }
 
+/// Rows a benchmark may ask for (--batch, or --batch x --samples): far past any decode batch.
+const MAX_ROWS: usize = 1 << 16;
+
 /// The per-repeat measure of a workload: (work units, seconds).
 type Sample = (f64, f64);
 
 pub fn run(a: BenchArgs) -> Result<()> {
-    if a.repeats == 0 || a.batch() == 0 {
-        return Err(Error::invalid("--repeats and --batch must be positive"));
-    }
+    a.check_sizes()?;
     a.think()?;
     with_backend!(a.backend, |be| bench_on(&be, &a))
 }
@@ -328,7 +364,15 @@ fn model_dir(a: &BenchArgs) -> Result<(&PathBuf, ModelDir)> {
         .model
         .as_ref()
         .ok_or_else(|| Error::invalid("--model is required for this workload"))?;
-    Ok((dir, ModelDir::open(dir)?))
+    let md = ModelDir::open(dir)?;
+    let context = md.config.max_position_embeddings;
+    if a.positions() > context {
+        return Err(Error::invalid(format!(
+            "the workload's sequences take {} positions (--prompt-len, --new-tokens, --answer-tokens or --seq-len), more than the model's context of {context}",
+            a.positions()
+        )));
+    }
+    Ok((dir, md))
 }
 
 /// --batch prompts of --prompt-len random tokens.

@@ -145,6 +145,36 @@ fn bad_inputs_to_commands() {
         "18446744073709551600",
     ]);
     assert_clean_error(&o, "exceed the model's context of 2048 positions");
+    // Benchmark and model sizes past any machine: refused by name before anything is allocated.
+    let o = softcot(&[
+        "bench",
+        "--workload",
+        "prefill",
+        "--model",
+        &m,
+        "--prompt-len",
+        "100000",
+    ]);
+    assert_clean_error(&o, "more than the model's context of 2048");
+    let o = softcot(&["bench", "--workload", "decode", "--model", &m, "--batch", "100000000"]);
+    assert_clean_error(&o, "--batch");
+    let o = softcot(&["bench", "--workload", "matmul", "--size", "100000000"]);
+    assert_clean_error(&o, "--size");
+    let huge = dir.join("huge");
+    let o = softcot(&[
+        "init-model",
+        "--hidden",
+        "1048576",
+        "--layers",
+        "1",
+        "--heads",
+        "1",
+        "--vocab",
+        "2000000000",
+        "--out",
+        huge.to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, "model.embed_tokens.weight: shape [2000000000, 1048576]");
     let o = softcot(&["generate", "--model", &m, "--prompt", "hi", "--tau", "0"]);
     assert_clean_error(&o, "--tau");
     let o = softcot(&["generate", "--model", &m, "--prompt", "hi", "--backend", "cuda"]);

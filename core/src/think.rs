@@ -245,9 +245,14 @@ pub fn generate<B: Backend>(
     let answer_len = prefix.saturating_add(cfg.answer_tokens);
     let t_max = max_prompt.saturating_add(cfg.think_tokens).saturating_add(answer_len);
     if t_max > c.max_position_embeddings {
+        let answer = match cfg.answer_tokens {
+            0 => String::new(),
+            n => alloc::format!(" + answer ({n} tokens after a {prefix}-token prefix)"),
+        };
         return Err(Error::invalid(alloc::format!(
-            "prompt ({max_prompt} tokens) + thinking ({}) + answer ({} tokens after a {prefix}-token prefix) exceed the model's context of {} positions",
-            cfg.think_tokens, cfg.answer_tokens, c.max_position_embeddings
+            "prompt ({max_prompt} tokens) + thinking ({}){answer} exceed the model's context of {} positions",
+            cfg.think_tokens,
+            c.max_position_embeddings
         )));
     }
 

@@ -18,6 +18,7 @@ impl MemSource {
     /// Random weights of `cfg` (deterministic in `seed`), stored in `cfg.dtype`.
     pub fn random(cfg: &ModelConfig, seed: u64) -> Self {
         let tensors = random_params(cfg, seed)
+            .expect("a test model fits in memory")
             .into_iter()
             .map(|(name, shape, v)| (name, (cfg.dtype, shape, encode(cfg.dtype, &v))))
             .collect();

@@ -98,7 +98,7 @@ pub fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
 /// Writes a randomly initialised model of `cfg` (deterministic in `seed`) as an HF folder, with the
 /// tokenizer files of `vocab_from`, or softcot's byte-level tokenizer. Returns the parameter count.
 pub fn write_random_model(dir: &Path, cfg: &ModelConfig, seed: u64, vocab_from: Option<&Path>) -> Result<usize> {
-    let params = crate::model::init::random_params(cfg, seed);
+    let params = crate::model::init::random_params(cfg, seed)?;
     let n = params.iter().map(|(_, _, v)| v.len()).sum();
     let tensors: Vec<OutTensor> = params
         .into_iter()

@@ -1,6 +1,7 @@
 //! Randomly initialised models (for experiments and benchmarks without downloads) and the named
 //! presets of `softcot init-model`.
 
+use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -8,31 +9,44 @@ use super::config::{Arch, ModelConfig, RopeScaling};
 use super::params::param_specs;
 use crate::dtype::DType;
 use crate::philox;
+use crate::{Error, Result};
 
 /// HF's default `initializer_range`: weights ~ N(0, 0.02^2); norms 1; biases 0.
 pub const INIT_STD: f32 = 0.02;
 
-/// Every parameter of `cfg` as (name, shape, values), deterministic in `seed`.
-pub fn random_params(cfg: &ModelConfig, seed: u64) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+/// A parameter: (name, shape, values).
+pub type Param = (String, Vec<usize>, Vec<f32>);
+
+/// Every parameter of `cfg` as (name, shape, values), deterministic in `seed`. A tensor past what
+/// one Philox stream indexes (2^32 values) or past the memory there is is an error naming it.
+pub fn random_params(cfg: &ModelConfig, seed: u64) -> Result<Vec<Param>> {
     let (specs, _) = param_specs(cfg);
-    specs
-        .into_iter()
-        .enumerate()
-        .map(|(i, (name, shape))| {
-            let n: usize = shape.iter().product();
-            let values = if name.ends_with("norm.weight") {
-                alloc::vec![1.0; n]
-            } else if name.ends_with(".bias") {
-                alloc::vec![0.0; n]
-            } else {
-                // One Philox stream per tensor: values do not depend on the order tensors are made in.
-                (0..n)
-                    .map(|j| INIT_STD * philox::noise_at(seed, i as u32, 0, j as u32))
-                    .collect()
-            };
-            (name, shape, values)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(specs.len());
+    for (i, (name, shape)) in specs.into_iter().enumerate() {
+        let n = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+        let n = match n {
+            Some(n) if n <= u32::MAX as usize => n,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "{name}: shape {shape:?} holds more than 2^32 values, past what random initialisation indexes"
+                )))
+            }
+        };
+        let mut values = Vec::new();
+        values
+            .try_reserve_exact(n)
+            .map_err(|_| Error::invalid(format!("{name}: cannot allocate {n} floats")))?;
+        if name.ends_with("norm.weight") {
+            values.resize(n, 1.0);
+        } else if name.ends_with(".bias") {
+            values.resize(n, 0.0);
+        } else {
+            // One Philox stream per tensor: values do not depend on the order tensors are made in.
+            values.extend((0..n).map(|j| INIT_STD * philox::noise_at(seed, i as u32, 0, j as u32)));
+        }
+        out.push((name, shape, values));
+    }
+    Ok(out)
 }
 
 /// Names of the presets.
