@@ -61,8 +61,9 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Cmd::Generate(a) => generate::run(a),
         Cmd::InitModel(a) => init_model::run(a),
         Cmd::Bench(a) => bench::run(a),
-        Cmd::Sft(a) => sft::run(a),
-        // The train command layers its settings, so it needs to know which flags were given.
+        // sft and train refuse settings beside --resume; train also layers its settings: both
+        // need to know which flags were given.
+        Cmd::Sft(a) => sft::run_command(a, matches.subcommand_matches("sft").unwrap_or(matches)),
         Cmd::Train(a) => train::run(*a, matches.subcommand_matches("train").unwrap_or(matches)),
         Cmd::Grade(a) => grade::run(a),
         Cmd::Eval(a) => eval::run(a),

@@ -93,6 +93,27 @@ pub fn prepare_out(out: &Path, overwrite: bool, outputs: &[&str]) -> Result<()> 
     std::fs::create_dir_all(out).map_err(|e| Error::io(format!("{}: cannot create: {e}", out.display())))
 }
 
+/// The flags (clap ids) that go with `--resume` in `train` and `sft`: the rest are the run's settings.
+const RESUME_FLAGS: &[&str] = &["resume", "backend", "stop_after"];
+
+/// A resumed run continues with the settings of its run.json: a flag of `A` given beside
+/// `--resume` that would change them is refused by name, not silently ignored (`train --resume
+/// DIR --steps 5` kept the run's own count).
+pub fn refuse_settings_on_resume<A: clap::Args>(matches: &clap::ArgMatches, dir: &Path) -> Result<()> {
+    let cmd = A::augment_args(clap::Command::new("resume"));
+    let given = cmd.get_arguments().map(|a| a.get_id().as_str()).find(|id| {
+        !RESUME_FLAGS.contains(id) && matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine)
+    });
+    match given {
+        Some(id) => Err(Error::invalid(format!(
+            "--{}: --resume continues {} with the settings of its run.json; only --backend and --stop-after go with it",
+            id.replace('_', "-"),
+            dir.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Drops metric lines of steps after `step` (logged by a run that died before its next checkpoint).
 pub fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {

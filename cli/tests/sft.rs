@@ -257,6 +257,8 @@ fn bad_input() {
     );
 
     assert_clean_error(&softcot(&["sft", "--resume", dir.to_str().unwrap()]), "no run.json");
+    let o = softcot(&["sft", "--resume", out("o8").to_str().unwrap(), "--lr", "1"]);
+    assert_clean_error(&o, "--lr: --resume continues");
     assert_clean_error(&sft(&m, &data, &out("o9"), &["--seq-len", "0"]), "--seq-len");
     assert_clean_error(
         &sft(&m, &data, &out("o10"), &["--seq-len", "2049"]),

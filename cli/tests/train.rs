@@ -194,6 +194,9 @@ fn bad_settings_and_data_are_refused_by_name() {
     assert_clean_error(&o, "built-in");
     let o = softcot(&["train", "--model", &model]);
     assert_clean_error(&o, "data");
+    // A resume keeps the run's settings: one given beside it is refused, not ignored.
+    let o = softcot(&["train", "--resume", out.to_str().unwrap(), "--steps", "5"]);
+    assert_clean_error(&o, "--steps: --resume continues");
     // The built-in task refuses a budget its model's context cannot hold before the warm start.
     let builtin = tmp.path().join("builtin");
     let o = softcot(&["train", "--out", builtin.to_str().unwrap(), "--think-tokens", "240"]);

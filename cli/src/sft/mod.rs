@@ -7,7 +7,7 @@ mod data;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use clap::Args;
+use clap::{ArgMatches, Args};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use softcot_core::dtype::DType;
@@ -20,7 +20,9 @@ use softcot_core::sft::{sft_step, SftBatch};
 use softcot_core::{Backend, Error, Result};
 
 use crate::args::BackendKind;
-use crate::run_dir::{prepare_out, prune_checkpoints, truncate_metrics, Metrics, SaveDtype, Schedule, Shuffle};
+use crate::run_dir::{
+    prepare_out, prune_checkpoints, refuse_settings_on_resume, truncate_metrics, Metrics, SaveDtype, Schedule, Shuffle,
+};
 use crate::with_backend;
 pub use data::{gsm8k_completion, OnBadLine, OnLong};
 use data::{Example, LoadOptions};
@@ -112,6 +114,14 @@ pub struct SftConfig {
 
 fn cpu() -> BackendKind {
     BackendKind::Cpu
+}
+
+/// The `sft` command: `run`, after refusing settings given beside `--resume`.
+pub fn run_command(a: SftConfig, matches: &ArgMatches) -> Result<()> {
+    if let Some(dir) = &a.resume {
+        refuse_settings_on_resume::<SftConfig>(matches, dir)?;
+    }
+    run(a)
 }
 
 pub fn run(mut a: SftConfig) -> Result<()> {

@@ -21,7 +21,7 @@ use softcot_core::{Backend, Error, Result};
 
 use crate::args::BackendKind;
 use crate::dataset;
-use crate::run_dir::{catch_interrupt, prepare_out, truncate_metrics};
+use crate::run_dir::{catch_interrupt, prepare_out, refuse_settings_on_resume, truncate_metrics};
 use crate::with_backend;
 pub use config::TrainConfig;
 use rl_loop::{check_room, items, Item, Trainer};
@@ -62,6 +62,7 @@ const OUTPUTS: &[&str] = &["best", "best.json", "final", "metrics.png", "rollout
 pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
     catch_interrupt();
     if let Some(dir) = &a.resume {
+        refuse_settings_on_resume::<TrainArgs>(matches, dir)?;
         let path = dir.join("run.json");
         if !path.is_file() {
             return Err(Error::invalid(format!(
