@@ -202,6 +202,23 @@ struct Row {
 /// Number of trailing shadow ids decoded to test for the stop phrase (the phrase is a few tokens).
 const STOP_WINDOW: usize = 24;
 
+/// Positions a generation takes after its prompt, and the forced answer prefix among them: the
+/// thinking budget, then (where there is an answer) the longer of the two prefills and the answer
+/// tokens. Saturating, so a budget past any context is refused rather than wrapped around to a
+/// small cache. The one rule for `generate` and for the commands that check prompts before it.
+pub fn after_prompt(tok: &dyn Tokens, think_tokens: usize, answer_tokens: usize) -> Result<(usize, usize)> {
+    let prefix = if answer_tokens > 0 {
+        let budget = tok.encode(PREFILL_AT_BUDGET)?.len();
+        budget.max(tok.encode(PREFILL_AFTER_STOP)?.len())
+    } else {
+        0
+    };
+    Ok((
+        think_tokens.saturating_add(prefix).saturating_add(answer_tokens),
+        prefix,
+    ))
+}
+
 /// Generates for each prompt: thinking, then (if `answer_tokens > 0`) prefill and hard answer.
 /// `streams[r]` keys row r's randomness, so a rollout's noise does not depend on its batch.
 pub fn generate<B: Backend>(
@@ -224,6 +241,7 @@ pub fn generate<B: Backend>(
     }
     let prefill_stop = tok.encode(PREFILL_AFTER_STOP)?;
     let prefill_budget = tok.encode(PREFILL_AT_BUDGET)?;
+    let (after, prefix) = after_prompt(tok, cfg.think_tokens, cfg.answer_tokens)?;
     let max_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
     for (r, p) in prompts.iter().enumerate() {
         if p.is_empty() {
@@ -235,15 +253,7 @@ pub fn generate<B: Backend>(
             )));
         }
     }
-    // The answer's positions: the longer forced prefix, then its tokens. Saturating sums, so a
-    // budget past any context is refused rather than wrapped around to a small cache.
-    let prefix = if cfg.answer_tokens > 0 {
-        prefill_budget.len().max(prefill_stop.len())
-    } else {
-        0
-    };
-    let answer_len = prefix.saturating_add(cfg.answer_tokens);
-    let t_max = max_prompt.saturating_add(cfg.think_tokens).saturating_add(answer_len);
+    let t_max = max_prompt.saturating_add(after);
     if t_max > c.max_position_embeddings {
         let answer = match cfg.answer_tokens {
             0 => String::new(),

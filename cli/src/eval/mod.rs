@@ -18,7 +18,7 @@ use softcot_core::io::tokenizer::Tokenizer;
 use softcot_core::io::ModelDir;
 use softcot_core::model::Model;
 use softcot_core::rollout::{reward, Rewards};
-use softcot_core::think::{generate, NoiseScale, Tokens, PREFILL_AFTER_STOP, PREFILL_AT_BUDGET};
+use softcot_core::think::{after_prompt, generate, NoiseScale, Tokens};
 use softcot_core::{Backend, Error, Result};
 
 use crate::args::{BackendKind, NoiseKind};
@@ -268,22 +268,19 @@ fn encode_prompts<B: Backend>(
     problems: &[Problem],
     s: &EvalSettings,
 ) -> Result<Vec<Vec<u32>>> {
-    let prefill = tok
-        .encode(PREFILL_AT_BUDGET)?
-        .len()
-        .max(tok.encode(PREFILL_AFTER_STOP)?.len());
+    let (after, prefix) = after_prompt(tok, s.think_tokens, s.answer_tokens)?;
     let context = model.cfg.max_position_embeddings;
     problems
         .iter()
         .map(|p| {
             let ids = dataset::prompt_ids(tok, &s.template, s.chat, &p.question)?;
-            if ids.len().saturating_add(s.think_tokens).saturating_add(prefill).saturating_add(s.answer_tokens) > context {
+            if ids.len().saturating_add(after) > context {
                 return Err(Error::invalid(format!(
-                    "line {}: the prompt ({} tokens) + --think-tokens {} + the answer ({} tokens) exceed the model's context of {context} positions",
+                    "line {}: the prompt ({} tokens) + --think-tokens {} + the answer ({} tokens after a {prefix}-token prefix) exceed the model's context of {context} positions",
                     p.line,
                     ids.len(),
                     s.think_tokens,
-                    prefill.saturating_add(s.answer_tokens)
+                    s.answer_tokens
                 )));
             }
             Ok(ids)

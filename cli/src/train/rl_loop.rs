@@ -15,7 +15,7 @@ use softcot_core::model::Model;
 use softcot_core::optim::{clip_grad_norm, grad_norm, zero_grads, AdamW};
 use softcot_core::rl::{rl_step, RlSeq, RlSettings};
 use softcot_core::rollout::{collect, to_rl_seqs, Rewards, Rollout};
-use softcot_core::think::{ThinkConfig, Tokens, PREFILL_AT_BUDGET};
+use softcot_core::think::{after_prompt, ThinkConfig};
 use softcot_core::{Backend, Error, Result};
 
 use super::config::TrainConfig;
@@ -29,23 +29,21 @@ pub struct Item {
     pub gold: String,
 }
 
-/// Positions a rollout takes after its prompt: the thinking budget, the longer prefill, the answer
-/// (saturating: a budget past any context is refused, not wrapped around).
-fn after_prompt(c: &TrainConfig, tok: &Tokenizer) -> Result<usize> {
-    let prefill = tok.encode(PREFILL_AT_BUDGET)?.len();
-    Ok(c.think_tokens.saturating_add(prefill).saturating_add(c.answer_tokens))
+/// Positions a rollout takes after its prompt ([`after_prompt`]: thinking, prefill, answer), and
+/// the prefill's length.
+fn room(c: &TrainConfig, tok: &Tokenizer) -> Result<(usize, usize)> {
+    after_prompt(tok, c.think_tokens, c.answer_tokens)
 }
 
 /// Refuses a budget that leaves no room in the model's context for a prompt of `longest` tokens
 /// (the longest prompt a run must keep; 1 where long prompts are only left out), before any work.
 pub fn check_room(c: &TrainConfig, tok: &Tokenizer, context: usize, longest: usize) -> Result<()> {
-    let room = after_prompt(c, tok)?;
-    if longest.saturating_add(room) <= context {
+    let (after, prefix) = room(c, tok)?;
+    if longest.saturating_add(after) <= context {
         return Ok(());
     }
-    let prefill = tok.encode(PREFILL_AT_BUDGET)?.len();
     Err(Error::invalid(format!(
-        "--think-tokens {} + the {prefill}-token answer prefix + --answer-tokens {} leave no room for a {longest}-token prompt in the model's context of {context} positions",
+        "--think-tokens {} + the {prefix}-token answer prefix + --answer-tokens {} leave no room for a {longest}-token prompt in the model's context of {context} positions",
         c.think_tokens, c.answer_tokens
     )))
 }
@@ -53,12 +51,12 @@ pub fn check_room(c: &TrainConfig, tok: &Tokenizer, context: usize, longest: usi
 /// Tokenizes problems under the run's template; problems whose prompt leaves no room for thinking
 /// and answering within the model's context are left out (and counted).
 pub fn items(problems: &[Problem], tok: &Tokenizer, c: &TrainConfig, context: usize) -> Result<(Vec<Item>, usize)> {
-    let room = after_prompt(c, tok)?;
+    let (after, _) = room(c, tok)?;
     let mut out = Vec::with_capacity(problems.len());
     let mut long = 0;
     for p in problems {
         let prompt = prompt_ids(tok, &c.template, c.chat, &p.question)?;
-        if prompt.is_empty() || prompt.len().saturating_add(room) > context {
+        if prompt.is_empty() || prompt.len().saturating_add(after) > context {
             long += 1;
             continue;
         }
@@ -143,7 +141,7 @@ pub fn update<B: Backend>(
 /// Rows of activations the update needs: the longest prompt, the full thinking and answer budgets.
 pub fn max_len(items: &[Item], c: &TrainConfig, tok: &Tokenizer) -> Result<usize> {
     let prompt = items.iter().map(|i| i.prompt.len()).max().unwrap_or(0);
-    Ok(prompt + after_prompt(c, tok)?)
+    Ok(prompt.saturating_add(room(c, tok)?.0))
 }
 
 pub struct Trainer<'a, B: Backend> {
