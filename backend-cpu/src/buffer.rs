@@ -18,35 +18,38 @@ pub(crate) trait Zeroed: Copy {}
 impl Zeroed for f32 {}
 impl Zeroed for u32 {}
 
+/// The error for a buffer of `len` elements of T that cannot be had.
+fn too_big<T>(len: usize) -> Error {
+    let bytes = len as f64 * std::mem::size_of::<T>() as f64;
+    Error::backend(format!(
+        "cpu: cannot allocate a buffer of {len} elements ({:.1} GiB)",
+        bytes / (1u64 << 30) as f64
+    ))
+}
+
 /// `len` zeros, or an error where the memory cannot be had: a size no input should be able to
 /// turn into an abort. Zeroed by the allocator, as `vec![0; len]` is (fresh pages stay untouched
 /// until written).
 pub(crate) fn zeroed<T: Zeroed>(len: usize) -> Result<Vec<T>> {
-    let too_big = || {
-        let bytes = len as f64 * std::mem::size_of::<T>() as f64;
-        Error::backend(format!(
-            "cpu: cannot allocate a buffer of {len} elements ({:.1} GiB)",
-            bytes / (1u64 << 30) as f64
-        ))
-    };
-    let layout = Layout::array::<T>(len).map_err(|_| too_big())?;
+    let layout = Layout::array::<T>(len).map_err(|_| too_big::<T>(len))?;
     if layout.size() == 0 {
         return Ok(Vec::new());
     }
     // SAFETY: the layout has a non-zero size.
     let p = unsafe { alloc_zeroed(layout) } as *mut T;
     if p.is_null() {
-        return Err(too_big());
+        return Err(too_big::<T>(len));
     }
     // SAFETY: p was allocated by the global allocator with the layout of [T; len], which is what
     // a Vec of capacity len uses, and its len elements are zero bits, which T says are valid.
     Ok(unsafe { Vec::from_raw_parts(p, len, len) })
 }
 
-/// A copy of `host`, or an error where the memory cannot be had.
-pub(crate) fn copied<T: Zeroed>(host: &[T]) -> Result<Vec<T>> {
-    let mut v = zeroed(host.len())?;
-    v.copy_from_slice(host);
+/// A copy of `host`, or an error where the memory cannot be had (written once: no zeroing first).
+pub(crate) fn copied<T: Copy>(host: &[T]) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(host.len()).map_err(|_| too_big::<T>(host.len()))?;
+    v.extend_from_slice(host);
     Ok(v)
 }
 
