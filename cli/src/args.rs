@@ -5,6 +5,12 @@ use serde::{Deserialize, Serialize};
 use softcot_core::think::{NoiseScale, ThinkMode};
 use softcot_core::Result;
 
+/// Rows (sequences, rollouts) one step of any command may ask for: far past what any machine
+/// runs in a step, low enough that no size derived from them (rows x positions x width) can
+/// overflow. Past it a flag is refused by name; below it a buffer no memory holds is the
+/// backend's allocation error.
+pub const MAX_ROWS: usize = 1 << 20;
+
 /// A thinking mode, as flags and config files spell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

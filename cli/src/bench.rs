@@ -30,7 +30,7 @@ use softcot_core::sft::{sft_step, SftBatch};
 use softcot_core::think::{generate, ThinkConfig, ThinkMode};
 use softcot_core::{philox, Backend, Error, Result};
 
-use crate::args::{BackendKind, Format, Think};
+use crate::args::{BackendKind, Format, Think, MAX_ROWS};
 use crate::with_backend;
 
 /// Floats the `memory` workload reads per repeat (400 MiB: far beyond any cache).
@@ -164,9 +164,6 @@ impl BenchArgs {
         })
     }
 }
-
-/// Rows a benchmark may ask for (--batch, or --batch x --samples): far past any decode batch.
-const MAX_ROWS: usize = 1 << 16;
 
 /// The per-repeat measure of a workload: (work units, seconds).
 type Sample = (f64, f64);
@@ -365,11 +362,10 @@ fn model_dir(a: &BenchArgs) -> Result<(&PathBuf, ModelDir)> {
         .as_ref()
         .ok_or_else(|| Error::invalid("--model is required for this workload"))?;
     let md = ModelDir::open(dir)?;
-    let context = md.config.max_position_embeddings;
-    if a.positions() > context {
+    let (context, positions) = (md.config.max_position_embeddings, a.positions());
+    if positions > context {
         return Err(Error::invalid(format!(
-            "the workload's sequences take {} positions (--prompt-len, --new-tokens, --answer-tokens or --seq-len), more than the model's context of {context}",
-            a.positions()
+            "the workload's sequences take {positions} positions (--prompt-len, --new-tokens, --answer-tokens or --seq-len), more than the model's context of {context}"
         )));
     }
     Ok((dir, md))

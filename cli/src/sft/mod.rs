@@ -19,7 +19,7 @@ use softcot_core::optim::{clip_grad_norm, zero_grads, AdamW, AdamwConfig};
 use softcot_core::sft::{sft_step, SftBatch};
 use softcot_core::{Backend, Error, Result};
 
-use crate::args::BackendKind;
+use crate::args::{BackendKind, MAX_ROWS};
 use crate::run_dir::{
     prepare_out, prune_checkpoints, refuse_settings_on_resume, truncate_metrics, Metrics, SaveDtype, Schedule, Shuffle,
 };
@@ -147,10 +147,6 @@ pub fn run(mut a: SftConfig) -> Result<()> {
     with_backend!(a.backend, |be| train(&be, &a))
 }
 
-/// Sequences a step may ask for: far past what any machine trains on in a step, low enough that
-/// no size derived from them (rows x positions x width) can overflow.
-const MAX_BATCH: usize = 1 << 20;
-
 fn validate(a: &SftConfig) -> Result<()> {
     let pos = [
         ("--batch-size", a.batch_size),
@@ -163,8 +159,8 @@ fn validate(a: &SftConfig) -> Result<()> {
             return Err(Error::invalid(format!("{flag} must be positive")));
         }
     }
-    if a.batch_size > MAX_BATCH {
-        return Err(Error::invalid(format!("--batch-size cannot exceed {MAX_BATCH}")));
+    if a.batch_size > MAX_ROWS {
+        return Err(Error::invalid(format!("--batch-size cannot exceed {MAX_ROWS}")));
     }
     if a.micro_batch > a.batch_size {
         return Err(Error::invalid("--micro-batch cannot exceed --batch-size"));

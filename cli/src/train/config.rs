@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use softcot_core::{Error, Result};
 
-use crate::args::{NoiseKind, Think};
+use crate::args::{NoiseKind, Think, MAX_ROWS};
 use crate::dataset::PAPER_TEMPLATE;
 use crate::run_dir::{SaveDtype, Schedule};
 
@@ -215,10 +215,10 @@ impl TrainConfig {
             return bad("template", "must contain `{question}`");
         }
         let rollouts = self.prompts_per_step.checked_mul(self.samples_per_prompt);
-        if rollouts.is_none_or(|n| n > MAX_ROLLOUTS) {
+        if rollouts.is_none_or(|n| n > MAX_ROWS) {
             return bad(
                 "prompts_per_step",
-                &format!("x samples_per_prompt (--samples-per-prompt) exceeds {MAX_ROLLOUTS} rollouts a step"),
+                &format!("x samples_per_prompt (--samples-per-prompt) exceeds {MAX_ROWS} rollouts a step"),
             );
         }
         if self.micro_batch > self.prompts_per_step * self.samples_per_prompt {
@@ -230,10 +230,6 @@ impl TrainConfig {
         Ok(())
     }
 }
-
-/// Rollouts a step may ask for: far past what any machine generates in a step, low enough that
-/// no size derived from them (rows x positions x width) can overflow.
-const MAX_ROLLOUTS: usize = 1 << 20;
 
 fn bad(key: &str, why: &str) -> Result<()> {
     Err(Error::invalid(format!("`{key}` (--{}) {why}", key.replace('_', "-"))))
