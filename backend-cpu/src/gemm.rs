@@ -6,6 +6,7 @@ use rayon::prelude::*;
 use softcot_core::backend::Gemm;
 use softcot_core::Result;
 
+use crate::lanes::Simd;
 use crate::{need, transpose, SendPtr};
 
 /// Below this many multiply-adds a product runs on the calling thread.
@@ -74,7 +75,7 @@ fn product(c: &mut [f32], a: &[f32], b: &[f32], rows: Rows, g: Gemm) -> Result<(
         skinny(&mut c[..m * n], &a[rows.off_a..], rows.lda, b, m, n, k, g.alpha, g.beta);
         return Ok(());
     }
-    if !g.trans_a && !g.trans_b && m <= SKINNY_MAX_M && has_avx512() {
+    if !g.trans_a && !g.trans_b && m <= SKINNY_MAX_M && has_tiles() {
         skinny_nn(&mut c[..m * n], &a[rows.off_a..], rows.lda, b, m, n, k, g.alpha, g.beta);
         return Ok(());
     }
@@ -195,15 +196,9 @@ pub(crate) fn dot_block(
     }
 }
 
-pub(crate) fn has_avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+/// Whether this CPU has the register-tile kernels ([`nn_block`] and the fused soft head).
+pub(crate) fn has_tiles() -> bool {
+    Simd::best().vector()
 }
 
 /// Rows of `b` one task of [`skinny_nn`] sums over. Fixed, so that the partial sums, and the order
@@ -217,7 +212,7 @@ pub(crate) const NN_ROW_BLOCK: usize = 64;
 /// p @ E. Each task sums one chunk of b's rows into its own partial c, block by block, so b streams
 /// from memory in order; the partials are then added in chunk order. (A task per 32-column strip
 /// down all of b, the first version, touched a new page on every row and read E at 8 GB/s.)
-/// Needs AVX-512F (checked by the caller).
+/// Needs the register-tile kernels ([`has_tiles`], checked by the caller).
 #[allow(clippy::too_many_arguments)]
 fn skinny_nn(c: &mut [f32], a: &[f32], lda: usize, b: &[f32], m: usize, n: usize, k: usize, alpha: f32, beta: f32) {
     let chunks = k.div_ceil(NN_K_CHUNK);
@@ -240,60 +235,30 @@ fn skinny_nn(c: &mut [f32], a: &[f32], lda: usize, b: &[f32], m: usize, n: usize
 
 /// part[m, n] += a[m, ..kc] @ b[..kc, n] with a's rows `lda` apart and m <= 16: b streamed in
 /// order, in blocks of NN_ROW_BLOCK rows, each prefetching the next, also past row kc where b goes
-/// on (the rows a caller reads next). Needs AVX-512F (see [`has_avx512`]).
+/// on (the rows a caller reads next). Does nothing where the CPU has no register-tile kernels
+/// (see [`has_tiles`]).
 pub(crate) fn nn_block(a: &[f32], lda: usize, b: &[f32], kc: usize, m: usize, n: usize, part: &mut [f32]) {
+    nn_block_at(Simd::best(), a, lda, b, kc, m, n, part)
+}
+
+/// [`nn_block`] with the kernels of `simd`, a level this CPU runs (the tests run each).
+#[allow(clippy::too_many_arguments)]
+fn nn_block_at(simd: Simd, a: &[f32], lda: usize, b: &[f32], kc: usize, m: usize, n: usize, part: &mut [f32]) {
+    assert!(simd.runs_here(), "{simd:?} on this CPU");
     assert!(m <= SKINNY_MAX_M && part.len() >= m * n && b.len() >= kc * n);
     assert!(m == 0 || a.len() >= (m - 1) * lda + kc);
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: AVX-512F is present (the callers check); reads stay within a[m, lda] and b[kc, n],
-    // writes within part[m, n] (asserted above).
+    // SAFETY: `simd` runs on this CPU; reads stay within a[m, lda] and b[kc, n], writes within
+    // part[m, n] (asserted above).
     unsafe {
-        match m {
-            16 => x86::nn_chunk::<16, 1>(a, lda, b, n, kc, part),
-            15 => x86::nn_chunk::<15, 1>(a, lda, b, n, kc, part),
-            14 => x86::nn_chunk::<14, 1>(a, lda, b, n, kc, part),
-            13 => x86::nn_chunk::<13, 1>(a, lda, b, n, kc, part),
-            12 => x86::nn_chunk::<12, 1>(a, lda, b, n, kc, part),
-            11 => x86::nn_chunk::<11, 1>(a, lda, b, n, kc, part),
-            10 => x86::nn_chunk::<10, 2>(a, lda, b, n, kc, part),
-            9 => x86::nn_chunk::<9, 2>(a, lda, b, n, kc, part),
-            8 => x86::nn_chunk::<8, 3>(a, lda, b, n, kc, part),
-            7 => x86::nn_chunk::<7, 3>(a, lda, b, n, kc, part),
-            6 => x86::nn_chunk::<6, 3>(a, lda, b, n, kc, part),
-            5 => x86::nn_chunk::<5, 3>(a, lda, b, n, kc, part),
-            4 => x86::nn_chunk::<4, 3>(a, lda, b, n, kc, part),
-            3 => x86::nn_chunk::<3, 3>(a, lda, b, n, kc, part),
-            2 => x86::nn_chunk::<2, 3>(a, lda, b, n, kc, part),
-            1 => x86::nn_chunk::<1, 3>(a, lda, b, n, kc, part),
-            _ => {}
+        match simd {
+            Simd::Avx512 => x86::nn_block_512(a, lda, b, n, kc, m, part),
+            Simd::Avx2 => x86::nn_block_256(a, lda, b, n, kc, m, part),
+            Simd::Scalar => {}
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (a, lda, part);
-}
-
-/// The instruction sets the decode kernels have code for, best first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Simd {
-    Avx512,
-    Avx2,
-    Scalar,
-}
-
-impl Simd {
-    /// What this CPU runs.
-    fn best() -> Simd {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if has_avx512() {
-                return Simd::Avx512;
-            }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                return Simd::Avx2;
-            }
-        }
-        Simd::Scalar
-    }
+    let _ = (simd, a, lda, part);
 }
 
 /// out[i][j] = a[i * lda ..][..k] . w[j * k ..][..k] for i < m and j < J, the one or two rows of
@@ -314,56 +279,17 @@ unsafe fn dot_rows(
     ahead: &[f32],
     out: &mut [[f32; 2]],
 ) {
-    let pair = w.len() / k;
     #[cfg(target_arch = "x86_64")]
     {
-        if simd == Simd::Avx512 {
-            let mut i = 0;
-            while i < m {
-                let r = (m - i).min(8);
-                let o = &mut out[i..i + r];
-                macro_rules! kernel {
-                    ($($r:literal)*) => {
-                        match (r, pair) {
-                            $(
-                                ($r, 2) => x86::dot_rows_512::<$r, 2>(a, lda, i, k, w, ahead, o),
-                                ($r, _) => x86::dot_rows_512::<$r, 1>(a, lda, i, k, w, ahead, o),
-                            )*
-                            (_, 2) => x86::dot_rows_512::<1, 2>(a, lda, i, k, w, ahead, o),
-                            _ => x86::dot_rows_512::<1, 1>(a, lda, i, k, w, ahead, o),
-                        }
-                    };
-                }
-                // SAFETY: the CPU supports AVX-512F (the caller's contract); every row read is in bounds.
-                unsafe { kernel!(8 7 6 5 4 3 2) }
-                i += r;
-            }
-            return;
-        }
-        if simd == Simd::Avx2 {
-            let mut i = 0;
-            while i < m {
-                let r = (m - i).min(4);
-                for j in 0..pair {
-                    let (wj, mut t) = (&w[j * k..(j + 1) * k], [0f32; 4]);
-                    // SAFETY: the CPU supports AVX2 and FMA (the caller's contract); every row read is in bounds.
-                    unsafe {
-                        match r {
-                            4 => x86::dot_rows_256::<4>(a, lda, i, wj, &mut t),
-                            3 => x86::dot_rows_256::<3>(a, lda, i, wj, &mut t),
-                            2 => x86::dot_rows_256::<2>(a, lda, i, wj, &mut t),
-                            _ => x86::dot_rows_256::<1>(a, lda, i, wj, &mut t),
-                        }
-                    }
-                    for (o, &v) in out[i..i + r].iter_mut().zip(&t) {
-                        o[j] = v;
-                    }
-                }
-                i += r;
-            }
-            return;
+        // SAFETY: the CPU supports `simd` (the caller's contract); every row read is in bounds.
+        match simd {
+            Simd::Avx512 => return unsafe { x86::dot_rows_512(a, lda, m, k, w, ahead, out) },
+            Simd::Avx2 => return unsafe { x86::dot_rows_256(a, lda, m, k, w, ahead, out) },
+            Simd::Scalar => {}
         }
     }
+    let pair = w.len() / k;
+    let _ = ahead;
     for (i, o) in out.iter_mut().enumerate().take(m) {
         let row = &a[i * lda..i * lda + k];
         for j in 0..pair {
@@ -376,12 +302,26 @@ unsafe fn dot_rows(
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
 
-    /// R rows of `a` against J consecutive weight rows (w: [J, k]), one 16-lane accumulator per
-    /// (row, weight row): each weight vector loaded serves R FMAs and each row of `a` J of them.
-    /// Prefetches `ahead` (the J weight rows a few rows on) into L2, one line per row per step.
+    use crate::lanes::{F32x16, F32x8, Lanes};
+
+    /// Rows of `a` one AVX2 tile takes: with two weight rows (dot products) or two vectors of
+    /// columns (mixtures), 8 accumulators of AVX2's 16 registers, enough in flight to keep both
+    /// FMA units busy. AVX-512's 32 registers take up to 8 rows with three vectors.
+    pub(crate) const AVX2_ROWS: usize = 4;
+
+    /// Prefetches the line holding `p` into L2 (`_MM_HINT_T1`: see PREFETCH_ROWS).
+    #[inline(always)]
+    unsafe fn prefetch_l2(p: *const f32) {
+        _mm_prefetch::<_MM_HINT_T1>(p as *const i8)
+    }
+
+    /// R rows of `a` (from row i0) against J consecutive weight rows (w: [J, k]), one accumulator
+    /// per (row, weight row): each weight vector loaded serves R FMAs and each vector of `a` J of
+    /// them. Prefetches `ahead` (the J weight rows a few rows on) into L2, one line per row per 16
+    /// floats. The last partial vector is read masked, so it stays inside every row.
     #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn dot_rows_512<const R: usize, const J: usize>(
+    #[inline(always)]
+    unsafe fn dot_tile<L: Lanes, const R: usize, const J: usize>(
         a: &[f32],
         lda: usize,
         i0: usize,
@@ -390,103 +330,195 @@ pub(crate) mod x86 {
         ahead: &[f32],
         out: &mut [[f32; 2]],
     ) {
-        let mut acc = [[_mm512_setzero_ps(); J]; R];
+        let mut acc = [[L::zero(); J]; R];
         let (ap, wp, pp) = (a.as_ptr().add(i0 * lda), w.as_ptr(), ahead.as_ptr());
+        // A line (16 floats) of each weight row per iteration, prefetching the line `ahead`: one
+        // vector of AVX-512, two of AVX2 (unrolled, so that the loop's own instructions do not
+        // take the issue slots the loads and FMAs need). Then the vectors left, the last partial.
         let mut l = 0;
-        while l < k {
-            // Masked lanes are not read, so the last partial vector stays inside every row.
-            let mask = lane_mask(k - l);
-            let mut wv = [_mm512_setzero_ps(); J];
-            for (j, wj) in wv.iter_mut().enumerate() {
-                _mm_prefetch::<_MM_HINT_T1>(pp.add(j * k + l) as *const i8);
-                *wj = _mm512_maskz_loadu_ps(mask, wp.add(j * k + l));
+        while l + 16 <= k {
+            for j in 0..J {
+                prefetch_l2(pp.add(j * k + l));
             }
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let x = _mm512_maskz_loadu_ps(mask, ap.add(r * lda + l));
-                for j in 0..J {
-                    acc_r[j] = _mm512_fmadd_ps(x, wv[j], acc_r[j]);
-                }
+            for u in 0..16 / L::N {
+                dot_step::<L, R, J, true>(&mut acc, ap, lda, wp, k, l + u * L::N);
             }
             l += 16;
         }
+        while l + L::N <= k {
+            dot_step::<L, R, J, true>(&mut acc, ap, lda, wp, k, l);
+            l += L::N;
+        }
+        if l < k {
+            dot_step::<L, R, J, false>(&mut acc, ap, lda, wp, k, l);
+        }
         for (o, acc_r) in out.iter_mut().zip(&acc) {
             for j in 0..J {
-                o[j] = _mm512_reduce_add_ps(acc_r[j]);
+                o[j] = acc_r[j].sum();
             }
         }
     }
 
-    /// Lanes of a 16-lane vector that hold one of the `w` remaining columns.
-    #[inline(always)]
-    pub(crate) fn lane_mask(w: usize) -> __mmask16 {
-        if w >= 16 {
-            0xffff
-        } else {
-            ((1u32 << w) - 1) as u16
-        }
-    }
-
-    /// The masks of V vectors covering the first `w` of a tile's columns.
-    #[inline(always)]
-    pub(crate) fn tile_masks<const V: usize>(w: usize) -> [__mmask16; V] {
-        let mut mask = [0 as __mmask16; V];
-        for (v, m) in mask.iter_mut().enumerate() {
-            *m = lane_mask(w.saturating_sub(16 * v));
-        }
-        mask
-    }
-
-    /// part[r * ldp ..][..16 V] += sum over l < rows of a[r * ar + l * al] * b[l * ldb ..][..16 V]
-    /// for r < R, the vectors masked by `mask`: the register tile of both mixture kernels (R x V
-    /// sums, one broadcast of a[r, l] per V FMAs; a's strides (ar, al) say whether its rows or its
-    /// columns are contiguous). `before_load` runs before each vector load of b (nn_chunk prefetches
-    /// its next block there). Always inlined into an AVX-512F caller.
-    ///
-    /// # Safety
-    /// AVX-512F; a[r * ar + l * al], the unmasked lanes of b's rows and of part's R rows in bounds.
+    /// One vector of columns (from l) of [`dot_tile`]: whole (FULL) or the last, partial one.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    pub(crate) unsafe fn sum_tile<const R: usize, const V: usize>(
+    unsafe fn dot_step<L: Lanes, const R: usize, const J: usize, const FULL: bool>(
+        acc: &mut [[L; J]; R],
+        ap: *const f32,
+        lda: usize,
+        wp: *const f32,
+        k: usize,
+        l: usize,
+    ) {
+        let mut wv = [L::zero(); J];
+        for (j, wj) in wv.iter_mut().enumerate() {
+            let p = wp.add(j * k + l);
+            *wj = if FULL { L::load(p) } else { L::load_first(p, k - l) };
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let p = ap.add(r * lda + l);
+            let x = if FULL { L::load(p) } else { L::load_first(p, k - l) };
+            for j in 0..J {
+                acc_r[j] = L::fmadd(x, wv[j], acc_r[j]);
+            }
+        }
+    }
+
+    /// `dot_rows` for up to 16 rows, in groups of the first (largest) row count listed: the tile
+    /// for each group of rows and the one or two weight rows in `w`.
+    macro_rules! dot_groups {
+        ($L:ty, $($r:literal)* ; $a:ident, $lda:ident, $m:ident, $k:ident, $w:ident, $ahead:ident, $out:ident) => {{
+            let (pair, most) = ($w.len() / $k, [$($r),*][0]);
+            let mut i = 0;
+            while i < $m {
+                let (r, o) = (($m - i).min(most), &mut $out[i..]);
+                match (r, pair) {
+                    $(
+                        ($r, 2) => dot_tile::<$L, $r, 2>($a, $lda, i, $k, $w, $ahead, o),
+                        ($r, _) => dot_tile::<$L, $r, 1>($a, $lda, i, $k, $w, $ahead, o),
+                    )*
+                    (_, 2) => dot_tile::<$L, 1, 2>($a, $lda, i, $k, $w, $ahead, o),
+                    _ => dot_tile::<$L, 1, 1>($a, $lda, i, $k, $w, $ahead, o),
+                }
+                i += r;
+            }
+        }};
+    }
+
+    /// `dot_rows` on AVX-512F: up to 8 rows per tile.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dot_rows_512(
+        a: &[f32],
+        lda: usize,
+        m: usize,
+        k: usize,
+        w: &[f32],
+        ahead: &[f32],
+        out: &mut [[f32; 2]],
+    ) {
+        dot_groups!(F32x16, 8 7 6 5 4 3 2; a, lda, m, k, w, ahead, out)
+    }
+
+    /// `dot_rows` on AVX2 with FMA: up to AVX2_ROWS rows per tile.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_rows_256(
+        a: &[f32],
+        lda: usize,
+        m: usize,
+        k: usize,
+        w: &[f32],
+        ahead: &[f32],
+        out: &mut [[f32; 2]],
+    ) {
+        dot_groups!(F32x8, 4 3 2; a, lda, m, k, w, ahead, out)
+    }
+
+    /// part[r * ldp ..][..w] += sum over l < rows of a[r * ar + l * al] * b[l * ldb ..][..w] for
+    /// r < R, w <= V N columns: the register tile of both mixture kernels (R x V sums, one
+    /// broadcast of a[r, l] per V FMAs; a's strides (ar, al) say whether its rows or its columns
+    /// are contiguous). `before_load` runs before each vector load of b (nn_chunk prefetches its
+    /// next block there). Lanes past w are neither read nor written.
+    ///
+    /// # Safety
+    /// L's features; a[r * ar + l * al], the first w floats of b's rows and of part's R rows in
+    /// bounds.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    pub(crate) unsafe fn sum_tile<L: Lanes, const R: usize, const V: usize>(
         a: *const f32,
         (ar, al): (usize, usize),
         b: *const f32,
         ldb: usize,
         rows: usize,
-        mask: [__mmask16; V],
+        w: usize,
         part: *mut f32,
         ldp: usize,
-        mut before_load: impl FnMut(),
+        before_load: &mut impl FnMut(),
     ) {
-        let mut acc = [[_mm512_setzero_ps(); V]; R];
-        let mut bv = [_mm512_setzero_ps(); V];
+        if w >= V * L::N {
+            tile_sums::<L, R, V, true>(a, (ar, al), b, ldb, rows, w, part, ldp, before_load)
+        } else {
+            tile_sums::<L, R, V, false>(a, (ar, al), b, ldb, rows, w, part, ldp, before_load)
+        }
+    }
+
+    /// [`sum_tile`] with its width known whole (FULL: plain loads) or partial (masked loads).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn tile_sums<L: Lanes, const R: usize, const V: usize, const FULL: bool>(
+        a: *const f32,
+        (ar, al): (usize, usize),
+        b: *const f32,
+        ldb: usize,
+        rows: usize,
+        w: usize,
+        part: *mut f32,
+        ldp: usize,
+        before_load: &mut impl FnMut(),
+    ) {
+        // Vector v holds w - v N of the tile's w columns (at most N); a fully masked vector may start
+        // past the end of b (wrapping_add): it is never read.
+        let mut acc = [[L::zero(); V]; R];
+        let mut bv = [L::zero(); V];
         for l in 0..rows {
-            for v in 0..V {
+            for (v, bv) in bv.iter_mut().enumerate() {
                 before_load();
-                // wrapping_add: a fully masked vector may start past the end of b; it is never read.
-                bv[v] = _mm512_maskz_loadu_ps(mask[v], b.wrapping_add(l * ldb + 16 * v));
+                let p = b.wrapping_add(l * ldb + v * L::N);
+                *bv = if FULL {
+                    L::load(p)
+                } else {
+                    L::load_first(p, w.saturating_sub(v * L::N))
+                };
             }
             for (r, acc_r) in acc.iter_mut().enumerate() {
-                let x = _mm512_set1_ps(*a.add(r * ar + l * al));
+                let x = L::splat(*a.add(r * ar + l * al));
                 for v in 0..V {
-                    acc_r[v] = _mm512_fmadd_ps(x, bv[v], acc_r[v]);
+                    acc_r[v] = L::fmadd(x, bv[v], acc_r[v]);
                 }
             }
         }
         for (r, acc_r) in acc.iter().enumerate() {
-            for v in 0..V {
-                let p = part.wrapping_add(r * ldp + 16 * v);
-                _mm512_mask_storeu_ps(p, mask[v], _mm512_add_ps(_mm512_maskz_loadu_ps(mask[v], p), acc_r[v]));
+            for (v, &s) in acc_r.iter().enumerate() {
+                let p = part.wrapping_add(r * ldp + v * L::N);
+                if FULL {
+                    L::store(p, L::add(L::load(p), s));
+                } else {
+                    let wv = w.saturating_sub(v * L::N);
+                    L::store_first(p, wv, L::add(L::load_first(p, wv), s));
+                }
             }
         }
     }
 
-    /// part[r, ..] += sum over l < kc of a[r, l] * b[l, ..] for r < R; b: [kb >= kc, n], part: [R, n].
-    /// Rows go in blocks of NN_ROW_BLOCK; within a block, tiles of V x 16 columns of all R rows are
-    /// summed in registers ([`sum_tile`]: V = 3 up to 8 rows, 2 up to 10, 1 up to 16), while the
-    /// next block is prefetched V lines per step, in memory order.
+    /// part[r, ..] += sum over l < kc of a[r, l] * b[l, ..] for r < G R + REM; b: [kb >= kc, n],
+    /// part: [G R + REM, n]. Rows go in blocks of NN_ROW_BLOCK; within a block, tiles of V N
+    /// columns are summed in registers ([`sum_tile`]) for each group of R rows of `a` (G groups,
+    /// then the REM rows left), while the next block is prefetched one line per vector load, in
+    /// memory order.
     #[allow(clippy::too_many_arguments)]
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn nn_chunk<const R: usize, const V: usize>(
+    #[inline(always)]
+    unsafe fn nn_chunk<L: Lanes, const R: usize, const V: usize, const REM: usize>(
+        groups: usize,
         a: &[f32],
         lda: usize,
         b: &[f32],
@@ -502,47 +534,51 @@ pub(crate) mod x86 {
             let (mut pf, pf_end) = (r1 * n, (r1 + super::NN_ROW_BLOCK).min(kb) * n);
             let mut prefetch = || {
                 if pf < pf_end {
-                    _mm_prefetch::<_MM_HINT_T1>(bp.add(pf) as *const i8);
+                    prefetch_l2(bp.add(pf));
                     pf += 16;
                 }
             };
-            for c0 in (0..n).step_by(16 * V) {
+            for c0 in (0..n).step_by(V * L::N) {
                 let (a0, b0, p0) = (a.as_ptr().add(r0), bp.add(r0 * n + c0), part.as_mut_ptr().add(c0));
-                sum_tile::<R, V>(a0, (lda, 1), b0, n, r1 - r0, tile_masks(n - c0), p0, n, &mut prefetch);
+                let rows = r1 - r0;
+                for g in 0..groups {
+                    let (ag, pg) = (a0.add(g * R * lda), p0.add(g * R * n));
+                    sum_tile::<L, R, V>(ag, (lda, 1), b0, n, rows, n - c0, pg, n, &mut prefetch);
+                }
+                if REM > 0 {
+                    let (ag, pg) = (a0.add(groups * R * lda), p0.add(groups * R * n));
+                    sum_tile::<L, REM, V>(ag, (lda, 1), b0, n, rows, n - c0, pg, n, &mut prefetch);
+                }
             }
             r0 = r1;
         }
     }
 
-    /// R rows against one weight row, two 8-wide accumulators per row to hide FMA latency.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_rows_256<const R: usize>(a: &[f32], lda: usize, i0: usize, w: &[f32], out: &mut [f32]) {
-        let k = w.len();
-        let mut acc0 = [_mm256_setzero_ps(); R];
-        let mut acc1 = [_mm256_setzero_ps(); R];
-        let rows: [&[f32]; R] = core::array::from_fn(|r| &a[(i0 + r) * lda..(i0 + r) * lda + k]);
-        let mut l = 0;
-        while l + 16 <= k {
-            let w0 = _mm256_loadu_ps(w.as_ptr().add(l));
-            let w1 = _mm256_loadu_ps(w.as_ptr().add(l + 8));
-            for r in 0..R {
-                acc0[r] = _mm256_fmadd_ps(_mm256_loadu_ps(rows[r].as_ptr().add(l)), w0, acc0[r]);
-                acc1[r] = _mm256_fmadd_ps(_mm256_loadu_ps(rows[r].as_ptr().add(l + 8)), w1, acc1[r]);
-            }
-            l += 16;
+    /// [`super::nn_block`] on AVX-512F: all m rows in one tile, V = 3 vectors up to 8 rows, 2 up
+    /// to 10, 1 up to 16.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn nn_block_512(a: &[f32], lda: usize, b: &[f32], n: usize, kc: usize, m: usize, part: &mut [f32]) {
+        macro_rules! rows {
+            ($($m:literal => $v:literal),*) => {
+                match m {
+                    $($m => nn_chunk::<F32x16, $m, $v, 0>(1, a, lda, b, n, kc, part),)*
+                    _ => {}
+                }
+            };
         }
-        for r in 0..R {
-            let s = _mm256_add_ps(acc0[r], acc1[r]);
-            let hi = _mm256_extractf128_ps(s, 1);
-            let lo = _mm256_castps256_ps128(s);
-            let q = _mm_add_ps(hi, lo);
-            let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
-            let q = _mm_add_ss(q, _mm_shuffle_ps(q, q, 1));
-            let mut t = _mm_cvtss_f32(q);
-            for ll in l..k {
-                t += rows[r][ll] * w[ll];
-            }
-            out[r] = t;
+        rows!(16 => 1, 15 => 1, 14 => 1, 13 => 1, 12 => 1, 11 => 1, 10 => 2, 9 => 2,
+              8 => 3, 7 => 3, 6 => 3, 5 => 3, 4 => 3, 3 => 3, 2 => 3, 1 => 3)
+    }
+
+    /// [`super::nn_block`] on AVX2 with FMA: groups of AVX2_ROWS rows, two vectors of columns.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn nn_block_256(a: &[f32], lda: usize, b: &[f32], n: usize, kc: usize, m: usize, part: &mut [f32]) {
+        let g = m / AVX2_ROWS;
+        match m % AVX2_ROWS {
+            0 => nn_chunk::<F32x8, AVX2_ROWS, 2, 0>(g, a, lda, b, n, kc, part),
+            1 => nn_chunk::<F32x8, AVX2_ROWS, 2, 1>(g, a, lda, b, n, kc, part),
+            2 => nn_chunk::<F32x8, AVX2_ROWS, 2, 2>(g, a, lda, b, n, kc, part),
+            _ => nn_chunk::<F32x8, AVX2_ROWS, 2, 3>(g, a, lda, b, n, kc, part),
         }
     }
 }
@@ -602,26 +638,16 @@ mod tests {
     /// rows), k with a partial last vector, against float64.
     #[test]
     fn dot_rows_levels_agree_with_f64() {
-        let mut levels = vec![Simd::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                levels.push(Simd::Avx2);
-            }
-            if has_avx512() {
-                levels.push(Simd::Avx512);
-            }
-        }
         let (lda, k) = (53, 45);
         let val = |i: usize| ((i * 7919 % 1000) as f32 - 500.0) / 250.0;
         let a: Vec<f32> = (0..16 * lda).map(val).collect();
         let w: Vec<f32> = (0..3 * k).map(|i| val(i + 17)).collect();
-        for simd in levels {
+        for simd in Simd::available() {
             let mut worst = 0f64;
-            for m in [1, 3, 8, 11, 16] {
+            for m in [1, 2, 3, 5, 8, 11, 14, 16] {
                 for pair in [1, 2] {
                     let mut out = [[0f32; 2]; 16];
-                    // SAFETY: only levels this CPU reports are in `levels`.
+                    // SAFETY: Simd::available() holds only the levels this CPU runs.
                     unsafe {
                         dot_rows(
                             simd,
@@ -643,6 +669,40 @@ mod tests {
                 }
             }
             println!("dot_rows {simd:?}: max abs err {worst:.2e} vs f64");
+            assert!(worst < 1e-4, "{simd:?}: {worst}");
+        }
+    }
+
+    /// nn_block at every level with register-tile kernels this CPU has, m = 1..16 (every group
+    /// and remainder of rows), a width ending on a partial vector, a chunk crossing a block and b
+    /// going on past it (prefetched, not summed), against float64.
+    #[test]
+    fn nn_block_levels_agree_with_f64() {
+        let (kc, n, lda) = (NN_ROW_BLOCK + 9, 53, NN_ROW_BLOCK + 12);
+        let val = |i: usize| ((i * 7919 % 1000) as f32 - 500.0) / 500.0;
+        // a: [16, lda]; b: [kc + 5, n]
+        let a: Vec<f32> = (0..16 * lda).map(val).collect();
+        let b: Vec<f32> = (0..(kc + 5) * n).map(|i| val(i + 31)).collect();
+        let levels: Vec<Simd> = Simd::available().into_iter().filter(|s| s.vector()).collect();
+        if levels.is_empty() {
+            println!("skipped: no AVX2 or AVX-512F on this CPU (nn_block needs one)");
+        }
+        for simd in levels {
+            let mut worst = 0f64;
+            for m in 1..=SKINNY_MAX_M {
+                let mut part = vec![0.5f32; m * n];
+                nn_block_at(simd, &a, lda, &b, kc, m, n, &mut part);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want: f64 = 0.5
+                            + (0..kc)
+                                .map(|l| a[i * lda + l] as f64 * b[l * n + j] as f64)
+                                .sum::<f64>();
+                        worst = worst.max((part[i * n + j] as f64 - want).abs());
+                    }
+                }
+            }
+            println!("nn_block {simd:?}: max abs err {worst:.2e} vs f64 (m = 1..16, {kc} x {n})");
             assert!(worst < 1e-4, "{simd:?}: {worst}");
         }
     }

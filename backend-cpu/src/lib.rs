@@ -11,6 +11,7 @@ mod buffer;
 mod fastmath;
 mod gemm;
 mod heads;
+mod lanes;
 mod layers;
 mod mixture_table;
 mod optim;
@@ -231,7 +232,7 @@ impl Backend for CpuBackend {
         tau: f32,
     ) -> Result<()> {
         // Fused for the decode batch's rows (see soft_head.rs for what it saves, tied and untied).
-        if (1..=gemm::SKINNY_MAX_M).contains(&rows) && gemm::has_avx512() {
+        if (1..=gemm::SKINNY_MAX_M).contains(&rows) && gemm::has_tiles() {
             // Untied, up to 8 rows: the mixture streams E's tiled copy, made once and kept until E
             // is next written (for tables up to TILED_MAX_FLOATS). A call reading another prefix
             // of the buffer than the copy holds reads the rows as stored.

@@ -7,8 +7,8 @@
 //! maximum and argmax as they go; the mixture pass then takes the exps against that maximum
 //! (the unfused head scans the logits for the argmax, and its softmax scans them again, writes p,
 //! rescales it and reads it back). Up to 8 rows it streams each chunk of E from the tiled copy
-//! ([`crate::mixture_table`]), in memory order. More than 16 rows or no AVX-512 take the trait's
-//! unfused default.
+//! ([`crate::mixture_table`]), in memory order. More than 16 rows, or a CPU with neither AVX-512F
+//! nor AVX2 + FMA, take the trait's unfused default.
 //!
 //! Each task owns a fixed chunk of the vocabulary (NN_K_CHUNK rows of E). Tied, or untied past 8
 //! rows, it walks the chunk in blocks of BLOCK rows: the block's logits (tied: the skinny
@@ -30,7 +30,7 @@ use softcot_core::{Error, Result};
 
 use crate::fastmath;
 use crate::gemm::{self, dot_block, nn_block, NN_K_CHUNK, NN_ROW_BLOCK, SKINNY_MAX_M};
-use crate::mixture_table::{nn_tiled, Table, TILED_MAX_ROWS};
+use crate::mixture_table::{Table, TILED_MAX_ROWS};
 use crate::{need, SendPtr};
 
 /// Rows of E per block: the mixture kernel's own block (192 KiB of a 768-wide E), read for the
@@ -87,7 +87,7 @@ enum Logits<'a> {
 }
 
 /// logits = xn @ head^T, ids = argmax(logits), mix = softmax(logits / tau) @ table, for
-/// rows <= 16 (more is an error) on a CPU with AVX-512 (the caller checks); `head` and `table` are
+/// rows <= 16 (more is an error) on a CPU with the register-tile kernels (the caller checks); `head` and `table` are
 /// the same slice for tied embeddings; `tiled`, `table` in the tiled layout, is what an untied head
 /// of up to TILED_MAX_ROWS rows reads instead (an error if of another shape or for more rows).
 /// logits: [rows, V]; ids: [rows]; mix, xn: [rows, d]; head, table: [V, d]
@@ -203,7 +203,7 @@ pub fn soft_head(
                             }
                         }
                     }
-                    nn_tiled(at, tiled.chunk(ci), l1 - l0, rows, d, live, part);
+                    tiled.mix_chunk(ci, at, rows, live, part);
                     return;
                 }
                 let (z, e) = buf.split_at_mut(rows * BLOCK);
