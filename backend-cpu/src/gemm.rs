@@ -311,7 +311,7 @@ pub(crate) mod x86 {
 
     /// Prefetches the line holding `p` into L2 (`_MM_HINT_T1`: see PREFETCH_ROWS).
     #[inline(always)]
-    unsafe fn prefetch_l2(p: *const f32) {
+    pub(crate) unsafe fn prefetch_l2(p: *const f32) {
         _mm_prefetch::<_MM_HINT_T1>(p as *const i8)
     }
 

@@ -141,7 +141,7 @@ impl Table {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use crate::gemm::x86::{sum_tile, AVX2_ROWS};
+    use crate::gemm::x86::{prefetch_l2, sum_tile, AVX2_ROWS};
     use crate::lanes::{F32x16, F32x8, Lanes};
 
     use super::SUM_ROWS;
@@ -150,7 +150,7 @@ mod x86 {
     /// REM (`at`: [kc, G R + REM]): per tile (V N columns: the chunk was tiled for this kernel)
     /// and per group of R rows (G groups, then the REM rows left), R x V N sums in registers over
     /// SUM_ROWS rows at a time ([`sum_tile`]), the tile's rows read in memory order by the first
-    /// group and from L1 by the others.
+    /// group and from L1 by the others, the last of which prefetches the next block.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn tiles<L: Lanes, const R: usize, const V: usize, const REM: usize>(
@@ -170,13 +170,32 @@ mod x86 {
             for b0 in (0..kc).step_by(SUM_ROWS).filter(|b0| live >> (b0 / SUM_ROWS) & 1 == 1) {
                 let (a0, rows) = (at.as_ptr().add(b0 * m), SUM_ROWS.min(kc - b0));
                 let (b, p0) = (piece.add(b0 * tw), part.as_mut_ptr().add(c0));
+                // The next block in memory order (the next tile's first after a tile's last), to
+                // the chunk's end, one line per vector load of the last pass over this block: the
+                // passes after the first read this block from L1, and the memory would idle. One
+                // pass (AVX-512's tile) streams on the hardware prefetcher alone.
+                let (mut pf, pf_end) = (b.add(rows * tw), b.add(2 * rows * tw).min(chunk.as_ptr().add(kc * d)));
+                let mut prefetch = || {
+                    if pf < pf_end {
+                        prefetch_l2(pf);
+                        pf = pf.add(16);
+                    }
+                };
                 for g in 0..groups {
                     let (ag, pg) = (a0.add(g * R), p0.add(g * R * d));
-                    sum_tile::<L, R, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut || {});
+                    if g > 0 && g + 1 == groups && REM == 0 {
+                        sum_tile::<L, R, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut prefetch);
+                    } else {
+                        sum_tile::<L, R, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut || {});
+                    }
                 }
                 if REM > 0 {
                     let (ag, pg) = (a0.add(groups * R), p0.add(groups * R * d));
-                    sum_tile::<L, REM, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut || {});
+                    if groups > 0 {
+                        sum_tile::<L, REM, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut prefetch);
+                    } else {
+                        sum_tile::<L, REM, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut || {});
+                    }
                 }
             }
         }
