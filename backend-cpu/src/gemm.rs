@@ -436,8 +436,9 @@ pub(crate) mod x86 {
     /// part[r * ldp ..][..w] += sum over l < rows of a[r * ar + l * al] * b[l * ldb ..][..w] for
     /// r < R, w <= V N columns: the register tile of both mixture kernels (R x V sums, one
     /// broadcast of a[r, l] per V FMAs; a's strides (ar, al) say whether its rows or its columns
-    /// are contiguous). `before_load` runs before each vector load of b (nn_chunk prefetches its
-    /// next block there). Lanes past w are neither read nor written.
+    /// are contiguous). `after_load(l V + v, x)` runs after each vector x of b is loaded (row l,
+    /// vector v): the kernels prefetch their next block there, and nn_chunk packs the tile. Lanes
+    /// past w are neither read nor written.
     ///
     /// # Safety
     /// L's features; a[r * ar + l * al], the first w floats of b's rows and of part's R rows in
@@ -453,12 +454,12 @@ pub(crate) mod x86 {
         w: usize,
         part: *mut f32,
         ldp: usize,
-        before_load: &mut impl FnMut(),
+        after_load: &mut impl FnMut(usize, L),
     ) {
         if w >= V * L::N {
-            tile_sums::<L, R, V, true>(a, (ar, al), b, ldb, rows, w, part, ldp, before_load)
+            tile_sums::<L, R, V, true>(a, (ar, al), b, ldb, rows, w, part, ldp, after_load)
         } else {
-            tile_sums::<L, R, V, false>(a, (ar, al), b, ldb, rows, w, part, ldp, before_load)
+            tile_sums::<L, R, V, false>(a, (ar, al), b, ldb, rows, w, part, ldp, after_load)
         }
     }
 
@@ -474,7 +475,7 @@ pub(crate) mod x86 {
         w: usize,
         part: *mut f32,
         ldp: usize,
-        before_load: &mut impl FnMut(),
+        after_load: &mut impl FnMut(usize, L),
     ) {
         // Vector v holds w - v N of the tile's w columns (at most N); a fully masked vector may start
         // past the end of b (wrapping_add): it is never read.
@@ -482,13 +483,13 @@ pub(crate) mod x86 {
         let mut bv = [L::zero(); V];
         for l in 0..rows {
             for (v, bv) in bv.iter_mut().enumerate() {
-                before_load();
                 let p = b.wrapping_add(l * ldb + v * L::N);
                 *bv = if FULL {
                     L::load(p)
                 } else {
                     L::load_first(p, w.saturating_sub(v * L::N))
                 };
+                after_load(l * V + v, *bv);
             }
             for (r, acc_r) in acc.iter_mut().enumerate() {
                 let x = L::splat(*a.add(r * ar + l * al));
@@ -510,11 +511,20 @@ pub(crate) mod x86 {
         }
     }
 
+    /// Floats per row of nn_chunk's packed tile: the widest tile that takes several passes
+    /// (AVX2's 2 x 8).
+    const PACKED_WIDTH: usize = 16;
+
     /// part[r, ..] += sum over l < kc of a[r, l] * b[l, ..] for r < G R + REM; b: [kb >= kc, n],
     /// part: [G R + REM, n]. Rows go in blocks of NN_ROW_BLOCK; within a block, tiles of V N
     /// columns are summed in registers ([`sum_tile`]) for each group of R rows of `a` (G groups,
-    /// then the REM rows left), while the next block is prefetched one line per vector load, in
-    /// memory order.
+    /// then the REM rows left). One pass per tile (AVX-512) prefetches the next block one line
+    /// per vector load, in memory order. Where a tile takes several passes (AVX2), the first
+    /// copies its rows into `packed`, contiguous, and the others read them there: b's rows are n
+    /// floats apart (3 KiB for d = 768, which puts a tile's 64 lines in 4 of L1's 64 sets), so
+    /// read in place they came from L2 on every pass; and it prefetches each row's line two tiles
+    /// on, which measured faster there than the next-block stream (8.8-8.9 against 10.0-10.6 ms
+    /// for the mixture of 16 rows, `softcot bench --workload head-products --batch 16`, Zen 2).
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn nn_chunk<L: Lanes, const R: usize, const V: usize, const REM: usize>(
@@ -527,27 +537,57 @@ pub(crate) mod x86 {
         part: &mut [f32],
     ) {
         let (bp, kb) = (b.as_ptr(), b.len() / n);
+        let (passes, vn) = (groups + usize::from(REM > 0), V * L::N);
+        assert!(
+            passes == 1 || vn <= PACKED_WIDTH,
+            "a packed tile holds {PACKED_WIDTH} columns"
+        );
+        // packed: [NN_ROW_BLOCK, vn] the tile's rows, for the passes after the first
+        let mut packed = [0f32; super::NN_ROW_BLOCK * PACKED_WIDTH];
+        let pk = packed.as_mut_ptr();
         let mut r0 = 0;
         while r0 < kc {
             let r1 = (r0 + super::NN_ROW_BLOCK).min(kc);
             // The next block's floats, [pf, pf_end) of b: past row kc too, up to b's end.
             let (mut pf, pf_end) = (r1 * n, (r1 + super::NN_ROW_BLOCK).min(kb) * n);
-            let mut prefetch = || {
-                if pf < pf_end {
-                    prefetch_l2(bp.add(pf));
-                    pf += 16;
-                }
-            };
-            for c0 in (0..n).step_by(V * L::N) {
+            for c0 in (0..n).step_by(vn) {
                 let (a0, b0, p0) = (a.as_ptr().add(r0), bp.add(r0 * n + c0), part.as_mut_ptr().add(c0));
-                let rows = r1 - r0;
+                let (rows, w) = (r1 - r0, n - c0);
+                let mut first = |i: usize, x: L| {
+                    if passes == 1 {
+                        if pf < pf_end {
+                            prefetch_l2(bp.add(pf));
+                            pf += 16;
+                        }
+                        return;
+                    }
+                    L::store(pk.add(i * L::N), x);
+                    // Row l's line two tiles on (one line: vn <= 16), past the block's last tiles
+                    // the next block's first ones.
+                    let (l, c2) = (i / V, c0 + 2 * vn);
+                    if i.is_multiple_of(V) {
+                        if c2 < n {
+                            prefetch_l2(bp.add((r0 + l) * n + c2));
+                        } else if r1 + l < kb {
+                            prefetch_l2(bp.add((r1 + l) * n + c2 - n));
+                        }
+                    }
+                };
                 for g in 0..groups {
                     let (ag, pg) = (a0.add(g * R * lda), p0.add(g * R * n));
-                    sum_tile::<L, R, V>(ag, (lda, 1), b0, n, rows, n - c0, pg, n, &mut prefetch);
+                    if g == 0 {
+                        sum_tile::<L, R, V>(ag, (lda, 1), b0, n, rows, w, pg, n, &mut first);
+                    } else {
+                        sum_tile::<L, R, V>(ag, (lda, 1), pk, vn, rows, w, pg, n, &mut |_, _| {});
+                    }
                 }
                 if REM > 0 {
                     let (ag, pg) = (a0.add(groups * R * lda), p0.add(groups * R * n));
-                    sum_tile::<L, REM, V>(ag, (lda, 1), b0, n, rows, n - c0, pg, n, &mut prefetch);
+                    if groups == 0 {
+                        sum_tile::<L, REM, V>(ag, (lda, 1), b0, n, rows, w, pg, n, &mut first);
+                    } else {
+                        sum_tile::<L, REM, V>(ag, (lda, 1), pk, vn, rows, w, pg, n, &mut |_, _| {});
+                    }
                 }
             }
             r0 = r1;

@@ -175,7 +175,7 @@ mod x86 {
                 // passes after the first read this block from L1, and the memory would idle. One
                 // pass (AVX-512's tile) streams on the hardware prefetcher alone.
                 let (mut pf, pf_end) = (b.add(rows * tw), b.add(2 * rows * tw).min(chunk.as_ptr().add(kc * d)));
-                let mut prefetch = || {
+                let mut prefetch = |_, _| {
                     if pf < pf_end {
                         prefetch_l2(pf);
                         pf = pf.add(16);
@@ -186,7 +186,7 @@ mod x86 {
                     if g > 0 && g + 1 == groups && REM == 0 {
                         sum_tile::<L, R, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut prefetch);
                     } else {
-                        sum_tile::<L, R, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut || {});
+                        sum_tile::<L, R, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut |_, _| {});
                     }
                 }
                 if REM > 0 {
@@ -194,7 +194,7 @@ mod x86 {
                     if groups > 0 {
                         sum_tile::<L, REM, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut prefetch);
                     } else {
-                        sum_tile::<L, REM, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut || {});
+                        sum_tile::<L, REM, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut |_, _| {});
                     }
                 }
             }
