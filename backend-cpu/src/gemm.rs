@@ -433,50 +433,80 @@ pub(crate) mod x86 {
         dot_groups!(F32x8, 4 3 2; a, lda, m, k, w, ahead, out)
     }
 
-    /// part[r * ldp ..][..w] += sum over l < rows of a[r * ar + l * al] * b[l * ldb ..][..w] for
-    /// r < R, w <= V N columns: the register tile of both mixture kernels (R x V sums, one
-    /// broadcast of a[r, l] per V FMAs; a's strides (ar, al) say whether its rows or its columns
-    /// are contiguous). `after_load(l V + v, x)` runs after each vector x of b is loaded (row l,
-    /// vector v): the kernels prefetch their next block there, and nn_chunk packs the tile. Lanes
-    /// past w are neither read nor written.
+    /// One register tile's operands: part[r * ldp ..][..w] += sum over l < rows of a[r * ar + l *
+    /// al] * b[l * ldb ..][..w] (a's strides (ar, al) say whether its rows or its columns are
+    /// contiguous).
+    #[derive(Clone, Copy)]
+    pub(crate) struct Tile {
+        pub(crate) a: *const f32,
+        pub(crate) ar: usize,
+        pub(crate) al: usize,
+        pub(crate) b: *const f32,
+        pub(crate) ldb: usize,
+        pub(crate) rows: usize,
+        pub(crate) w: usize,
+        pub(crate) part: *mut f32,
+        pub(crate) ldp: usize,
+    }
+
+    /// The sums of [`Tile`] for r < R, w <= V N columns: the register tile of both mixture
+    /// kernels (R x V sums, one broadcast of a[r, l] per V FMAs). `after_load(l V + v, x)` runs
+    /// after each vector x of b is loaded (row l, vector v): the kernels prefetch there, and
+    /// nn_chunk packs the tile. Lanes past w are neither read nor written.
     ///
     /// # Safety
     /// L's features; a[r * ar + l * al], the first w floats of b's rows and of part's R rows in
     /// bounds.
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     pub(crate) unsafe fn sum_tile<L: Lanes, const R: usize, const V: usize>(
-        a: *const f32,
-        (ar, al): (usize, usize),
-        b: *const f32,
-        ldb: usize,
-        rows: usize,
-        w: usize,
-        part: *mut f32,
-        ldp: usize,
+        t: Tile,
         after_load: &mut impl FnMut(usize, L),
     ) {
-        if w >= V * L::N {
-            tile_sums::<L, R, V, true>(a, (ar, al), b, ldb, rows, w, part, ldp, after_load)
+        if t.w >= V * L::N {
+            tile_sums::<L, R, V, true>(t, after_load)
         } else {
-            tile_sums::<L, R, V, false>(a, (ar, al), b, ldb, rows, w, part, ldp, after_load)
+            tile_sums::<L, R, V, false>(t, after_load)
+        }
+    }
+
+    /// Pass p of a tile over G groups of R rows and then the REM rows left (p = G): [`sum_tile`]
+    /// on that group's rows of `a` and `part`.
+    #[inline(always)]
+    pub(crate) unsafe fn group_pass<L: Lanes, const R: usize, const V: usize, const REM: usize>(
+        groups: usize,
+        p: usize,
+        t: Tile,
+        after_load: &mut impl FnMut(usize, L),
+    ) {
+        let t = Tile {
+            a: t.a.add(p * R * t.ar),
+            part: t.part.add(p * R * t.ldp),
+            ..t
+        };
+        if REM == 0 || p < groups {
+            sum_tile::<L, R, V>(t, after_load)
+        } else {
+            sum_tile::<L, REM, V>(t, after_load)
         }
     }
 
     /// [`sum_tile`] with its width known whole (FULL: plain loads) or partial (masked loads).
-    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn tile_sums<L: Lanes, const R: usize, const V: usize, const FULL: bool>(
-        a: *const f32,
-        (ar, al): (usize, usize),
-        b: *const f32,
-        ldb: usize,
-        rows: usize,
-        w: usize,
-        part: *mut f32,
-        ldp: usize,
+        t: Tile,
         after_load: &mut impl FnMut(usize, L),
     ) {
+        let Tile {
+            a,
+            ar,
+            al,
+            b,
+            ldb,
+            rows,
+            w,
+            part,
+            ldp,
+        } = t;
         // Vector v holds w - v N of the tile's w columns (at most N); a fully masked vector may start
         // past the end of b (wrapping_add): it is never read.
         let mut acc = [[L::zero(); V]; R];
@@ -551,8 +581,18 @@ pub(crate) mod x86 {
             // The next block's floats, [pf, pf_end) of b: past row kc too, up to b's end.
             let (mut pf, pf_end) = (r1 * n, (r1 + super::NN_ROW_BLOCK).min(kb) * n);
             for c0 in (0..n).step_by(vn) {
-                let (a0, b0, p0) = (a.as_ptr().add(r0), bp.add(r0 * n + c0), part.as_mut_ptr().add(c0));
                 let (rows, w) = (r1 - r0, n - c0);
+                let t = Tile {
+                    a: a.as_ptr().add(r0),
+                    ar: lda,
+                    al: 1,
+                    b: bp.add(r0 * n + c0),
+                    ldb: n,
+                    rows,
+                    w,
+                    part: part.as_mut_ptr().add(c0),
+                    ldp: n,
+                };
                 let mut first = |i: usize, x: L| {
                     if passes == 1 {
                         if pf < pf_end {
@@ -573,21 +613,10 @@ pub(crate) mod x86 {
                         }
                     }
                 };
-                for g in 0..groups {
-                    let (ag, pg) = (a0.add(g * R * lda), p0.add(g * R * n));
-                    if g == 0 {
-                        sum_tile::<L, R, V>(ag, (lda, 1), b0, n, rows, w, pg, n, &mut first);
-                    } else {
-                        sum_tile::<L, R, V>(ag, (lda, 1), pk, vn, rows, w, pg, n, &mut |_, _| {});
-                    }
-                }
-                if REM > 0 {
-                    let (ag, pg) = (a0.add(groups * R * lda), p0.add(groups * R * n));
-                    if groups == 0 {
-                        sum_tile::<L, REM, V>(ag, (lda, 1), b0, n, rows, w, pg, n, &mut first);
-                    } else {
-                        sum_tile::<L, REM, V>(ag, (lda, 1), pk, vn, rows, w, pg, n, &mut |_, _| {});
-                    }
+                group_pass::<L, R, V, REM>(groups, 0, t, &mut first);
+                let packed = Tile { b: pk, ldb: vn, ..t };
+                for p in 1..passes {
+                    group_pass::<L, R, V, REM>(groups, p, packed, &mut |_, _| {});
                 }
             }
             r0 = r1;
@@ -610,16 +639,26 @@ pub(crate) mod x86 {
               8 => 3, 7 => 3, 6 => 3, 5 => 3, 4 => 3, 3 => 3, 2 => 3, 1 => 3)
     }
 
+    /// `kernel::<F32x8, AVX2_ROWS, 2, m % AVX2_ROWS>(m / AVX2_ROWS, args..)`: a kernel over
+    /// groups of rows entered for AVX2's register tile (AVX2_ROWS rows x 2 vectors).
+    macro_rules! avx2_groups {
+        ($kernel:ident, $m:expr, $($arg:expr),*) => {{
+            let g = $m / AVX2_ROWS;
+            match $m % AVX2_ROWS {
+                0 => $kernel::<F32x8, AVX2_ROWS, 2, 0>(g, $($arg),*),
+                1 => $kernel::<F32x8, AVX2_ROWS, 2, 1>(g, $($arg),*),
+                2 => $kernel::<F32x8, AVX2_ROWS, 2, 2>(g, $($arg),*),
+                _ => $kernel::<F32x8, AVX2_ROWS, 2, 3>(g, $($arg),*),
+            }
+        }};
+    }
+    pub(crate) use avx2_groups;
+    const _: () = assert!(AVX2_ROWS == 4, "avx2_groups has an arm per remainder");
+
     /// [`super::nn_block`] on AVX2 with FMA: groups of AVX2_ROWS rows, two vectors of columns.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn nn_block_256(a: &[f32], lda: usize, b: &[f32], n: usize, kc: usize, m: usize, part: &mut [f32]) {
-        let g = m / AVX2_ROWS;
-        match m % AVX2_ROWS {
-            0 => nn_chunk::<F32x8, AVX2_ROWS, 2, 0>(g, a, lda, b, n, kc, part),
-            1 => nn_chunk::<F32x8, AVX2_ROWS, 2, 1>(g, a, lda, b, n, kc, part),
-            2 => nn_chunk::<F32x8, AVX2_ROWS, 2, 2>(g, a, lda, b, n, kc, part),
-            _ => nn_chunk::<F32x8, AVX2_ROWS, 2, 3>(g, a, lda, b, n, kc, part),
-        }
+        avx2_groups!(nn_chunk, m, a, lda, b, n, kc, part)
     }
 }
 

@@ -141,7 +141,7 @@ impl Table {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use crate::gemm::x86::{prefetch_l2, sum_tile, AVX2_ROWS};
+    use crate::gemm::x86::{avx2_groups, group_pass, prefetch_l2, Tile, AVX2_ROWS};
     use crate::lanes::{F32x16, F32x8, Lanes};
 
     use super::SUM_ROWS;
@@ -168,8 +168,8 @@ mod x86 {
             // piece: [kc, tw] the tile's rows
             let piece = chunk.as_ptr().add(c0 * kc);
             for b0 in (0..kc).step_by(SUM_ROWS).filter(|b0| live >> (b0 / SUM_ROWS) & 1 == 1) {
-                let (a0, rows) = (at.as_ptr().add(b0 * m), SUM_ROWS.min(kc - b0));
-                let (b, p0) = (piece.add(b0 * tw), part.as_mut_ptr().add(c0));
+                let rows = SUM_ROWS.min(kc - b0);
+                let b = piece.add(b0 * tw);
                 // The next block in memory order (the next tile's first after a tile's last), to
                 // the chunk's end, one line per vector load of the last pass over this block: the
                 // passes after the first read this block from L1, and the memory would idle. One
@@ -181,20 +181,23 @@ mod x86 {
                         pf = pf.add(16);
                     }
                 };
-                for g in 0..groups {
-                    let (ag, pg) = (a0.add(g * R), p0.add(g * R * d));
-                    if g > 0 && g + 1 == groups && REM == 0 {
-                        sum_tile::<L, R, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut prefetch);
+                let t = Tile {
+                    a: at.as_ptr().add(b0 * m),
+                    ar: 1,
+                    al: m,
+                    b,
+                    ldb: tw,
+                    rows,
+                    w: tw,
+                    part: part.as_mut_ptr().add(c0),
+                    ldp: d,
+                };
+                let passes = groups + usize::from(REM > 0);
+                for p in 0..passes {
+                    if p > 0 && p + 1 == passes {
+                        group_pass::<L, R, V, REM>(groups, p, t, &mut prefetch);
                     } else {
-                        sum_tile::<L, R, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut |_, _| {});
-                    }
-                }
-                if REM > 0 {
-                    let (ag, pg) = (a0.add(groups * R), p0.add(groups * R * d));
-                    if groups > 0 {
-                        sum_tile::<L, REM, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut prefetch);
-                    } else {
-                        sum_tile::<L, REM, V>(ag, (1, m), b, tw, rows, tw, pg, d, &mut |_, _| {});
+                        group_pass::<L, R, V, REM>(groups, p, t, &mut |_, _| {});
                     }
                 }
             }
@@ -219,13 +222,7 @@ mod x86 {
     /// [`super::Table::mix_chunk`] on AVX2 with FMA: groups of AVX2_ROWS rows, tiles of 16 columns.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn tiled_256(at: &[f32], chunk: &[f32], kc: usize, m: usize, d: usize, live: u64, part: &mut [f32]) {
-        let g = m / AVX2_ROWS;
-        match m % AVX2_ROWS {
-            0 => tiles::<F32x8, AVX2_ROWS, 2, 0>(g, at, chunk, kc, d, live, part),
-            1 => tiles::<F32x8, AVX2_ROWS, 2, 1>(g, at, chunk, kc, d, live, part),
-            2 => tiles::<F32x8, AVX2_ROWS, 2, 2>(g, at, chunk, kc, d, live, part),
-            _ => tiles::<F32x8, AVX2_ROWS, 2, 3>(g, at, chunk, kc, d, live, part),
-        }
+        avx2_groups!(tiles, m, at, chunk, kc, d, live, part)
     }
 }
 
