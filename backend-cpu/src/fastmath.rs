@@ -2,6 +2,9 @@
 //! reductions of softmax built on it. Each public function dispatches at run time to an AVX-512F or
 //! AVX2+FMA build of the same code, so results are identical whichever path runs.
 
+#[cfg(target_arch = "x86_64")]
+use crate::lanes::Simd;
+
 const LOG2E: f32 = core::f32::consts::LOG2_E;
 const LN2_HI: f32 = 0.693_359_4;
 const LN2_LO: f32 = -2.121_944_4e-4;
@@ -57,13 +60,12 @@ pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
         unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
             f()
         }
-        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+        match Simd::best() {
             // SAFETY: the CPU has the features `avx512` was compiled for.
-            return unsafe { avx512(f) };
-        }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            Simd::Avx512 => return unsafe { avx512(f) },
             // SAFETY: the CPU has the features `avx2` was compiled for.
-            return unsafe { avx2(f) };
+            Simd::Avx2 => return unsafe { avx2(f) },
+            Simd::Scalar => {}
         }
     }
     f()

@@ -22,7 +22,11 @@ impl Simd {
     pub(crate) fn best() -> Simd {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") {
+            // Every AVX-512F CPU has AVX2 and FMA; fastmath's AVX-512 build takes all three.
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx2")
+                && std::is_x86_feature_detected!("fma")
+            {
                 return Simd::Avx512;
             }
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
