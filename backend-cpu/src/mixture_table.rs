@@ -109,9 +109,7 @@ impl Table {
             })
             .collect()
     }
-}
 
-impl Table {
     /// part[m, d] += a^T @ rows of chunk `ci` for m <= TILED_MAX_ROWS, with `at` = a^T: [kc, m]
     /// (the m weights of each row of E side by side, so the tile's broadcasts read one line per
     /// row), over the blocks of SUM_ROWS rows whose bit is set in `live` (bit b: rows 64b..; the
@@ -149,8 +147,8 @@ mod x86 {
     /// part[r, ..d] += sum over the live blocks' rows l of at[l, r] * chunk row l, for r < G R +
     /// REM (`at`: [kc, G R + REM]): per tile (V N columns: the chunk was tiled for this kernel)
     /// and per group of R rows (G groups, then the REM rows left), R x V N sums in registers over
-    /// SUM_ROWS rows at a time ([`sum_tile`]), the tile's rows read in memory order by the first
-    /// group and from L1 by the others, the last of which prefetches the next block.
+    /// SUM_ROWS rows at a time (a [`group_pass`] each), the tile's rows read in memory order by
+    /// the first group and from L1 by the others, the last of which prefetches the next block.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     unsafe fn tiles<L: Lanes, const R: usize, const V: usize, const REM: usize>(

@@ -87,9 +87,10 @@ enum Logits<'a> {
 }
 
 /// logits = xn @ head^T, ids = argmax(logits), mix = softmax(logits / tau) @ table, for
-/// rows <= 16 (more is an error) on a CPU with the register-tile kernels (the caller checks); `head` and `table` are
-/// the same slice for tied embeddings; `tiled`, `table` in the tiled layout, is what an untied head
-/// of up to TILED_MAX_ROWS rows reads instead (an error if of another shape or for more rows).
+/// rows <= 16 (more is an error) on a CPU with the register-tile kernels (the caller checks);
+/// `head` and `table` are the same slice for tied embeddings; `tiled`, `table` in the tiled
+/// layout, is what an untied head of up to TILED_MAX_ROWS rows reads instead (an error if of
+/// another shape or for more rows).
 /// logits: [rows, V]; ids: [rows]; mix, xn: [rows, d]; head, table: [V, d]
 #[allow(clippy::too_many_arguments)]
 pub fn soft_head(
