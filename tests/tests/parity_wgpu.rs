@@ -103,36 +103,47 @@ fn seeded_soft_and_fuzzy_rollouts_match_cpu() {
     }
 }
 
-/// Max abs error of the fixtures' forward logits with weights stored f16, against HF's float64 on
-/// the checkpoint's weights. Measured on lavapipe (2026-11-26): 5.1e-3 on tiny-llama, whose f32
-/// weights are rounded to f16 here (up to 2^-11 relative per weight; the same weights in f32 on the
-/// CPU backend agree with wgpu to 3.3e-6, so this is the rounding of the weights, not the kernels),
-/// and 3.8e-6 on tiny-qwen2, whose bf16 weights convert to f16 exactly (bf16 carries 8 significant
-/// bits, f16 11): its f32 error. The tolerance is 3x the larger; greedy ids stay equal to HF's.
-const TOL_F16_LOGITS: f64 = 1.5e-2;
-
-/// A checkpoint's tensors as an f16 checkpoint would hold them: f32 tensors rounded to f16, so that
-/// the f32 fixtures run on f16 weights too; bf16 and f16 tensors as stored (the backend converts bf16).
+/// A checkpoint's tensors as an f16 checkpoint would hold them: every float tensor (f32, bf16)
+/// rounded to f16, so that every fixture runs on f16 weights, and the CPU backend, given the same
+/// tensors, computes the same function (it widens f16 exactly); bf16 tensors that f16 holds
+/// exactly stay as stored, for the backend's own conversion. `lossless` says whether the
+/// rounding changed no value: then the model is the fixture's own and HF's references hold for it
+/// (f16 as stored, bf16 values f16 holds); an f32 fixture's weights lose up to 2^-11 relative
+/// each (bf16 ones below f16's normal range lose bits too), which moves its logits by a
+/// model-dependent amount: 5.1e-3 on tiny-llama, 3.8e-6 on tiny-qwen2, 2.2e-2 on a tied Llama of
+/// tools/make_fixture.py (HF's own float64 on the rounded weights agrees), where a fixed tolerance
+/// against HF, 1.5e-2 until 2026-12-06, failed for what the fixture's weights are, not the code.
 struct AsF16 {
     tensors: HashMap<String, (DType, Vec<usize>, Vec<u8>)>,
+    lossless: bool,
 }
 
 impl AsF16 {
     fn new(ck: &Checkpoint) -> AsF16 {
+        let mut lossless = true;
         let tensors = ck
             .names()
             .into_iter()
             .map(|n| {
                 let (dtype, shape, bytes) = ck.tensor(&n).unwrap();
-                if dtype != DType::F32 {
+                if dtype == DType::F16 {
                     return (n, (dtype, shape, bytes.to_vec()));
                 }
-                let mut v = vec![0f32; bytes.len() / 4];
+                let mut v = vec![0f32; bytes.len() / dtype.size()];
                 decode_into(dtype, bytes, &mut v).unwrap();
-                (n, (DType::F16, shape, encode(DType::F16, &v)))
+                let half = encode(DType::F16, &v);
+                let mut back = vec![0f32; v.len()];
+                decode_into(DType::F16, &half, &mut back).unwrap();
+                let exact = back.iter().zip(&v).all(|(a, b)| a.to_bits() == b.to_bits());
+                lossless &= exact;
+                if dtype == DType::BF16 && exact {
+                    // As stored: the backend's own bf16 -> f16 conversion is what runs.
+                    return (n, (dtype, shape, bytes.to_vec()));
+                }
+                (n, (DType::F16, shape, half))
             })
             .collect();
-        AsF16 { tensors }
+        AsF16 { tensors, lossless }
     }
 }
 
@@ -146,10 +157,11 @@ impl TensorSource for AsF16 {
     }
 }
 
-/// Weights stored f16 (where the adapter has shader-f16): the fixtures' forward logits and greedy
-/// ids against HF (within TOL_F16_LOGITS; greedy ids equal), and against the CPU backend running the
-/// same f16-rounded weights in f32 (within the f32 tolerance: widening f16 is exact, so only the
-/// kernels' f32 rounding differs). The f32 tolerances are not loosened elsewhere.
+/// Weights stored f16 (where the adapter has shader-f16): the fixtures' forward logits against the
+/// CPU backend running the same f16 weights in f32 (within the f32 tolerance: widening f16 is exact,
+/// so only the kernels' f32 rounding differs). Where the rounding to f16 was lossless the model is
+/// the fixture's own, and its logits and greedy ids must also match HF's within the f32
+/// tolerances; otherwise HF's figures are printed, not asserted ([`AsF16`]).
 #[test]
 fn f16_weights_match_hf() {
     let opts = Options {
@@ -176,16 +188,16 @@ fn f16_weights_match_hf() {
         let on_cpu = parity::forward_logits(&cpu, &cpu_model, &r);
         let err = max_abs_err(&got, &want);
         let err_cpu = max_abs_err(&got, &on_cpu.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        let of_hf = if src.lossless {
+            format!("(tol {:.0e}: lossless f16)", parity::TOL_LOGITS)
+        } else {
+            "(rounding to f16 changed weights: another model, not asserted)".to_string()
+        };
         println!(
-            "{:<12} f16 forward       logits max abs err {err:.2e} vs HF (tol {TOL_F16_LOGITS:.1e}), \
-             {err_cpu:.2e} vs CPU on the same weights (tol {:.0e})",
+            "{:<12} f16 forward       logits max abs err {err_cpu:.2e} vs CPU on the same weights (tol {:.0e}), \
+             {err:.2e} vs HF {of_hf}",
             name(&dir),
             parity::TOL_LOGITS
-        );
-        assert!(
-            err < TOL_F16_LOGITS,
-            "{}: f16 forward logits error {err:.3e}",
-            name(&dir)
         );
         assert!(
             err_cpu < parity::TOL_LOGITS,
@@ -202,7 +214,14 @@ fn f16_weights_match_hf() {
             name(&dir),
             greedy.len()
         );
-        assert_eq!(ids, greedy, "{}: f16 greedy ids differ", name(&dir));
+        if src.lossless {
+            assert!(
+                err < parity::TOL_LOGITS,
+                "{}: f16 forward logits error {err:.3e}",
+                name(&dir)
+            );
+            assert_eq!(ids, greedy, "{}: f16 greedy ids differ", name(&dir));
+        }
     }
 }
 
