@@ -5,28 +5,38 @@ use std::path::{Path, PathBuf};
 
 use softcot_core::io::safetensors::Checkpoint;
 
-/// `SOFTCOT_FIXTURES`, else `../shared/fixtures` from the workspace root.
-pub fn root() -> PathBuf {
+/// Where fixture folders are looked for: `SOFTCOT_FIXTURES` alone when it is set, else
+/// `../shared/fixtures` from the workspace root and this crate's `fixtures/` (shapes the shared
+/// ones do not cover, written by tools/make_fixture.py in the same format: multi-query attention,
+/// head_dim != hidden / heads, sharded, tied, f16 / bf16 / f32).
+pub fn roots() -> Vec<PathBuf> {
     match std::env::var_os("SOFTCOT_FIXTURES") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"),
+        Some(p) => vec![PathBuf::from(p)],
+        None => {
+            let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+            vec![here.join("../../shared/fixtures"), here.join("fixtures")]
+        }
     }
 }
 
-/// Every fixture folder, sorted. Panics (failing the test) when there are none: a parity test that
-/// finds nothing to compare must not pass.
+/// Every fixture folder under the [`roots`], sorted by path. Panics (failing the test) when a
+/// root cannot be read or none holds a fixture: a parity test that finds nothing to compare must
+/// not pass.
 pub fn discover() -> Vec<PathBuf> {
-    let root = root();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap_or_else(|e| panic!("fixtures root {}: {e} (set SOFTCOT_FIXTURES)", root.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("reference.safetensors").is_file())
+    let roots = roots();
+    let mut dirs: Vec<PathBuf> = roots
+        .iter()
+        .flat_map(|root| {
+            std::fs::read_dir(root)
+                .unwrap_or_else(|e| panic!("fixtures root {}: {e} (set SOFTCOT_FIXTURES)", root.display()))
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join("reference.safetensors").is_file())
+        })
         .collect();
     dirs.sort();
     assert!(
         !dirs.is_empty(),
-        "no fixture folder with reference.safetensors under {}",
-        root.display()
+        "no fixture folder with reference.safetensors under {roots:?}"
     );
     dirs
 }
