@@ -305,8 +305,10 @@ pub(crate) mod x86 {
     use crate::lanes::{F32x16, F32x8, Lanes};
 
     /// Rows of `a` one AVX2 tile takes: with two weight rows (dot products) or two vectors of
-    /// columns (mixtures), 8 accumulators of AVX2's 16 registers, enough in flight to keep both
-    /// FMA units busy. AVX-512's 32 registers take up to 8 rows with three vectors.
+    /// columns (mixtures), 8 accumulators of AVX2's 16 registers, beside the loaded vectors and
+    /// the broadcast. (Zen 2's two FMA units of latency 5 would take 10 independent sums to stay
+    /// full; 12 leave no register for the loads.) AVX-512's 32 registers take up to 8 rows with
+    /// three vectors.
     pub(crate) const AVX2_ROWS: usize = 4;
 
     /// Prefetches the line holding `p` into L2 (`_MM_HINT_T1`: see PREFETCH_ROWS).
@@ -572,9 +574,12 @@ pub(crate) mod x86 {
             passes == 1 || vn <= PACKED_WIDTH,
             "a packed tile holds {PACKED_WIDTH} columns"
         );
-        // packed: [NN_ROW_BLOCK, vn] the tile's rows, for the passes after the first
-        let mut packed = [0f32; super::NN_ROW_BLOCK * PACKED_WIDTH];
-        let pk = packed.as_mut_ptr();
+        // packed: [NN_ROW_BLOCK, vn] the tile's rows, for the passes after the first. Left
+        // uninitialised: a pass reads only the rows and columns the first pass of its tile wrote,
+        // and one pass (AVX-512) never touches it, so zeroing it was 4 KiB of stores per call
+        // (a tied soft head calls once per 64-row block of E).
+        let mut packed = core::mem::MaybeUninit::<[f32; super::NN_ROW_BLOCK * PACKED_WIDTH]>::uninit();
+        let pk = packed.as_mut_ptr() as *mut f32;
         let mut r0 = 0;
         while r0 < kc {
             let r1 = (r0 + super::NN_ROW_BLOCK).min(kc);
