@@ -15,8 +15,8 @@ use crate::{need, SendPtr};
 pub const TILE_MIN_T: usize = 16;
 
 fn check_rows(slots: &[u32], start: &[u32], s: &AttnShape, what: &str) -> Result<()> {
-    need(slots.len(), s.b, &format!("{what}: slots"))?;
-    need(start.len(), s.b, &format!("{what}: start"))?;
+    need(slots.len(), s.b, format_args!("{what}: slots"))?;
+    need(start.len(), s.b, format_args!("{what}: start"))?;
     for (r, &st) in start[..s.b].iter().enumerate() {
         if st as usize + s.t > s.t_max {
             return Err(Error::invalid(format!(
@@ -232,7 +232,7 @@ pub fn attention_backward(
         (q.len(), "q"),
         (out.len(), "out"),
     ] {
-        need(len, n, &format!("attention_backward: {what}"))?;
+        need(len, n, format_args!("attention_backward: {what}"))?;
     }
     need(lse.len(), s.b * h * t, "attention_backward: lse")?;
     let slot_len = hkv * s.t_max * hd;
@@ -246,7 +246,7 @@ pub fn attention_backward(
             need(
                 len,
                 (slot as usize + 1) * slot_len,
-                &format!("attention_backward: {what}"),
+                format_args!("attention_backward: {what}"),
             )?;
         }
         if slots[..b].contains(&slot) {

@@ -189,7 +189,7 @@ pub fn cross_entropy_backward(
 /// dz[r] = c[r] * p[r] ⊙ (u[r] - <p[r], u[r]>).  dz, p, u: [rows, V]; c: [rows]
 pub fn soft_pg_logits(dz: &mut [f32], p: &[f32], u: &[f32], c: &[f32], rows: usize, v: usize) -> Result<()> {
     for (len, what) in [(dz.len(), "dz"), (p.len(), "p"), (u.len(), "u")] {
-        need(len, rows * v, &format!("soft_pg_logits: {what}"))?;
+        need(len, rows * v, format_args!("soft_pg_logits: {what}"))?;
     }
     need(c.len(), rows, "soft_pg_logits: c")?;
     dz[..rows * v].par_chunks_mut(v).enumerate().for_each(|(r, d)| {

@@ -88,7 +88,7 @@ pub fn rmsnorm_backward(
     d: usize,
 ) -> Result<()> {
     for (len, what) in [(dx.len(), "dx"), (dy.len(), "dy"), (x.len(), "x")] {
-        need(len, rows * d, &format!("rmsnorm_backward: {what}"))?;
+        need(len, rows * d, format_args!("rmsnorm_backward: {what}"))?;
     }
     need(dw.len(), d, "rmsnorm_backward: dw")?;
     need(w.len(), d, "rmsnorm_backward: w")?;
@@ -212,7 +212,7 @@ pub fn swiglu_backward(
         (gate.len(), "gate"),
         (up.len(), "up"),
     ] {
-        need(len, n, &format!("swiglu_backward: {what}"))?;
+        need(len, n, format_args!("swiglu_backward: {what}"))?;
     }
     dgate[..n]
         .par_chunks_mut(4096)

@@ -55,7 +55,7 @@ impl CpuBackend {
 }
 
 /// Checks that `len` elements are available in a buffer of `have` (op and argument named).
-pub(crate) fn need(have: usize, len: usize, what: &str) -> Result<()> {
+pub(crate) fn need(have: usize, len: usize, what: impl core::fmt::Display) -> Result<()> {
     if have < len {
         return Err(Error::invalid(format!(
             "{what}: buffer holds {have} elements, {len} needed"

@@ -26,7 +26,7 @@ pub fn scale(x: &mut [f32], s: f32, n: usize) -> Result<()> {
 /// p, g, m, v: [n]
 pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], n: usize, h: AdamwStep) -> Result<()> {
     for (len, what) in [(p.len(), "p"), (g.len(), "g"), (m.len(), "m"), (v.len(), "v")] {
-        need(len, n, &format!("adamw: {what}"))?;
+        need(len, n, format_args!("adamw: {what}"))?;
     }
     let decay = 1.0 - h.lr * h.weight_decay;
     p[..n]

@@ -120,7 +120,7 @@ impl Options {
     }
 }
 
-fn need(have: usize, len: usize, what: &str) -> Result<()> {
+fn need(have: usize, len: usize, what: impl core::fmt::Display) -> Result<()> {
     if have < len {
         return Err(Error::invalid(format!(
             "{what}: buffer holds {have} elements, {len} needed"
@@ -218,7 +218,7 @@ impl WgpuBackend {
             }
         }
         for &slot in slots_h.iter() {
-            need(cache_len, (slot as usize + 1) * slot_len, &format!("{what}: cache"))?;
+            need(cache_len, (slot as usize + 1) * slot_len, format_args!("{what}: cache"))?;
         }
         Ok(slots_h)
     }
