@@ -7,6 +7,7 @@ use softcot_core::backend::Gemm;
 use softcot_core::Result;
 
 use crate::lanes::Simd;
+use crate::scratch::{self, Scratch};
 use crate::{need, transpose, SendPtr};
 
 /// Below this many multiply-adds a product runs on the calling thread.
@@ -135,7 +136,9 @@ fn crate_product(c: &mut [f32], a: &[f32], b: &[f32], rows: Rows, g: Gemm) -> Re
 #[allow(clippy::too_many_arguments)]
 pub fn skinny(c: &mut [f32], a: &[f32], lda: usize, w: &[f32], m: usize, n: usize, k: usize, alpha: f32, beta: f32) {
     let cp = SendPtr(c.as_mut_ptr());
-    skinny_blocks(m, n, k, |j0, j1| {
+    let (block, blocks) = skinny_split(m, n, k);
+    (0..blocks).into_par_iter().for_each(|bi| {
+        let (j0, j1) = (bi * block, ((bi + 1) * block).min(n));
         dot_block(a, lda, m, w, n, k, j0, j1, |i, j, s| {
             // SAFETY: (i, j) is inside c[m, n] (checked by the caller) and column j belongs to this
             // task alone.
@@ -147,9 +150,9 @@ pub fn skinny(c: &mut [f32], a: &[f32], lda: usize, w: &[f32], m: usize, n: usiz
     });
 }
 
-/// The task split of a skinny product of m rows against n weight rows of length k: `task(j0, j1)`
-/// for blocks of output columns, in parallel; what the tasks return, in block order.
-pub(crate) fn skinny_blocks<T: Send>(m: usize, n: usize, k: usize, task: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
+/// The task split of a skinny product of m rows against n weight rows of length k: (block,
+/// blocks), task `bi` taking output columns bi * block .. min((bi + 1) * block, n), in parallel.
+pub(crate) fn skinny_split(m: usize, n: usize, k: usize) -> (usize, usize) {
     let threads = rayon::current_num_threads().max(1);
     // Blocks hold whole pairs of weight rows, so that only the last block can end on a single row.
     let block = if m * n * k < PARALLEL_MIN_MACS {
@@ -157,10 +160,7 @@ pub(crate) fn skinny_blocks<T: Send>(m: usize, n: usize, k: usize, task: impl Fn
     } else {
         n.div_ceil(threads * 8).max(16).next_multiple_of(2)
     };
-    (0..n.div_ceil(block))
-        .into_par_iter()
-        .map(|bi| task(bi * block, ((bi + 1) * block).min(n)))
-        .collect()
+    (block.max(1), n.div_ceil(block.max(1)))
 }
 
 /// Calls `out(i, j, a[i] . w[j])` for every row i < m of `a` (rows `lda` apart, m <= 16) and
@@ -216,21 +216,28 @@ pub(crate) const NN_ROW_BLOCK: usize = 64;
 #[allow(clippy::too_many_arguments)]
 fn skinny_nn(c: &mut [f32], a: &[f32], lda: usize, b: &[f32], m: usize, n: usize, k: usize, alpha: f32, beta: f32) {
     let chunks = k.div_ceil(NN_K_CHUNK);
-    // partial: [chunks, m, n]
-    let mut partial = vec![0f32; chunks * m * n];
     let min_len = if m * n * k < PARALLEL_MIN_MACS { chunks } else { 1 };
-    partial
-        .par_chunks_mut(m * n)
-        .with_min_len(min_len)
-        .enumerate()
-        .for_each(|(ci, part)| {
-            let (l0, l1) = (ci * NN_K_CHUNK, ((ci + 1) * NN_K_CHUNK).min(k));
-            nn_block(&a[l0..], lda, &b[l0 * n..l1 * n], l1 - l0, m, n, part);
-        });
-    for (idx, cv) in c[..m * n].iter_mut().enumerate() {
-        let s: f32 = (0..chunks).map(|ci| partial[ci * m * n + idx]).sum();
-        *cv = if beta == 0.0 { alpha * s } else { alpha * s + beta * *cv };
-    }
+    // partial: [chunks, m, n]
+    scratch::with(&PARTIAL, chunks * m * n, |partial| {
+        partial.fill(0.0);
+        partial
+            .par_chunks_mut(m * n)
+            .with_min_len(min_len)
+            .enumerate()
+            .for_each(|(ci, part)| {
+                let (l0, l1) = (ci * NN_K_CHUNK, ((ci + 1) * NN_K_CHUNK).min(k));
+                nn_block(&a[l0..], lda, &b[l0 * n..l1 * n], l1 - l0, m, n, part);
+            });
+        for (idx, cv) in c[..m * n].iter_mut().enumerate() {
+            let s: f32 = (0..chunks).map(|ci| partial[ci * m * n + idx]).sum();
+            *cv = if beta == 0.0 { alpha * s } else { alpha * s + beta * *cv };
+        }
+    })
+}
+
+thread_local! {
+    /// [`skinny_nn`]'s partial products, [chunks, m, n].
+    static PARTIAL: Scratch<f32> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// part[m, n] += a[m, ..kc] @ b[..kc, n] with a's rows `lda` apart and m <= 16: b streamed in

@@ -15,6 +15,7 @@ mod lanes;
 mod layers;
 mod mixture_table;
 mod optim;
+mod scratch;
 mod soft_head;
 mod tiles;
 mod transpose;

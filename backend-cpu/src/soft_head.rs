@@ -31,6 +31,7 @@ use softcot_core::{Error, Result};
 use crate::fastmath;
 use crate::gemm::{self, dot_block, nn_block, NN_K_CHUNK, NN_ROW_BLOCK, SKINNY_MAX_M};
 use crate::mixture_table::{Table, TILED_MAX_ROWS};
+use crate::scratch::{self, Scratch};
 use crate::{need, SendPtr};
 
 /// Rows of E per block: the mixture kernel's own block (192 KiB of a 768-wide E), read for the
@@ -38,7 +39,7 @@ use crate::{need, SendPtr};
 const BLOCK: usize = NN_ROW_BLOCK;
 
 /// One chunk's running state for one row.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Stat {
     /// Largest logit so far (the exps are taken against it).
     max: f32,
@@ -74,6 +75,20 @@ fn block_exps(e: &mut [f32], z: &[f32], bm: f32, s: &mut Stat, inv_tau: f32) -> 
         s.sum += fastmath::exp_shifted(e, z, s.max, inv_tau);
         true
     }
+}
+
+/// Each row's largest logit in a block of the lm_head product, and its first index.
+type BlockMax = [(f32, usize); SKINNY_MAX_M];
+
+thread_local! {
+    /// [chunks, rows, d] each chunk's partial mixture
+    static PARTIAL: Scratch<f32> = const { std::cell::RefCell::new(Vec::new()) };
+    /// [chunks, rows] each chunk's running state
+    static STATS: Scratch<Stat> = const { std::cell::RefCell::new(Vec::new()) };
+    /// [blocks] what each block of the lm_head product found
+    static FOUND: Scratch<BlockMax> = const { std::cell::RefCell::new(Vec::new()) };
+    /// a task's exps (and logits, tied)
+    static TASK: Scratch<f32> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Where a block's logits come from.
@@ -123,14 +138,12 @@ pub fn soft_head(
     let inv_tau = 1.0 / tau;
     let chunks = v.div_ceil(NN_K_CHUNK);
     // start: [rows] the state every chunk begins from
-    let mut start = vec![
-        Stat {
-            max: f32::NEG_INFINITY,
-            sum: 0.0,
-            arg: 0,
-        };
-        rows
-    ];
+    let mut start = [Stat {
+        max: f32::NEG_INFINITY,
+        sum: 0.0,
+        arg: 0,
+    }; SKINNY_MAX_M];
+    let start = &mut start[..rows];
     let source = if std::ptr::eq(head, table) {
         Logits::Compute(xn, SendPtr(logits.as_mut_ptr()))
     } else {
@@ -145,32 +158,60 @@ pub fn soft_head(
         // The skinny product's own tasks and dot products (the unfused head's logits bit for bit),
         // each task keeping its rows' largest logit and its first index as it writes them.
         let lp = SendPtr(logits.as_mut_ptr());
-        let found = gemm::skinny_blocks(rows, v, d, |j0, j1| {
-            let mut best = [(f32::NEG_INFINITY, 0usize); SKINNY_MAX_M];
-            dot_block(xn, d, rows, head, v, d, j0, j1, |r, j, s| {
-                // SAFETY: (r, j) is inside logits[rows, v] (checked above) and column j belongs
-                // to this task alone.
-                unsafe { *lp.get().add(r * v + j) = s };
-                // Columns come in increasing order per row: a tie keeps the first index.
-                if s > best[r].0 {
-                    best[r] = (s, j);
-                }
+        let (block, blocks) = gemm::skinny_split(rows, v, d);
+        scratch::with(&FOUND, blocks, |found| {
+            found.par_iter_mut().enumerate().for_each(|(bi, best)| {
+                *best = [(f32::NEG_INFINITY, 0usize); SKINNY_MAX_M];
+                let (j0, j1) = (bi * block, ((bi + 1) * block).min(v));
+                dot_block(xn, d, rows, head, v, d, j0, j1, |r, j, s| {
+                    // SAFETY: (r, j) is inside logits[rows, v] (checked above) and column j
+                    // belongs to this task alone.
+                    unsafe { *lp.get().add(r * v + j) = s };
+                    // Columns come in increasing order per row: a tie keeps the first index.
+                    if s > best[r].0 {
+                        best[r] = (s, j);
+                    }
+                });
             });
-            best
-        });
-        // Blocks in order, a later one wins only if larger: the lowest index on ties.
-        for block in &found {
-            for (s, &(m, j)) in start.iter_mut().zip(block) {
-                if m > s.max {
-                    (s.max, s.arg) = (m, j);
+            // Blocks in order, a later one wins only if larger: the lowest index on ties.
+            for block in found.iter() {
+                for (s, &(m, j)) in start.iter_mut().zip(block) {
+                    if m > s.max {
+                        (s.max, s.arg) = (m, j);
+                    }
                 }
             }
-        }
+        });
         Logits::Given(logits, tiled)
     };
     // partial: [chunks, rows, d] each chunk's sum of exp((z - max) / tau) E; stats: [chunks, rows]
-    let mut partial = vec![0f32; chunks * rows * d];
-    let mut stats: Vec<Stat> = (0..chunks).flat_map(|_| start.iter().copied()).collect();
+    scratch::with(&PARTIAL, chunks * rows * d, |partial| {
+        scratch::with(&STATS, chunks * rows, |stats| {
+            partial.fill(0.0);
+            for st in stats.chunks_exact_mut(rows) {
+                st.copy_from_slice(start);
+            }
+            mix_chunks(partial, stats, source, table, rows, v, d, inv_tau);
+            combine(mix, ids, partial, stats, chunks, rows, d, inv_tau);
+        })
+    });
+    Ok(())
+}
+
+/// Each chunk of the vocabulary (a task each) summed into its part of `partial`, its state kept
+/// in its part of `stats` (both [chunks, rows, ..], starting from zeros and the rows' starting
+/// states).
+#[allow(clippy::too_many_arguments)]
+fn mix_chunks(
+    partial: &mut [f32],
+    stats: &mut [Stat],
+    source: Logits<'_>,
+    table: &[f32],
+    rows: usize,
+    v: usize,
+    d: usize,
+    inv_tau: f32,
+) {
     // Each task's scratch. Tiled: at [NN_K_CHUNK, rows] the chunk's exps, then one row's block of
     // them. Rows: z, e [rows, BLOCK] a block's logits (when computed) and their exps.
     let scratch = match source {
@@ -181,9 +222,8 @@ pub fn soft_head(
         .par_chunks_mut(rows * d)
         .zip(stats.par_chunks_mut(rows))
         .enumerate()
-        .for_each_init(
-            || vec![0f32; scratch],
-            |buf, (ci, (part, st))| {
+        .for_each(|(ci, (part, st))| {
+            scratch::with(&TASK, scratch, |buf| {
                 let (l0, l1) = (ci * NN_K_CHUNK, ((ci + 1) * NN_K_CHUNK).min(v));
                 if let Logits::Given(all, Some(tiled)) = source {
                     // Every row starts at its final maximum: nothing to rescale. Summed by blocks,
@@ -250,8 +290,24 @@ pub fn soft_head(
                     }
                     j0 += nb;
                 }
-            },
-        );
+            })
+        });
+}
+
+/// The chunks' partial mixtures and states combined into each row's shadow id and mixture, chunks
+/// in order (so the result does not depend on the thread count).
+/// mix: [rows, d]; ids: [rows]; partial: [chunks, rows, d]; stats: [chunks, rows]
+#[allow(clippy::too_many_arguments)]
+fn combine(
+    mix: &mut [f32],
+    ids: &mut [u32],
+    partial: &[f32],
+    stats: &[Stat],
+    chunks: usize,
+    rows: usize,
+    d: usize,
+    inv_tau: f32,
+) {
     for r in 0..rows {
         // The row's maximum and its first index: chunks in order, a later chunk wins only if larger.
         let (mut big, mut arg) = (f32::NEG_INFINITY, 0);
@@ -273,7 +329,6 @@ pub fn soft_head(
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
