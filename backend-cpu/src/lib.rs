@@ -106,6 +106,18 @@ impl Backend for CpuBackend {
         need(src.len(), len, "download_ids")?;
         Ok(src[..len].to_vec())
     }
+    fn download_into(&self, src: &CpuBuf, len: usize, host: &mut Vec<f32>) -> Result<()> {
+        need(src.len(), len, "download")?;
+        host.clear();
+        host.extend_from_slice(&src[..len]);
+        Ok(())
+    }
+    fn download_ids_into(&self, src: &CpuIds, len: usize, host: &mut Vec<u32>) -> Result<()> {
+        need(src.len(), len, "download_ids")?;
+        host.clear();
+        host.extend_from_slice(&src[..len]);
+        Ok(())
+    }
     fn upload_weight(&self, bytes: &[u8], dtype: DType, len: usize) -> Result<CpuBuf> {
         let mut out = buffer::zeroed(len)?;
         decode_into(dtype, bytes, &mut out)?;

@@ -192,6 +192,17 @@ pub trait Backend {
     fn upload_ids(&self, host: &[u32]) -> Result<Self::Ids>;
     fn write_ids(&self, dst: &mut Self::Ids, host: &[u32]) -> Result<()>;
     fn download_ids(&self, src: &Self::Ids, len: usize) -> Result<Vec<u32>>;
+    /// [`Backend::download`] into `host` (replacing what it held): a loop that reads every step
+    /// reuses one vector. A host-memory backend copies into it without allocating.
+    fn download_into(&self, src: &Self::Buf, len: usize, host: &mut Vec<f32>) -> Result<()> {
+        *host = self.download(src, len)?;
+        Ok(())
+    }
+    /// [`Backend::download_ids`] into `host` (replacing what it held), as [`Backend::download_into`].
+    fn download_ids_into(&self, src: &Self::Ids, len: usize, host: &mut Vec<u32>) -> Result<()> {
+        *host = self.download_ids(src, len)?;
+        Ok(())
+    }
     /// A weight from stored little-endian bytes of `dtype` (decoded once, straight from the mapped file).
     fn upload_weight(&self, bytes: &[u8], dtype: DType, len: usize) -> Result<Self::Buf>;
     /// Waits for queued work (a no-op on synchronous backends); used by benchmarks.

@@ -308,6 +308,7 @@ pub fn generate<B: Backend>(
     }
 
     let sigma = cfg.sigma(be, model)?;
+    let record = cfg.mode.is_continuous() && cfg.record_inputs;
     let mut rows: Vec<Row> = prompts
         .iter()
         .enumerate()
@@ -320,11 +321,12 @@ pub fn generate<B: Backend>(
             } else {
                 Phase::Prefill(0)
             },
+            // Sized for the budgets, so that the step loop below does not grow them.
             gen: Generation {
-                think_ids: Vec::new(),
-                think_inputs: Vec::new(),
+                think_ids: Vec::with_capacity(cfg.think_tokens),
+                think_inputs: Vec::with_capacity(if record { cfg.think_tokens * d } else { 0 }),
                 prefill_ids: Vec::new(),
-                answer_ids: Vec::new(),
+                answer_ids: Vec::with_capacity(cfg.answer_tokens),
                 stopped_by: StopReason::Budget,
             },
             steps: 0,
@@ -359,6 +361,10 @@ pub fn generate<B: Backend>(
         Vec::with_capacity(nb),
         Vec::with_capacity(nb),
     );
+    // What the host reads back each step, into the same vectors every step.
+    let (mut argmax_h, mut sampled_h, mut resampled_h) =
+        (Vec::with_capacity(nb), Vec::with_capacity(nb), Vec::with_capacity(nb));
+    let mut host_mix = Vec::with_capacity(if record { nb * d } else { 0 });
 
     // The last forward stopped at the final norm because its rows think softly next: `soft_head`
     // then computes logits, shadow ids and mixture together (one pass over E where it is fused).
@@ -398,8 +404,8 @@ pub fn generate<B: Backend>(
         } else {
             be.argmax(&mut argmax_ids, &ws.logits, n, v)?;
         }
-        let argmax_h = be.download_ids(&argmax_ids, n)?;
-        let sampled_h = if need_sample {
+        be.download_ids_into(&argmax_ids, n, &mut argmax_h)?;
+        if need_sample {
             // Hard thinking samples at tau, answers at answer_tau; both cannot differ within one call,
             // so rows of the other kind are re-sampled below only if their temperatures differ.
             let tau = if cfg.mode == ThinkMode::Hard && active.iter().any(|&r| matches!(rows[r].phase, Phase::Think)) {
@@ -417,7 +423,7 @@ pub fn generate<B: Backend>(
                 &streams_buf,
                 &steps_buf,
             )?;
-            let mut s = be.download_ids(&sampled_ids, n)?;
+            be.download_ids_into(&sampled_ids, n, &mut sampled_h)?;
             if cfg.mode == ThinkMode::Hard
                 && tau != cfg.answer_tau
                 && active.iter().any(|&r| matches!(rows[r].phase, Phase::Answer))
@@ -432,17 +438,14 @@ pub fn generate<B: Backend>(
                     &streams_buf,
                     &steps_buf,
                 )?;
-                let s2 = be.download_ids(&sampled_ids, n)?;
+                be.download_ids_into(&sampled_ids, n, &mut resampled_h)?;
                 for (i, &r) in active.iter().enumerate() {
                     if matches!(rows[r].phase, Phase::Answer) {
-                        s[i] = s2[i];
+                        sampled_h[i] = resampled_h[i];
                     }
                 }
             }
-            s
-        } else {
-            Vec::new()
-        };
+        }
         if any_soft_think {
             if !head_pending {
                 be.mixture(&mut mix, &mut p, &ws.logits, model.embed(), n, v, d, cfg.tau)?;
@@ -473,7 +476,7 @@ pub fn generate<B: Backend>(
                         first_prefill(row)
                     } else {
                         row.gen.think_ids.push(id);
-                        if cfg.mode.is_continuous() && cfg.record_inputs {
+                        if record {
                             record_rows.push((r, i));
                         }
                         let c_len = row.gen.think_ids.len();
@@ -505,8 +508,8 @@ pub fn generate<B: Backend>(
                 next_active.push((r, i));
             }
         }
-        if cfg.record_inputs && !record_rows.is_empty() {
-            let host_mix = be.download(&mix, n * d)?;
+        if !record_rows.is_empty() {
+            be.download_into(&mix, n * d, &mut host_mix)?;
             for &(r, i) in &record_rows {
                 rows[r]
                     .gen
