@@ -156,11 +156,11 @@ pub(crate) fn skinny_split(m: usize, n: usize, k: usize) -> (usize, usize) {
     let threads = rayon::current_num_threads().max(1);
     // Blocks hold whole pairs of weight rows, so that only the last block can end on a single row.
     let block = if m * n * k < PARALLEL_MIN_MACS {
-        n
+        n.max(1)
     } else {
         n.div_ceil(threads * 8).max(16).next_multiple_of(2)
     };
-    (block.max(1), n.div_ceil(block.max(1)))
+    (block, n.div_ceil(block))
 }
 
 /// Calls `out(i, j, a[i] . w[j])` for every row i < m of `a` (rows `lda` apart, m <= 16) and

@@ -85,8 +85,9 @@ impl Backend for CpuBackend {
         Ok(())
     }
     fn download(&self, src: &CpuBuf, len: usize) -> Result<Vec<f32>> {
-        need(src.len(), len, "download")?;
-        Ok(src[..len].to_vec())
+        let mut host = Vec::new();
+        self.download_into(src, len, &mut host)?;
+        Ok(host)
     }
     fn len(&self, buf: &CpuBuf) -> usize {
         buf.len()
@@ -103,8 +104,9 @@ impl Backend for CpuBackend {
         Ok(())
     }
     fn download_ids(&self, src: &CpuIds, len: usize) -> Result<Vec<u32>> {
-        need(src.len(), len, "download_ids")?;
-        Ok(src[..len].to_vec())
+        let mut host = Vec::new();
+        self.download_ids_into(src, len, &mut host)?;
+        Ok(host)
     }
     fn download_into(&self, src: &CpuBuf, len: usize, host: &mut Vec<f32>) -> Result<()> {
         need(src.len(), len, "download")?;

@@ -445,6 +445,9 @@ pub fn generate<B: Backend>(
                     }
                 }
             }
+        } else {
+            // Nothing sampled this step: no row may read last step's draws.
+            sampled_h.clear();
         }
         if any_soft_think {
             if !head_pending {
