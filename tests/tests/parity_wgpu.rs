@@ -12,11 +12,11 @@ use softcot_core::io::ModelDir;
 use softcot_core::model::init::preset;
 use softcot_core::model::{Model, TensorSource};
 use softcot_core::think::{generate, ThinkConfig, ThinkMode};
-use softcot_core::Result;
+use softcot_core::{Backend, Result};
 use softcot_tests::fixtures::{name, Reference};
 use softcot_tests::memmodel::{random_model, ScriptedTokens};
 use softcot_tests::{fixtures, max_abs_err, parity};
-use softcot_wgpu::{Options, WgpuBackend};
+use softcot_wgpu::Options;
 
 #[test]
 fn forward_logits_match_hf() {
@@ -157,9 +157,9 @@ impl TensorSource for AsF16 {
     }
 }
 
-/// Weights stored f16 (where the adapter has shader-f16): the fixtures' forward logits against the
-/// CPU backend running the same f16 weights in f32 (within the f32 tolerance: widening f16 is exact,
-/// so only the kernels' f32 rounding differs). Where the rounding to f16 was lossless the model is
+/// Weights stored f16 (where the adapter has shader-f16): the fixtures' forward logits and greedy
+/// ids against the CPU backend running the same f16 weights in f32 (logits within the f32
+/// tolerance: widening f16 is exact, so only the kernels' f32 rounding differs; ids equal). Where the rounding to f16 was lossless the model is
 /// the fixture's own, and its logits and greedy ids must also match HF's within the f32
 /// tolerances; otherwise HF's figures are printed, not asserted ([`AsF16`]).
 #[test]
@@ -208,9 +208,16 @@ fn f16_weights_match_hf() {
         let (_, prompt) = r.ids("generate.prompt_ids");
         let (_, greedy) = r.ids("generate.greedy_ids");
         let ids = greedy_ids(&be, &model, &md, &prompt, greedy.len());
+        // The same f16 weights on both backends: the same greedy path, lossless or not.
+        assert_eq!(
+            ids,
+            greedy_ids(&cpu, &cpu_model, &md, &prompt, greedy.len()),
+            "{}: f16 greedy ids differ from the CPU's on the same weights",
+            name(&dir)
+        );
         let same = ids.iter().zip(&greedy).take_while(|(a, b)| a == b).count();
         println!(
-            "{:<12} f16 greedy        {same} of {} ids equal to HF",
+            "{:<12} f16 greedy        all ids equal to the CPU's on the same weights, {same} of {} to HF",
             name(&dir),
             greedy.len()
         );
@@ -225,7 +232,7 @@ fn f16_weights_match_hf() {
     }
 }
 
-fn greedy_ids(be: &WgpuBackend, model: &Model<WgpuBackend>, md: &ModelDir, prompt: &[u32], n: usize) -> Vec<u32> {
+fn greedy_ids<B: Backend>(be: &B, model: &Model<B>, md: &ModelDir, prompt: &[u32], n: usize) -> Vec<u32> {
     let mut cfg = ThinkConfig::new(ThinkMode::Hard);
     cfg.greedy = true;
     cfg.stop = false;
