@@ -6,15 +6,20 @@
 #   tools/kernel-probes/mixture_in_loop.sh MODEL_DIR ROUNDS COMMIT...
 set -euo pipefail
 model=$1; rounds=$2; shift 2
-# Timers around the lm_head and the mixture pass (lines every version since 8f72cbe has).
+# Timers around the lm_head and the mixture pass (lines every version since 8f72cbe has, in
+# their two forms: before and after cb3762d moved the pass into scratch buffers).
 edits=$(cat <<'PY'
 [
     ("    let source = if std::ptr::eq(head, table) {",
      "    let tl = std::time::Instant::now();\n    let source = if std::ptr::eq(head, table) {"),
-    ("    partial\n        .par_chunks_mut(rows * d)",
-     "    let t_lm = tl.elapsed().as_secs_f64();\n    let t0 = std::time::Instant::now();\n    partial\n        .par_chunks_mut(rows * d)"),
-    ("    for r in 0..rows {\n        // The row's maximum",
-     "    eprintln!(\"MIXT {:.3} {:.3}\", t_lm * 1e3, t0.elapsed().as_secs_f64() * 1e3);\n    for r in 0..rows {\n        // The row's maximum"),
+    [("    partial\n        .par_chunks_mut(rows * d)",
+      "    let t_lm = tl.elapsed().as_secs_f64();\n    let t0 = std::time::Instant::now();\n    partial\n        .par_chunks_mut(rows * d)"),
+     ("            partial.fill(0.0);\n",
+      "            partial.fill(0.0);\n            let t_lm = tl.elapsed().as_secs_f64();\n            let t0 = std::time::Instant::now();\n")],
+    [("    for r in 0..rows {\n        // The row's maximum",
+      "    eprintln!(\"MIXT {:.3} {:.3}\", t_lm * 1e3, t0.elapsed().as_secs_f64() * 1e3);\n    for r in 0..rows {\n        // The row's maximum"),
+     ("            combine(mix, ids, partial, stats, chunks, rows, d, inv_tau);",
+      "            eprintln!(\"MIXT {:.3} {:.3}\", t_lm * 1e3, t0.elapsed().as_secs_f64() * 1e3);\n            combine(mix, ids, partial, stats, chunks, rows, d, inv_tau);")],
 ]
 PY
 )

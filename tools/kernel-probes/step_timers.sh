@@ -9,13 +9,16 @@ set -euo pipefail
 model=$1; rounds=$2; think=$3; shift 3
 # --think came with 847b5c8; soft, the default, runs on older commits too.
 think_flag=(); if [ "$think" != soft ]; then think_flag=(--think "$think"); fi
-# Timers around the head, the noise and the forward pass (lines every version of 2026-12-01 has).
+# Timers around the head, the noise and the forward pass (lines every version of 2026-12-01 has;
+# the argmax read-back in its two forms, before and after d655031).
 edits=$(cat <<'PY'
 [
     ("        if head_pending {\n            let (head, e) = (model.lm_head(), model.embed());",
      "        let t_head = std::time::Instant::now();\n        if head_pending {\n            let (head, e) = (model.lm_head(), model.embed());"),
-    ("        let argmax_h = be.download_ids(&argmax_ids, n)?;",
-     "        let argmax_h = be.download_ids(&argmax_ids, n)?;\n        let d_head = t_head.elapsed().as_secs_f64();\n        let t_noise = std::time::Instant::now();"),
+    [("        let argmax_h = be.download_ids(&argmax_ids, n)?;",
+      "        let argmax_h = be.download_ids(&argmax_ids, n)?;\n        let d_head = t_head.elapsed().as_secs_f64();\n        let t_noise = std::time::Instant::now();"),
+     ("        be.download_ids_into(&argmax_ids, n, &mut argmax_h)?;",
+      "        be.download_ids_into(&argmax_ids, n, &mut argmax_h)?;\n        let d_head = t_head.elapsed().as_secs_f64();\n        let t_noise = std::time::Instant::now();")],
     ("        // --- advance each row's state machine; collect the next inputs ---",
      "        let d_noise = t_noise.elapsed().as_secs_f64();\n        // --- advance each row's state machine; collect the next inputs ---"),
     ("        model.forward(be, &mut ws, &mut cache, &batch)?;\n        for &(r, _) in &next_active {",

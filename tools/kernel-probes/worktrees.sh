@@ -1,8 +1,9 @@
 # Sourced by the in-loop probes (mixture_in_loop.sh, step_timers.sh): each commit built in a
 # worktree of its own with timers patched into one file, and the worktrees removed afterwards.
 
-# build_patched EDITS FILE COMMIT...: EDITS, a Python list of (old, new) strings, each old found
-# once in FILE of each commit's tree and replaced; sets $work, where
+# build_patched EDITS FILE COMMIT...: EDITS, a Python list of edits, each an (old, new) pair of
+# strings or a list of such pairs, the forms of one edit in different versions of FILE: the first
+# whose old is in FILE of each commit's tree is replaced once (one must be); sets $work, where
 # $work/COMMIT/target/release/softcot is built.
 build_patched() {
   local edits=$1 file=$2 c
@@ -15,8 +16,10 @@ build_patched() {
 import ast, sys
 path, edits = sys.argv[1], ast.literal_eval(sys.argv[2])
 s = open(path).read()
-for old, new in edits:
-    assert old in s, old
+for edit in edits:
+    forms = edit if isinstance(edit, list) else [edit]
+    old, new = next(((o, n) for o, n in forms if o in s), (None, None))
+    assert old is not None, forms
     s = s.replace(old, new, 1)
 open(path, "w").write(s)
 PY
