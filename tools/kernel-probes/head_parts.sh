@@ -36,4 +36,3 @@ m = [st.median(x[i] for x in v) for i in range(5)]
 print('$c', len(v), 'calls: lm_head %.2f, mixture pass %.2f (exps %.2f, mix_chunk %.2f, summed over tasks), combine %.3f ms' % tuple(m))"
   done
 done
-remove_worktrees "$@"

@@ -35,4 +35,3 @@ m = [st.median(x[i] for x in v) for i in range(6)]
 print('$c', len(v), 'layer calls: qkv %.3f, attention %.3f, o %.3f, gate+up %.3f, down %.3f, rest %.3f ms' % tuple(m))"
   done
 done
-remove_worktrees "$@"

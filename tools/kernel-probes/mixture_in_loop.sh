@@ -7,19 +7,20 @@
 set -euo pipefail
 model=$1; rounds=$2; shift 2
 # Timers around the lm_head and the mixture pass (lines every version since 8f72cbe has, in
-# their two forms: before and after cb3762d moved the pass into scratch buffers).
+# their two forms, after and before cb3762d moved the pass into scratch buffers: the first form
+# present is used, and the old anchors are in the new code too).
 edits=$(cat <<'PY'
 [
     ("    let source = if std::ptr::eq(head, table) {",
      "    let tl = std::time::Instant::now();\n    let source = if std::ptr::eq(head, table) {"),
-    [("    partial\n        .par_chunks_mut(rows * d)",
-      "    let t_lm = tl.elapsed().as_secs_f64();\n    let t0 = std::time::Instant::now();\n    partial\n        .par_chunks_mut(rows * d)"),
-     ("            partial.fill(0.0);\n",
-      "            partial.fill(0.0);\n            let t_lm = tl.elapsed().as_secs_f64();\n            let t0 = std::time::Instant::now();\n")],
-    [("    for r in 0..rows {\n        // The row's maximum",
-      "    eprintln!(\"MIXT {:.3} {:.3}\", t_lm * 1e3, t0.elapsed().as_secs_f64() * 1e3);\n    for r in 0..rows {\n        // The row's maximum"),
-     ("            combine(mix, ids, partial, stats, chunks, rows, d, inv_tau);",
-      "            eprintln!(\"MIXT {:.3} {:.3}\", t_lm * 1e3, t0.elapsed().as_secs_f64() * 1e3);\n            combine(mix, ids, partial, stats, chunks, rows, d, inv_tau);")],
+    [("            partial.fill(0.0);\n",
+      "            partial.fill(0.0);\n            let t_lm = tl.elapsed().as_secs_f64();\n            let t0 = std::time::Instant::now();\n"),
+     ("    partial\n        .par_chunks_mut(rows * d)",
+      "    let t_lm = tl.elapsed().as_secs_f64();\n    let t0 = std::time::Instant::now();\n    partial\n        .par_chunks_mut(rows * d)")],
+    [("            combine(mix, ids, partial, stats, chunks, rows, d, inv_tau);",
+      "            eprintln!(\"MIXT {:.3} {:.3}\", t_lm * 1e3, t0.elapsed().as_secs_f64() * 1e3);\n            combine(mix, ids, partial, stats, chunks, rows, d, inv_tau);"),
+     ("    for r in 0..rows {\n        // The row's maximum",
+      "    eprintln!(\"MIXT {:.3} {:.3}\", t_lm * 1e3, t0.elapsed().as_secs_f64() * 1e3);\n    for r in 0..rows {\n        // The row's maximum")],
 ]
 PY
 )
@@ -33,4 +34,3 @@ v = [[float(x) for x in l.split()[1:]] for l in sys.stdin]
 print('$c', len(v), 'steps: lm_head %.3f ms, mixture %.3f ms' % (st.median(x[0] for x in v), st.median(x[1] for x in v)))"
   done
 done
-remove_worktrees "$@"

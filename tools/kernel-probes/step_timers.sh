@@ -41,4 +41,3 @@ for mode, name in (('0', 'hard'), ('1', '$think')):
 print('$c', len(rows), 'steps |', ' | '.join(out))"
   done
 done
-remove_worktrees "$@"

@@ -31,6 +31,15 @@ static double now(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+/* Adds the sums where the compiler must compute them. */
+static void keep(const __m256 acc[8]) {
+    __m256 t = acc[0];
+    for (int k = 1; k < 8; k++) t = _mm256_add_ps(t, acc[k]);
+    float o[8];
+    _mm256_storeu_ps(o, t);
+    sink += o[0];
+}
+
 static void *sum_streams(void *arg) {
     Range *r = arg;
     __m256 acc[8];
@@ -41,11 +50,7 @@ static void *sum_streams(void *arg) {
             const float *p = buf + r->lo + s * part + i;
             for (int j = 0; j < a2; j += 8) acc[s & 7] = _mm256_add_ps(acc[s & 7], _mm256_load_ps(p + j));
         }
-    __m256 t = acc[0];
-    for (int k = 1; k < 8; k++) t = _mm256_add_ps(t, acc[k]);
-    float o[8];
-    _mm256_storeu_ps(o, t);
-    sink += o[0];
+    keep(acc);
     return NULL;
 }
 
@@ -61,11 +66,7 @@ static void *dot_rows(void *arg) {
         for (int j = 0; j < D; j += 8)
             for (int k = 0; k < a2; k++) acc[k] = _mm256_fmadd_ps(_mm256_load_ps(rows[k] + j), acc[k], acc[k]);
     }
-    __m256 t = acc[0];
-    for (int k = 1; k < 8; k++) t = _mm256_add_ps(t, acc[k]);
-    float o[8];
-    _mm256_storeu_ps(o, t);
-    sink += o[0];
+    keep(acc);
     return NULL;
 }
 

@@ -1,5 +1,6 @@
-# Sourced by the in-loop probes (mixture_in_loop.sh, step_timers.sh): each commit built in a
-# worktree of its own with timers patched into one file, and the worktrees removed afterwards.
+# Sourced by the in-loop probes (mixture_in_loop.sh, step_timers.sh, head_parts.sh,
+# layer_parts.sh): each commit built in a worktree of its own with timers patched into one file,
+# and the worktrees removed when the script exits.
 
 # build_patched EDITS FILE COMMIT...: EDITS, a Python list of edits, each an (old, new) pair of
 # strings or a list of such pairs, the forms of one edit in different versions of FILE: the first
@@ -10,6 +11,8 @@ build_patched() {
   shift 2
   here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
   work=$(mktemp -d)
+  # The worktrees go when the script ends, built or not.
+  trap 'for w in "$work"/*; do git -C "$here" worktree remove --force "$w"; done; rmdir "$work"' EXIT
   for c in "$@"; do
     git -C "$here" worktree add -q --detach "$work/$c" "$c"
     python3 - "$work/$c/$file" "$edits" <<'PY'
@@ -25,10 +28,4 @@ open(path, "w").write(s)
 PY
     (cd "$work/$c" && cargo build -q --release -p softcot)
   done
-}
-
-# remove_worktrees COMMIT...: what build_patched made.
-remove_worktrees() {
-  local c
-  for c in "$@"; do git -C "$here" worktree remove --force "$work/$c"; done
 }
