@@ -2,11 +2,11 @@
 //! sampling by inverse CDF with Philox uniforms, and Philox Gaussian noise.
 
 use rayon::prelude::*;
+use softcot_core::backend::check::{id_outside, ids_in_vocab};
 use softcot_core::philox::{noise_lanes, sample_uniform};
-use softcot_core::{Error, Result};
+use softcot_core::Result;
 
-use crate::fastmath;
-use crate::need;
+use crate::{fastmath, need};
 
 /// p = softmax(logits / tau) per row. p, logits: [rows, V]
 pub fn softmax(p: &mut [f32], logits: &[f32], rows: usize, v: usize, tau: f32) -> Result<()> {
@@ -29,11 +29,7 @@ pub fn logprob_gather(out: &mut [f32], logits: &[f32], targets: &[u32], rows: us
     need(out.len(), rows, "logprob_gather: out")?;
     need(logits.len(), rows * v, "logprob_gather: logits")?;
     need(targets.len(), rows, "logprob_gather: targets")?;
-    if let Some(&bad) = targets[..rows].iter().find(|&&t| t as usize >= v) {
-        return Err(Error::invalid(format!(
-            "token id {bad} is outside the vocabulary (size {v})"
-        )));
-    }
+    ids_in_vocab(&targets[..rows], v)?;
     out[..rows]
         .par_iter_mut()
         .zip(logits[..rows * v].par_chunks(v))
@@ -158,10 +154,7 @@ pub fn cross_entropy_backward(
         need(it.len(), rows, "cross_entropy_backward: inv_tau")?;
     }
     if let Some(r) = (0..rows).find(|&r| weights[r] != 0.0 && targets[r] as usize >= v) {
-        return Err(Error::invalid(format!(
-            "token id {} is outside the vocabulary (size {v})",
-            targets[r]
-        )));
+        return Err(id_outside(targets[r], v));
     }
     logits[..rows * v]
         .par_chunks_mut(v)

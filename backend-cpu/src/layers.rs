@@ -1,6 +1,7 @@
 //! Elementwise and per-row layers: bias, residual add, RMSNorm, RoPE, SwiGLU, embedding gather.
 
 use rayon::prelude::*;
+use softcot_core::backend::check::ids_in_vocab;
 use softcot_core::backend::RopeShape;
 use softcot_core::{Error, Result};
 
@@ -239,14 +240,9 @@ pub fn swiglu_backward(
 pub fn embedding(out: &mut [f32], table: &[f32], ids: &[u32], rows: usize, d: usize) -> Result<()> {
     need(out.len(), rows * d, "embedding: out")?;
     need(ids.len(), rows, "embedding: ids")?;
-    let v = table.len() / d.max(1);
-    for (r, o) in out[..rows * d].chunks_exact_mut(d).enumerate() {
-        let id = ids[r] as usize;
-        if id >= v {
-            return Err(Error::invalid(format!(
-                "token id {id} is outside the vocabulary (size {v})"
-            )));
-        }
+    ids_in_vocab(&ids[..rows], table.len() / d.max(1))?;
+    for (o, &id) in out[..rows * d].chunks_exact_mut(d).zip(&ids[..rows]) {
+        let id = id as usize;
         o.copy_from_slice(&table[id * d..(id + 1) * d]);
     }
     Ok(())
@@ -257,14 +253,9 @@ pub fn embedding(out: &mut [f32], table: &[f32], ids: &[u32], rows: usize, d: us
 pub fn embedding_backward(dtable: &mut [f32], dout: &[f32], ids: &[u32], rows: usize, d: usize) -> Result<()> {
     need(dout.len(), rows * d, "embedding_backward: dout")?;
     need(ids.len(), rows, "embedding_backward: ids")?;
-    let v = dtable.len() / d.max(1);
-    for (r, g) in dout[..rows * d].chunks_exact(d).enumerate() {
-        let id = ids[r] as usize;
-        if id >= v {
-            return Err(Error::invalid(format!(
-                "token id {id} is outside the vocabulary (size {v})"
-            )));
-        }
+    ids_in_vocab(&ids[..rows], dtable.len() / d.max(1))?;
+    for (g, &id) in dout[..rows * d].chunks_exact(d).zip(&ids[..rows]) {
+        let id = id as usize;
         dtable[id * d..(id + 1) * d]
             .iter_mut()
             .zip(g)

@@ -18,11 +18,13 @@ mod optim;
 mod scratch;
 mod soft_head;
 mod tiles;
+mod train;
 mod transpose;
 
-use softcot_core::backend::{soft_head_unfused, AdamwStep, AttnShape, Backend, Gemm, RopeShape};
+pub(crate) use softcot_core::backend::check::need;
+use softcot_core::backend::{soft_head_unfused, AttnShape, Backend, Gemm, RopeShape};
 use softcot_core::dtype::{decode_into, DType};
-use softcot_core::{Error, Result};
+use softcot_core::Result;
 
 use rayon::prelude::*;
 
@@ -53,16 +55,6 @@ impl CpuBackend {
     pub fn new() -> Self {
         CpuBackend
     }
-}
-
-/// Checks that `len` elements are available in a buffer of `have` (op and argument named).
-pub(crate) fn need(have: usize, len: usize, what: impl core::fmt::Display) -> Result<()> {
-    if have < len {
-        return Err(Error::invalid(format!(
-            "{what}: buffer holds {have} elements, {len} needed"
-        )));
-    }
-    Ok(())
 }
 
 impl Backend for CpuBackend {
@@ -276,107 +268,5 @@ impl Backend for CpuBackend {
         } else {
             soft_head_unfused(self, logits, ids, mix, p, xn, head, table, rows, v, d, tau)
         }
-    }
-
-    fn fill(&self, x: &mut CpuBuf, value: f32, n: usize) -> Result<()> {
-        optim::fill(&mut x[..], value, n)
-    }
-    fn scale(&self, x: &mut CpuBuf, s: f32, n: usize) -> Result<()> {
-        optim::scale(&mut x[..], s, n)
-    }
-    fn sum_rows(&self, dbias: &mut CpuBuf, dy: &CpuBuf, rows: usize, n: usize) -> Result<()> {
-        layers::sum_rows(&mut dbias[..], &dy[..], rows, n)
-    }
-    fn rmsnorm_backward(
-        &self,
-        dx: &mut CpuBuf,
-        dw: &mut CpuBuf,
-        dy: &CpuBuf,
-        x: &CpuBuf,
-        w: &CpuBuf,
-        rstd: &CpuBuf,
-        rows: usize,
-        d: usize,
-    ) -> Result<()> {
-        layers::rmsnorm_backward(&mut dx[..], &mut dw[..], &dy[..], &x[..], &w[..], &rstd[..], rows, d)
-    }
-    fn rope_backward(&self, dx: &mut CpuBuf, start: &CpuIds, inv_freq: &CpuBuf, s: RopeShape) -> Result<()> {
-        layers::rope_backward(&mut dx[..], &start[..], &inv_freq[..], s)
-    }
-    fn kv_read(&self, dx: &mut CpuBuf, dcache: &CpuBuf, slots: &CpuIds, start: &CpuIds, s: AttnShape) -> Result<()> {
-        attention::kv_read(&mut dx[..], &dcache[..], &slots[..], &start[..], s)
-    }
-    fn attention_backward(
-        &self,
-        dq: &mut CpuBuf,
-        dk_cache: &mut CpuBuf,
-        dv_cache: &mut CpuBuf,
-        dout: &CpuBuf,
-        q: &CpuBuf,
-        k_cache: &CpuBuf,
-        v_cache: &CpuBuf,
-        out: &CpuBuf,
-        lse: &CpuBuf,
-        slots: &CpuIds,
-        start: &CpuIds,
-        s: AttnShape,
-    ) -> Result<()> {
-        attention::attention_backward(
-            &mut dq[..],
-            &mut dk_cache[..],
-            &mut dv_cache[..],
-            &dout[..],
-            &q[..],
-            &k_cache[..],
-            &v_cache[..],
-            &out[..],
-            &lse[..],
-            &slots[..],
-            &start[..],
-            s,
-        )
-    }
-    fn swiglu_backward(
-        &self,
-        dgate: &mut CpuBuf,
-        dup: &mut CpuBuf,
-        dout: &CpuBuf,
-        gate: &CpuBuf,
-        up: &CpuBuf,
-        n: usize,
-    ) -> Result<()> {
-        layers::swiglu_backward(&mut dgate[..], &mut dup[..], &dout[..], &gate[..], &up[..], n)
-    }
-    fn embedding_backward(
-        &self,
-        dtable: &mut CpuBuf,
-        dout: &CpuBuf,
-        ids: &CpuIds,
-        rows: usize,
-        d: usize,
-    ) -> Result<()> {
-        layers::embedding_backward(&mut dtable[..], &dout[..], &ids[..], rows, d)
-    }
-    fn cross_entropy_backward(
-        &self,
-        logits: &mut CpuBuf,
-        loss: &mut CpuBuf,
-        targets: &CpuIds,
-        weights: &CpuBuf,
-        inv_tau: Option<&CpuBuf>,
-        rows: usize,
-        v: usize,
-    ) -> Result<()> {
-        let it = inv_tau.map(|t| &t[..]);
-        heads::cross_entropy_backward(&mut logits[..], &mut loss[..], &targets[..], &weights[..], it, rows, v)
-    }
-    fn soft_pg_logits(&self, dz: &mut CpuBuf, p: &CpuBuf, u: &CpuBuf, c: &CpuBuf, rows: usize, v: usize) -> Result<()> {
-        heads::soft_pg_logits(&mut dz[..], &p[..], &u[..], &c[..], rows, v)
-    }
-    fn scale_rows(&self, x: &mut CpuBuf, s: &CpuBuf, rows: usize, n: usize) -> Result<()> {
-        heads::scale_rows(&mut x[..], &s[..], rows, n)
-    }
-    fn adamw(&self, p: &mut CpuBuf, g: &CpuBuf, m: &mut CpuBuf, v: &mut CpuBuf, n: usize, h: AdamwStep) -> Result<()> {
-        optim::adamw(&mut p[..], &g[..], &mut m[..], &mut v[..], n, h)
     }
 }

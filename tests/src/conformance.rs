@@ -2,7 +2,7 @@
 //! float64 reference ([`crate::reference`]); Philox noise bit for bit against the core's; sampling
 //! frequencies against probabilities. Each check prints one line with its measured error.
 
-use softcot_core::backend::{AttnShape, Backend, Gemm, RopeShape};
+use softcot_core::backend::{AttnShape, Backend, Gemm, RopeShape, Train};
 use softcot_core::dtype::{decode_into, encode, DType};
 use softcot_core::philox;
 
@@ -11,7 +11,7 @@ use crate::{max_abs_err, TestRng};
 
 /// Runs every check on `be` (forward and backward); panics on the first failure with the measured
 /// error. Backends that train run this.
-pub fn run_all<B: Backend>(be: &B) {
+pub fn run_all<B: Train>(be: &B) {
     run_forward(be);
     crate::gradcheck::run_all(be);
 }

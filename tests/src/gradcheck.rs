@@ -2,7 +2,7 @@
 //! forward ([`crate::reference`]): the reference defines the op, its numerical derivative (error
 //! ~1e-9 in float64) defines the gradient. Prints one line per check with the relative error.
 
-use softcot_core::backend::{AdamwStep, AttnShape, Backend, Gemm, RopeShape};
+use softcot_core::backend::{AdamwStep, AttnShape, Gemm, RopeShape, Train};
 
 use crate::reference::{self as r, up};
 use crate::{rel_err, TestRng};
@@ -37,7 +37,7 @@ fn check(op: &str, got: &[f32], want: &[f64]) {
     assert!(e < TOL, "{op}: relative error {e:.3e}");
 }
 
-pub fn run_all<B: Backend>(be: &B) {
+pub fn run_all<B: Train>(be: &B) {
     linear(be);
     rmsnorm(be);
     rope(be);
@@ -50,7 +50,7 @@ pub fn run_all<B: Backend>(be: &B) {
 }
 
 /// y = x W^T: dx = dy W and dW += dy^T x through the transposed products the model uses.
-fn linear<B: Backend>(be: &B) {
+fn linear<B: Train>(be: &B) {
     let mut rng = TestRng(21);
     let (m, n, k) = (5, 7, 9);
     let (x, w, dy) = (rng.vec(m * k, 1.0), rng.vec(n * k, 1.0), rng.vec(m * n, 1.0));
@@ -82,7 +82,7 @@ fn linear<B: Backend>(be: &B) {
     );
 }
 
-fn rmsnorm<B: Backend>(be: &B) {
+fn rmsnorm<B: Train>(be: &B) {
     let mut rng = TestRng(22);
     let (rows, d, eps) = (6, 13, 1e-5);
     let (x, w, dy) = (rng.vec(rows * d, 2.0), rng.vec(d, 1.5), rng.vec(rows * d, 1.0));
@@ -108,7 +108,7 @@ fn rmsnorm<B: Backend>(be: &B) {
     );
 }
 
-fn rope<B: Backend>(be: &B) {
+fn rope<B: Train>(be: &B) {
     let mut rng = TestRng(23);
     let s = RopeShape {
         b: 2,
@@ -135,13 +135,13 @@ fn rope<B: Backend>(be: &B) {
 
 /// Attention over a cache that holds earlier positions too: gradients reach q, the new keys and
 /// values, and the earlier ones (through dk/dv of the cache and kv_read).
-fn attention<B: Backend>(be: &B) {
+fn attention<B: Train>(be: &B) {
     // 3 new tokens (row-at-a-time path) and 17 (tiled path), after 2 cached ones.
     attention_case(be, 3);
     attention_case(be, 17);
 }
 
-fn attention_case<B: Backend>(be: &B, t: usize) {
+fn attention_case<B: Train>(be: &B, t: usize) {
     let mut rng = TestRng(24);
     let (b, l, h, hkv, hd) = (2, t + 2, 4, 2, 6);
     let slots = [1u32, 0];
@@ -211,7 +211,7 @@ fn attention_case<B: Backend>(be: &B, t: usize) {
     );
 }
 
-fn swiglu<B: Backend>(be: &B) {
+fn swiglu<B: Train>(be: &B) {
     let mut rng = TestRng(25);
     let n = 37;
     let (g, u, dout) = (rng.vec(n, 4.0), rng.vec(n, 2.0), rng.vec(n, 1.0));
@@ -232,7 +232,7 @@ fn swiglu<B: Backend>(be: &B) {
     );
 }
 
-fn embedding_and_bias<B: Backend>(be: &B) {
+fn embedding_and_bias<B: Train>(be: &B) {
     let mut rng = TestRng(26);
     let (v, d, rows) = (9, 5, 7);
     let table = rng.vec(v * d, 1.0);
@@ -269,7 +269,7 @@ fn embedding_and_bias<B: Backend>(be: &B) {
     );
 }
 
-fn cross_entropy<B: Backend>(be: &B) {
+fn cross_entropy<B: Train>(be: &B) {
     let mut rng = TestRng(27);
     let (rows, v) = (4, 11);
     let z = rng.vec(rows * v, 3.0);
@@ -313,7 +313,7 @@ fn cross_entropy<B: Backend>(be: &B) {
 /// The soft-token log-density -||x - softmax(z / tau) E||^2 / (2 sigma^2) composed from backend
 /// ops as the RL update does: d loss / d z through `soft_pg_logits`, d loss / d E through the
 /// mixture, against finite differences of the float64 definition.
-fn soft_policy<B: Backend>(be: &B) {
+fn soft_policy<B: Train>(be: &B) {
     let mut rng = TestRng(29);
     let (rows, v, d, tau, sigma) = (3, 13, 5, 0.5f32, 0.3f32);
     let (z, e, x) = (rng.vec(rows * v, 2.0), rng.vec(v * d, 1.0), rng.vec(rows * d, 1.0));
@@ -371,7 +371,7 @@ fn soft_policy<B: Backend>(be: &B) {
 }
 
 /// Three AdamW steps against torch's update written out in float64.
-fn adamw<B: Backend>(be: &B) {
+fn adamw<B: Train>(be: &B) {
     let mut rng = TestRng(28);
     let n = 50;
     let (lr, b1, b2, eps, wd) = (1e-2, 0.9, 0.95, 1e-8, 0.1);

@@ -6,7 +6,7 @@ use std::path::Path;
 use softcot_core::io::ModelDir;
 use softcot_core::model::{Batch, Input, LogitRows, Model};
 use softcot_core::think::{generate, ThinkConfig, ThinkMode};
-use softcot_core::Backend;
+use softcot_core::{Backend, Train};
 
 use crate::fixtures::{name, Reference};
 use crate::max_abs_err;
@@ -113,7 +113,7 @@ pub fn generate_sections<B: Backend>(be: &B, dir: &Path) {
 pub const TOL_GRAD: f64 = 1e-3;
 
 /// `sft`: the loss and every parameter gradient, with cached activations and with recomputation.
-pub fn sft<B: Backend>(be: &B, dir: &Path) {
+pub fn sft<B: Train>(be: &B, dir: &Path) {
     use softcot_core::sft::{sft_step, SftBatch};
     let r = Reference::open(dir);
     if !r.has_section("sft") {
@@ -163,7 +163,7 @@ pub fn sft<B: Backend>(be: &B, dir: &Path) {
 }
 
 /// `adamw`: the sft loss before each of 10 full-batch AdamW steps and after the last.
-pub fn adamw<B: Backend>(be: &B, dir: &Path) {
+pub fn adamw<B: Train>(be: &B, dir: &Path) {
     use softcot_core::optim::{AdamW, AdamwConfig};
     use softcot_core::sft::{sft_step, SftBatch};
     let r = Reference::open(dir);
@@ -209,7 +209,7 @@ pub fn adamw<B: Backend>(be: &B, dir: &Path) {
 
 /// `rl.soft`, `rl.fuzzy`, `rl.hard`: RLOO advantages from the rewards, then the loss and every
 /// parameter gradient of -(1/G) sum_g A_g ell_g on the recorded rollouts.
-pub fn rl<B: Backend>(be: &B, dir: &Path) {
+pub fn rl<B: Train>(be: &B, dir: &Path) {
     use softcot_core::rl::{rl_step, rloo_advantages, RlSeq, RlSettings, Thinking};
     let r = Reference::open(dir);
     for mode in ["soft", "fuzzy", "hard"] {

@@ -12,7 +12,7 @@ use super::fsutil::read_json;
 use super::safetensors::{write_safetensors, Checkpoint, OutTensor};
 use super::save::{copy_tokenizer, save_json, save_model};
 use super::ModelDir;
-use crate::backend::Backend;
+use crate::backend::{Backend, Train};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{Model, Param};
@@ -102,7 +102,7 @@ fn write_folder(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()
 
 /// Saves a checkpoint: the HF model, the optimizer moments (plus master weights when `dtype` is
 /// narrower than f32) and `state` as `trainer_state.json`.
-pub fn save_checkpoint<B: Backend>(
+pub fn save_checkpoint<B: Train>(
     be: &B,
     dir: &Path,
     model: &Model<B>,
@@ -125,9 +125,21 @@ pub fn save_checkpoint<B: Backend>(
     })
 }
 
+/// Loads the HF model folder `dir` with a new optimizer state: where a training run starts.
+pub fn load_fresh<B: Train>(
+    be: &B,
+    dir: &Path,
+    opt_cfg: crate::optim::AdamwConfig,
+) -> Result<(ModelDir, Model<B>, AdamW<B>)> {
+    let md = ModelDir::open(dir)?;
+    let model = md.load(be)?;
+    let opt = AdamW::new(be, &model, opt_cfg)?;
+    Ok((md, model, opt))
+}
+
 /// Loads a checkpoint: the model (with its float32 master weights when saved), the optimizer
 /// moments into `opt`, and the trainer state.
-pub fn load_checkpoint<B: Backend>(
+pub fn load_checkpoint<B: Train>(
     be: &B,
     dir: &Path,
     opt_cfg: crate::optim::AdamwConfig,

@@ -7,7 +7,7 @@ use alloc::format;
 
 use super::forward::Model;
 use super::params::Param;
-use crate::backend::{AttnShape, Backend, Gemm, RopeShape};
+use crate::backend::{AttnShape, Backend, Gemm, RopeShape, Train};
 use crate::error::{Error, Result};
 use crate::model::ModelConfig;
 
@@ -233,7 +233,9 @@ impl<B: Backend> Model<B> {
         be.gemm(tmp, &lb.act, self.w(li.down), Gemm::linear(n, d, f))?;
         be.add(x, tmp, n * d)
     }
+}
 
+impl<B: Train> Model<B> {
     /// Backward of layer `l`: `dx` holds d loss / d x_out and becomes d loss / d x_in; parameter
     /// gradients accumulate into `grads` (indexed like `self.params`).
     #[allow(clippy::too_many_arguments)]

@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use super::forward::Model;
 use super::layer::{BackScratch, LayerBufs, Rows};
 use super::params::Param;
-use crate::backend::{Backend, Gemm};
+use crate::backend::{Backend, Gemm, Train};
 use crate::error::{Error, Result};
 
 /// Activations of a training forward for up to `max_tokens` tokens in rows of up to `max_t`.
@@ -79,7 +79,7 @@ fn head_input<'a, B: Backend>(
 /// shares the embedding's).
 pub type Grads<B> = Vec<Param<<B as Backend>::Buf>>;
 
-impl<B: Backend> Model<B> {
+impl<B: Train> Model<B> {
     pub fn new_train_acts(&self, be: &B, max_rows: usize, max_t: usize, recompute: bool) -> Result<TrainActs<B>> {
         let c = &self.cfg;
         let n = max_rows * max_t;

@@ -1,6 +1,6 @@
-//! The `Backend` contract: device-resident buffers, explicit transfers, and the coarse ops an LLM
-//! trainer needs. Model code never reads elements on the host inside a loop: per decode step it
-//! downloads at most a few ids.
+//! The `Backend` contract: device-resident buffers, explicit transfers, and the coarse ops that
+//! inference needs; [`Train`] adds what training needs. Model code never reads elements on the
+//! host inside a loop: per decode step it downloads at most a few ids.
 //!
 //! Conventions:
 //! - Buffers are opaque and hold float32 values (`Buf`) or u32 values (`Ids`); a backend may store
@@ -11,8 +11,13 @@
 //! - Forward ops that a backward op will need write the statistics it needs (rmsnorm's 1/rms,
 //!   attention's log-sum-exp) when asked to, so backward never recomputes a reduction.
 
+pub mod check;
+mod train;
+
 use alloc::string::String;
 use alloc::vec::Vec;
+
+pub use train::Train;
 
 use crate::dtype::DType;
 use crate::error::Result;
@@ -164,12 +169,8 @@ pub fn soft_head_unfused<B: Backend + ?Sized>(
     be.mixture(mix, p, logits, table, rows, v, d, tau)
 }
 
-fn unsupported<B: Backend + ?Sized>(be: &B, op: &str) -> crate::error::Error {
-    crate::error::Error::unsupported(alloc::format!("{op} is not implemented on the {} backend", be.name()))
-}
-
-/// The device abstraction. One test suite (`softcot-tests`) checks every implementation against a
-/// float64 reference.
+/// The device abstraction for inference. One test suite (`softcot-tests`) checks every
+/// implementation against a float64 reference; a backend that trains also implements [`Train`].
 pub trait Backend {
     /// Float32 device buffer (weights may be stored narrower internally).
     type Buf;
@@ -318,169 +319,6 @@ pub trait Backend {
     /// dst: [rows, d]; src: [n, d]; index: [rows]
     fn gather_rows(&self, dst: &mut Self::Buf, src: &Self::Buf, index: &Self::Ids, rows: usize, d: usize)
         -> Result<()>;
-
-    // ---- backward ops and the optimizer ------------------------------------------------------
-    // Defaults report that the backend lacks the op; backends that train override them all.
-    // "writes" overwrites the output; "accumulates" adds into it (zeroing is explicit, see `fill`).
-
-    /// `x[..n] = value`.
-    fn fill(&self, x: &mut Self::Buf, value: f32, n: usize) -> Result<()> {
-        let _ = (x, value, n);
-        Err(unsupported(self, "fill"))
-    }
-    /// `x[..n] *= s`.
-    fn scale(&self, x: &mut Self::Buf, s: f32, n: usize) -> Result<()> {
-        let _ = (x, s, n);
-        Err(unsupported(self, "scale"))
-    }
-    /// Accumulates the column sums of `dy` (the gradient of a bias).  dbias: [n]; dy: [rows, n]
-    fn sum_rows(&self, dbias: &mut Self::Buf, dy: &Self::Buf, rows: usize, n: usize) -> Result<()> {
-        let _ = (dbias, dy, rows, n);
-        Err(unsupported(self, "sum_rows"))
-    }
-    /// Backward of [`Backend::rmsnorm`]: accumulates into `dx` and `dw`.
-    /// dx, dy, x: [rows, d]; dw, w: [d]; rstd: [rows] (as written by the forward)
-    #[allow(clippy::too_many_arguments)]
-    fn rmsnorm_backward(
-        &self,
-        dx: &mut Self::Buf,
-        dw: &mut Self::Buf,
-        dy: &Self::Buf,
-        x: &Self::Buf,
-        w: &Self::Buf,
-        rstd: &Self::Buf,
-        rows: usize,
-        d: usize,
-    ) -> Result<()> {
-        let _ = (dx, dw, dy, x, w, rstd, rows, d);
-        Err(unsupported(self, "rmsnorm_backward"))
-    }
-    /// Backward of [`Backend::rope`], in place: rotates the gradient back by the same angles.
-    /// dx: [B, T, heads, hd]
-    fn rope_backward(&self, dx: &mut Self::Buf, start: &Self::Ids, inv_freq: &Self::Buf, s: RopeShape) -> Result<()> {
-        let _ = (dx, start, inv_freq, s);
-        Err(unsupported(self, "rope_backward"))
-    }
-    /// Backward of [`Backend::kv_write`]: writes `dx[b, i, h, :] = dcache[slots[b], h, start[b] + i, :]`.
-    /// dx: [B, T, Hkv, hd]; dcache: [slots, Hkv, t_max, hd]
-    fn kv_read(
-        &self,
-        dx: &mut Self::Buf,
-        dcache: &Self::Buf,
-        slots: &Self::Ids,
-        start: &Self::Ids,
-        s: AttnShape,
-    ) -> Result<()> {
-        let _ = (dx, dcache, slots, start, s);
-        Err(unsupported(self, "kv_read"))
-    }
-    /// Backward of [`Backend::attention`]: writes `dq`, accumulates into `dk_cache` and `dv_cache`.
-    /// dq, dout, q, out: [B, T, H, hd]; k/v caches and their gradients: [slots, Hkv, t_max, hd]; lse: [B, H, T]
-    #[allow(clippy::too_many_arguments)]
-    fn attention_backward(
-        &self,
-        dq: &mut Self::Buf,
-        dk_cache: &mut Self::Buf,
-        dv_cache: &mut Self::Buf,
-        dout: &Self::Buf,
-        q: &Self::Buf,
-        k_cache: &Self::Buf,
-        v_cache: &Self::Buf,
-        out: &Self::Buf,
-        lse: &Self::Buf,
-        slots: &Self::Ids,
-        start: &Self::Ids,
-        s: AttnShape,
-    ) -> Result<()> {
-        let _ = (
-            dq, dk_cache, dv_cache, dout, q, k_cache, v_cache, out, lse, slots, start, s,
-        );
-        Err(unsupported(self, "attention_backward"))
-    }
-    /// Backward of [`Backend::swiglu`]: writes `dgate` and `dup`.  all: [n]
-    #[allow(clippy::too_many_arguments)]
-    fn swiglu_backward(
-        &self,
-        dgate: &mut Self::Buf,
-        dup: &mut Self::Buf,
-        dout: &Self::Buf,
-        gate: &Self::Buf,
-        up: &Self::Buf,
-        n: usize,
-    ) -> Result<()> {
-        let _ = (dgate, dup, dout, gate, up, n);
-        Err(unsupported(self, "swiglu_backward"))
-    }
-    /// Backward of [`Backend::embedding`]: scatter-adds rows into the table's gradient.
-    /// dtable: [V, d]; dout: [rows, d]; ids: [rows]
-    fn embedding_backward(
-        &self,
-        dtable: &mut Self::Buf,
-        dout: &Self::Buf,
-        ids: &Self::Ids,
-        rows: usize,
-        d: usize,
-    ) -> Result<()> {
-        let _ = (dtable, dout, ids, rows, d);
-        Err(unsupported(self, "embedding_backward"))
-    }
-    /// Weighted cross-entropy at a per-row temperature, in place: with p = softmax(z[r] * inv_tau[r])
-    /// (inv_tau 1 when `None`), writes `loss[r] = -w[r] * log p[t[r]]` and turns the logits into their
-    /// gradient `w[r] * inv_tau[r] * (p - onehot(t[r]))`. Rows with w = 0 get zero gradient (their
-    /// target is not read). The supervised loss, and the token terms of the RL loss (w = A / N).
-    /// logits: [rows, V]; loss, weights, inv_tau: [rows]; targets: [rows]
-    #[allow(clippy::too_many_arguments)]
-    fn cross_entropy_backward(
-        &self,
-        logits: &mut Self::Buf,
-        loss: &mut Self::Buf,
-        targets: &Self::Ids,
-        weights: &Self::Buf,
-        inv_tau: Option<&Self::Buf>,
-        rows: usize,
-        v: usize,
-    ) -> Result<()> {
-        let _ = (logits, loss, targets, weights, inv_tau, rows, v);
-        Err(unsupported(self, "cross_entropy_backward"))
-    }
-    /// The soft-token policy gradient on logits: `dz[r] = c[r] * p[r] ⊙ (u[r] - <p[r], u[r]>)`
-    /// (with p = softmax(z / tau), u = E g and c = -w / tau, this is d loss / d z of
-    /// loss = -w log pi(x), log pi(x) = -||x - p E||^2 / (2 sigma^2), g = (x - p E) / sigma^2).
-    /// dz, p, u: [rows, V]; c: [rows]
-    fn soft_pg_logits(
-        &self,
-        dz: &mut Self::Buf,
-        p: &Self::Buf,
-        u: &Self::Buf,
-        c: &Self::Buf,
-        rows: usize,
-        v: usize,
-    ) -> Result<()> {
-        let _ = (dz, p, u, c, rows, v);
-        Err(unsupported(self, "soft_pg_logits"))
-    }
-    /// `x[r, :] *= s[r]`.  x: [rows, n]; s: [rows]
-    fn scale_rows(&self, x: &mut Self::Buf, s: &Self::Buf, rows: usize, n: usize) -> Result<()> {
-        let _ = (x, s, rows, n);
-        Err(unsupported(self, "scale_rows"))
-    }
-    /// One AdamW step as `torch.optim.AdamW` takes it (decoupled decay):
-    /// `p *= 1 - lr * wd; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
-    ///  p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)` with `bc = 1 - beta^step`.
-    /// p, g, m, v: [n]
-    #[allow(clippy::too_many_arguments)]
-    fn adamw(
-        &self,
-        p: &mut Self::Buf,
-        g: &Self::Buf,
-        m: &mut Self::Buf,
-        v: &mut Self::Buf,
-        n: usize,
-        h: AdamwStep,
-    ) -> Result<()> {
-        let _ = (p, g, m, v, n, h);
-        Err(unsupported(self, "adamw"))
-    }
 
     /// The head of a soft-thinking decode step: `logits = xn @ head^T`, `ids = argmax(logits)`
     /// (lowest index on ties) and `mix = softmax(logits / tau) @ table`, with `p` as scratch.
