@@ -5,13 +5,18 @@
 //! prefill, answering); a finished row leaves the batch and frees its slot. Per step the host
 //! downloads only the argmax / sampled ids of the active rows (and, when recording, the fed inputs).
 
+mod decoder;
+mod rows;
+
 use alloc::string::String;
-use alloc::vec;
 use alloc::vec::Vec;
+
+pub use decoder::Decoder;
+pub use rows::{Feed, Prefills, RowState};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::{Batch, Input, LogitRows, Model};
+use crate::model::Model;
 
 /// The stop phrase of the paper's prompt format.
 pub const STOP_PHRASE: &str = "The final answer is:";
@@ -182,26 +187,6 @@ pub trait Tokens {
     fn is_eos(&self, id: u32) -> bool;
 }
 
-enum Phase {
-    Think,
-    Prefill(usize),
-    Answer,
-    Done,
-}
-
-struct Row {
-    slot: u32,
-    pos: u32,
-    stream: u32,
-    phase: Phase,
-    gen: Generation,
-    /// Steps taken (the Philox step counter of this row).
-    steps: u32,
-}
-
-/// Number of trailing shadow ids decoded to test for the stop phrase (the phrase is a few tokens).
-const STOP_WINDOW: usize = 24;
-
 /// Positions a generation takes after its prompt, and the forced answer prefix among them: the
 /// thinking budget, then (where there is an answer) the longer of the two prefills and the answer
 /// tokens. Saturating, so a budget past any context is refused rather than wrapped around to a
@@ -219,8 +204,9 @@ pub fn after_prompt(tok: &dyn Tokens, think_tokens: usize, answer_tokens: usize)
     ))
 }
 
-/// Generates for each prompt: thinking, then (if `answer_tokens > 0`) prefill and hard answer.
-/// `streams[r]` keys row r's randomness, so a rollout's noise does not depend on its batch.
+/// Generates for each prompt: thinking, then (if `answer_tokens > 0`) prefill and hard answer, with
+/// the noise scale of `cfg` on `model` ([`ThinkConfig::sigma`]). `streams[r]` keys row r's
+/// randomness, so a rollout's noise does not depend on its batch.
 pub fn generate<B: Backend>(
     be: &B,
     model: &Model<B>,
@@ -230,376 +216,9 @@ pub fn generate<B: Backend>(
     tok: &dyn Tokens,
 ) -> Result<Vec<Generation>> {
     cfg.validate()?;
-    let c = &model.cfg;
-    let (d, v) = (c.d(), c.vocab_size);
-    let nb = prompts.len();
-    if nb == 0 {
+    if prompts.is_empty() {
         return Ok(Vec::new());
     }
-    if streams.len() != nb {
-        return Err(Error::invalid("generate: one stream per prompt is required"));
-    }
-    let prefill_stop = tok.encode(PREFILL_AFTER_STOP)?;
-    let prefill_budget = tok.encode(PREFILL_AT_BUDGET)?;
-    let (after, prefix) = after_prompt(tok, cfg.think_tokens, cfg.answer_tokens)?;
-    let max_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    for (r, p) in prompts.iter().enumerate() {
-        if p.is_empty() {
-            return Err(Error::invalid(alloc::format!("prompt {r} is empty")));
-        }
-        if let Some(&bad) = p.iter().find(|&&id| id as usize >= v) {
-            return Err(Error::invalid(alloc::format!(
-                "prompt {r}: token id {bad} is outside the vocabulary (size {v})"
-            )));
-        }
-    }
-    let t_max = max_prompt.saturating_add(after);
-    if t_max > c.max_position_embeddings {
-        let answer = match cfg.answer_tokens {
-            0 => String::new(),
-            n => alloc::format!(" + answer ({n} tokens after a {prefix}-token prefix)"),
-        };
-        return Err(Error::invalid(alloc::format!(
-            "prompt ({max_prompt} tokens) + thinking ({}){answer} exceed the model's context of {} positions",
-            cfg.think_tokens,
-            c.max_position_embeddings
-        )));
-    }
-
-    let same_len = prompts.iter().all(|p| p.len() == max_prompt);
-    let prefill_tokens = if same_len { nb * max_prompt } else { max_prompt };
-    let mut ws = model.new_workspace(be, prefill_tokens.max(nb), nb)?;
-    let mut cache = model.new_cache(be, nb, t_max)?;
-
-    // --- prefill the prompts; logits of the last prompt position land in ws.logits rows ---
-    if same_len {
-        let ids = be.upload_ids(&prompts.concat())?;
-        let slots = be.upload_ids(&(0..nb as u32).collect::<Vec<_>>())?;
-        let start = be.upload_ids(&vec![0u32; nb])?;
-        let batch = Batch {
-            input: Input::Ids(&ids),
-            slots: &slots,
-            start: &start,
-            b: nb,
-            t: max_prompt,
-            max_end: max_prompt,
-            logits: LogitRows::Last,
-        };
-        model.forward(be, &mut ws, &mut cache, &batch)?;
-    } else {
-        let mut stash = be.zeros(nb * v)?; // stash: [B, V]
-        let start = be.upload_ids(&[0])?;
-        for (r, p) in prompts.iter().enumerate() {
-            let ids = be.upload_ids(p)?;
-            let slots = be.upload_ids(&[r as u32])?;
-            let batch = Batch {
-                input: Input::Ids(&ids),
-                slots: &slots,
-                start: &start,
-                b: 1,
-                t: p.len(),
-                max_end: p.len(),
-                logits: LogitRows::Last,
-            };
-            model.forward(be, &mut ws, &mut cache, &batch)?;
-            be.copy(&mut stash, r * v, &ws.logits, 0, v)?;
-        }
-        be.copy(&mut ws.logits, 0, &stash, 0, nb * v)?;
-    }
-
     let sigma = cfg.sigma(be, model)?;
-    let record = cfg.mode.is_continuous() && cfg.record_inputs;
-    let mut rows: Vec<Row> = prompts
-        .iter()
-        .enumerate()
-        .map(|(r, p)| Row {
-            slot: r as u32,
-            pos: p.len() as u32,
-            stream: streams[r],
-            phase: if cfg.think_tokens > 0 {
-                Phase::Think
-            } else {
-                Phase::Prefill(0)
-            },
-            // Sized for the budgets, so that the step loop below does not grow them.
-            gen: Generation {
-                think_ids: Vec::with_capacity(cfg.think_tokens),
-                think_inputs: Vec::with_capacity(if record { cfg.think_tokens * d } else { 0 }),
-                prefill_ids: Vec::new(),
-                answer_ids: Vec::with_capacity(cfg.answer_tokens),
-                stopped_by: StopReason::Budget,
-            },
-            steps: 0,
-        })
-        .collect();
-    if cfg.think_tokens == 0 {
-        for row in rows.iter_mut() {
-            start_answer(row, cfg, &prefill_budget, StopReason::Budget);
-        }
-    }
-
-    // Step buffers, allocated once. x_in, mix: [B, d]; p: [B, V]
-    let mut x_in = be.zeros(nb * d)?;
-    let mut mix = be.zeros(nb * d)?;
-    let mut p = be.zeros(nb * v)?;
-    let mut argmax_ids = be.ids_zeros(nb)?;
-    let mut sampled_ids = be.ids_zeros(nb)?;
-    let mut in_ids = be.ids_zeros(nb)?;
-    let mut mask = be.ids_zeros(nb)?; // mask: [B] mixture row of each input, or u32::MAX
-    let mut slots = be.ids_zeros(nb)?;
-    let mut start = be.ids_zeros(nb)?;
-    let mut streams_buf = be.ids_zeros(nb)?;
-    let mut steps_buf = be.ids_zeros(nb)?;
-    let mut active: Vec<usize> = (0..nb).collect(); // logits row i belongs to rows[active[i]]
-    let mut next_active: Vec<(usize, usize)> = Vec::with_capacity(nb); // (row, logits row) fed next
-    let mut record_rows: Vec<(usize, usize)> = Vec::with_capacity(nb); // (row, mix row) to record
-    let (mut h_ids, mut h_mask, mut h_slots, mut h_start, mut h_streams, mut h_steps) = (
-        Vec::with_capacity(nb),
-        Vec::with_capacity(nb),
-        Vec::with_capacity(nb),
-        Vec::with_capacity(nb),
-        Vec::with_capacity(nb),
-        Vec::with_capacity(nb),
-    );
-    // What the host reads back each step, into the same vectors every step.
-    let (mut argmax_h, mut sampled_h, mut resampled_h) =
-        (Vec::with_capacity(nb), Vec::with_capacity(nb), Vec::with_capacity(nb));
-    let mut host_mix = Vec::with_capacity(if record { nb * d } else { 0 });
-
-    // The last forward stopped at the final norm because its rows think softly next: `soft_head`
-    // then computes logits, shadow ids and mixture together (one pass over E where it is fused).
-    let mut head_pending = false;
-    while !active.is_empty() {
-        let n = active.len();
-        // --- what the logits of each active row decide ---
-        let any_soft_think = any_soft_thinking(cfg, &rows, active.iter().copied());
-        let need_sample = active.iter().any(|&r| match rows[r].phase {
-            Phase::Think => cfg.mode == ThinkMode::Hard && !cfg.greedy,
-            Phase::Answer => !cfg.answer_greedy,
-            _ => false,
-        });
-        h_streams.clear();
-        h_steps.clear();
-        for &r in &active {
-            h_streams.push(rows[r].stream);
-            h_steps.push(rows[r].steps);
-        }
-        be.write_ids(&mut streams_buf, &h_streams)?;
-        be.write_ids(&mut steps_buf, &h_steps)?;
-        if head_pending {
-            let (head, e) = (model.lm_head(), model.embed());
-            be.soft_head(
-                &mut ws.logits,
-                &mut argmax_ids,
-                &mut mix,
-                &mut p,
-                &ws.xn,
-                head,
-                e,
-                n,
-                v,
-                d,
-                cfg.tau,
-            )?;
-        } else {
-            be.argmax(&mut argmax_ids, &ws.logits, n, v)?;
-        }
-        be.download_ids_into(&argmax_ids, n, &mut argmax_h)?;
-        if need_sample {
-            // Hard thinking samples at tau, answers at answer_tau; both cannot differ within one call,
-            // so rows of the other kind are re-sampled below only if their temperatures differ.
-            let tau = if cfg.mode == ThinkMode::Hard && active.iter().any(|&r| matches!(rows[r].phase, Phase::Think)) {
-                cfg.tau
-            } else {
-                cfg.answer_tau
-            };
-            be.sample(
-                &mut sampled_ids,
-                &ws.logits,
-                n,
-                v,
-                tau,
-                cfg.seed,
-                &streams_buf,
-                &steps_buf,
-            )?;
-            be.download_ids_into(&sampled_ids, n, &mut sampled_h)?;
-            if cfg.mode == ThinkMode::Hard
-                && tau != cfg.answer_tau
-                && active.iter().any(|&r| matches!(rows[r].phase, Phase::Answer))
-            {
-                be.sample(
-                    &mut sampled_ids,
-                    &ws.logits,
-                    n,
-                    v,
-                    cfg.answer_tau,
-                    cfg.seed,
-                    &streams_buf,
-                    &steps_buf,
-                )?;
-                be.download_ids_into(&sampled_ids, n, &mut resampled_h)?;
-                for (i, &r) in active.iter().enumerate() {
-                    if matches!(rows[r].phase, Phase::Answer) {
-                        sampled_h[i] = resampled_h[i];
-                    }
-                }
-            }
-        } else {
-            // Nothing sampled this step: no row may read last step's draws.
-            sampled_h.clear();
-        }
-        if any_soft_think {
-            if !head_pending {
-                be.mixture(&mut mix, &mut p, &ws.logits, model.embed(), n, v, d, cfg.tau)?;
-            }
-            if sigma > 0.0 {
-                be.add_noise(&mut mix, n, d, sigma, cfg.seed, &streams_buf, &steps_buf)?;
-            }
-        }
-
-        // --- advance each row's state machine; collect the next inputs ---
-        h_ids.clear();
-        h_mask.clear();
-        next_active.clear();
-        record_rows.clear();
-        for (i, &r) in active.iter().enumerate() {
-            let row = &mut rows[r];
-            row.steps += 1;
-            let feed: Option<(u32, bool)> = match row.phase {
-                Phase::Think => {
-                    let id = if cfg.mode == ThinkMode::Hard && !cfg.greedy {
-                        sampled_h[i]
-                    } else {
-                        argmax_h[i]
-                    };
-                    if cfg.stop && tok.is_eos(id) {
-                        row.gen.stopped_by = StopReason::Eos;
-                        start_answer(row, cfg, &prefill_budget, StopReason::Eos);
-                        first_prefill(row)
-                    } else {
-                        row.gen.think_ids.push(id);
-                        if record {
-                            record_rows.push((r, i));
-                        }
-                        let c_len = row.gen.think_ids.len();
-                        if cfg.stop && ends_with_stop(tok, &row.gen.think_ids)? {
-                            start_answer(row, cfg, &prefill_stop, StopReason::Phrase);
-                        } else if c_len >= cfg.think_tokens {
-                            start_answer(row, cfg, &prefill_budget, StopReason::Budget);
-                        }
-                        Some((id, cfg.mode.is_continuous()))
-                    }
-                }
-                Phase::Prefill(_) => first_prefill(row),
-                Phase::Answer => {
-                    let id = if cfg.answer_greedy { argmax_h[i] } else { sampled_h[i] };
-                    row.gen.answer_ids.push(id);
-                    if tok.is_eos(id) || row.gen.answer_ids.len() >= cfg.answer_tokens {
-                        row.phase = Phase::Done;
-                        None
-                    } else {
-                        Some((id, false))
-                    }
-                }
-                Phase::Done => None,
-            };
-            if let Some((id, from_mix)) = feed {
-                h_ids.push(id);
-                // Soft inputs come from row i of the mixture; hard ones from the embedding gather.
-                h_mask.push(if from_mix { i as u32 } else { u32::MAX });
-                next_active.push((r, i));
-            }
-        }
-        if !record_rows.is_empty() {
-            be.download_into(&mix, n * d, &mut host_mix)?;
-            for &(r, i) in &record_rows {
-                rows[r]
-                    .gen
-                    .think_inputs
-                    .extend_from_slice(&host_mix[i * d..(i + 1) * d]);
-            }
-        }
-        if next_active.is_empty() {
-            break;
-        }
-
-        // --- feed one token per remaining row ---
-        let m = next_active.len();
-        h_slots.clear();
-        h_start.clear();
-        for &(r, _) in &next_active {
-            h_slots.push(rows[r].slot);
-            h_start.push(rows[r].pos);
-        }
-        be.write_ids(&mut in_ids, &h_ids)?;
-        be.embedding(&mut x_in, model.embed(), &in_ids, m, d)?;
-        if h_mask.iter().any(|&f| f != u32::MAX) {
-            be.write_ids(&mut mask, &h_mask)?;
-            be.gather_rows(&mut x_in, &mix, &mask, m, d)?;
-        }
-        be.write_ids(&mut slots, &h_slots)?;
-        be.write_ids(&mut start, &h_start)?;
-        let max_end = h_start.iter().map(|&s| s as usize + 1).max().unwrap_or(0);
-        head_pending = any_soft_thinking(cfg, &rows, next_active.iter().map(|&(r, _)| r));
-        let batch = Batch {
-            input: Input::Embeds(&x_in),
-            slots: &slots,
-            start: &start,
-            b: m,
-            t: 1,
-            max_end,
-            logits: if head_pending { LogitRows::None } else { LogitRows::Last },
-        };
-        model.forward(be, &mut ws, &mut cache, &batch)?;
-        for &(r, _) in &next_active {
-            rows[r].pos += 1;
-        }
-        active.clear();
-        active.extend(next_active.iter().map(|&(r, _)| r));
-    }
-    Ok(rows.into_iter().map(|r| r.gen).collect())
-}
-
-/// Whether any of these rows feeds a soft or fuzzy thinking input next (its step needs a mixture).
-fn any_soft_thinking(cfg: &ThinkConfig, rows: &[Row], mut idx: impl Iterator<Item = usize>) -> bool {
-    cfg.mode.is_continuous() && idx.any(|r| matches!(rows[r].phase, Phase::Think))
-}
-
-/// Enters the answer phase with `prefill` (or ends the row when there is no answer phase).
-fn start_answer(row: &mut Row, cfg: &ThinkConfig, prefill: &[u32], why: StopReason) {
-    row.gen.stopped_by = why;
-    if cfg.answer_tokens == 0 {
-        row.phase = Phase::Done;
-    } else {
-        row.gen.prefill_ids = prefill.to_vec();
-        row.phase = if prefill.is_empty() {
-            Phase::Answer
-        } else {
-            Phase::Prefill(0)
-        };
-    }
-}
-
-/// The next forced prefill token of a row in its prefill phase (advancing it).
-fn first_prefill(row: &mut Row) -> Option<(u32, bool)> {
-    match row.phase {
-        Phase::Prefill(k) => {
-            let id = row.gen.prefill_ids[k];
-            row.phase = if k + 1 < row.gen.prefill_ids.len() {
-                Phase::Prefill(k + 1)
-            } else {
-                Phase::Answer
-            };
-            Some((id, false))
-        }
-        Phase::Done => None,
-        _ => None,
-    }
-}
-
-fn ends_with_stop(tok: &dyn Tokens, ids: &[u32]) -> Result<bool> {
-    let from = ids.len().saturating_sub(STOP_WINDOW);
-    let text = tok.decode(&ids[from..])?;
-    Ok(text.trim_end().ends_with(STOP_PHRASE))
+    Decoder::new(be, model, cfg, tok, prompts, streams, sigma)?.run()
 }
