@@ -88,6 +88,39 @@ macro_rules! with_backend {
     };
 }
 
+impl BackendKind {
+    /// The backends that implement `softcot_core::Train`, as flags spell them.
+    pub const TRAINING: &'static [&'static str] = &["cpu"];
+
+    /// Refuses, before anything is loaded, a backend that cannot train (`cmd` names the command).
+    pub fn require_training(self, cmd: &str) -> Result<()> {
+        match self {
+            BackendKind::Cpu => Ok(()),
+            BackendKind::Wgpu | BackendKind::Cuda => Err(softcot_core::Error::unsupported(format!(
+                "--backend {}: `softcot {cmd}` trains, and the backends that can train are: {}",
+                self.to_possible_value()
+                    .map_or_else(String::new, |v| v.get_name().to_string()),
+                Self::TRAINING.join(", ")
+            ))),
+        }
+    }
+}
+
+/// Runs `$body` with `$be` bound to the chosen backend, which must implement `Train`: the caller
+/// checked [`BackendKind::require_training`] first, so the other arms only repeat its refusal.
+#[macro_export]
+macro_rules! with_train_backend {
+    ($kind:expr, $cmd:expr, |$be:ident| $body:expr) => {
+        match $kind {
+            $crate::args::BackendKind::Cpu => {
+                let $be = softcot_cpu::CpuBackend::new();
+                $body
+            }
+            other => other.require_training($cmd),
+        }
+    };
+}
+
 /// Parses `1,2,3` into ids (the error names the flag and the bad item).
 pub fn parse_ids(s: &str, flag: &str) -> Result<Vec<u32>> {
     s.split(',')

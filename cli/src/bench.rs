@@ -22,16 +22,18 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 use softcot_core::backend::{soft_head_unfused, Gemm};
+use softcot_core::io::checkpoint::load_fresh;
 use softcot_core::io::ModelDir;
 use softcot_core::model::{Batch, Input, LogitRows, Model};
-use softcot_core::rl::{rl_step, RlSeq, RlSettings};
-use softcot_core::rollout::{collect, to_rl_seqs, Rewards};
-use softcot_core::sft::{sft_step, SftBatch};
-use softcot_core::think::{generate, ThinkConfig, ThinkMode};
-use softcot_core::{philox, Backend, Error, Result};
+use softcot_core::optim::{AdamW, AdamwConfig};
+use softcot_core::rl::{RlSeq, RlSettings, Step as RlStep, StepConfig};
+use softcot_core::rollout::{to_rl_seqs, Collected, Rewards, Task};
+use softcot_core::sft::{Example, Step as SftStep};
+use softcot_core::think::{generate, ThinkConfig, ThinkMode, Tokens, PREFILL_AT_BUDGET};
+use softcot_core::{philox, Backend, Error, Result, Train};
 
 use crate::args::{BackendKind, Format, Think, MAX_ROWS};
-use crate::with_backend;
+use crate::{with_backend, with_train_backend};
 
 /// Floats the `memory` workload reads per repeat (400 MiB: far beyond any cache).
 const MEMORY_FLOATS: usize = 100 << 20;
@@ -171,13 +173,38 @@ type Sample = (f64, f64);
 pub fn run(a: BenchArgs) -> Result<()> {
     a.check_sizes()?;
     a.think()?;
-    with_backend!(a.backend, |be| bench_on(&be, &a))
+    match a.workload {
+        Workload::RlStep | Workload::TrainStep => {
+            a.backend.require_training("bench --workload train-step|rl-step")?;
+            with_train_backend!(a.backend, "bench", |be| train_bench_on(&be, &a))
+        }
+        _ => with_backend!(a.backend, |be| bench_on(&be, &a)),
+    }
 }
 
-fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
+/// The workloads that train: an RL step, or a supervised one.
+fn train_bench_on<B: Train>(be: &B, a: &BenchArgs) -> Result<()> {
     if a.workload == Workload::RlStep {
         return rl_step_bench(be, a);
     }
+    // model_dir checks the workload against the model's context.
+    let dir = model_dir(a)?.0;
+    let (_, model, opt) = load_fresh(be, dir, AdamwConfig::default())?;
+    let (arch, flop_params) = (model.cfg.name_hint(), model.cfg.matmul_params());
+    let samples = train_step(be, model, opt, a)?;
+    // The yardstick of issue 3: 6 x (non-embedding parameters + lm_head) x tokens per step.
+    let mut rates: Vec<f64> = samples
+        .iter()
+        .map(|(w, s)| 6.0 * flop_params as f64 * w / s / 1e9)
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    let extra = json!({"model": dir.display().to_string(), "arch": arch, "batch": a.batch(),
+                       "seq_len": a.seq_len, "recompute": a.recompute, "gflops": rates[rates.len() / 2],
+                       "peak_rss_mib": peak_rss_mib()});
+    report(be, a, "train-step", "tokens_per_s", &samples, &extra, None)
+}
+
+fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
     if a.workload == Workload::HeadProducts {
         return head_products_bench(be, a);
     }
@@ -221,11 +248,10 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
     } else {
         let (dir, md) = model_dir(a)?;
         let model = md.load(be)?;
-        let (arch, flop_params) = (model.cfg.name_hint(), model.cfg.matmul_params());
+        let arch = model.cfg.name_hint();
         let prompts = random_prompts(a, model.cfg.vocab_size);
         let samples = match a.workload {
             Workload::Prefill => prefill(be, &model, &prompts, a.repeats)?,
-            Workload::TrainStep => train_step(be, model, a)?,
             Workload::Decode | Workload::SoftDecode => {
                 let config = |mode: ThinkMode| ThinkConfig {
                     greedy: mode == ThinkMode::Hard,
@@ -249,31 +275,22 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                     samples
                 }
             }
-            Workload::Matmul | Workload::Memory | Workload::Grade | Workload::RlStep | Workload::HeadProducts => {
-                unreachable!("handled above")
-            }
+            Workload::Matmul
+            | Workload::Memory
+            | Workload::Grade
+            | Workload::RlStep
+            | Workload::TrainStep
+            | Workload::HeadProducts => unreachable!("handled above"),
         };
         let label = match a.workload {
             Workload::Prefill => "prefill",
             Workload::Decode => "decode",
-            Workload::TrainStep => "train-step",
             _ => "soft-decode",
         };
         let mut extra = json!({"model": dir.display().to_string(), "arch": arch,
                                "batch": a.batch(), "prompt_len": a.prompt_len, "new_tokens": a.new_tokens});
         if let (Workload::SoftDecode, Some(e)) = (a.workload, extra.as_object_mut()) {
             e.insert("think".into(), json!(a.think()?.name()));
-        }
-        if a.workload == Workload::TrainStep {
-            // The yardstick of issue 3: 6 x (non-embedding parameters + lm_head) x tokens per step.
-            let mut rates: Vec<f64> = samples
-                .iter()
-                .map(|(w, s)| 6.0 * flop_params as f64 * w / s / 1e9)
-                .collect();
-            rates.sort_by(f64::total_cmp);
-            extra = json!({"model": dir.display().to_string(), "arch": arch, "batch": a.batch(),
-                           "seq_len": a.seq_len, "recompute": a.recompute, "gflops": rates[rates.len() / 2],
-                           "peak_rss_mib": peak_rss_mib()});
         }
         if let (Some([median, min, max]), Some(e)) = (soft_over_hard, extra.as_object_mut()) {
             e.insert(
@@ -283,6 +300,19 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
         }
         (label, "tokens_per_s", samples, extra)
     };
+    report(be, a, label, unit, &samples, &extra, soft_over_hard)
+}
+
+/// Prints a workload's rate (median, min, max over its samples) and its extra fields.
+fn report<B: Backend>(
+    be: &B,
+    a: &BenchArgs,
+    label: &str,
+    unit: &str,
+    samples: &[Sample],
+    extra: &serde_json::Value,
+    soft_over_hard: Option<[f64; 3]>,
+) -> Result<()> {
     let [median, min, max] = spread(samples.iter().map(|(w, s)| w / s).collect());
     match a.format {
         Format::Json => {
@@ -400,40 +430,57 @@ fn prefill<B: Backend>(be: &B, model: &Model<B>, prompts: &[Vec<u32>], repeats: 
     })
 }
 
-/// A supervised batch of B x T random tokens; every token but the first of a row is a target.
-fn random_sft_batch<B: Backend>(be: &B, model: &Model<B>, b: usize, t: usize, seed: u64) -> Result<SftBatch<B>> {
-    let ids: Vec<u32> = (0..b * t)
-        .map(|i| random_id(seed, i / t, i % t, model.cfg.vocab_size))
-        .collect();
-    let mask: Vec<f32> = (0..b * t).map(|i| if i % t == 0 { 0.0 } else { 1.0 }).collect();
-    SftBatch::new(be, &ids, &mask, b, t, (b * t.saturating_sub(1)).max(1) as f32)
+/// B supervised examples of T random tokens; every token but the first of a row is a target.
+fn random_examples(v: usize, b: usize, t: usize, seed: u64) -> Vec<Example> {
+    (0..b)
+        .map(|r| Example {
+            ids: (0..t).map(|i| random_id(seed, r, i, v)).collect(),
+            mask: (0..t).map(|i| if i == 0 { 0.0 } else { 1.0 }).collect(),
+        })
+        .collect()
 }
 
-/// forward + weighted cross-entropy + backward + AdamW on random tokens; work = tokens per step.
-fn train_step<B: Backend>(be: &B, mut model: Model<B>, a: &BenchArgs) -> Result<Vec<Sample>> {
-    use softcot_core::optim::{zero_grads, AdamW, AdamwConfig};
+/// The supervised optimizer step (`softcot_core::sft::Step`: forward, weighted cross-entropy,
+/// backward, gradient norm, AdamW) on random tokens; work = tokens per step.
+fn train_step<B: Train>(be: &B, mut model: Model<B>, mut opt: AdamW<B>, a: &BenchArgs) -> Result<Vec<Sample>> {
     let (b, t) = (a.batch(), a.seq_len);
-    let batch = random_sft_batch(be, &model, b, t, a.seed)?;
-    let mut acts = model.new_train_acts(be, b, t, a.recompute)?;
-    let mut grads = model.new_grads(be)?;
-    let mut opt = AdamW::new(be, &model, AdamwConfig::default())?;
-    let mut loss_rows = be.zeros(b * t)?;
+    let examples = random_examples(model.cfg.vocab_size, b, t, a.seed);
+    let batch: Vec<&Example> = examples.iter().collect();
+    let mut step = SftStep::new(be, &model, b, t, a.recompute, 0.0)?;
     repeat(be, a.repeats, || {
-        zero_grads(be, &mut grads)?;
-        sft_step(be, &model, &mut acts, &batch, &mut loss_rows, &mut grads)?;
-        opt.update(be, &mut model, &grads, 1e-4)?;
+        step.update(be, &mut model, &mut opt, &batch, 1e-4)?;
         Ok((b * t) as f64)
     })
 }
 
-/// `rl-step`: the rollouts (`collect`: prompt prefill, thinking, answers, grading) and the update
-/// (`rl_step` over all rollouts of the step in one micro-batch: forward + backward, no optimizer) of
-/// one RL step, for hard and for soft thinking, and a supervised step (`sft_step`) over the same
-/// rows x tokens. Thinking never stops early, so every rollout uses its whole budget. After one
-/// untimed round, each timed round runs every part once (the two rollouts first, their order
-/// alternating between rounds), so that the machine's drift largely cancels in the per-round ratios.
-fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
-    use softcot_core::optim::zero_grads;
+/// The parts of one RL step the `rl-step` workload times, run through the core's steps.
+struct RlParts<'a, B: Train> {
+    be: &'a B,
+    model: &'a Model<B>,
+    tok: &'a dyn Tokens,
+    tasks: Vec<&'a Task>,
+    /// [hard, soft (or fuzzy)] thinking
+    think: [ThinkConfig; 2],
+    rl: RlStep<B>,
+    sft: SftStep<B>,
+}
+
+impl<B: Train> RlParts<'_, B> {
+    /// Rollouts of step 0 in mode `k` (`Step::rollouts`: prompt prefill, thinking, answers, grading).
+    fn rollouts(&self, k: usize) -> Result<Collected> {
+        let (be, model) = (self.be, self.model);
+        self.rl
+            .rollouts(be, model, &self.tasks, 0, &self.think[k], self.tok, &Rewards::default())
+    }
+}
+
+/// `rl-step`: the rollouts (`Step::rollouts`) and the update (`Step::gradients` over all rollouts
+/// of the step in one micro-batch: forward + backward, no optimizer) of one RL step, for hard and
+/// for soft thinking, and a supervised step (`sft::Step::gradients`) over the same rows x tokens.
+/// Thinking never stops early, so every rollout uses its whole budget. After one untimed round,
+/// each timed round runs every part once (the two rollouts first, their order alternating between
+/// rounds), so that the machine's drift largely cancels in the per-round ratios.
+fn rl_step_bench<B: Train>(be: &B, a: &BenchArgs) -> Result<()> {
     if a.samples < 2 {
         return Err(Error::invalid(
             "--samples must be at least 2 (RLOO compares each rollout with the others)",
@@ -442,9 +489,14 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
     let (dir, md) = model_dir(a)?;
     let model = md.load(be)?;
     let (d, v) = (model.cfg.d(), model.cfg.vocab_size);
-    let prompts = random_prompts(a, v);
-    let golds = vec![String::new(); prompts.len()];
-    let (g, rows) = (a.samples, prompts.len() * a.samples);
+    let tasks: Vec<Task> = random_prompts(a, v)
+        .into_iter()
+        .map(|prompt| Task {
+            prompt,
+            gold: String::new(),
+        })
+        .collect();
+    let (g, rows) = (a.samples, tasks.len() * a.samples);
     let think = a.think()?;
     let cfgs = [ThinkMode::Hard, think.mode()].map(|mode| ThinkConfig {
         stop: false,
@@ -453,52 +505,58 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
         seed: a.seed,
         ..ThinkConfig::new(mode)
     });
-    // The noise scale as `generate` derives it: NoiseScale::sigma over the sum of squares of E.
-    let sigma = cfgs[1].sigma(be, &model)?;
-    let settings = cfgs.each_ref().map(|c| RlSettings {
-        tau: c.tau,
-        sigma,
-        norm: rows as f32,
-    });
-    let rollouts = |k: usize| {
-        collect(
-            be,
-            &model,
-            &prompts,
-            &golds,
-            g,
-            0,
-            &cfgs[k],
-            &md.tokenizer,
-            &Rewards::default(),
-        )
+    let step_cfg = StepConfig {
+        prompts: tasks.len(),
+        samples: g,
+        micro_batch: 0,
+        rollout_batch: 0,
+        max_grad_norm: 0.0,
+        recompute: a.recompute,
+    };
+    // The update's rows are as long as the prompt and the whole budgets.
+    let t = a
+        .positions()
+        .saturating_add(md.tokenizer.encode(PREFILL_AT_BUDGET)?.len());
+    let mut parts = RlParts {
+        be,
+        model: &model,
+        tok: &md.tokenizer,
+        tasks: tasks.iter().collect(),
+        think: cfgs,
+        rl: RlStep::new(be, &model, step_cfg, t)?,
+        sft: SftStep::new(be, &model, rows, t, a.recompute, 0.0)?,
     };
 
     // The untimed round's rollouts are the update's input. Random weights earn no reward: spread
     // the rewards so that every advantage, hence every loss term, is non-zero.
     let mut seqs: Vec<Vec<RlSeq>> = Vec::new();
+    let mut settings = Vec::new();
+    let mut sigma = 0.0;
     for k in 0..2 {
-        let mut rs = rollouts(k)?;
-        for (i, r) in rs.iter_mut().enumerate() {
+        let mut c = parts.rollouts(k)?;
+        for (i, r) in c.rollouts.iter_mut().enumerate() {
             r.reward = (i % g) as f64;
         }
-        seqs.push(to_rl_seqs(&rs)?);
+        seqs.push(to_rl_seqs(&c.rollouts)?);
+        settings.push(RlSettings {
+            tau: parts.think[k].tau,
+            sigma: c.sigma,
+            norm: rows as f32,
+        });
+        sigma = c.sigma;
     }
     let t = seqs.iter().flatten().map(|q| q.len(d)).max().unwrap_or(1);
-    let mut acts = model.new_train_acts(be, rows, t, a.recompute)?;
-    let mut grads = model.new_grads(be)?;
-    let sft = random_sft_batch(be, &model, rows, t, a.seed)?;
-    let mut loss_rows = be.zeros(rows * t)?; // loss_rows: [rows * T]
-    let mut update = |k: usize| {
-        zero_grads(be, &mut grads)?;
+    let sft_examples = random_examples(v, rows, t, a.seed);
+    let sft_batch: Vec<&Example> = sft_examples.iter().collect();
+    let update = |parts: &mut RlParts<B>, k: usize| -> Result<f64> {
         if k < 2 {
-            rl_step(be, &model, &mut acts, &seqs[k], &settings[k], &mut grads)
+            parts.rl.gradients(be, &model, &seqs[k], &settings[k])
         } else {
-            sft_step(be, &model, &mut acts, &sft, &mut loss_rows, &mut grads)
+            Ok(parts.sft.gradients(be, &model, &sft_batch)?.0)
         }
     };
     for k in 0..3 {
-        update(k)?;
+        update(&mut parts, k)?;
     }
     // secs[r]: [hard rollouts, soft rollouts, hard update, soft update, SFT step] of round r
     let mut secs: Vec<[f64; 5]> = Vec::with_capacity(a.repeats);
@@ -508,10 +566,10 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
         // hard update ran up to 30% slower, so neither mode always takes the same place.
         let order = if r % 2 == 0 { [0, 1] } else { [1, 0] };
         for k in order {
-            round[k] = timed(be, || rollouts(k))?.1;
+            round[k] = timed(be, || parts.rollouts(k))?.1;
         }
         for k in 0..3 {
-            round[2 + k] = timed(be, || update(k))?.1;
+            round[2 + k] = timed(be, || update(&mut parts, k))?.1;
         }
         secs.push(round);
     }
@@ -534,7 +592,7 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                 "{}",
                 json!({"workload": "rl-step", "backend": be.name(), "repeats": a.repeats,
                        "model": dir.display().to_string(), "arch": model.cfg.name_hint(),
-                       "think": think.name(), "prompts": prompts.len(), "samples": g, "prompt_len": a.prompt_len,
+                       "think": think.name(), "prompts": tasks.len(), "samples": g, "prompt_len": a.prompt_len,
                        "think_tokens": a.new_tokens, "answer_tokens": a.answer_tokens, "rows": rows, "seq_len": t,
                        "sigma": sigma, "seconds": seconds,
                        "soft_over_hard_rollouts": triple(soft_hard),
@@ -546,7 +604,7 @@ fn rl_step_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
             let s = |i: usize| col(i)[0];
             println!(
                 "rl-step: {} prompts x {g} samples, {} + {} thinking + {} answer tokens; update and SFT over {rows} x {t} tokens; medians of {} rounds on {}",
-                prompts.len(),
+                tasks.len(),
                 a.prompt_len,
                 a.new_tokens,
                 a.answer_tokens,

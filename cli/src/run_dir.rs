@@ -10,10 +10,82 @@ use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use softcot_core::dtype::DType;
-use softcot_core::io::checkpoint::list_checkpoints;
-use softcot_core::io::fsutil::write_atomic;
-use softcot_core::optim::cosine_lr;
-use softcot_core::{philox, Error, Result};
+use softcot_core::io::checkpoint::{list_checkpoints, load_checkpoint, load_fresh};
+use softcot_core::io::fsutil::{read_json, write_atomic};
+use softcot_core::io::ModelDir;
+use softcot_core::model::Model;
+use softcot_core::optim::{cosine_lr, AdamW, AdamwConfig};
+use softcot_core::{philox, Error, Result, Train};
+
+/// Declares the settings struct of a training command (`sft`, `train`: their flags and run.json)
+/// with the settings every training run shares appended: the optimizer, the schedule, clipping
+/// and checkpoints, written once here. `lr` is the command's default learning rate.
+#[macro_export]
+macro_rules! training_settings {
+    (lr = $lr:expr; $(#[$meta:meta])* pub struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($fields)*
+            /// Peak learning rate.
+            #[arg(long, default_value_t = $lr)]
+            pub lr: f64,
+            /// Learning rate at the end of the cosine decay.
+            #[arg(long, default_value_t = 0.0)]
+            pub min_lr: f64,
+            /// Warm-up steps (linear, from lr / warmup).
+            #[arg(long, default_value_t = 20)]
+            pub warmup: u64,
+            #[arg(long, value_enum, default_value = "cosine")]
+            pub schedule: $crate::run_dir::Schedule,
+            /// AdamW's decoupled weight decay (norms and biases are not decayed).
+            #[arg(long, default_value_t = 0.0)]
+            pub weight_decay: f64,
+            #[arg(long, default_value_t = 0.9)]
+            pub beta1: f64,
+            #[arg(long, default_value_t = 0.999)]
+            pub beta2: f64,
+            #[arg(long, default_value_t = 1e-8)]
+            pub eps: f64,
+            /// Clip the global gradient norm to this (0 disables).
+            #[arg(long, default_value_t = 1.0)]
+            pub max_grad_norm: f64,
+            #[arg(long, default_value_t = 0)]
+            pub seed: u64,
+            /// Save a checkpoint every this many steps (and at the end).
+            #[arg(long, default_value_t = 100)]
+            pub save_every: u64,
+            /// Checkpoints to keep.
+            #[arg(long, default_value_t = 2)]
+            pub keep: usize,
+            #[arg(long, value_enum, default_value = "source")]
+            pub save_dtype: $crate::run_dir::SaveDtype,
+            /// Recompute activations per layer in backward (less memory, about 1.3x the compute).
+            #[arg(long)]
+            pub recompute: bool,
+            /// Stop after this many refused steps (non-finite loss or gradient).
+            #[arg(long, default_value_t = 5)]
+            pub max_bad_steps: u64,
+        }
+
+        impl $name {
+            /// The optimizer these settings ask for.
+            pub fn adamw(&self) -> softcot_core::optim::AdamwConfig {
+                softcot_core::optim::AdamwConfig {
+                    beta1: self.beta1,
+                    beta2: self.beta2,
+                    eps: self.eps,
+                    weight_decay: self.weight_decay,
+                    decay_norms_and_biases: false,
+                }
+            }
+
+            /// The learning rate of optimizer step `step` (0-based) of `total`.
+            pub fn lr_at(&self, step: u64, total: u64) -> f64 {
+                self.schedule.lr(step, self.warmup, total, self.lr, self.min_lr)
+            }
+        }
+    };
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 pub enum Schedule {
@@ -112,6 +184,70 @@ pub fn refuse_settings_on_resume<A: clap::Args>(matches: &clap::ArgMatches, dir:
         ))),
         None => Ok(()),
     }
+}
+
+/// The settings a run saved in `dir/run.json`, for `--resume dir` of `softcot cmd`.
+pub fn saved_settings<T: serde::de::DeserializeOwned>(dir: &Path, cmd: &str) -> Result<T> {
+    let path = dir.join("run.json");
+    if !path.is_file() {
+        return Err(Error::invalid(format!(
+            "--resume {}: no run.json (not a softcot {cmd} run)",
+            dir.display()
+        )));
+    }
+    serde_json::from_value(read_json(&path)?).map_err(|e| Error::format(format!("{}: {e}", path.display())))
+}
+
+/// Writes a new run's settings to `out/run.json`, where `--resume` reads them back.
+pub fn save_settings<T: serde::Serialize>(out: &Path, settings: &T) -> Result<()> {
+    let v = serde_json::to_value(settings).map_err(|e| Error::invalid(e.to_string()))?;
+    write_atomic(
+        &out.join("run.json"),
+        serde_json::to_string_pretty(&v).unwrap_or_default().as_bytes(),
+    )
+}
+
+/// Where a run starts: its model, optimizer, step and saved trainer state.
+pub struct Start<B: Train> {
+    pub md: ModelDir,
+    pub model: Model<B>,
+    pub opt: AdamW<B>,
+    /// Optimizer steps already taken.
+    pub step: u64,
+    /// `trainer_state.json` of the checkpoint resumed (null for a new run).
+    pub state: Value,
+}
+
+/// A resumed run starts from the newest complete checkpoint of `out` (its metrics truncated to
+/// that step, in case the run died after logging more); a new one from `model` with a fresh
+/// optimizer.
+pub fn start<B: Train>(be: &B, out: &Path, resume: bool, model: Option<&Path>, opt: AdamwConfig) -> Result<Start<B>> {
+    if !resume {
+        let (md, model, opt) = load_fresh(be, model.unwrap_or(Path::new("")), opt)?;
+        return Ok(Start {
+            md,
+            model,
+            opt,
+            step: 0,
+            state: Value::Null,
+        });
+    }
+    let (step, ck) = list_checkpoints(out).pop().ok_or_else(|| {
+        Error::invalid(format!(
+            "--resume {}: no complete checkpoint to resume from",
+            out.display()
+        ))
+    })?;
+    let (md, model, opt, state) = load_checkpoint(be, &ck, opt)?;
+    eprintln!("resuming {} from step {step}", out.display());
+    truncate_metrics(&out.join("metrics.jsonl"), step)?;
+    Ok(Start {
+        md,
+        model,
+        opt,
+        step,
+        state,
+    })
 }
 
 /// Drops metric lines of steps after `step` (logged by a run that died before its next checkpoint).

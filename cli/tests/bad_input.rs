@@ -190,3 +190,44 @@ fn bad_inputs_to_commands() {
     let o = softcot(&["init-model", "--preset", "tiny", "--out", &m]);
     assert_clean_error(&o, "not empty");
 }
+
+/// A backend that cannot train is refused by `train`, `sft` and the training benchmarks within a
+/// second, before any model or data is read (the paths given do not even exist), naming the
+/// backends that can train.
+#[test]
+fn training_needs_a_backend_that_trains() {
+    let missing = "/nonexistent/softcot-model";
+    let runs: [&[&str]; 5] = [
+        &["train", "--model", missing, "--data", missing, "--backend", "wgpu"],
+        &["train", "--backend", "wgpu", "--steps", "1"],
+        &[
+            "sft",
+            "--model",
+            missing,
+            "--data",
+            missing,
+            "--out",
+            missing,
+            "--backend",
+            "wgpu",
+        ],
+        &["train", "--resume", missing, "--backend", "cuda"],
+        &[
+            "bench",
+            "--workload",
+            "rl-step",
+            "--model",
+            missing,
+            "--backend",
+            "wgpu",
+        ],
+    ];
+    for args in runs {
+        let t = std::time::Instant::now();
+        let o = softcot(args);
+        let secs = t.elapsed().as_secs_f64();
+        assert_clean_error(&o, "the backends that can train are: cpu");
+        assert!(secs < 1.0, "{args:?}: refused after {secs:.2} s");
+        assert!(!o.stderr.contains(missing), "{args:?} read its paths: {}", o.stderr);
+    }
+}

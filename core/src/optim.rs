@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use crate::backend::{AdamwStep, Backend};
+use crate::backend::{AdamwStep, Backend, Train};
 use crate::error::{Error, Result};
 use crate::model::train::Grads;
 use crate::model::{Model, Param};
@@ -32,7 +32,7 @@ impl Default for AdamwConfig {
 }
 
 /// Optimizer state: the two moments of every parameter and the step count.
-pub struct AdamW<B: Backend> {
+pub struct AdamW<B: Train> {
     pub cfg: AdamwConfig,
     /// m, v: one buffer per parameter, like `Model::params`.
     pub m: Vec<Param<B::Buf>>,
@@ -46,7 +46,7 @@ pub fn is_norm_or_bias(name: &str) -> bool {
     name.ends_with(".bias") || name.ends_with("norm.weight")
 }
 
-impl<B: Backend> AdamW<B> {
+impl<B: Train> AdamW<B> {
     pub fn new(be: &B, model: &Model<B>, cfg: AdamwConfig) -> Result<Self> {
         let zeros = |p: &Param<B::Buf>| -> Result<Param<B::Buf>> {
             Ok(Param {
@@ -109,7 +109,7 @@ pub fn grad_norm<B: Backend>(be: &B, grads: &Grads<B>) -> Result<f64> {
 /// Scales all gradients so that their global norm is at most `max_norm` (torch's
 /// `clip_grad_norm_`: factor max_norm / (norm + 1e-6) when the norm exceeds it). Returns the norm
 /// before clipping.
-pub fn clip_grad_norm<B: Backend>(be: &B, grads: &mut Grads<B>, max_norm: f64) -> Result<f64> {
+pub fn clip_grad_norm<B: Train>(be: &B, grads: &mut Grads<B>, max_norm: f64) -> Result<f64> {
     let norm = grad_norm(be, grads)?;
     if norm.is_finite() && norm > max_norm {
         let s = (max_norm / (norm + 1e-6)) as f32;
@@ -121,8 +121,45 @@ pub fn clip_grad_norm<B: Backend>(be: &B, grads: &mut Grads<B>, max_norm: f64) -
     Ok(norm)
 }
 
+/// What an optimizer step did: the loss it saw, the gradient norm before clipping, and whether
+/// AdamW was applied (not when the loss or the norm is not finite).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Update {
+    pub loss: f64,
+    pub grad_norm: f64,
+    pub applied: bool,
+}
+
+/// The end of every optimizer step, supervised or RL: the global gradient norm (clipping to
+/// `max_grad_norm` when it is positive), then AdamW at `lr` unless the loss or the norm is not
+/// finite (the step is then skipped, and the caller decides whether to go on).
+pub fn finish_step<B: Train>(
+    be: &B,
+    model: &mut Model<B>,
+    opt: &mut AdamW<B>,
+    grads: &mut Grads<B>,
+    loss: f64,
+    max_grad_norm: f64,
+    lr: f64,
+) -> Result<Update> {
+    let grad_norm = if max_grad_norm > 0.0 {
+        clip_grad_norm(be, grads, max_grad_norm)?
+    } else {
+        self::grad_norm(be, grads)?
+    };
+    let applied = loss.is_finite() && grad_norm.is_finite();
+    if applied {
+        opt.update(be, model, grads, lr)?;
+    }
+    Ok(Update {
+        loss,
+        grad_norm,
+        applied,
+    })
+}
+
 /// Zeroes every gradient (before accumulating a new step).
-pub fn zero_grads<B: Backend>(be: &B, grads: &mut Grads<B>) -> Result<()> {
+pub fn zero_grads<B: Train>(be: &B, grads: &mut Grads<B>) -> Result<()> {
     for g in grads.iter_mut() {
         let n = g.numel();
         be.fill(&mut g.buf, 0.0, n)?;

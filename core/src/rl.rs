@@ -3,15 +3,20 @@
 //! backward. Loss = -(1/N) sum_g A_g ell_g, where ell_g sums, over thinking steps, log pi(x_c)
 //! (Gaussian log-density of the fed vector for soft/fuzzy, token log-prob at tau for hard) and, over
 //! sampled answer tokens, log p(token). The recorded inputs are constants: one teacher-forced
-//! forward and backward, no backpropagation through time.
+//! forward and backward, no backpropagation through time. [`Step`] is the whole optimizer step
+//! built on it: rollouts, this update over micro-batches, clipping and AdamW.
+
+mod step;
 
 use alloc::vec;
 use alloc::vec::Vec;
 
-use crate::backend::{Backend, Gemm};
+use crate::backend::{Gemm, Train};
 use crate::error::{Error, Result};
 use crate::model::train::{Grads, HeadRows, Overrides, TrainActs};
 use crate::model::Model;
+
+pub use step::{Step, StepConfig};
 
 /// A_g = r_g - mean of the other rewards of the group (G >= 2).
 pub fn rloo_advantages(rewards: &[f64]) -> Result<Vec<f64>> {
@@ -191,7 +196,7 @@ fn layout(seqs: &[RlSeq], d: usize, v: usize, s: &RlSettings) -> Result<Layout> 
 /// One micro-batch of the update: forward over [prompt, thinking inputs, suffix], d loss / d logits
 /// for every scored position (fused ops on the logits), the mixture's gradient into E, and the
 /// model backward; gradients accumulate into `grads`. Returns this micro-batch's loss.
-pub fn rl_step<B: Backend>(
+pub fn rl_step<B: Train>(
     be: &B,
     model: &Model<B>,
     acts: &mut TrainActs<B>,
@@ -262,7 +267,7 @@ pub fn rl_step<B: Backend>(
 /// d loss / d logits of the soft rows (returned, [R, V]) and the mixture's gradient into E
 /// (accumulated); adds their loss -w log pi(x) = w ||x - mu||^2 / (2 sigma^2) to `loss`.
 #[allow(clippy::too_many_arguments)]
-fn soft_terms<B: Backend>(
+fn soft_terms<B: Train>(
     be: &B,
     model: &Model<B>,
     acts: &TrainActs<B>,

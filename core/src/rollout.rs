@@ -6,11 +6,11 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::grade::{grade, ExtractOptions, Rule};
 use crate::model::Model;
 use crate::rl::{rloo_advantages, RlSeq, Thinking};
-use crate::think::{generate, Generation, ThinkConfig, Tokens};
+use crate::think::{Decoder, Generation, ThinkConfig, Tokens};
 
 /// The rewards of the paper; configurable.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -66,37 +66,57 @@ pub fn reward(gold: &str, answer_text: &str, r: &Rewards) -> (f64, bool) {
     (value, v.correct && boxed)
 }
 
-/// `g` rollouts of each prompt in one batch of `prompts.len() * g` rows. Rollout `j` of prompt `i`
-/// uses Philox stream `stream0 + i * g + j`, so it does not depend on how rows are batched.
+/// A problem ready for rollouts: its prompt ids and reference answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    pub prompt: Vec<u32>, // prompt: [T_p]
+    pub gold: String,
+}
+
+/// The rollouts of a batch of tasks, and the noise scale their soft inputs had (the estimator's
+/// log-density must use the same).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Collected {
+    pub rollouts: Vec<Rollout>,
+    pub sigma: f32,
+}
+
+/// `g` rollouts of each task in one batch of `tasks.len() * g` rows. Rollout `j` of task `i`
+/// uses Philox stream `stream0 + i * g + j`, so it does not depend on how rows are batched. The
+/// noise scale is computed once, from the model as it is.
 #[allow(clippy::too_many_arguments)]
 pub fn collect<B: Backend>(
     be: &B,
     model: &Model<B>,
-    prompts: &[Vec<u32>],
-    golds: &[String],
+    tasks: &[&Task],
     g: usize,
     stream0: u32,
     cfg: &ThinkConfig,
     tok: &dyn Tokens,
     rewards: &Rewards,
-) -> Result<Vec<Rollout>> {
-    if prompts.len() != golds.len() {
-        return Err(Error::invalid("rollouts: one gold answer per prompt is required"));
-    }
-    let rows: Vec<Vec<u32>> = prompts
-        .iter()
-        .flat_map(|p| core::iter::repeat_n(p.clone(), g))
-        .collect();
-    let streams: Vec<u32> = (0..rows.len() as u32).map(|r| stream0.wrapping_add(r)).collect();
+) -> Result<Collected> {
     let mut cfg = cfg.clone();
     cfg.record_inputs = cfg.mode.is_continuous();
-    let gens = generate(be, model, &rows, &streams, &cfg, tok)?;
-    gens.into_iter()
+    let sigma = cfg.sigma(be, model)?;
+    let rows: Vec<Vec<u32>> = tasks
+        .iter()
+        .flat_map(|t| core::iter::repeat_n(t.prompt.clone(), g))
+        .collect();
+    if rows.is_empty() {
+        return Ok(Collected {
+            rollouts: Vec::new(),
+            sigma,
+        });
+    }
+    let streams: Vec<u32> = (0..rows.len() as u32).map(|r| stream0.wrapping_add(r)).collect();
+    let gens = Decoder::new(be, model, &cfg, tok, &rows, &streams, sigma)?.run()?;
+    let rollouts = gens
+        .into_iter()
         .enumerate()
         .map(|(r, gen)| {
             let group = r / g;
             let answer_text = tok.decode(&[gen.prefill_ids.clone(), gen.answer_ids.clone()].concat())?;
-            let (reward, correct) = reward(&golds[group], &answer_text, rewards);
+            let (reward, correct) = reward(&tasks[group].gold, &answer_text, rewards);
             Ok(Rollout {
                 group,
                 prompt: rows[r].clone(),
@@ -106,7 +126,8 @@ pub fn collect<B: Backend>(
                 correct,
             })
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok(Collected { rollouts, sigma })
 }
 
 /// The estimator's sequences, with RLOO advantages computed within each group.

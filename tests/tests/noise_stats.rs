@@ -7,7 +7,7 @@ use softcot_core::io::save::write_random_model;
 use softcot_core::io::{byte_tokenizer, ModelDir};
 use softcot_core::model::init::preset;
 use softcot_core::model::train::Overrides;
-use softcot_core::rollout::{collect, Rewards};
+use softcot_core::rollout::{collect, Rewards, Task};
 use softcot_core::think::{ThinkConfig, ThinkMode};
 use softcot_core::Backend;
 use softcot_cpu::CpuBackend;
@@ -24,11 +24,14 @@ fn recorded_inputs_are_the_recomputed_mixture_plus_unit_noise() {
     let model = md.load(&be).unwrap();
     let (d, v) = (model.cfg.d(), model.cfg.vocab_size);
     // Prompts of different lengths share the decode batch.
-    let prompts: Vec<Vec<u32>> = ["2+3=", "What is seven times six?", "1"]
+    let tasks: Vec<Task> = [("2+3=", "5"), ("What is seven times six?", "42"), ("1", "1")]
         .iter()
-        .map(|p| md.tokenizer.encode_with_specials(p).unwrap())
+        .map(|(p, gold)| Task {
+            prompt: md.tokenizer.encode_with_specials(p).unwrap(),
+            gold: gold.to_string(),
+        })
         .collect();
-    let golds = vec!["5".to_string(), "42".to_string(), "1".to_string()];
+    let tasks: Vec<&Task> = tasks.iter().collect();
     for mode in [ThinkMode::Soft, ThinkMode::Fuzzy] {
         let mut tc = ThinkConfig::new(mode);
         tc.seed = 3;
@@ -36,20 +39,13 @@ fn recorded_inputs_are_the_recomputed_mixture_plus_unit_noise() {
         tc.answer_tokens = 2;
         tc.stop = false;
         let sigma = tc.sigma(&be, &model).unwrap();
-        let rs = collect(
-            &be,
-            &model,
-            &prompts,
-            &golds,
-            4,
-            0,
-            &tc,
-            &md.tokenizer,
-            &Rewards::default(),
-        )
-        .unwrap();
+        let collected = collect(&be, &model, &tasks, 4, 0, &tc, &md.tokenizer, &Rewards::default()).unwrap();
+        assert_eq!(
+            collected.sigma, sigma,
+            "collect reports the noise scale its rollouts had"
+        );
         let mut z = Vec::new();
-        for r in &rs {
+        for r in &collected.rollouts {
             let (p, c) = (r.prompt.len(), r.gen.think_inputs.len() / d);
             let t = p + c;
             let mut ids = r.prompt.clone();

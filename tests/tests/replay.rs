@@ -9,7 +9,7 @@ use softcot_core::io::rollouts::{load_rollouts, save_rollouts, RolloutFile, Roll
 use softcot_core::io::ModelDir;
 use softcot_core::model::Model;
 use softcot_core::rl::{rl_step, RlSeq};
-use softcot_core::rollout::{collect, to_rl_seqs, Rewards};
+use softcot_core::rollout::{collect, to_rl_seqs, Rewards, Task};
 use softcot_core::think::{ThinkConfig, ThinkMode};
 use softcot_core::Backend;
 use softcot_cpu::CpuBackend;
@@ -43,11 +43,14 @@ fn replay(dir: &Path) {
     let md = ModelDir::open(dir).unwrap_or_else(|e| panic!("{e}"));
     let model = md.load(&be).unwrap_or_else(|e| panic!("{e}"));
     let (d, v) = (model.cfg.d(), model.cfg.vocab_size);
-    let prompts: Vec<Vec<u32>> = ["What is 2+3?", "Compute 7*6."]
+    let tasks: Vec<Task> = [("What is 2+3?", "5"), ("Compute 7*6.", "42")]
         .iter()
-        .map(|p| md.tokenizer.encode_with_specials(p).unwrap())
+        .map(|(p, gold)| Task {
+            prompt: md.tokenizer.encode_with_specials(p).unwrap(),
+            gold: gold.to_string(),
+        })
         .collect();
-    let golds = ["5".to_string(), "42".to_string()];
+    let tasks: Vec<&Task> = tasks.iter().collect();
     let g = 4;
     for mode in [ThinkMode::Soft, ThinkMode::Fuzzy, ThinkMode::Hard] {
         let mut cfg = ThinkConfig::new(mode);
@@ -55,13 +58,13 @@ fn replay(dir: &Path) {
         cfg.think_tokens = 10;
         cfg.answer_tokens = 5;
         let rewards = Rewards::default();
-        let mut rollouts = collect(&be, &model, &prompts, &golds, g, 0, &cfg, &md.tokenizer, &rewards).unwrap();
+        let collected = collect(&be, &model, &tasks, g, 0, &cfg, &md.tokenizer, &rewards).unwrap();
+        let (mut rollouts, sigma) = (collected.rollouts, collected.sigma);
         // A random model earns no reward; give the groups different rewards (not exact in f32) so
         // that the advantages, and with them the gradients, are not zero.
         for (i, r) in rollouts.iter_mut().enumerate() {
             r.reward = [0.0, 10.0, 100.0, 1.0 / 3.0][i % g];
         }
-        let sigma = cfg.sigma(&be, &model).unwrap();
         let mut meta = RolloutMeta::new(&cfg, sigma, rewards, d, v);
         meta.step = 1;
         meta.model = name(dir);

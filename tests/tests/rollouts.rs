@@ -6,7 +6,7 @@ use softcot_core::io::save::write_random_model;
 use softcot_core::io::{byte_tokenizer, ModelDir};
 use softcot_core::model::init::preset;
 use softcot_core::rl::{rl_step, RlSettings, Thinking};
-use softcot_core::rollout::{collect, to_rl_seqs, Rewards};
+use softcot_core::rollout::{collect, to_rl_seqs, Rewards, Task};
 use softcot_core::think::{ThinkConfig, ThinkMode};
 use softcot_cpu::CpuBackend;
 
@@ -24,11 +24,14 @@ fn rollouts_feed_the_estimator() {
     let md = tiny_model_dir(&tmp);
     let be = CpuBackend::new();
     let model = md.load(&be).unwrap();
-    let prompts: Vec<Vec<u32>> = ["What is 2+3?", "7*6="]
+    let tasks: Vec<Task> = [("What is 2+3?", "5"), ("7*6=", "42")]
         .iter()
-        .map(|p| md.tokenizer.encode_with_specials(p).unwrap())
+        .map(|(p, gold)| Task {
+            prompt: md.tokenizer.encode_with_specials(p).unwrap(),
+            gold: gold.to_string(),
+        })
         .collect();
-    let golds = ["5".to_string(), "42".to_string()];
+    let tasks: Vec<&Task> = tasks.iter().collect();
     let g = 4;
     for mode in [ThinkMode::Soft, ThinkMode::Hard] {
         let mut cfg = ThinkConfig::new(mode);
@@ -41,8 +44,7 @@ fn rollouts_feed_the_estimator() {
             collect(
                 &be,
                 &model,
-                &prompts[from..],
-                &golds[from..],
+                &tasks[from..],
                 g,
                 stream0,
                 &cfg,
@@ -50,6 +52,7 @@ fn rollouts_feed_the_estimator() {
                 &Rewards::default(),
             )
             .unwrap()
+            .rollouts
         };
         let rs = run(0);
         assert_eq!(rs.len(), 2 * g);

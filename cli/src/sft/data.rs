@@ -11,11 +11,8 @@ use softcot_core::{Error, Result};
 
 use crate::jsonl::for_each_object;
 
-/// A tokenized example. ids: [T]; mask: [T], 1 where the token is a target (completion and EOS).
-pub struct Example {
-    pub ids: Vec<u32>,
-    pub mask: Vec<f32>,
-}
+/// A tokenized example (the core's): ids and target mask, 1 on completion tokens and EOS.
+pub use softcot_core::sft::Example;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum OnBadLine {

@@ -11,22 +11,23 @@ use clap::{ArgMatches, Args};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use softcot_core::dtype::DType;
-use softcot_core::io::checkpoint::{checkpoint_name, export_model, list_checkpoints, load_checkpoint, save_checkpoint};
-use softcot_core::io::fsutil::{read_json, write_atomic};
-use softcot_core::io::ModelDir;
+use softcot_core::io::checkpoint::{checkpoint_name, export_model, save_checkpoint};
 use softcot_core::model::Model;
-use softcot_core::optim::{clip_grad_norm, zero_grads, AdamW, AdamwConfig};
-use softcot_core::sft::{sft_step, SftBatch};
-use softcot_core::{Backend, Error, Result};
+use softcot_core::optim::AdamW;
+use softcot_core::sft::Step;
+use softcot_core::{Error, Result, Train};
 
 use crate::args::{BackendKind, MAX_ROWS};
 use crate::run_dir::{
-    prepare_out, prune_checkpoints, refuse_settings_on_resume, truncate_metrics, Metrics, SaveDtype, Schedule, Shuffle,
+    prepare_out, prune_checkpoints, refuse_settings_on_resume, save_settings, saved_settings, start, Metrics, Shuffle,
+    Start,
 };
-use crate::with_backend;
+use crate::{training_settings, with_train_backend};
 pub use data::{gsm8k_completion, OnBadLine, OnLong};
 use data::{Example, LoadOptions};
 
+training_settings! {
+lr = 1e-5;
 /// The settings of a run; written to OUT/run.json and read back by `--resume`.
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]
 pub struct SftConfig {
@@ -48,53 +49,18 @@ pub struct SftConfig {
     /// Longest sequence (prompt + completion + EOS), in tokens.
     #[arg(long, default_value_t = 512)]
     pub seq_len: usize,
-    #[arg(long, default_value_t = 1e-5)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 0.0)]
-    pub min_lr: f64,
-    #[arg(long, default_value_t = 20)]
-    pub warmup: u64,
-    #[arg(long, value_enum, default_value = "cosine")]
-    pub schedule: Schedule,
     /// Optimizer steps (default: one epoch, or --epochs).
     #[arg(long, conflicts_with = "epochs")]
     pub steps: Option<u64>,
     #[arg(long)]
     pub epochs: Option<u64>,
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f64,
-    #[arg(long, default_value_t = 0.9)]
-    pub beta1: f64,
-    #[arg(long, default_value_t = 0.999)]
-    pub beta2: f64,
-    #[arg(long, default_value_t = 1e-8)]
-    pub eps: f64,
-    /// Clip the global gradient norm to this (0 disables).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Wrap prompts in the model's chat template.
     #[arg(long)]
     pub chat: bool,
-    /// Save a checkpoint every this many steps (and at the end).
-    #[arg(long, default_value_t = 100)]
-    pub save_every: u64,
-    /// Checkpoints to keep.
-    #[arg(long, default_value_t = 2)]
-    pub keep: usize,
     #[arg(long, value_enum, default_value = "stop")]
     pub on_bad_line: OnBadLine,
     #[arg(long, value_enum, default_value = "truncate")]
     pub on_long: OnLong,
-    /// Stop after this many refused steps (non-finite loss or gradient).
-    #[arg(long, default_value_t = 5)]
-    pub max_bad_steps: u64,
-    /// Recompute activations per layer in backward (less memory, about 1.3x the compute).
-    #[arg(long)]
-    pub recompute: bool,
-    #[arg(long, value_enum, default_value = "source")]
-    pub save_dtype: SaveDtype,
     /// Resume the run in this folder from its latest checkpoint (settings come from its run.json).
     #[arg(long, conflicts_with_all = ["model", "data", "out", "overwrite"])]
     #[serde(skip)]
@@ -111,6 +77,7 @@ pub struct SftConfig {
     #[serde(skip, default = "cpu")]
     pub backend: BackendKind,
 }
+}
 
 fn cpu() -> BackendKind {
     BackendKind::Cpu
@@ -125,16 +92,9 @@ pub fn run_command(a: SftConfig, matches: &ArgMatches) -> Result<()> {
 }
 
 pub fn run(mut a: SftConfig) -> Result<()> {
+    a.backend.require_training("sft")?;
     if let Some(dir) = a.resume.clone() {
-        let run = dir.join("run.json");
-        if !run.is_file() {
-            return Err(Error::invalid(format!(
-                "--resume {}: no run.json (not a softcot sft run)",
-                dir.display()
-            )));
-        }
-        let saved: SftConfig =
-            serde_json::from_value(read_json(&run)?).map_err(|e| Error::format(format!("{}: {e}", run.display())))?;
+        let saved: SftConfig = saved_settings(&dir, "sft")?;
         a = SftConfig {
             resume: Some(dir.clone()),
             stop_after: a.stop_after,
@@ -144,7 +104,7 @@ pub fn run(mut a: SftConfig) -> Result<()> {
         };
     }
     validate(&a)?;
-    with_backend!(a.backend, |be| train(&be, &a))
+    with_train_backend!(a.backend, "sft", |be| train(&be, &a))
 }
 
 fn validate(a: &SftConfig) -> Result<()> {
@@ -174,7 +134,7 @@ fn validate(a: &SftConfig) -> Result<()> {
     Ok(())
 }
 
-struct Run<'a, B: Backend> {
+struct Run<'a, B: Train> {
     be: &'a B,
     a: &'a SftConfig,
     out: PathBuf,
@@ -182,39 +142,25 @@ struct Run<'a, B: Backend> {
     dtype: DType,
 }
 
-fn train<B: Backend>(be: &B, a: &SftConfig) -> Result<()> {
+fn train<B: Train>(be: &B, a: &SftConfig) -> Result<()> {
     let out = a.out.clone().ok_or_else(|| Error::invalid("--out is required"))?;
-    let opt_cfg = AdamwConfig {
-        beta1: a.beta1,
-        beta2: a.beta2,
-        eps: a.eps,
-        weight_decay: a.weight_decay,
-        decay_norms_and_biases: false,
-    };
-    let (md, mut model, mut opt, start_step) = if a.resume.is_some() {
-        let (step, ck) = list_checkpoints(&out).pop().ok_or_else(|| {
-            Error::invalid(format!(
-                "--resume {}: no complete checkpoint to resume from",
-                out.display()
-            ))
-        })?;
-        let (md, model, opt, _) = load_checkpoint(be, &ck, opt_cfg)?;
-        eprintln!("resuming {} from step {step}", out.display());
-        truncate_metrics(&out.join("metrics.jsonl"), step)?;
-        (md, model, opt, step)
-    } else {
+    let resume = a.resume.is_some();
+    if !resume {
         prepare_out(&out, a.overwrite, &["final"])?;
-        let model_dir = a.model.as_ref().ok_or_else(|| Error::invalid("--model is required"))?;
-        let md = ModelDir::open(model_dir)?;
-        let model = md.load(be)?;
-        let opt = AdamW::new(be, &model, opt_cfg)?;
-        let cfg = serde_json::to_value(a).map_err(|e| Error::invalid(e.to_string()))?;
-        write_atomic(
-            &out.join("run.json"),
-            serde_json::to_string_pretty(&cfg).unwrap_or_default().as_bytes(),
-        )?;
-        (md, model, opt, 0)
-    };
+        if a.model.is_none() {
+            return Err(Error::invalid("--model is required"));
+        }
+    }
+    let Start {
+        md,
+        mut model,
+        mut opt,
+        step: start_step,
+        ..
+    } = start(be, &out, resume, a.model.as_deref(), a.adamw())?;
+    if !resume {
+        save_settings(&out, a)?;
+    }
     let context = md.config.max_position_embeddings;
     if a.seq_len > context {
         return Err(Error::invalid(format!(
@@ -279,7 +225,7 @@ fn train<B: Backend>(be: &B, a: &SftConfig) -> Result<()> {
     Ok(())
 }
 
-impl<B: Backend> Run<'_, B> {
+impl<B: Train> Run<'_, B> {
     fn steps(
         &self,
         model: &mut Model<B>,
@@ -295,9 +241,7 @@ impl<B: Backend> Run<'_, B> {
         } else {
             a.micro_batch
         };
-        let mut acts = model.new_train_acts(be, mb, a.seq_len, a.recompute)?;
-        let mut grads = model.new_grads(be)?;
-        let mut loss_rows = be.zeros(mb * a.seq_len)?;
+        let mut sft = Step::new(be, model, mb, a.seq_len, a.recompute, a.max_grad_norm)?;
         let mut metrics = Metrics::open(&self.out)?;
         let bar = crate::progress::bar(to - from, "sft");
         let t0 = Instant::now();
@@ -309,27 +253,11 @@ impl<B: Backend> Run<'_, B> {
             let batch: Vec<&Example> = (0..a.batch_size as u64)
                 .map(|j| &ex[shuffle.index(step * a.batch_size as u64 + j)])
                 .collect();
-            let n_targets: f32 = batch.iter().map(|e| e.mask[1..].iter().sum::<f32>()).sum();
-            zero_grads(be, &mut grads)?;
-            let mut loss = 0f64;
-            for chunk in batch.chunks(mb) {
-                let t = chunk.iter().map(|e| e.ids.len()).max().unwrap_or(1);
-                let (mut ids, mut mask) = (vec![0u32; chunk.len() * t], vec![0f32; chunk.len() * t]);
-                for (r, e) in chunk.iter().enumerate() {
-                    ids[r * t..r * t + e.ids.len()].copy_from_slice(&e.ids);
-                    mask[r * t..r * t + e.mask.len()].copy_from_slice(&e.mask);
-                }
-                let sb = SftBatch::new(be, &ids, &mask, chunk.len(), t, n_targets)?;
-                loss += sft_step(be, model, &mut acts, &sb, &mut loss_rows, &mut grads)?;
-                tokens += chunk.iter().map(|e| e.ids.len()).sum::<usize>();
-            }
-            let norm = if a.max_grad_norm > 0.0 {
-                clip_grad_norm(be, &mut grads, a.max_grad_norm)?
-            } else {
-                softcot_core::optim::grad_norm(be, &grads)?
-            };
-            let lr = self.lr(step, total);
-            if !loss.is_finite() || !norm.is_finite() {
+            let lr = a.lr_at(step, total);
+            let (u, read) = sft.update(be, model, opt, &batch, lr)?;
+            tokens += read;
+            let (loss, norm) = (u.loss, u.grad_norm);
+            if !u.applied {
                 bad += 1;
                 eprintln!(
                     "warning: step {}: non-finite loss ({loss}) or gradient norm ({norm}); update refused",
@@ -340,8 +268,6 @@ impl<B: Backend> Run<'_, B> {
                         "{bad} steps refused for non-finite values; stopping (the last good checkpoint is kept; try a lower --lr)"
                     )));
                 }
-            } else {
-                opt.update(be, model, &grads, lr)?;
             }
             step += 1;
             let elapsed = t0.elapsed().as_secs_f64();
@@ -359,11 +285,6 @@ impl<B: Backend> Run<'_, B> {
         }
         bar.finish();
         Ok(())
-    }
-
-    fn lr(&self, step: u64, total: u64) -> f64 {
-        let a = self.a;
-        a.schedule.lr(step, a.warmup, total, a.lr, a.min_lr)
     }
 
     fn checkpoint(&self, model: &Model<B>, opt: &AdamW<B>, step: u64) -> Result<()> {

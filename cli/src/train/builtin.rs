@@ -30,7 +30,7 @@ use crate::eval::report::markdown;
 use crate::eval::{evaluate, EvalReport, EvalSettings};
 use crate::run_dir::prepare_out;
 use crate::sft::{self, SftConfig};
-use crate::with_backend;
+use crate::{with_backend, with_train_backend};
 
 /// Sizes of the task: problems per split and the largest operand.
 const TRAIN: usize = 4000;
@@ -110,7 +110,7 @@ pub fn run(c: &TrainConfig, a: &TrainArgs) -> Result<()> {
         };
         prepare_out(&rc.out, a.overwrite, OUTPUTS)?;
         eprintln!("RL with {} thinking into {}", mode.name(), rc.out.display());
-        with_backend!(a.backend, |be| train(&be, &rc, false, a.stop_after))?;
+        with_train_backend!(a.backend, "train", |be| train(&be, &rc, false, a.stop_after))?;
         runs.push((format!("RL {}", mode.name()), rc.out.join("best")));
     }
     if !a.no_eval {

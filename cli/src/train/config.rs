@@ -13,8 +13,10 @@ use softcot_core::{Error, Result};
 
 use crate::args::{NoiseKind, Think, MAX_ROWS};
 use crate::dataset::PAPER_TEMPLATE;
-use crate::run_dir::{SaveDtype, Schedule};
+use crate::training_settings;
 
+training_settings! {
+lr = 5e-6;
 /// Every setting of a run; written to OUT/run.json and read back by `--resume`.
 #[derive(Args, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -90,44 +92,10 @@ pub struct TrainConfig {
     /// Wrap the prompt in the model's chat template.
     #[arg(long)]
     pub chat: bool,
-    #[arg(long, default_value_t = 5e-6)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 0.0)]
-    pub min_lr: f64,
-    #[arg(long, default_value_t = 20)]
-    pub warmup: u64,
-    #[arg(long, value_enum, default_value = "cosine")]
-    pub schedule: Schedule,
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f64,
-    #[arg(long, default_value_t = 0.9)]
-    pub beta1: f64,
-    #[arg(long, default_value_t = 0.999)]
-    pub beta2: f64,
-    #[arg(long, default_value_t = 1e-8)]
-    pub eps: f64,
-    /// Clip the global gradient norm to this (0 disables).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Save a checkpoint every this many steps (and at the end).
-    #[arg(long, default_value_t = 100)]
-    pub save_every: u64,
-    /// Checkpoints to keep.
-    #[arg(long, default_value_t = 2)]
-    pub keep: usize,
-    #[arg(long, value_enum, default_value = "source")]
-    pub save_dtype: SaveDtype,
     /// Write the rollouts of every this many steps to OUT/rollouts/ (0: never); see --replay.
     #[arg(long, default_value_t = 0)]
     pub save_rollouts: u64,
-    /// Recompute activations per layer in backward (less memory, about 1.3x the compute).
-    #[arg(long)]
-    pub recompute: bool,
-    /// Stop after this many refused steps (non-finite loss or gradient).
-    #[arg(long, default_value_t = 5)]
-    pub max_bad_steps: u64,
+}
 }
 
 impl Default for TrainConfig {

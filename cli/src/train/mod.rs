@@ -12,19 +12,20 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgMatches, Args};
 use serde_json::{json, Value};
-use softcot_core::io::checkpoint::{export_model, list_checkpoints, load_checkpoint};
-use softcot_core::io::fsutil::{read_json, write_atomic};
+use softcot_core::io::checkpoint::export_model;
 use softcot_core::io::save::save_json;
 use softcot_core::io::ModelDir;
-use softcot_core::optim::{AdamW, AdamwConfig};
-use softcot_core::{Backend, Error, Result};
+use softcot_core::rollout::Task;
+use softcot_core::{Error, Result, Train};
 
 use crate::args::BackendKind;
 use crate::dataset;
-use crate::run_dir::{catch_interrupt, prepare_out, refuse_settings_on_resume, truncate_metrics};
-use crate::with_backend;
+use crate::run_dir::{
+    catch_interrupt, prepare_out, refuse_settings_on_resume, save_settings, saved_settings, start, Start,
+};
+use crate::with_train_backend;
 pub use config::TrainConfig;
-use rl_loop::{check_room, items, Item, Trainer};
+use rl_loop::{check_room, items, Trainer};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -60,21 +61,14 @@ pub struct TrainArgs {
 const OUTPUTS: &[&str] = &["best", "best.json", "final", "metrics.png", "rollouts"];
 
 pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
+    a.backend.require_training("train")?;
     catch_interrupt();
     if let Some(dir) = &a.resume {
         refuse_settings_on_resume::<TrainArgs>(matches, dir)?;
-        let path = dir.join("run.json");
-        if !path.is_file() {
-            return Err(Error::invalid(format!(
-                "--resume {}: no run.json (not a softcot train run)",
-                dir.display()
-            )));
-        }
-        let mut c: TrainConfig =
-            serde_json::from_value(read_json(&path)?).map_err(|e| Error::format(format!("{}: {e}", path.display())))?;
+        let mut c: TrainConfig = saved_settings(dir, "train")?;
         c.out = dir.clone();
         c.validate()?;
-        return with_backend!(a.backend, |be| train(&be, &c, true, a.stop_after));
+        return with_train_backend!(a.backend, "train", |be| train(&be, &c, true, a.stop_after));
     }
     let c = config::resolve(&a.cfg, matches, a.config.as_deref(), |builtin| {
         if builtin {
@@ -85,7 +79,7 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
     })?;
     if let Some(file) = &a.replay {
         c.validate_update()?;
-        return with_backend!(a.backend, |be| replay::run(&be, &c, file));
+        return with_train_backend!(a.backend, "train", |be| replay::run(&be, &c, file));
     }
     c.validate()?;
     if c.is_builtin() {
@@ -97,45 +91,23 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
         ));
     }
     prepare_out(&c.out, a.overwrite, OUTPUTS)?;
-    with_backend!(a.backend, |be| train(&be, &c, false, a.stop_after))
-}
-
-pub fn adamw_config(c: &TrainConfig) -> AdamwConfig {
-    AdamwConfig {
-        beta1: c.beta1,
-        beta2: c.beta2,
-        eps: c.eps,
-        weight_decay: c.weight_decay,
-        decay_norms_and_biases: false,
-    }
+    with_train_backend!(a.backend, "train", |be| train(&be, &c, false, a.stop_after))
 }
 
 /// Trains `c` into `c.out` (a fresh, prepared folder, or one to resume).
-pub fn train<B: Backend>(be: &B, c: &TrainConfig, resume: bool, stop_after: Option<u64>) -> Result<()> {
+pub fn train<B: Train>(be: &B, c: &TrainConfig, resume: bool, stop_after: Option<u64>) -> Result<()> {
     let out = &c.out;
-    let (md, mut model, mut opt, from, best) = if resume {
-        let (step, ck) = list_checkpoints(out).pop().ok_or_else(|| {
-            Error::invalid(format!(
-                "--resume {}: no complete checkpoint to resume from",
-                out.display()
-            ))
-        })?;
-        let (md, model, opt, state) = load_checkpoint(be, &ck, adamw_config(c))?;
-        eprintln!("resuming {} from step {step}", out.display());
-        truncate_metrics(&out.join("metrics.jsonl"), step)?;
-        let best = state["best_val_acc"].as_f64().zip(state["best_step"].as_u64());
-        (md, model, opt, step, best)
-    } else {
-        let cfg = serde_json::to_value(c).map_err(|e| Error::invalid(e.to_string()))?;
-        write_atomic(
-            &out.join("run.json"),
-            serde_json::to_string_pretty(&cfg).unwrap_or_default().as_bytes(),
-        )?;
-        let md = ModelDir::open(c.model.as_deref().unwrap_or(Path::new("")))?;
-        let model = md.load(be)?;
-        let opt = AdamW::new(be, &model, adamw_config(c))?;
-        (md, model, opt, 0, None)
-    };
+    if !resume {
+        save_settings(out, c)?;
+    }
+    let Start {
+        md,
+        mut model,
+        mut opt,
+        step: from,
+        state,
+    } = start(be, out, resume, c.model.as_deref(), c.adamw())?;
+    let best = state["best_val_acc"].as_f64().zip(state["best_step"].as_u64());
     // Checkpoints carry the tokenizer of the model the run started from.
     let tokenizer_src = md.path.clone();
     let (train_items, val_items) = splits(c, &md)?;
@@ -175,7 +147,7 @@ pub fn train<B: Backend>(be: &B, c: &TrainConfig, resume: bool, stop_after: Opti
 
 /// The training and validation problems: --val-data, or the last --val-size problems of --data
 /// held out (at most a quarter of them).
-fn splits(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Item>, Vec<Item>)> {
+fn splits(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Task>, Vec<Task>)> {
     let context = md.config.max_position_embeddings;
     check_room(c, &md.tokenizer, context, 1)?;
     let data = c.data.as_deref().unwrap_or(Path::new(""));
