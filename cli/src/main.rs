@@ -21,36 +21,52 @@ mod train;
 
 use std::process::ExitCode;
 
-use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use softcot_core::Result;
 
-/// softcot: reinforcement learning of continuous (soft) chains of thought, and inference anywhere.
+/// The first two lines of `softcot --help`: what softcot is, and where a new user starts. At most 80
+/// columns each, so that a terminal shows two lines.
+const ABOUT: &str = "RL of continuous chains of thought for LLMs, after \"Soft Tokens, Hard Truths\".\n\
+    Start with `softcot train` (the method on a built-in task), then read README.md.";
+
+/// `-V`: one line, version and commit, with nothing probed. `--version` adds what a bug report
+/// needs (see `with_long_version`), which costs a CUDA probe, so only that flag pays for it.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("SOFTCOT_COMMIT"),
+    env!("SOFTCOT_DIRTY"),
+    ")"
+);
+
 #[derive(Parser)]
-#[command(name = "softcot", version, about, long_about = None, propagate_version = true)]
+#[command(name = "softcot", version = VERSION, about = ABOUT, long_about = None, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
+// In the order a new user meets them: the built-in run first, the tools after.
 #[derive(Subcommand)]
 enum Cmd {
-    /// Log-probabilities of texts or token ids under a model (log-likelihood evaluation).
-    Score(score::ScoreArgs),
-    /// Think (hard, soft or fuzzy), then answer, from one prompt.
-    Generate(generate::GenerateArgs),
-    /// Write a randomly initialised model in HF format (no download needed).
-    InitModel(init_model::InitArgs),
-    /// Measure throughput: prefill, decode, soft decode, matmul.
-    Bench(bench::BenchArgs),
-    /// Grade answers: extraction and equivalence of math answers.
-    Grade(grade::GradeArgs),
-    /// Supervised fine-tuning on prompt/completion JSONL (the warm start before RL).
-    Sft(sft::SftConfig),
     /// RL of thinking (hard, soft or fuzzy) with RLOO; with no --model and --data, the built-in task.
     Train(Box<train::TrainArgs>),
     /// Evaluate a model on a dataset: greedy pass@1, pass@1 and pass@k per decoding of thinking.
     Eval(eval::EvalArgs),
+    /// Supervised fine-tuning on prompt/completion or GSM8K JSONL (the warm start before RL).
+    Sft(sft::SftConfig),
+    /// Think (hard, soft or fuzzy), then answer, from one prompt.
+    Generate(generate::GenerateArgs),
+    /// Log-probabilities of texts or token ids under a model (log-likelihood evaluation).
+    Score(score::ScoreArgs),
+    /// Grade answers: extraction and equivalence of math answers.
+    Grade(grade::GradeArgs),
+    /// Write a randomly initialised model in HF format (no download needed).
+    InitModel(init_model::InitArgs),
+    /// Measure throughput of one workload: prefill, decode, soft-decode, matmul, memory, train-step,
+    /// grade, rl-step, head-products.
+    Bench(bench::BenchArgs),
     /// List the GPU adapters the wgpu backend can use (and whether CUDA is built in).
     Devices(devices::DevicesArgs),
 }
@@ -72,7 +88,12 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
 }
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let mut cmd = Cli::command();
+    // propagate_version lets every command take --version, so look at every argument.
+    if std::env::args_os().skip(1).any(|a| a == "--version") {
+        cmd = with_long_version(cmd);
+    }
+    let matches = cmd.get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),
@@ -84,6 +105,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--version`: the version, the commit (and `dirty`), the backends built in, and whether CUDA's
+/// libraries are found on this machine. `-V` keeps the one-line `VERSION`.
+fn with_long_version(cmd: Command) -> Command {
+    let backends: Vec<String> = args::BackendKind::value_variants()
+        .iter()
+        .filter_map(|b| b.to_possible_value().map(|v| v.get_name().to_string()))
+        .collect();
+    let cuda = match softcot_cuda::probe() {
+        Ok(()) => "usable (its libraries are found)".to_string(),
+        Err(e) => format!("not usable: {e}"),
+    };
+    let long = format!(
+        "{}\ncommit: {}{}\nbackends: {} (wgpu's adapters: softcot devices)\ncuda: {cuda}",
+        env!("CARGO_PKG_VERSION"),
+        env!("SOFTCOT_COMMIT"),
+        env!("SOFTCOT_DIRTY"),
+        backends.join(", "),
+    );
+    // clap wants a 'static text; the process prints it and exits, so leaking it costs nothing.
+    cmd.long_version(&*long.leak())
 }
 
 /// Runs `f` on a worker of a rayon pool rather than on the main thread. Every parallel op of the
