@@ -47,7 +47,7 @@
 // hd <= ATT_MAX_HD: each lane keeps hd / 32 output columns in registers.
 
 #define ATT_TILE 32
-#define ATT_MAX_HD 256
+#define ATT_MAX_HD 128
 #define ATT_COLS (ATT_MAX_HD / 32)
 // "No score": past the row's causal length, or nothing accumulated yet. Every use tests for it, so
 // no exp sees -inf - -inf.
