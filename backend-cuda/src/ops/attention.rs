@@ -105,7 +105,7 @@ fn shape_args<'a>(slots: &'a CudaIds, start: &'a CudaIds, s: &AttnShape, what: &
 }
 
 fn check_heads(s: &AttnShape, what: &str) -> Result<()> {
-    if s.kv_heads == 0 || s.heads % s.kv_heads != 0 {
+    if s.kv_heads == 0 || !s.heads.is_multiple_of(s.kv_heads) {
         return Err(Error::invalid(format!("{what}: heads must be a multiple of kv_heads")));
     }
     Ok(())
@@ -367,4 +367,152 @@ pub(crate) fn attention_backward_with(
     ];
     let args: Vec<Arg> = tensors.into_iter().chain(shape_args(slots, start, &s, what)?).collect();
     l.launch("attention", "attention_backward_dkv", cfg_dkv, &args)
+}
+
+/// The kernels at every block size against a float64 reference, on the host path.
+#[cfg(all(test, feature = "host"))]
+pub(crate) mod tests {
+    use softcot_core::backend::AttnShape;
+    use softcot_core::philox::sample_uniform;
+
+    use crate::buffer::{Buffer, CudaBuf, CudaIds, Mem};
+    use crate::host::Host;
+    use crate::launch::Launcher;
+
+    /// A host-path buffer holding `v`.
+    pub(crate) fn buf<T: Copy>(v: &[T]) -> Buffer<T> {
+        Buffer {
+            mem: Mem::Host(v.to_vec()),
+            len: v.len(),
+        }
+    }
+    pub(crate) fn read<T: Copy>(b: &Buffer<T>) -> Vec<T> {
+        match &b.mem {
+            Mem::Host(v) => v.clone(),
+            Mem::Device(_) => unreachable!("host-path tests hold host buffers"),
+        }
+    }
+    /// `n` values in [-scale, scale), from Philox (stream `seed`).
+    pub(crate) fn random(n: usize, scale: f32, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| (sample_uniform(7, seed, i) * 2.0 - 1.0) * scale)
+            .collect()
+    }
+    pub(crate) fn max_err(got: &[f32], want: &[f64]) -> f64 {
+        got.iter()
+            .zip(want)
+            .map(|(&g, &w)| (g as f64 - w).abs())
+            .fold(0.0, f64::max)
+    }
+
+    struct Case {
+        s: AttnShape,
+        slots: Vec<u32>,
+        start: Vec<u32>,
+        q: Vec<f32>,
+        k: Vec<f32>, // [3 slots, Hkv, t_max, hd], every position filled: keys past a row's length must be masked
+        v: Vec<f32>,
+        dout: Vec<f32>,
+    }
+
+    fn case(t: usize, hd: usize, start: [u32; 2]) -> Case {
+        let s = AttnShape {
+            b: 2,
+            t,
+            heads: 6,
+            kv_heads: 2,
+            head_dim: hd,
+            t_max: 48,
+            scale: 1.0 / (hd as f32).sqrt(),
+        };
+        let (n, cache) = (2 * t * 6 * hd, 3 * 2 * 48 * hd);
+        Case {
+            s,
+            slots: vec![2, 0],
+            start: start.to_vec(),
+            q: random(n, 1.0, 1),
+            k: random(cache, 1.0, 2),
+            v: random(cache, 1.0, 3),
+            dout: random(n, 1.0, 4),
+        }
+    }
+
+    /// out, lse and (dq, dk, dv) of the case in float64.
+    #[allow(clippy::type_complexity)]
+    fn reference(c: &Case) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let s = &c.s;
+        let (h, hkv, hd, t, g) = (s.heads, s.kv_heads, s.head_dim, s.t, s.heads / s.kv_heads);
+        let (mut out, mut lse, mut dq) = (vec![0.0; c.q.len()], vec![0.0; 2 * h * t], vec![0.0; c.q.len()]);
+        let (mut dk, mut dv) = (vec![0.0; c.k.len()], vec![0.0; c.v.len()]);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum::<f64>();
+        for b in 0..2 {
+            for i in 0..t {
+                for head in 0..h {
+                    let row = ((b * t + i) * h + head) * hd;
+                    let base = (c.slots[b] as usize * hkv + head / g) * s.t_max * hd;
+                    let len = c.start[b] as usize + i + 1;
+                    let (qr, gr) = (&c.q[row..row + hd], &c.dout[row..row + hd]);
+                    let sc: Vec<f64> = (0..len)
+                        .map(|j| dot(qr, &c.k[base + j * hd..][..hd]) * s.scale as f64)
+                        .collect();
+                    let m = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let z: f64 = sc.iter().map(|x| (x - m).exp()).sum();
+                    lse[(b * h + head) * t + i] = m + z.ln();
+                    let p: Vec<f64> = sc.iter().map(|x| (x - m).exp() / z).collect();
+                    for (j, pj) in p.iter().enumerate() {
+                        for e in 0..hd {
+                            out[row + e] += pj * c.v[base + j * hd + e] as f64;
+                        }
+                    }
+                    let dd: f64 = (0..hd).map(|e| gr[e] as f64 * out[row + e]).sum();
+                    for (j, pj) in p.iter().enumerate() {
+                        let ds = pj * (dot(gr, &c.v[base + j * hd..][..hd]) - dd) * s.scale as f64;
+                        for e in 0..hd {
+                            dq[row + e] += ds * c.k[base + j * hd + e] as f64;
+                            dk[base + j * hd + e] += ds * qr[e] as f64;
+                            dv[base + j * hd + e] += pj * gr[e] as f64;
+                        }
+                    }
+                }
+            }
+        }
+        (out, lse, dq, dk, dv)
+    }
+
+    /// Decode (t = 1), a short prefill and one longer than a tile of 32 keys, hd under one warp's
+    /// width and over it, at 1 to 8 warps per block.
+    #[test]
+    fn attention_forward_and_backward_at_every_block_size() {
+        let l = Launcher::Host(Host);
+        for (t, hd, start) in [(1, 24, [40, 7]), (5, 24, [3, 0]), (40, 8, [0, 6]), (17, 40, [30, 2])] {
+            let c = case(t, hd, start);
+            let (want_out, want_lse, want_dq, want_dk, want_dv) = reference(&c);
+            let (slots, start): (CudaIds, CudaIds) = (buf(&c.slots), buf(&c.start));
+            let (q, k, v, dout) = (buf(&c.q), buf(&c.k), buf(&c.v), buf(&c.dout));
+            for warps in [1, 2, 4, 8] {
+                let label = format!("t={t} hd={hd} warps={warps}");
+                let (mut out, mut lse): (CudaBuf, CudaBuf) = (buf(&vec![0.0; c.q.len()]), buf(&vec![0.0; 12 * t]));
+                super::attention_with(&l, &mut out, Some(&mut lse), &q, &k, &v, &slots, &start, c.s, warps).unwrap();
+                let (e_out, e_lse) = (max_err(&read(&out), &want_out), max_err(&read(&lse), &want_lse));
+                println!("attention {label}: out err {e_out:.1e}, lse err {e_lse:.1e}");
+                assert!(e_out < 2e-6 && e_lse < 4e-6, "{label}");
+                let mut dq = buf(&vec![0.0; c.q.len()]);
+                let (mut dk, mut dv) = (buf(&vec![0.0; c.k.len()]), buf(&vec![0.0; c.v.len()]));
+                super::attention_backward_with(
+                    &l, &mut dq, &mut dk, &mut dv, &dout, &q, &k, &v, &out, &lse, &slots, &start, c.s, warps,
+                )
+                .unwrap();
+                let errs = [
+                    max_err(&read(&dq), &want_dq),
+                    max_err(&read(&dk), &want_dk),
+                    max_err(&read(&dv), &want_dv),
+                ];
+                println!(
+                    "attention_backward {label}: dq, dk, dv err {:.1e} {:.1e} {:.1e}",
+                    errs[0], errs[1], errs[2]
+                );
+                assert!(errs.iter().all(|&e| e < 1e-5), "{label}: {errs:?}");
+            }
+        }
+    }
 }
