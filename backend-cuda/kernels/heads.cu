@@ -8,8 +8,8 @@
 // Row kernels run one block per row (grid (rows)), the block looping over V with a stride of
 // blockDim.x, so any V works (Qwen's 152k too); blockDim.x is a multiple of 32, at most 1024, and
 // any such size gives the same results except where a sum's order follows the block size
-// (softmax, logprob_gather, cross_entropy_backward, soft_pg_logits: float sums, ~1e-7 relative).
-// Shared memory is static (a few hundred bytes; sample_rows: 8 KiB), none dynamic.
+// (softmax, logprob_gather, cross_entropy_backward: float32 sums, ~1e-7 relative; soft_pg_logits:
+// float64). Shared memory is static (at most 256 bytes; sample_rows: 8.3 KiB), none dynamic.
 //
 // Entry points:
 //   softmax_rows(float* p, const float* z, u32_t V, float inv_tau)
@@ -268,14 +268,26 @@ extern "C" __global__ void cross_entropy_backward(float* z, float* loss, const u
     for (u32_t j = threadIdx.x; j < V; j += blockDim.x) z[j] = j == t ? z[j] * f - w * it : z[j] * f;
 }
 
+// block_reduce_sum in float64. scratch: [32] shared.
+static __device__ __forceinline__ double heads_block_sum_f64(double v, double* scratch) {
+    u32_t lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < blockDim.x / 32 ? scratch[lane] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
 // dz[r] = c[r] p[r] (u[r] - <p[r], u[r]>).  dz, p, u: [rows, V]; c: [rows]
 extern "C" __global__ void soft_pg_logits(float* dz, const float* p, const float* u, const float* c,
                                           u32_t V) {
-    __shared__ float scratch[32];
+    __shared__ double scratch[32];
     idx_t off = (idx_t)blockIdx.x * V;
-    float s = 0.0f;
-    for (u32_t j = threadIdx.x; j < V; j += blockDim.x) s += p[off + j] * u[off + j];
-    float mean = block_reduce_sum(s, scratch);
+    // <p, u> in float64, as the CPU sums it: a vocabulary of terms of mixed signs.
+    double s = 0.0;
+    for (u32_t j = threadIdx.x; j < V; j += blockDim.x) s += (double)p[off + j] * u[off + j];
+    float mean = (float)heads_block_sum_f64(s, scratch);
     float cr = c[blockIdx.x];
     for (u32_t j = threadIdx.x; j < V; j += blockDim.x) dz[off + j] = cr * p[off + j] * (u[off + j] - mean);
 }

@@ -230,3 +230,175 @@ pub(crate) fn gather_rows(
     ];
     l.launch("heads", "gather_rows", LaunchCfg::elements(rows * d), &args)
 }
+
+/// Every row kernel at 32 to 1024 threads against float64 (exact where the op is), on the host
+/// path, over rows longer than a block and than sample_rows' tiles of 2048.
+#[cfg(all(test, feature = "host"))]
+mod tests {
+    use super::Heads;
+    use crate::buffer::{CudaBuf, CudaIds};
+    use crate::host::Host;
+    use crate::launch::Launcher;
+    use crate::ops::attention::tests::{buf, max_err, random, read};
+
+    const THREADS: [u32; 4] = [32, 64, 256, 1024];
+    const ROWS: usize = 3;
+    const V: usize = 5003;
+
+    /// softmax(z * inv_tau) of each row in float64.
+    fn softmax64(z: &[f32], v: usize, inv_tau: &[f64]) -> Vec<f64> {
+        z.chunks(v)
+            .zip(inv_tau)
+            .flat_map(|(r, &it)| {
+                let m = r.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let e: Vec<f64> = r.iter().map(|&x| ((x as f64 - m) * it).exp()).collect();
+                let s: f64 = e.iter().sum();
+                e.into_iter().map(move |x| x / s)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn row_kernels_at_every_block_size() {
+        let l = Launcher::Host(Host);
+        let z = random(ROWS * V, 8.0, 11);
+        let zb: CudaBuf = buf(&z);
+        let mut last_samples = None;
+        for threads in THREADS {
+            let h = Heads { l: &l, threads };
+            for tau in [1.0f32, 0.5, 1e-4] {
+                let mut p = buf(&vec![0.0; ROWS * V]);
+                h.softmax(&mut p, &zb, ROWS, V, tau).unwrap();
+                let e = max_err(&read(&p), &softmax64(&z, V, &[1.0 / tau as f64; ROWS]));
+                println!("softmax threads={threads} tau={tau}: err {e:.1e}");
+                assert!(e < 2e-6);
+            }
+            let targets = [5u32, V as u32 - 1, 0];
+            let mut lp = buf(&[0.0; ROWS]);
+            h.logprob_gather(&mut lp, &zb, &buf(&targets), ROWS, V).unwrap();
+            let p = softmax64(&z, V, &[1.0; ROWS]);
+            let want: Vec<f64> = (0..ROWS).map(|r| p[r * V + targets[r] as usize].ln()).collect();
+            let e = max_err(&read(&lp), &want);
+            println!("logprob_gather threads={threads}: err {e:.1e}");
+            assert!(e < 1e-5);
+
+            // Row 1: its maximum twice (at 10 and 4000): the lower index wins.
+            let mut tied = z.clone();
+            tied[V + 10] = 100.0;
+            tied[V + 4000] = 100.0;
+            let mut ids: CudaIds = buf(&[0; ROWS]);
+            h.argmax(&mut ids, &buf(&tied), ROWS, V).unwrap();
+            let want: Vec<u32> = tied
+                .chunks(V)
+                .map(|r| {
+                    let m = r.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    r.iter().position(|&x| x == m).unwrap() as u32
+                })
+                .collect();
+            assert_eq!(read(&ids), want, "argmax threads={threads}");
+            assert_eq!(want[1], 10);
+
+            // The same ids whatever the block size (the sums are serial, in the CPU's order).
+            let mut ids: CudaIds = buf(&[0; 8]);
+            let z8 = random(8 * V, 2.0, 12);
+            let (streams, steps): (CudaIds, CudaIds) = (buf(&[0, 1, 2, 3, 4, 5, 6, 7]), buf(&[9; 8]));
+            h.sample(&mut ids, &buf(&z8), 8, V, 0.8, 1234, &streams, &steps)
+                .unwrap();
+            let got = read(&ids);
+            assert!(got.iter().all(|&i| (i as usize) < V));
+            if let Some(prev) = &last_samples {
+                assert_eq!(&got, prev, "sample threads={threads}");
+            }
+            last_samples = Some(got);
+        }
+        println!("argmax, sample: the same ids at {THREADS:?} threads");
+    }
+
+    #[test]
+    fn backward_rows_at_every_block_size() {
+        let l = Launcher::Host(Host);
+        let z = random(ROWS * V, 4.0, 13);
+        let targets = [7u32, 99, V as u32 - 2];
+        let weights = [0.5f32, 0.0, -0.75]; // row 1 masked
+        let inv_tau = [2.0f32, 1.0, 0.5];
+        for threads in THREADS {
+            let h = Heads { l: &l, threads };
+            for it in [None, Some(inv_tau)] {
+                let its: Vec<f64> = (0..ROWS).map(|r| it.map_or(1.0, |t| t[r] as f64)).collect();
+                let p = softmax64(&z, V, &its);
+                let mut zb = buf(&z);
+                let mut loss = buf(&[0.0; ROWS]);
+                let itb = it.map(|t| buf(&t));
+                h.cross_entropy_backward(
+                    &mut zb,
+                    &mut loss,
+                    &buf(&targets),
+                    &buf(&weights),
+                    itb.as_ref(),
+                    ROWS,
+                    V,
+                )
+                .unwrap();
+                let want_loss: Vec<f64> = (0..ROWS)
+                    .map(|r| -(weights[r] as f64) * p[r * V + targets[r] as usize].ln())
+                    .collect();
+                let want_dz: Vec<f64> = (0..ROWS * V)
+                    .map(|i| {
+                        let (r, j) = (i / V, i % V);
+                        let onehot = if j == targets[r] as usize { 1.0 } else { 0.0 };
+                        weights[r] as f64 * its[r] * (p[i] - onehot)
+                    })
+                    .collect();
+                let (el, ez) = (max_err(&read(&loss), &want_loss), max_err(&read(&zb), &want_dz));
+                println!(
+                    "cross_entropy_backward threads={threads} inv_tau={}: loss err {el:.1e}, dz err {ez:.1e}",
+                    it.is_some()
+                );
+                assert!(el < 1e-5 && ez < 1e-6);
+            }
+            let (p, u, c) = (
+                random(ROWS * V, 1.0, 14),
+                random(ROWS * V, 3.0, 15),
+                [0.5f32, -2.0, 1.5],
+            );
+            let mut dz = buf(&vec![0.0; ROWS * V]);
+            h.soft_pg_logits(&mut dz, &buf(&p), &buf(&u), &buf(&c), ROWS, V)
+                .unwrap();
+            let want: Vec<f64> = (0..ROWS * V)
+                .map(|i| {
+                    let r = i / V;
+                    let mean: f64 = (r * V..(r + 1) * V).map(|j| p[j] as f64 * u[j] as f64).sum();
+                    c[r] as f64 * p[i] as f64 * (u[i] as f64 - mean)
+                })
+                .collect();
+            let e = max_err(&read(&dz), &want);
+            println!("soft_pg_logits threads={threads}: err {e:.1e}");
+            assert!(e < 1e-4);
+        }
+    }
+
+    #[test]
+    fn scale_and_gather_rows() {
+        let l = Launcher::Host(Host);
+        let (rows, d) = (5, 37);
+        let x = random(rows * d, 1.0, 16);
+        let s = [2.0f32, -1.0, 0.5, 0.0, 3.0];
+        let mut xb = buf(&x);
+        super::scale_rows(&l, &mut xb, &buf(&s), rows, d).unwrap();
+        let want: Vec<f32> = (0..rows * d).map(|i| x[i] * s[i / d]).collect();
+        assert_eq!(read(&xb), want);
+        let src = random(4 * d, 1.0, 17);
+        let index = [2u32, u32::MAX, 0, 3, u32::MAX];
+        let mut db = buf(&x);
+        super::gather_rows(&l, &mut db, &buf(&src), &buf(&index), rows, d).unwrap();
+        let want: Vec<f32> = (0..rows * d)
+            .map(|i| match index[i / d] {
+                u32::MAX => x[i],
+                r => src[r as usize * d + i % d],
+            })
+            .collect();
+        assert_eq!(read(&db), want);
+        let e = super::gather_rows(&l, &mut db, &buf(&src), &buf(&[4u32]), 1, d).unwrap_err();
+        assert!(e.msg.contains("gather_rows: src"), "{e}");
+    }
+}
