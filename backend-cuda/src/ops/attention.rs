@@ -480,11 +480,18 @@ pub(crate) mod tests {
     }
 
     /// Decode (t = 1), a short prefill and one longer than a tile of 32 keys, hd under one warp's
-    /// width and over it, at 1 to 8 warps per block.
+    /// width, over it and the largest (128: 4 columns per lane, the most shared memory), at 1 to
+    /// 8 warps per block.
     #[test]
     fn attention_forward_and_backward_at_every_block_size() {
         let l = Launcher::Host(Host);
-        for (t, hd, start) in [(1, 24, [40, 7]), (5, 24, [3, 0]), (40, 8, [0, 6]), (17, 40, [30, 2])] {
+        for (t, hd, start) in [
+            (1, 24, [40, 7]),
+            (5, 24, [3, 0]),
+            (40, 8, [0, 6]),
+            (17, 40, [30, 2]),
+            (3, 128, [33, 0]),
+        ] {
             let c = case(t, hd, start);
             let (want_out, want_lse, want_dq, want_dk, want_dv) = reference(&c);
             let (slots, start): (CudaIds, CudaIds) = (buf(&c.slots), buf(&c.start));
