@@ -58,7 +58,6 @@ fn main() {
     println!("cargo:rerun-if-changed=kernels");
     println!("cargo:rerun-if-changed=host");
     let mods = modules(&kdir);
-    let host = env::var_os("CARGO_FEATURE_HOST").is_some();
 
     let mut rs = String::new();
     writeln!(rs, "/// `kernels/common.cuh`, spliced into each module for NVRTC.").unwrap();
@@ -79,7 +78,8 @@ fn main() {
         .unwrap();
     }
     writeln!(rs, "];").unwrap();
-    if host {
+    #[cfg(feature = "host")]
+    {
         writeln!(rs, "extern \"C\" {{").unwrap();
         for k in mods.iter().flat_map(|m| &m.kernels) {
             writeln!(rs, "    fn softcot_host_{k}(args: *mut *mut core::ffi::c_void);").unwrap();
@@ -98,6 +98,7 @@ fn main() {
     fs::write(out.join("kernels.rs"), rs).expect("write kernels.rs");
 }
 
+#[cfg(feature = "host")]
 /// The C++ that unpacks CUDA-style arguments (`args[i]` points at argument i's value) into a
 /// call of the kernel, whatever its parameter types.
 const CALL: &str = r#"
@@ -114,6 +115,7 @@ static void softcot_call(void (*f)(P...), void** a) {
 }
 "#;
 
+#[cfg(feature = "host")]
 fn build_host(root: &Path, out: &Path, mods: &[Module]) {
     let mut b = cc::Build::new();
     b.cpp(true)

@@ -77,6 +77,26 @@ static __device__ __forceinline__ float block_reduce_max(float v, float* scratch
     return v;
 }
 
+// ---- Philox4x32-10 ------------------------------------------------------------------------------
+// core/src/philox.rs's generator, word for word: counter c (in, replaced by the output), key the
+// 64-bit seed. Integer ops only, so it is the same on every device.
+static __device__ __forceinline__ void philox4x32_10(u32_t c[4], u64_t seed) {
+    u32_t k0 = (u32_t)seed, k1 = (u32_t)(seed >> 32);
+    for (int round = 0; round < 10; round++) {
+        if (round > 0) {
+            k0 += 0x9E3779B9u;
+            k1 += 0xBB67AE85u;
+        }
+        const u32_t hi0 = __umulhi(0xD2511F53u, c[0]), lo0 = 0xD2511F53u * c[0];
+        const u32_t hi1 = __umulhi(0xCD9E8D57u, c[2]), lo1 = 0xCD9E8D57u * c[2];
+        const u32_t n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
+        c[0] = n0;
+        c[1] = lo1;
+        c[2] = n2;
+        c[3] = lo0;
+    }
+}
+
 // Dynamic shared memory (the launch's shared_bytes), typed: `DYNAMIC_SHARED(float, smem);`.
 #ifdef SOFTCOT_HOST
 #define DYNAMIC_SHARED(type, name) type* name = (type*)softcot_dynamic_shared()

@@ -19,7 +19,7 @@
 //! The arguments are given in the kernel's parameter order: `R`/`W` for float buffers read or
 //! written (the kernel sees `const float*` / `float*`, at element 0: offsets go as `U32`/`U64`
 //! scalars), `RI`/`WI` for u32 buffers, and scalars of the kernel's exact C type (`u32_t` = `U32`,
-//! `i32_t` = `I32`, `float` = `F32`, `u64_t` = `U64`). A mismatch is not caught by a compiler: the
+//! `float` = `F32`, `u64_t` = `U64`). A mismatch is not caught by a compiler: the
 //! conformance suite on the host path is what catches it.
 
 use softcot_core::{Error, Result};
@@ -57,13 +57,6 @@ impl LaunchCfg {
             shared_bytes: 0,
         })
     }
-    /// The same launch with `bytes` of dynamic shared memory per block.
-    pub fn with_shared(self, bytes: u32) -> Self {
-        LaunchCfg {
-            shared_bytes: bytes,
-            ..self
-        }
-    }
 }
 
 /// One kernel argument, in the kernel's parameter order (see the module docs).
@@ -77,7 +70,6 @@ pub(crate) enum Arg<'a> {
     /// A u32 buffer the kernel writes: `u32_t*`.
     WI(&'a mut CudaIds),
     U32(u32),
-    I32(i32),
     F32(f32),
     U64(u64),
 }
@@ -92,7 +84,6 @@ impl Arg<'_> {
             Arg::RI(b) => b.addr(),
             Arg::WI(b) => b.addr(),
             Arg::U32(v) => *v as u64,
-            Arg::I32(v) => *v as u32 as u64,
             Arg::F32(v) => v.to_bits() as u64,
             Arg::U64(v) => *v,
         }

@@ -5,6 +5,7 @@
 //! With the `host` feature, the same kernels (`kernels/*.cu`) also build as C++ for the host and
 //! [`CudaBackend::host`] runs the backend's Rust code and kernels on the CPU (see README.md).
 
+mod backend;
 mod buffer;
 mod device;
 mod gemm;
@@ -14,6 +15,7 @@ mod launch;
 pub mod nvrtc;
 mod ops;
 
+pub use backend::CudaBackend;
 pub use buffer::{Buffer, CudaBuf, CudaIds};
 pub use device::DeviceInfo;
 use softcot_core::{Error, Result};

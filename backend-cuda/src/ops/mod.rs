@@ -2,7 +2,12 @@
 //! launches (see `launch.rs`). `backend.rs` implements `softcot_core::Backend` by calling them.
 
 pub(crate) mod attention;
+pub(crate) mod elementwise;
+pub(crate) mod embedding;
 pub(crate) mod heads;
+pub(crate) mod norm;
+pub(crate) mod optim;
+pub(crate) mod rope;
 
 use softcot_core::{Error, Result};
 
