@@ -149,25 +149,12 @@ static __device__ __forceinline__ float heads_exp_cpu(float x) {
     return __fmul_rn(e, __uint_as_float((__float_as_uint(t) - __float_as_uint(round) + 127u) << 23));
 }
 
-// Philox4x32-10 word 0 of counter [step, 0, stream, 2 (TAG_SAMPLE)] under key seed, as a uniform
-// in [0, 1) with 24 bits: core/src/philox.rs's sample_uniform.
+// core/src/philox.rs's sample_uniform: word 0 of Philox4x32-10 at counter
+// [step, 0, stream, TAG_SAMPLE = 2] under key seed, as a uniform in [0, 1) with 24 bits (exact).
 static __device__ __forceinline__ float heads_sample_uniform(u64_t seed, u32_t stream, u32_t step) {
-    u32_t c0 = step, c1 = 0, c2 = stream, c3 = 2;
-    u32_t k0 = (u32_t)seed, k1 = (u32_t)(seed >> 32);
-    for (int round = 0; round < 10; round++) {
-        if (round > 0) {
-            k0 += 0x9E3779B9u;
-            k1 += 0xBB67AE85u;
-        }
-        u32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
-        u32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
-        u32_t n0 = hi1 ^ c1 ^ k0, n2 = hi0 ^ c3 ^ k1;
-        c0 = n0;
-        c1 = lo1;
-        c2 = n2;
-        c3 = lo0;
-    }
-    return __fmul_rn((float)(c0 >> 8), 1.0f / 16777216.0f);
+    u32_t c[4] = {step, 0, stream, 2};
+    philox4x32_10(c, seed);
+    return __fmul_rn((float)(c[0] >> 8), 1.0f / 16777216.0f);
 }
 
 // tile[k] = exp((z[j0 + k] - m) * inv_tau) for k < n, by the whole block, then a barrier.

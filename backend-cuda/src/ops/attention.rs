@@ -13,9 +13,16 @@ use crate::launch::{u32_of, Arg, LaunchCfg, Launcher};
 
 /// Largest head_dim of the kernels (`ATT_MAX_HD`: hd / 32 output columns per lane in registers).
 pub(crate) const MAX_HEAD_DIM: usize = 128;
-/// Warps per block of the forward and backward kernels: 4 query rows (or keys) share a block's
-/// K/V (or Q) tiles; at hd = 128 the shared memory stays under 48 KiB up to 8 warps.
-pub(crate) const ATTN_WARPS: u32 = 4;
+/// Most warps per block of the forward and backward kernels: the block's query rows (or keys)
+/// share each K/V (or Q) tile it loads, so more warps read the caches fewer times; at hd = 128
+/// the shared memory stays under 48 KiB up to 8 warps.
+const MAX_WARPS: usize = 8;
+
+/// Warps per block for `rows` query rows per (batch row, kv head): as many as there are rows
+/// (decode: the G heads of a group), at most [`MAX_WARPS`] (prefill and training).
+fn warps_for(rows: usize) -> u32 {
+    rows.clamp(1, MAX_WARPS) as u32
+}
 /// Keys (forward) or query rows (backward) per shared tile: one per lane (`ATT_TILE`).
 const TILE: usize = 32;
 /// Dynamic shared memory a launch may use without the opt-in attribute.
@@ -210,7 +217,8 @@ pub(crate) fn attention(
     start: &CudaIds,
     s: AttnShape,
 ) -> Result<()> {
-    attention_with(l, out, lse, q, k_cache, v_cache, slots, start, s, ATTN_WARPS)
+    let warps = warps_for(s.t * (s.heads / s.kv_heads.max(1)));
+    attention_with(l, out, lse, q, k_cache, v_cache, slots, start, s, warps)
 }
 
 /// [`attention`] with `warps` warps per block (the tests sweep it).
@@ -281,8 +289,9 @@ pub(crate) fn attention_backward(
     start: &CudaIds,
     s: AttnShape,
 ) -> Result<()> {
+    let warps = warps_for(s.t * (s.heads / s.kv_heads.max(1)));
     attention_backward_with(
-        l, dq, dk_cache, dv_cache, dout, q, k_cache, v_cache, out, lse, slots, start, s, ATTN_WARPS,
+        l, dq, dk_cache, dv_cache, dout, q, k_cache, v_cache, out, lse, slots, start, s, warps,
     )
 }
 
