@@ -221,7 +221,7 @@ impl Backend for CudaBackend {
         d: usize,
         eps: f32,
     ) -> Result<()> {
-        norm::rmsnorm(&self.l, out, rstd, x, w, rows, d, eps)
+        norm::rmsnorm(&self.l, norm::ROW_THREADS, out, rstd, x, w, rows, d, eps)
     }
     fn rope(&self, x: &mut CudaBuf, start: &CudaIds, inv_freq: &CudaBuf, s: RopeShape) -> Result<()> {
         rope::rotate(&self.l, x, start, inv_freq, s, 1.0)
@@ -316,7 +316,7 @@ impl Backend for CudaBackend {
         rows: usize,
         d: usize,
     ) -> Result<()> {
-        norm::rmsnorm_backward(&self.l, dx, dw, dy, x, w, rstd, rows, d)
+        norm::rmsnorm_backward(&self.l, norm::ROW_THREADS, dx, dw, dy, x, w, rstd, rows, d)
     }
     fn rope_backward(&self, dx: &mut CudaBuf, start: &CudaIds, inv_freq: &CudaBuf, s: RopeShape) -> Result<()> {
         rope::rotate(&self.l, dx, start, inv_freq, s, -1.0)

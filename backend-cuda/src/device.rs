@@ -128,10 +128,11 @@ impl Drop for DevMem {
 /// One GPU: its context, compiled modules, function handles and cuBLASLt.
 pub(crate) struct Device {
     pub info: DeviceInfo,
-    ctx: Arc<Ctx>,
+    // Declared (so dropped) before `ctx`: the handle goes while its context is still retained.
+    pub(crate) lt: crate::gemm::Lt,
     modules: Mutex<HashMap<&'static str, dsys::CUmodule>>,
     functions: Mutex<HashMap<(&'static str, &'static str), dsys::CUfunction>>,
-    pub(crate) lt: crate::gemm::Lt,
+    ctx: Arc<Ctx>,
 }
 
 // SAFETY: module and function handles are plain handles of a context usable from any thread;
