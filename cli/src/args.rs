@@ -83,7 +83,11 @@ macro_rules! with_backend {
                 let $be = softcot_wgpu::WgpuBackend::new()?;
                 $body
             }
-            $crate::args::BackendKind::Cuda => softcot_cuda::probe(),
+            // Device 0: a one-line error when the CUDA libraries, driver or device are missing.
+            $crate::args::BackendKind::Cuda => {
+                let $be = softcot_cuda::CudaBackend::new(0)?;
+                $body
+            }
         }
     };
 }

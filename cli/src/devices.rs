@@ -1,6 +1,7 @@
 //! `softcot devices`: the adapters the wgpu backend can open (name, API, type, the limits that
-//! decide how weights are bound, f16 support), and whether CUDA is built in. With no wgpu adapter
-//! it says so and exits non-zero, so scripts can use it as a check.
+//! decide how weights are bound, f16 support), and the CUDA devices (name, memory, compute
+//! capability) or why there are none. With no wgpu adapter it says so and exits non-zero, so
+//! scripts can use it as a check.
 
 use clap::Args;
 use serde_json::json;
@@ -14,10 +15,9 @@ pub struct DevicesArgs {
     format: Format,
 }
 
-const CUDA: &str = "not available in this build";
-
 pub fn run(a: DevicesArgs) -> Result<()> {
     let adapters = softcot_wgpu::adapters();
+    let cuda = softcot_cuda::devices();
     match a.format {
         Format::Json => {
             let list: Vec<_> = adapters
@@ -34,7 +34,19 @@ pub fn run(a: DevicesArgs) -> Result<()> {
                     })
                 })
                 .collect();
-            println!("{}", json!({"wgpu": list, "cuda": CUDA}));
+            let cuda = match &cuda {
+                Ok(devs) => json!(devs
+                    .iter()
+                    .map(|d| json!({
+                        "ordinal": d.ordinal,
+                        "name": d.name,
+                        "total_mem": d.total_mem,
+                        "compute_capability": format!("{}.{}", d.compute_capability.0, d.compute_capability.1),
+                    }))
+                    .collect::<Vec<_>>()),
+                Err(e) => json!({"error": e.msg}),
+            };
+            println!("{}", json!({"wgpu": list, "cuda": cuda}));
         }
         Format::Text => {
             for (i, d) in adapters.iter().enumerate() {
@@ -49,7 +61,22 @@ pub fn run(a: DevicesArgs) -> Result<()> {
                     if d.shader_f16 { "yes" } else { "no" }
                 );
             }
-            println!("cuda: {CUDA}");
+            match &cuda {
+                Ok(devs) if devs.is_empty() => println!("cuda: the driver found no device"),
+                Ok(devs) => {
+                    for d in devs {
+                        println!(
+                            "cuda {}: {} ({} MiB, compute capability {}.{})",
+                            d.ordinal,
+                            d.name,
+                            d.total_mem >> 20,
+                            d.compute_capability.0,
+                            d.compute_capability.1
+                        );
+                    }
+                }
+                Err(e) => println!("cuda: {}", e.msg),
+            }
         }
     }
     if adapters.is_empty() {

@@ -1,0 +1,23 @@
+//! The ops, one file per kernel family, each a thin layer that checks sizes, picks a grid and
+//! launches (see `launch.rs`). `backend.rs` implements `softcot_core::Backend` by calling them.
+
+pub(crate) mod attention;
+pub(crate) mod elementwise;
+pub(crate) mod embedding;
+pub(crate) mod heads;
+pub(crate) mod norm;
+pub(crate) mod optim;
+pub(crate) mod rope;
+
+use softcot_core::{Error, Result};
+
+/// `have >= len`, or an error naming the buffer (`what`): every op checks its buffers first, so
+/// a kernel never reads or writes past one.
+pub(crate) fn need(have: usize, len: usize, what: &str) -> Result<()> {
+    if have < len {
+        return Err(Error::invalid(format!(
+            "{what}: buffer holds {have} elements, the op needs {len}"
+        )));
+    }
+    Ok(())
+}

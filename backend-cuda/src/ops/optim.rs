@@ -1,0 +1,77 @@
+//! AdamW (`kernels/adamw.cu`) and Philox noise (`kernels/noise.cu`): grid-stride launches.
+
+use softcot_core::backend::AdamwStep;
+use softcot_core::Result;
+
+use super::need;
+use crate::buffer::{CudaBuf, CudaIds};
+use crate::launch::{u32_of, Arg, LaunchCfg, Launcher};
+
+/// One AdamW step over `n` parameters.  p, g, m, v: [n]
+pub(crate) fn adamw(
+    l: &Launcher,
+    p: &mut CudaBuf,
+    g: &CudaBuf,
+    m: &mut CudaBuf,
+    v: &mut CudaBuf,
+    n: usize,
+    h: AdamwStep,
+) -> Result<()> {
+    for (len, what) in [
+        (p.len(), "adamw: p"),
+        (g.len(), "adamw: g"),
+        (m.len(), "adamw: m"),
+        (v.len(), "adamw: v"),
+    ] {
+        need(len, n, what)?;
+    }
+    if n == 0 {
+        return Ok(());
+    }
+    let args = [
+        Arg::W(p),
+        Arg::R(g),
+        Arg::W(m),
+        Arg::W(v),
+        Arg::U64(n as u64),
+        Arg::F32(h.lr),
+        Arg::F32(h.beta1),
+        Arg::F32(h.beta2),
+        Arg::F32(h.eps),
+        Arg::F32(h.weight_decay),
+        Arg::F32(h.step_size),
+        Arg::F32(h.bc2_sqrt),
+    ];
+    l.launch("adamw", "adamw_step", LaunchCfg::elements(n), &args)
+}
+
+/// `x[r, i] += sigma * noise_at(seed, streams[r], steps[r], i)`.  x: [rows, d]; streams, steps: [rows]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn add_noise(
+    l: &Launcher,
+    x: &mut CudaBuf,
+    rows: usize,
+    d: usize,
+    sigma: f32,
+    seed: u64,
+    streams: &CudaIds,
+    steps: &CudaIds,
+) -> Result<()> {
+    need(x.len(), rows * d, "add_noise: x")?;
+    need(streams.len(), rows, "add_noise: streams")?;
+    need(steps.len(), rows, "add_noise: steps")?;
+    let blocks = rows * d.div_ceil(4);
+    if blocks == 0 {
+        return Ok(());
+    }
+    let args = [
+        Arg::W(x),
+        Arg::U32(u32_of(rows, "add_noise: rows")?),
+        Arg::U32(u32_of(d, "add_noise: d")?),
+        Arg::F32(sigma),
+        Arg::U64(seed),
+        Arg::RI(streams),
+        Arg::RI(steps),
+    ];
+    l.launch("noise", "add_noise_f32", LaunchCfg::elements(blocks), &args)
+}
