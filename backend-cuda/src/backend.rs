@@ -4,7 +4,7 @@
 
 use std::mem::size_of;
 
-use softcot_core::backend::{AdamwStep, AttnShape, Backend, Gemm, RopeShape};
+use softcot_core::backend::{AdamwStep, AttnShape, Backend, Gemm, RopeShape, Train};
 use softcot_core::dtype::{decode_into, DType};
 use softcot_core::Result;
 
@@ -294,13 +294,18 @@ impl Backend for CudaBackend {
     fn gather_rows(&self, dst: &mut CudaBuf, src: &CudaBuf, index: &CudaIds, rows: usize, d: usize) -> Result<()> {
         heads::gather_rows(&self.l, dst, src, index, rows, d)
     }
+}
 
-    // ---- training ops (move to impl Train when it lands) ----
+/// The training ops, in the order of the `Train` trait.
+impl Train for CudaBackend {
     fn fill(&self, x: &mut CudaBuf, value: f32, n: usize) -> Result<()> {
         ew::fill(&self.l, x, value, n)
     }
     fn scale(&self, x: &mut CudaBuf, s: f32, n: usize) -> Result<()> {
         ew::scale(&self.l, x, s, n)
+    }
+    fn scale_rows(&self, x: &mut CudaBuf, s: &CudaBuf, rows: usize, n: usize) -> Result<()> {
+        heads::scale_rows(&self.l, x, s, rows, n)
     }
     fn sum_rows(&self, dbias: &mut CudaBuf, dy: &CudaBuf, rows: usize, n: usize) -> Result<()> {
         ew::sum_rows(&self.l, dbias, dy, rows, n)
@@ -394,9 +399,6 @@ impl Backend for CudaBackend {
         v: usize,
     ) -> Result<()> {
         self.heads().soft_pg_logits(dz, p, u, c, rows, v)
-    }
-    fn scale_rows(&self, x: &mut CudaBuf, s: &CudaBuf, rows: usize, n: usize) -> Result<()> {
-        heads::scale_rows(&self.l, x, s, rows, n)
     }
     fn adamw(
         &self,

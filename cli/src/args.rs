@@ -94,13 +94,13 @@ macro_rules! with_backend {
 
 impl BackendKind {
     /// The backends that implement `softcot_core::Train`, as flags spell them.
-    pub const TRAINING: &'static [&'static str] = &["cpu"];
+    pub const TRAINING: &'static [&'static str] = &["cpu", "cuda"];
 
     /// Refuses, before anything is loaded, a backend that cannot train (`cmd` names the command).
     pub fn require_training(self, cmd: &str) -> Result<()> {
         match self {
-            BackendKind::Cpu => Ok(()),
-            BackendKind::Wgpu | BackendKind::Cuda => Err(softcot_core::Error::unsupported(format!(
+            BackendKind::Cpu | BackendKind::Cuda => Ok(()),
+            BackendKind::Wgpu => Err(softcot_core::Error::unsupported(format!(
                 "--backend {}: `softcot {cmd}` trains, and the backends that can train are: {}",
                 self.to_possible_value()
                     .map_or_else(String::new, |v| v.get_name().to_string()),
@@ -118,6 +118,10 @@ macro_rules! with_train_backend {
         match $kind {
             $crate::args::BackendKind::Cpu => {
                 let $be = softcot_cpu::CpuBackend::new();
+                $body
+            }
+            $crate::args::BackendKind::Cuda => {
+                let $be = softcot_cuda::CudaBackend::new(0)?;
                 $body
             }
             other => other.require_training($cmd),

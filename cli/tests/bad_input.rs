@@ -231,3 +231,47 @@ fn training_needs_a_backend_that_trains() {
         assert!(!o.stderr.contains(missing), "{args:?} read its paths: {}", o.stderr);
     }
 }
+
+/// Without a driver, `--backend cuda` says so in one line and exits non-zero, for the commands
+/// that train as for the others, before reading anything.
+#[test]
+fn cuda_without_a_driver_fails_cleanly() {
+    if softcot_cuda::probe().is_ok() {
+        println!("skipped: this machine has a usable CUDA driver");
+        return;
+    }
+    let missing = "/nonexistent/softcot-model";
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let out = out.to_str().unwrap();
+    let runs: [&[&str]; 3] = [
+        &[
+            "train",
+            "--model",
+            missing,
+            "--data",
+            missing,
+            "--out",
+            out,
+            "--backend",
+            "cuda",
+        ],
+        &[
+            "sft",
+            "--model",
+            missing,
+            "--data",
+            missing,
+            "--out",
+            missing,
+            "--backend",
+            "cuda",
+        ],
+        &["generate", "--model", missing, "--prompt", "hi", "--backend", "cuda"],
+    ];
+    for args in runs {
+        let o = softcot(args);
+        assert_clean_error(&o, "cuda");
+        assert!(!o.stderr.contains(missing), "{args:?} read its paths: {}", o.stderr);
+    }
+}

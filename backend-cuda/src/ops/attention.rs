@@ -57,8 +57,8 @@ fn check_rows(
     caches: &[(usize, &str)],
     what: &str,
 ) -> Result<Vec<u32>> {
-    need(slots.len(), s.b, &format!("{what}: slots"))?;
-    need(start.len(), s.b, &format!("{what}: start"))?;
+    need(slots.len(), s.b, format_args!("{what}: slots"))?;
+    need(start.len(), s.b, format_args!("{what}: start"))?;
     let (slot_ids, starts) = (host_copy(l, slots, s.b)?, host_copy(l, start, s.b)?);
     for (r, &st) in starts.iter().enumerate() {
         if st as usize + s.t > s.t_max {
@@ -329,7 +329,7 @@ pub(crate) fn attention_backward_with(
         (q.len(), "q"),
         (out.len(), "out"),
     ] {
-        need(len, n, &format!("attention_backward: {name}"))?;
+        need(len, n, format_args!("attention_backward: {name}"))?;
     }
     need(lse.len(), s.b * s.heads * s.t, "attention_backward: lse")?;
     // The dkv kernel's blocks of two rows would add into the same keys unsynchronised.

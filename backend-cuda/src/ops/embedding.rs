@@ -1,7 +1,8 @@
 //! Embedding gather and scatter-add (`kernels/embedding.cu`). The ids are checked on the host
 //! first (a download of `rows` ids on a GPU), so a bad id is an error, never a wild read.
 
-use softcot_core::{Error, Result};
+use softcot_core::backend::check::ids_in_vocab;
+use softcot_core::Result;
 
 use super::attention::host_copy;
 use super::need;
@@ -18,15 +19,10 @@ fn check(
     rows: usize,
     d: usize,
 ) -> Result<()> {
-    need(rows_len, rows * d, &format!("{op}: rows"))?;
-    need(ids.len(), rows, &format!("{op}: ids"))?;
+    need(rows_len, rows * d, format_args!("{op}: rows"))?;
+    need(ids.len(), rows, format_args!("{op}: ids"))?;
     let v = table_len.checked_div(d).unwrap_or(0);
-    if let Some(&bad) = host_copy(l, ids, rows)?.iter().find(|&&id| id as usize >= v) {
-        return Err(Error::invalid(format!(
-            "token id {bad} is outside the vocabulary (size {v})"
-        )));
-    }
-    Ok(())
+    ids_in_vocab(&host_copy(l, ids, rows)?, v)
 }
 
 fn launch(l: &Launcher, kernel: &str, args: [Arg; 3], rows: usize, d: usize) -> Result<()> {

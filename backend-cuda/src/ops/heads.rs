@@ -8,7 +8,8 @@
 //! argmax and mixture): their cost is the two GEMMs, which cuBLASLt runs near the machine's
 //! rate. A fused soft head (one pass over E for tied models) is a decode optimisation still to do.
 
-use softcot_core::{Error, Result};
+use softcot_core::backend::check::id_outside;
+use softcot_core::Result;
 
 use super::attention::host_copy;
 use super::need;
@@ -23,10 +24,6 @@ pub(crate) const ROW_THREADS: u32 = 512;
 pub(crate) struct Heads<'a> {
     pub l: &'a Launcher,
     pub threads: u32,
-}
-
-fn outside_vocabulary(id: u32, v: usize) -> Error {
-    Error::invalid(format!("token id {id} is outside the vocabulary (size {v})"))
 }
 
 impl<'a> Heads<'a> {
@@ -72,7 +69,7 @@ impl<'a> Heads<'a> {
         need(logits.len(), rows * v, "logprob_gather: logits")?;
         need(targets.len(), rows, "logprob_gather: targets")?;
         if let Some(&bad) = host_copy(self.l, targets, rows)?.iter().find(|&&t| t as usize >= v) {
-            return Err(outside_vocabulary(bad, v));
+            return Err(id_outside(bad, v));
         }
         let args = [
             Arg::W(out),
@@ -146,7 +143,7 @@ impl<'a> Heads<'a> {
         // Only rows with a weight read their target.
         let (t, w) = (host_copy(self.l, targets, rows)?, host_copy(self.l, weights, rows)?);
         if let Some(r) = (0..rows).find(|&r| w[r] != 0.0 && t[r] as usize >= v) {
-            return Err(outside_vocabulary(t[r], v));
+            return Err(id_outside(t[r], v));
         }
         let args = [
             Arg::W(logits),
@@ -170,7 +167,7 @@ impl<'a> Heads<'a> {
         v: usize,
     ) -> Result<()> {
         for (len, what) in [(dz.len(), "dz"), (p.len(), "p"), (u.len(), "u")] {
-            need(len, rows * v, &format!("soft_pg_logits: {what}"))?;
+            need(len, rows * v, format_args!("soft_pg_logits: {what}"))?;
         }
         need(c.len(), rows, "soft_pg_logits: c")?;
         let args = [

@@ -9,15 +9,6 @@ pub(crate) mod norm;
 pub(crate) mod optim;
 pub(crate) mod rope;
 
-use softcot_core::{Error, Result};
-
-/// `have >= len`, or an error naming the buffer (`what`): every op checks its buffers first, so
-/// a kernel never reads or writes past one.
-pub(crate) fn need(have: usize, len: usize, what: &str) -> Result<()> {
-    if have < len {
-        return Err(Error::invalid(format!(
-            "{what}: buffer holds {have} elements, the op needs {len}"
-        )));
-    }
-    Ok(())
-}
+/// `have >= len`, or an error naming the buffer: every op checks its buffers first, so a kernel
+/// never reads or writes past one (the core's check, shared by every backend).
+pub(crate) use softcot_core::backend::check::need;
