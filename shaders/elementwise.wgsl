@@ -32,22 +32,26 @@ fn add(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3
 }
 
 // ---- add_bias: x[r, e] += bias[e] --------------------------------------------------------------
+// The dispatch covers columns c0 .. c0 + cols of its rows (all of them unless a row is larger than a
+// binding); offsets point at column c0 of the first row and of the bias.
 struct BiasParams {
     n: u32, // rows * cols
     cols: u32,
+    ld: u32, // row stride of x
     x_off: u32,
     b_off: u32,
 }
 @group(0) @binding(0) var<uniform> bias_p: BiasParams;
-@group(0) @binding(1) var<storage, read_write> bias_x: array<f32>; // x: [rows, cols]
-@group(0) @binding(2) var<storage, read> bias_b: array<WT>;        // bias: [cols]
+@group(0) @binding(1) var<storage, read_write> bias_x: array<f32>; // x: [rows, ld] window
+@group(0) @binding(2) var<storage, read> bias_b: array<WT>;        // bias: [cols] window
 
 @compute @workgroup_size(256)
 fn add_bias(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
             @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wid, nwg, lid);
     if (i < bias_p.n) {
-        bias_x[bias_p.x_off + i] += f32(bias_b[bias_p.b_off + i % bias_p.cols]);
+        let e = i % bias_p.cols;
+        bias_x[bias_p.x_off + (i / bias_p.cols) * bias_p.ld + e] += f32(bias_b[bias_p.b_off + e]);
     }
 }
 
@@ -76,17 +80,20 @@ fn swiglu(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: v
 // ---- gather: dst[r, :] = src[index[r], :] (embedding lookup and gather_rows) --------------------
 // The bound window of src holds rows lo .. hi; rows whose index falls outside (u32::MAX = keep, or a
 // row of another window) are left alone, so a table larger than one binding takes several passes.
+// The dispatch copies columns c0 .. c0 + cols (all of them unless a row is larger than a binding);
+// offsets point at column c0.
 struct GatherParams {
-    rows: u32,
-    d: u32,
+    n: u32,    // rows * cols
+    cols: u32,
+    ld: u32,   // row stride of dst and src (d)
     lo: u32,
     hi: u32,
     dst_off: u32,
-    src_off: u32, // offset of row `lo` in the src window
+    src_off: u32, // row `lo`, column c0 in the src window
     idx_off: u32,
 }
 @group(0) @binding(0) var<uniform> ga_p: GatherParams;
-@group(0) @binding(1) var<storage, read_write> ga_dst: array<f32>; // dst: [rows, d]
+@group(0) @binding(1) var<storage, read_write> ga_dst: array<f32>; // dst: [rows, d] window
 @group(0) @binding(2) var<storage, read> ga_src: array<WT>;        // src: [hi - lo, d] window
 @group(0) @binding(3) var<storage, read> ga_idx: array<u32>;       // index: [rows]
 
@@ -94,13 +101,13 @@ struct GatherParams {
 fn gather(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
           @builtin(local_invocation_index) lid: u32) {
     let i = linear_id(wid, nwg, lid);
-    if (i >= ga_p.rows * ga_p.d) {
+    if (i >= ga_p.n) {
         return;
     }
-    let r = i / ga_p.d;
-    let e = i % ga_p.d;
+    let r = i / ga_p.cols;
+    let e = i % ga_p.cols;
     let s = ga_idx[ga_p.idx_off + r];
     if (s >= ga_p.lo && s < ga_p.hi) {
-        ga_dst[ga_p.dst_off + i] = f32(ga_src[ga_p.src_off + (s - ga_p.lo) * ga_p.d + e]);
+        ga_dst[ga_p.dst_off + r * ga_p.ld + e] = f32(ga_src[ga_p.src_off + (s - ga_p.lo) * ga_p.ld + e]);
     }
 }

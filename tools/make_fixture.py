@@ -235,6 +235,12 @@ def cases():
         vocab_size=VOCAB, hidden_size=48, intermediate_size=80, num_hidden_layers=2, num_attention_heads=6,
         num_key_value_heads=3, max_position_embeddings=512, rope_theta=1e6, rms_norm_eps=1e-6,
         tie_word_embeddings=True, bos_token_id=0, eos_token_id=4))
+    # 4 kv heads of 32: one cache slot of the forward section (64 positions) or of generation holds
+    # more than 16 KiB, the binding limit of the wgpu split-binding tests.
+    yield "wide-kv-bf16", torch.bfloat16, None, False, LlamaForCausalLM(LlamaConfig(
+        vocab_size=VOCAB, hidden_size=48, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=4, head_dim=32, max_position_embeddings=512, rope_theta=10000.0,
+        rms_norm_eps=1e-5, tie_word_embeddings=True, bos_token_id=0, eos_token_id=4))
 
 
 def to_hub_layout(d, dtype):

@@ -18,6 +18,8 @@ use crate::kernels::{Kernel, Pipelines};
 const PARAM_BYTES: u64 = 128;
 /// Dispatches whose parameters one arena holds before the recorder submits on its own.
 const ARENA_SLOTS: u64 = 2048;
+/// Elements every window must be able to hold: the largest unit work is split into (a head).
+const MIN_UNIT: usize = 256;
 
 /// How to open the device.
 #[derive(Debug, Clone, Default)]
@@ -110,6 +112,9 @@ pub struct Gpu {
     pub f16_weights: bool,
     /// Bound in place of optional outputs (rmsnorm's rstd, attention's lse). dummy: [4]
     pub dummy: wgpu::Buffer,
+    /// Partial results carried between the dispatches of one op whose rows are split (running
+    /// sums, maxima), grown on demand and kept. scratch: [len] f32
+    scratch: Mutex<Option<wgpu::Buffer>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -171,10 +176,13 @@ impl Gpu {
 
         let align = required.min_storage_buffer_offset_alignment as usize / 4;
         let bind_elems = (required.max_storage_buffer_binding_size / 4) as usize;
-        if bind_elems < 4 * align {
+        // Work splits down to one unit per binding (a head of at most 256 elements, a position of
+        // the cache), and every window may start up to one alignment early.
+        if bind_elems < align + MIN_UNIT {
             return Err(Error::invalid(format!(
-                "wgpu: a storage binding limit of {} bytes is too small",
-                required.max_storage_buffer_binding_size
+                "wgpu: a storage binding limit of {} bytes is too small (at least {} bytes)",
+                required.max_storage_buffer_binding_size,
+                (align + MIN_UNIT) * 4
             )));
         }
         let limits = Limits {
@@ -212,6 +220,7 @@ impl Gpu {
             }),
             error,
             dummy,
+            scratch: Mutex::new(None),
         })
     }
 
@@ -243,6 +252,19 @@ impl Gpu {
         });
         self.check()?;
         Ok(buf)
+    }
+
+    /// A scratch buffer of at least `len` f32 elements, for partial results between the dispatches of
+    /// one op. Ops run in order, so one buffer serves them all; a larger one replaces it (recorded
+    /// dispatches keep the old one alive).
+    pub fn scratch(&self, len: usize) -> Result<wgpu::Buffer> {
+        let mut s = lock(&self.scratch);
+        if let Some(b) = s.as_ref().filter(|b| b.size() >= len as u64 * 4) {
+            return Ok(b.clone());
+        }
+        let b = self.buffer(len, Elem::F32)?;
+        *s = Some(b.clone());
+        Ok(b)
     }
 
     /// Elements `lo .. hi` of an f32 buffer as one binding (see [`Gpu::win_as`]).
@@ -294,6 +316,20 @@ impl Gpu {
         binds: &[Win],
         grid: [u32; 3],
     ) -> Result<()> {
+        let numbered: Vec<(u32, Win)> = (1..).zip(binds.iter().copied()).collect();
+        self.dispatch_at(kernel, weights, params, &numbered, grid)
+    }
+
+    /// Records one dispatch of `kernel` with each window at the binding number it names (for
+    /// entry points that use some of their module's bindings only).
+    pub fn dispatch_at(
+        &self,
+        kernel: Kernel,
+        weights: Elem,
+        params: &[u32],
+        binds: &[(u32, Win)],
+        grid: [u32; 3],
+    ) -> Result<()> {
         if grid.contains(&0) {
             return Ok(());
         }
@@ -318,9 +354,9 @@ impl Gpu {
                 size: NonZeroU64::new(PARAM_BYTES),
             }),
         }];
-        for (i, w) in binds.iter().enumerate() {
+        for &(binding, w) in binds {
             entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
+                binding,
                 resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                     buffer: w.buf,
                     offset: w.base as u64 * w.elem.bytes(),

@@ -47,6 +47,11 @@ pub enum Kernel {
     LogProb,
     Argmax,
     Sample,
+    RowStats,
+    ArgmaxFinish,
+    LogProbFinish,
+    SoftmaxApply,
+    SamplePick,
     Noise,
     SumSquares,
 }
@@ -71,6 +76,11 @@ impl Kernel {
             LogProb => ("softmax", SOFTMAX, "logprob_gather"),
             Argmax => ("softmax", SOFTMAX, "argmax"),
             Sample => ("softmax", SOFTMAX, "sample"),
+            RowStats => ("softmax", SOFTMAX, "row_stats"),
+            ArgmaxFinish => ("softmax", SOFTMAX, "argmax_finish"),
+            LogProbFinish => ("softmax", SOFTMAX, "logprob_finish"),
+            SoftmaxApply => ("softmax", SOFTMAX, "softmax_apply"),
+            SamplePick => ("softmax", SOFTMAX, "sample_pick"),
             Noise => ("noise", NOISE, "add_noise"),
             SumSquares => ("reduce", REDUCE, "sum_squares"),
         }

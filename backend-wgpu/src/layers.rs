@@ -1,18 +1,18 @@
 //! Host side of the elementwise and per-row layers (`shaders/elementwise.wgsl`, `norm.wgsl`,
-//! `rope.wgsl`) and of `sum_squares` (`reduce.wgsl`): each op runs over chunks of rows whose windows
-//! fit one binding (one chunk unless a buffer is larger than the binding limit). Sizes were checked
-//! by the caller.
+//! `rope.wgsl`) and of `sum_squares` (`reduce.wgsl`): each op runs over tiles whose windows fit one
+//! binding (one tile unless a buffer is larger than the binding limit; pieces of a row where a row
+//! is). Sizes were checked by the caller.
 
 use softcot_core::backend::RopeShape;
 use softcot_core::Result;
 
-use crate::chunks::{chunks, groups_256};
+use crate::chunks::{groups_256, matrix_tiles, ranges, span, tiles, Tile};
 use crate::gpu::{Elem, Gpu};
 use crate::kernels::Kernel;
 
 /// y[..n] += x[..n]
 pub fn add(gpu: &Gpu, y: &wgpu::Buffer, x: &wgpu::Buffer, n: usize) -> Result<()> {
-    for (lo, hi) in chunks(gpu, n, 1, "add")? {
+    for (lo, hi) in ranges(gpu, n) {
         let (wy, wx) = (gpu.win(y, lo, hi)?, gpu.win(x, lo, hi)?);
         // AddParams: n, y_off, x_off
         let params = [(hi - lo) as u32, wy.rel(lo), wx.rel(lo)];
@@ -30,17 +30,18 @@ pub fn add_bias(
     rows: usize,
     n: usize,
 ) -> Result<()> {
-    let wb = gpu.win_as(bias, bias_elem, 0, n)?;
-    for (r0, r1) in chunks(gpu, rows, n, "add_bias")? {
-        let wx = gpu.win(x, r0 * n, r1 * n)?;
-        // BiasParams: n, cols, x_off, b_off
-        let params = [((r1 - r0) * n) as u32, n as u32, wx.rel(r0 * n), wb.rel(0)];
+    for t in matrix_tiles(gpu, rows, n, 1, "add_bias")? {
+        let (lo, hi) = span(n, (t.r0, t.r1), (t.u0, t.u1));
+        let (wx, wb) = (gpu.win(x, lo, hi)?, gpu.win_as(bias, bias_elem, t.u0, t.u1)?);
+        let count = (t.r1 - t.r0) * (t.u1 - t.u0);
+        // BiasParams: n, cols, ld, x_off, b_off
+        let params = [count as u32, (t.u1 - t.u0) as u32, n as u32, wx.rel(lo), wb.rel(t.u0)];
         gpu.dispatch_as(
             Kernel::AddBias,
             bias_elem,
             &params,
             &[wx, wb],
-            gpu.fold(groups_256((r1 - r0) * n))?,
+            gpu.fold(groups_256(count))?,
         )?;
     }
     Ok(())
@@ -48,7 +49,7 @@ pub fn add_bias(
 
 /// out = silu(gate) * up.  out, gate, up: [n]
 pub fn swiglu(gpu: &Gpu, out: &wgpu::Buffer, gate: &wgpu::Buffer, up: &wgpu::Buffer, n: usize) -> Result<()> {
-    for (lo, hi) in chunks(gpu, n, 1, "swiglu")? {
+    for (lo, hi) in ranges(gpu, n) {
         let (wo, wg, wu) = (gpu.win(out, lo, hi)?, gpu.win(gate, lo, hi)?, gpu.win(up, lo, hi)?);
         // SwigluParams: n, o_off, g_off, u_off
         let params = [(hi - lo) as u32, wo.rel(lo), wg.rel(lo), wu.rel(lo)];
@@ -70,36 +71,110 @@ pub fn gather(
     d: usize,
     src_rows: usize,
 ) -> Result<()> {
-    // A table larger than one binding (the embedding of a large vocabulary) is bound a window of
-    // rows at a time; the kernel copies the rows whose index falls in the bound window.
-    let tables = chunks(gpu, src_rows, d, "gather: src")?;
-    for (r0, r1) in chunks(gpu, rows, d, "gather: dst")? {
-        let (wd, wi) = (gpu.win(dst, r0 * d, r1 * d)?, gpu.win(index, r0, r1)?);
-        for &(lo, hi) in &tables {
-            let ws = gpu.win_as(src, src_elem, lo * d, hi * d)?;
-            // GatherParams: rows, d, lo, hi, dst_off, src_off, idx_off
+    let cap = gpu.limits.window_elems();
+    // Tiles of dst (whole rows, or pieces of one row where a row is larger than a binding); for
+    // each, the table is bound a window of rows at a time over the same columns, and the kernel
+    // copies the rows whose index falls in the bound window.
+    for t in matrix_tiles(gpu, rows, d, 1, "gather: dst")? {
+        let (c0, c1) = (t.u0, t.u1);
+        let (dlo, dhi) = span(d, (t.r0, t.r1), (c0, c1));
+        let (wd, wi) = (gpu.win(dst, dlo, dhi)?, gpu.win(index, t.r0, t.r1)?);
+        let tables = tiles(src_rows, 1, "gather: src", |s| {
+            let (lo, hi) = span(d, (s.r0, s.r1), (c0, c1));
+            hi - lo <= cap
+        })?;
+        for s in tables {
+            let (slo, shi) = span(d, (s.r0, s.r1), (c0, c1));
+            let ws = gpu.win_as(src, src_elem, slo, shi)?;
+            let count = (t.r1 - t.r0) * (c1 - c0);
+            // GatherParams: n, cols, ld, lo, hi, dst_off, src_off, idx_off
             let params = [
-                (r1 - r0) as u32,
+                count as u32,
+                (c1 - c0) as u32,
                 d as u32,
-                lo as u32,
-                hi as u32,
-                wd.rel(r0 * d),
-                ws.rel(lo * d),
-                wi.rel(r0),
+                s.r0 as u32,
+                s.r1 as u32,
+                wd.rel(dlo),
+                ws.rel(slo),
+                wi.rel(t.r0),
             ];
             gpu.dispatch_as(
                 Kernel::Gather,
                 src_elem,
                 &params,
                 &[wd, ws, wi],
-                gpu.fold(groups_256((r1 - r0) * d))?,
+                gpu.fold(groups_256(count))?,
             )?;
         }
     }
     Ok(())
 }
 
-/// out = x / rms(x) * w per row; 1 / rms into rstd when given.
+/// How one rmsnorm dispatch treats its columns (NORM_* in shaders/norm.wgsl).
+#[derive(Clone, Copy)]
+enum NormPass {
+    /// Whole rows: the sum of squares, then the output.
+    Whole = 0,
+    /// A piece of one row: its sum of squares into the row's running sum (`first` starts it).
+    Sum = 1,
+    /// A piece of one row: the output from the row's finished sum.
+    Apply = 2,
+}
+
+/// The buffers of one rmsnorm call.
+struct Norm<'a> {
+    /// out, x: [rows, d]
+    out: &'a wgpu::Buffer,
+    x: &'a wgpu::Buffer,
+    /// w: [d] of `w_elem`
+    w: &'a wgpu::Buffer,
+    w_elem: Elem,
+    /// rstd: [rows]
+    rstd: Option<&'a wgpu::Buffer>,
+    d: usize,
+    eps: f32,
+}
+
+impl Norm<'_> {
+    /// One dispatch over tile `t` (rows whole for `Whole`, one row's piece otherwise); `sums` is the
+    /// running sum of squares of a split row. sums: [1]
+    fn dispatch(&self, gpu: &Gpu, t: &Tile, pass: NormPass, sums: &wgpu::Buffer) -> Result<()> {
+        let (lo, hi) = span(self.d, (t.r0, t.r1), (t.u0, t.u1));
+        let (wo, wx) = (gpu.win(self.out, lo, hi)?, gpu.win(self.x, lo, hi)?);
+        let ww = gpu.win_as(self.w, self.w_elem, t.u0, t.u1)?;
+        let wr = match self.rstd {
+            Some(r) => gpu.win(r, t.r0, t.r1)?,
+            None => gpu.win(&gpu.dummy, 0, 1)?,
+        };
+        let ws = gpu.win(sums, 0, 1)?;
+        let rows = t.r1 - t.r0;
+        // NormParams: rows, d, cols, ld, eps, o_off, x_off, w_off, r_off, has_rstd, mode, first
+        let params = [
+            rows as u32,
+            self.d as u32,
+            (t.u1 - t.u0) as u32,
+            self.d as u32,
+            self.eps.to_bits(),
+            wo.rel(lo),
+            wx.rel(lo),
+            ww.rel(t.u0),
+            if self.rstd.is_some() { wr.rel(t.r0) } else { 0 },
+            self.rstd.is_some() as u32,
+            pass as u32,
+            (t.u0 == 0) as u32,
+        ];
+        gpu.dispatch_as(
+            Kernel::RmsNorm,
+            self.w_elem,
+            &params,
+            &[wo, wr, wx, ww, ws],
+            gpu.fold(rows)?,
+        )
+    }
+}
+
+/// out = x / rms(x) * w per row; 1 / rms into rstd when given. A row larger than one binding takes
+/// two passes over its pieces: the sum of squares, then the output.
 /// out, x: [rows, d]; w: [d] of `w_elem`; rstd: [rows]
 #[allow(clippy::too_many_arguments)]
 pub fn rmsnorm(
@@ -113,26 +188,30 @@ pub fn rmsnorm(
     d: usize,
     eps: f32,
 ) -> Result<()> {
-    let ww = gpu.win_as(w, w_elem, 0, d)?;
-    for (r0, r1) in chunks(gpu, rows, d, "rmsnorm")? {
-        let (wo, wx) = (gpu.win(out, r0 * d, r1 * d)?, gpu.win(x, r0 * d, r1 * d)?);
-        let wr = match rstd {
-            Some(r) => gpu.win(r, r0, r1)?,
-            None => gpu.win(&gpu.dummy, 0, 1)?,
-        };
-        // NormParams: rows, d, eps, o_off, x_off, w_off, r_off, has_rstd, groups
-        let params = [
-            (r1 - r0) as u32,
-            d as u32,
-            eps.to_bits(),
-            wo.rel(r0 * d),
-            wx.rel(r0 * d),
-            ww.rel(0),
-            if rstd.is_some() { wr.rel(r0) } else { 0 },
-            rstd.is_some() as u32,
-            (r1 - r0) as u32,
-        ];
-        gpu.dispatch_as(Kernel::RmsNorm, w_elem, &params, &[wo, wr, wx, ww], gpu.fold(r1 - r0)?)?;
+    let norm = Norm {
+        out,
+        x,
+        w,
+        w_elem,
+        rstd,
+        d,
+        eps,
+    };
+    let tiles = matrix_tiles(gpu, rows, d, 1, "rmsnorm")?;
+    if tiles.iter().all(|t| t.whole(d)) {
+        for t in &tiles {
+            norm.dispatch(gpu, t, NormPass::Whole, &gpu.dummy)?;
+        }
+        return Ok(());
+    }
+    // Rows larger than a binding: each row's pieces are consecutive tiles.
+    let sums = gpu.scratch(1)?;
+    for row in tiles.chunk_by(|a, b| a.r0 == b.r0) {
+        for pass in [NormPass::Sum, NormPass::Apply] {
+            for t in row {
+                norm.dispatch(gpu, t, pass, &sums)?;
+            }
+        }
     }
     Ok(())
 }
@@ -142,23 +221,26 @@ pub fn rope(gpu: &Gpu, x: &wgpu::Buffer, start: &wgpu::Buffer, inv_freq: &wgpu::
     let row = s.heads * s.head_dim;
     let half = s.head_dim / 2;
     let (ws, wf) = (gpu.win(start, 0, s.b)?, gpu.win(inv_freq, 0, half)?);
-    for (t0, t1) in chunks(gpu, s.b * s.t, row, "rope")? {
-        let wx = gpu.win(x, t0 * row, t1 * row)?;
-        // RopeParams: tokens, tok0, t, heads, hd, scaling, x_off
+    // Tiles of tokens by heads: a token whose heads exceed a binding is rotated a few heads at a time.
+    for t in matrix_tiles(gpu, s.b * s.t, s.heads, s.head_dim, "rope")? {
+        let (lo, hi) = span(row, (t.r0, t.r1), (t.u0 * s.head_dim, t.u1 * s.head_dim));
+        let wx = gpu.win(x, lo, hi)?;
+        // RopeParams: tokens, tok0, t, heads, hd, scaling, x_off, ld
         let params = [
-            (t1 - t0) as u32,
-            t0 as u32,
+            (t.r1 - t.r0) as u32,
+            t.r0 as u32,
             s.t as u32,
-            s.heads as u32,
+            (t.u1 - t.u0) as u32,
             s.head_dim as u32,
             s.scaling.to_bits(),
-            wx.rel(t0 * row),
+            wx.rel(lo),
+            row as u32,
         ];
         gpu.dispatch(
             Kernel::Rope,
             &params,
             &[wx, ws, wf],
-            gpu.fold(groups_256((t1 - t0) * half))?,
+            gpu.fold(groups_256((t.r1 - t.r0) * half))?,
         )?;
     }
     Ok(())
@@ -169,7 +251,7 @@ const SUMSQ_BLOCK: usize = 4096;
 
 /// sum of x[i]^2 for i < n: f32 partial sums of blocks on the device, added in f64 here.  x: [n]
 pub fn sum_squares(gpu: &Gpu, x: &wgpu::Buffer, elem: Elem, n: usize) -> Result<f64> {
-    let parts = chunks(gpu, n, 1, "sum_squares")?;
+    let parts = ranges(gpu, n);
     let total: usize = parts.iter().map(|&(lo, hi)| (hi - lo).div_ceil(SUMSQ_BLOCK)).sum();
     if total == 0 {
         return Ok(0.0);

@@ -56,6 +56,9 @@ pub struct WgpuIds {
     known: Vec<u32>,
 }
 
+/// Ids on the host: borrowed from a buffer's host copy, or read back from the device.
+type HostIds<'a> = Cow<'a, [u32]>;
+
 /// The wgpu backend on the first adapter wgpu offers (high-performance preference).
 pub struct WgpuBackend {
     gpu: Gpu,
@@ -180,7 +183,7 @@ impl WgpuBackend {
     }
 
     /// The first `n` values of `ids`, from the host copy when it covers them, else read back.
-    fn host_ids<'a>(&self, ids: &'a WgpuIds, n: usize) -> Result<Cow<'a, [u32]>> {
+    fn host_ids<'a>(&self, ids: &'a WgpuIds, n: usize) -> Result<HostIds<'a>> {
         need(ids.len, n, "ids")?;
         if ids.known.len() >= n {
             return Ok(Cow::Borrowed(&ids.known[..n]));
@@ -188,15 +191,15 @@ impl WgpuBackend {
         Ok(Cow::Owned(self.download_ids(ids, n)?))
     }
 
-    /// Checks slots and positions of an attention-shaped call; returns the slots.
+    /// Checks slots and positions of an attention-shaped call; returns the slots and start positions.
     fn check_rows<'a>(
         &self,
         cache_len: usize,
         slots: &'a WgpuIds,
-        start: &WgpuIds,
+        start: &'a WgpuIds,
         s: &AttnShape,
         what: &str,
-    ) -> Result<Cow<'a, [u32]>> {
+    ) -> Result<(HostIds<'a>, HostIds<'a>)> {
         if s.head_dim > 256 {
             return Err(Error::unsupported(format!(
                 "{what}: head_dim {} exceeds 256",
@@ -208,7 +211,8 @@ impl WgpuBackend {
         }
         let slot_len = s.kv_heads * s.t_max * s.head_dim;
         let slots_h = self.host_ids(slots, s.b)?;
-        for (r, &p) in self.host_ids(start, s.b)?.iter().enumerate() {
+        let start_h = self.host_ids(start, s.b)?;
+        for (r, &p) in start_h.iter().enumerate() {
             if p as usize + s.t > s.t_max {
                 return Err(Error::invalid(format!(
                     "{what}: row {r} reaches position {} beyond the cache's {}",
@@ -220,7 +224,7 @@ impl WgpuBackend {
         for &slot in slots_h.iter() {
             need(cache_len, (slot as usize + 1) * slot_len, format_args!("{what}: cache"))?;
         }
-        Ok(slots_h)
+        Ok((slots_h, start_h))
     }
 
     fn upload_bytes(&self, bytes: &[u8], len: usize, elem: Elem) -> Result<wgpu::Buffer> {
@@ -388,11 +392,12 @@ impl Backend for WgpuBackend {
     fn kv_write(&self, cache: &mut WgpuBuf, x: &WgpuBuf, slots: &WgpuIds, start: &WgpuIds, s: AttnShape) -> Result<()> {
         need_f32(x, s.b * s.t * s.kv_heads * s.head_dim, "kv_write: x")?;
         need_f32(cache, 0, "kv_write: cache")?;
-        let slots_host = self.check_rows(cache.len, slots, start, &s, "kv_write")?;
+        let (slots_host, start_host) = self.check_rows(cache.len, slots, start, &s, "kv_write")?;
         let rows = attention::Rows {
             slots: &slots.buf,
             start: &start.buf,
             slots_host: &slots_host,
+            start_host: &start_host,
         };
         attention::kv_write(&self.gpu, &cache.buf, cache.len, &x.buf, &rows, s)
     }
@@ -416,11 +421,12 @@ impl Backend for WgpuBackend {
         need_f32(k_cache, 0, "attention: k_cache")?;
         need_f32(v_cache, 0, "attention: v_cache")?;
         let cache_len = k_cache.len.min(v_cache.len);
-        let slots_host = self.check_rows(cache_len, slots, start, &s, "attention")?;
+        let (slots_host, start_host) = self.check_rows(cache_len, slots, start, &s, "attention")?;
         let rows = attention::Rows {
             slots: &slots.buf,
             start: &start.buf,
             slots_host: &slots_host,
+            start_host: &start_host,
         };
         let bufs = attention::AttnBufs {
             out: &out.buf,

@@ -5,18 +5,19 @@
 mod wgpu_support;
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use softcot_core::dtype::{decode_into, encode, DType};
 use softcot_core::io::safetensors::Checkpoint;
 use softcot_core::io::ModelDir;
 use softcot_core::model::init::preset;
-use softcot_core::model::{Model, TensorSource};
+use softcot_core::model::{Batch, Input, LogitRows, Model, TensorSource};
 use softcot_core::think::{generate, ThinkConfig, ThinkMode};
 use softcot_core::{Backend, Result};
 use softcot_tests::fixtures::{name, Reference};
 use softcot_tests::memmodel::{random_model, ScriptedTokens};
 use softcot_tests::{fixtures, max_abs_err, parity};
-use softcot_wgpu::Options;
+use softcot_wgpu::{Options, WgpuBackend};
 
 #[test]
 fn forward_logits_match_hf() {
@@ -36,18 +37,171 @@ fn generation_matches_hf() {
     }
 }
 
+/// Every fixture's `forward` and `generate` sections with bindings capped at 16 KiB, where
+/// embeddings, weights, logits and, on fixtures with wide kv heads (`wide-kv-bf16`), single cache
+/// slots are larger than one binding. Every fixture is checked; the failures, each naming the
+/// fixture and the op, are reported together.
 #[test]
 fn fixtures_match_hf_with_split_bindings() {
     let opts = Options {
         max_binding: Some(wgpu_support::LOW_BINDING),
         ..Options::default()
     };
-    if let Some(be) = wgpu_support::open(&opts) {
-        for dir in fixtures::discover() {
-            parity::forward(&be, &dir);
-            parity::generate_sections(&be, &dir);
+    let Some(be) = wgpu_support::open(&opts) else {
+        return;
+    };
+    let failures: Vec<String> = fixtures::discover()
+        .iter()
+        .filter_map(|dir| split_parity(&be, dir).err().map(|e| format!("{}: {e}", name(dir))))
+        .collect();
+    assert!(failures.is_empty(), "with split bindings:\n{}", failures.join("\n"));
+}
+
+/// The `forward` and `generate` sections of one fixture; an error names the op that failed.
+fn split_parity(be: &WgpuBackend, dir: &Path) -> std::result::Result<(), String> {
+    let r = Reference::open(dir);
+    let md = ModelDir::open(dir).map_err(|e| format!("open: {e}"))?;
+    let model = md.load(be).map_err(|e| format!("load: {e}"))?;
+    let fx = name(dir);
+    if r.has_section("forward") {
+        let (shape, ids) = r.ids("forward.input_ids");
+        let got = prefill_logits(be, &model, &ids, shape[0], shape[1]).map_err(|e| format!("forward: {e}"))?;
+        let err = max_abs_err(&got, &r.f64("forward.logits"));
+        println!(
+            "{fx:<15} split forward       logits max abs err {err:.2e} (tol {:.0e})",
+            parity::TOL_LOGITS
+        );
+        if err >= parity::TOL_LOGITS {
+            return Err(format!("forward: logits max abs err {err:.3e}"));
         }
     }
+    if !r.has_section("generate") {
+        return Ok(());
+    }
+    let (_, prompt) = r.ids("generate.prompt_ids");
+    for (mode, sec) in [
+        (ThinkMode::Hard, "greedy"),
+        (ThinkMode::Soft, "soft"),
+        (ThinkMode::Fuzzy, "fuzzy"),
+    ] {
+        let ids_name = match mode {
+            ThinkMode::Hard => "generate.greedy_ids".to_string(),
+            _ => format!("generate.{sec}.shadow_ids"),
+        };
+        if !r.names().contains(&ids_name) {
+            continue;
+        }
+        let (_, want) = r.ids(&ids_name);
+        let mut cfg = ThinkConfig::new(mode);
+        cfg.greedy = true;
+        cfg.stop = false;
+        cfg.think_tokens = want.len();
+        cfg.answer_tokens = 0;
+        if mode != ThinkMode::Hard {
+            cfg.tau = r.scalar(&format!("generate.{sec}.tau")) as f32;
+            cfg.record_inputs = true;
+        }
+        let g = generate(be, &model, std::slice::from_ref(&prompt), &[0], &cfg, &md.tokenizer)
+            .map_err(|e| format!("generate.{sec}: {e}"))?;
+        let g = g.first().ok_or(format!("generate.{sec}: no result"))?;
+        let same = g.think_ids.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        println!("{fx:<15} split generate.{sec:<6} {same} of {} ids equal", want.len());
+        if g.think_ids != want {
+            return Err(format!("generate.{sec}: ids differ after {same} of {}", want.len()));
+        }
+        if mode != ThinkMode::Hard {
+            let err = max_abs_err(&g.think_inputs, &r.f64(&format!("generate.{sec}.embeds")));
+            if err >= parity::TOL_LOGITS {
+                return Err(format!("generate.{sec}: mixtures max abs err {err:.3e}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Logits of every position of `ids` ([b, t]) in one batched prefill from position 0. logits: [b * t, V]
+fn prefill_logits<B: Backend>(be: &B, model: &Model<B>, ids: &[u32], b: usize, t: usize) -> Result<Vec<f32>> {
+    let mut ws = model.new_workspace(be, b * t, b * t)?;
+    let mut cache = model.new_cache(be, b, t)?;
+    let ids_b = be.upload_ids(ids)?;
+    let slots = be.upload_ids(&(0..b as u32).collect::<Vec<_>>())?;
+    let start = be.upload_ids(&vec![0; b])?;
+    let batch = Batch {
+        input: Input::Ids(&ids_b),
+        slots: &slots,
+        start: &start,
+        b,
+        t,
+        max_end: t,
+        logits: LogitRows::All,
+    };
+    model.forward(be, &mut ws, &mut cache, &batch)?;
+    be.download(&ws.logits, b * t * model.cfg.vocab_size)
+}
+
+/// A context longer than the fixtures': a random model's prefill of 300 tokens in two rows, then
+/// 6 decode steps, on wgpu with 16 KiB bindings (a cache slot, 300 positions x 2 kv heads x 16, is
+/// 38 KiB: every attention call walks it in position ranges) against the CPU backend.
+#[test]
+fn long_context_matches_cpu_with_split_bindings() {
+    let opts = Options {
+        max_binding: Some(wgpu_support::LOW_BINDING),
+        ..Options::default()
+    };
+    let Some(be) = wgpu_support::open(&opts) else {
+        return;
+    };
+    let cpu = softcot_cpu::CpuBackend::new();
+    let mut cfg = preset("tiny").expect("tiny preset");
+    cfg.max_position_embeddings = 512;
+    let (gpu_model, cpu_model) = (random_model(&be, &cfg, 5), random_model(&cpu, &cfg, 5));
+    let (b, t, steps) = (2, 300, 6);
+    let ids: Vec<u32> = (0..b * (t + steps)).map(|i| (i * 37 % 251) as u32).collect();
+    let got = decode_logits(&be, &gpu_model, &ids, b, t, steps);
+    let want = decode_logits(&cpu, &cpu_model, &ids, b, t, steps);
+    let (got, want) = match (got, want) {
+        (Ok(g), Ok(w)) => (g, w),
+        (g, w) => panic!("long context: wgpu {:?}, cpu {:?}", g.err(), w.err()),
+    };
+    let err = max_abs_err(&got, &want.iter().map(|&x| x as f64).collect::<Vec<_>>());
+    println!("long context: prefill {t} + {steps} steps, logits max abs err {err:.2e} vs CPU (tol 1e-4)");
+    assert!(err < 1e-4, "long context: logits max abs err {err:.3e} vs CPU");
+}
+
+/// The last logits of each row after a prefill of `t` tokens and after each of `steps` single-token
+/// steps. ids: [b, t + steps]; logits: [(steps + 1) * b, V]
+fn decode_logits<B: Backend>(
+    be: &B,
+    model: &Model<B>,
+    ids: &[u32],
+    b: usize,
+    t: usize,
+    steps: usize,
+) -> Result<Vec<f32>> {
+    let (v, n) = (model.cfg.vocab_size, t + steps);
+    let mut ws = model.new_workspace(be, b * t, b)?;
+    let mut cache = model.new_cache(be, b, n)?;
+    let slots = be.upload_ids(&(0..b as u32).collect::<Vec<_>>())?;
+    let mut out = Vec::new();
+    for (s0, len) in std::iter::once((0, t)).chain((t..n).map(|p| (p, 1))) {
+        let rows: Vec<u32> = (0..b)
+            .flat_map(|r| ids[r * n + s0..r * n + s0 + len].to_vec())
+            .collect();
+        let ids_b = be.upload_ids(&rows)?;
+        let start = be.upload_ids(&vec![s0 as u32; b])?;
+        let batch = Batch {
+            input: Input::Ids(&ids_b),
+            slots: &slots,
+            start: &start,
+            b,
+            t: len,
+            max_end: s0 + len,
+            logits: LogitRows::Last,
+        };
+        model.forward(be, &mut ws, &mut cache, &batch)?;
+        out.extend(be.download(&ws.logits, b * v)?);
+    }
+    Ok(out)
 }
 
 /// Seeded soft and fuzzy rollouts (noise on, sampled answers) on wgpu and CPU: the noise is

@@ -19,6 +19,7 @@ pub fn open(opts: &Options) -> Option<WgpuBackend> {
     }
 }
 
-/// A storage binding limit low enough that the fixtures' embeddings, weights and logits, and the
-/// conformance suite's larger operands, are split across bindings (rows still fit one binding).
+/// A storage binding limit low enough that the fixtures' embeddings, weights and logits, the cache
+/// slots of fixtures with wide kv heads or long contexts, and the conformance suite's larger
+/// operands, are split across bindings.
 pub const LOW_BINDING: u64 = 16 * 1024;
