@@ -24,6 +24,7 @@ mod layers;
 
 use std::borrow::Cow;
 
+use softcot_core::backend::check::{ids_in_vocab, need};
 use softcot_core::backend::{AttnShape, Backend, Gemm, RopeShape};
 use softcot_core::dtype::{decode_into, DType};
 use softcot_core::{Error, Result};
@@ -121,15 +122,6 @@ impl Options {
             f16_weights,
         })
     }
-}
-
-fn need(have: usize, len: usize, what: impl core::fmt::Display) -> Result<()> {
-    if have < len {
-        return Err(Error::invalid(format!(
-            "{what}: buffer holds {have} elements, {len} needed"
-        )));
-    }
-    Ok(())
 }
 
 /// [`need`] for an operand that must be f32: weights stored f16 are accepted only where a kernel
@@ -447,11 +439,7 @@ impl Backend for WgpuBackend {
     fn embedding(&self, out: &mut WgpuBuf, table: &WgpuBuf, ids: &WgpuIds, rows: usize, d: usize) -> Result<()> {
         need_f32(out, rows * d, "embedding: out")?;
         let v = table.len / d.max(1);
-        if let Some(&bad) = self.host_ids(ids, rows)?.iter().find(|&&id| id as usize >= v) {
-            return Err(Error::invalid(format!(
-                "token id {bad} is outside the vocabulary (size {v})"
-            )));
-        }
+        ids_in_vocab(&self.host_ids(ids, rows)?, v)?;
         layers::gather(&self.gpu, &out.buf, &table.buf, table.elem, &ids.buf, rows, d, v)
     }
 
@@ -480,11 +468,7 @@ impl Backend for WgpuBackend {
     ) -> Result<()> {
         need_f32(out, rows, "logprob_gather: out")?;
         need_f32(logits, rows * v, "logprob_gather: logits")?;
-        if let Some(&bad) = self.host_ids(targets, rows)?.iter().find(|&&t| t as usize >= v) {
-            return Err(Error::invalid(format!(
-                "token id {bad} is outside the vocabulary (size {v})"
-            )));
-        }
+        ids_in_vocab(&self.host_ids(targets, rows)?, v)?;
         let extra = [&targets.buf];
         heads::rows(
             &self.gpu,
