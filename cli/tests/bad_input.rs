@@ -191,45 +191,36 @@ fn bad_inputs_to_commands() {
     assert_clean_error(&o, "not empty");
 }
 
-/// A backend that cannot train is refused by `train`, `sft` and the training benchmarks within a
-/// second, before any model or data is read (the paths given do not even exist), naming the
-/// backends that can train.
-#[test]
-fn training_needs_a_backend_that_trains() {
-    let missing = "/nonexistent/softcot-model";
-    let runs: [&[&str]; 5] = [
-        &["train", "--model", missing, "--data", missing, "--backend", "wgpu"],
-        &["train", "--backend", "wgpu", "--steps", "1"],
-        &[
-            "sft",
-            "--model",
-            missing,
-            "--data",
-            missing,
-            "--out",
-            missing,
-            "--backend",
-            "wgpu",
-        ],
-        &["train", "--resume", missing, "--backend", "cuda"],
-        &[
-            "bench",
-            "--workload",
-            "rl-step",
-            "--model",
-            missing,
-            "--backend",
-            "wgpu",
-        ],
-    ];
-    for args in runs {
+/// Paths that do not exist: a command refused before it reads anything never names them.
+const MISSING: &str = "/nonexistent/softcot-model";
+
+/// Each run fails cleanly, naming `needle`, within a second and without reading its paths.
+fn refused_before_reading(runs: &[&[&str]], needle: &str) {
+    for &args in runs {
         let t = std::time::Instant::now();
         let o = softcot(args);
         let secs = t.elapsed().as_secs_f64();
-        assert_clean_error(&o, "the backends that can train are: cpu");
+        assert_clean_error(&o, needle);
         assert!(secs < 1.0, "{args:?}: refused after {secs:.2} s");
-        assert!(!o.stderr.contains(missing), "{args:?} read its paths: {}", o.stderr);
+        assert!(!o.stderr.contains(MISSING), "{args:?} read its paths: {}", o.stderr);
     }
+}
+
+/// A backend that cannot train is refused by `train`, `sft` and the training benchmarks within a
+/// second, before any model or data is read, naming the backends that can train.
+#[test]
+fn training_needs_a_backend_that_trains() {
+    let m = MISSING;
+    refused_before_reading(
+        &[
+            &["train", "--model", m, "--data", m, "--backend", "wgpu"],
+            &["train", "--backend", "wgpu", "--steps", "1"],
+            &["sft", "--model", m, "--data", m, "--out", m, "--backend", "wgpu"],
+            &["train", "--replay", m, "--model", m, "--backend", "wgpu"],
+            &["bench", "--workload", "rl-step", "--model", m, "--backend", "wgpu"],
+        ],
+        "the backends that can train are: cpu, cuda",
+    );
 }
 
 /// Without a driver, `--backend cuda` says so in one line and exits non-zero, for the commands
@@ -240,38 +231,15 @@ fn cuda_without_a_driver_fails_cleanly() {
         println!("skipped: this machine has a usable CUDA driver");
         return;
     }
-    let missing = "/nonexistent/softcot-model";
-    let tmp = tempfile::tempdir().unwrap();
+    let (m, tmp) = (MISSING, tempfile::tempdir().unwrap());
     let out = tmp.path().join("run");
     let out = out.to_str().unwrap();
-    let runs: [&[&str]; 3] = [
+    refused_before_reading(
         &[
-            "train",
-            "--model",
-            missing,
-            "--data",
-            missing,
-            "--out",
-            out,
-            "--backend",
-            "cuda",
+            &["train", "--model", m, "--data", m, "--out", out, "--backend", "cuda"],
+            &["sft", "--model", m, "--data", m, "--out", m, "--backend", "cuda"],
+            &["generate", "--model", m, "--prompt", "hi", "--backend", "cuda"],
         ],
-        &[
-            "sft",
-            "--model",
-            missing,
-            "--data",
-            missing,
-            "--out",
-            missing,
-            "--backend",
-            "cuda",
-        ],
-        &["generate", "--model", missing, "--prompt", "hi", "--backend", "cuda"],
-    ];
-    for args in runs {
-        let o = softcot(args);
-        assert_clean_error(&o, "cuda");
-        assert!(!o.stderr.contains(missing), "{args:?} read its paths: {}", o.stderr);
-    }
+        "cuda",
+    );
 }
