@@ -1,6 +1,7 @@
 //! Every fixture section (`forward`, `generate`, `sft`, `adamw`, `rl.*`) on the CUDA backend's
 //! host path, for every fixture folder: the line the shared check prints (its measured error)
-//! follows a `cuda` line naming the fixture and section.
+//! follows a `cuda` line naming the fixture and section. With `SOFTCOT_CUDA_DEVICE=N`
+//! (tools/cuda-check.sh on a lent GPU) the same sections run on GPU N instead.
 
 use std::path::Path;
 
@@ -8,11 +9,26 @@ use softcot_cuda::CudaBackend;
 use softcot_tests::fixtures::{self, name};
 use softcot_tests::parity;
 
+/// The backend under test and where it runs: the host build, or the GPU `SOFTCOT_CUDA_DEVICE` names.
+fn backend() -> (CudaBackend, String) {
+    match std::env::var("SOFTCOT_CUDA_DEVICE") {
+        Ok(n) => {
+            let ordinal: usize = n
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("SOFTCOT_CUDA_DEVICE={n}: not a device ordinal"));
+            let be = CudaBackend::new(ordinal).unwrap_or_else(|e| panic!("SOFTCOT_CUDA_DEVICE={n}: {}", e.msg));
+            (be, format!("GPU {ordinal}"))
+        }
+        Err(_) => (CudaBackend::host(), "host build".to_string()),
+    }
+}
+
 /// Runs `check` on every fixture folder, announcing each on a line with `cuda` in it.
 fn each_fixture(section: &str, check: fn(&CudaBackend, &Path)) {
-    let be = CudaBackend::host();
+    let (be, place) = backend();
     for dir in fixtures::discover() {
-        println!("cuda (host build) {:<12} {section}", name(&dir));
+        println!("cuda ({place}) {:<12} {section}", name(&dir));
         check(&be, &dir);
     }
 }
