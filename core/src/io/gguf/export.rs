@@ -109,9 +109,10 @@ fn metadata(src: &Path, cfg: &ModelConfig, ty: GgmlType) -> Result<Vec<(String, 
     let tc_path = src.join("tokenizer_config.json");
     let tc = tc_path.exists().then(|| read_json(&tc_path)).transpose()?;
     let gc_path = src.join("generation_config.json");
-    let gen_eos = match gc_path.exists() {
-        true => ids_of(read_json(&gc_path)?.get("eos_token_id")),
-        false => Vec::new(),
+    let gen_eos = if gc_path.exists() {
+        ids_of(read_json(&gc_path)?.get("eos_token_id"))
+    } else {
+        Vec::new()
     };
     let eos = cfg.eos_token_ids.first().or(gen_eos.first()).copied();
     let bos = cfg.bos_token_id.or_else(|| token_id(&tj, tc.as_ref(), "bos_token"));

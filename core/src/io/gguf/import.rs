@@ -85,7 +85,7 @@ fn config_of(g: &GgufFile, tokenizer_json: &serde_json::Value) -> Result<ModelCo
             g.origin
         )));
     }
-    if arch == Arch::Qwen2 && cfg.o_bias || cfg.qkv_bias != cfg.o_bias && arch == Arch::Llama {
+    if (arch == Arch::Qwen2 && cfg.o_bias) || (arch == Arch::Llama && cfg.qkv_bias != cfg.o_bias) {
         return Err(Error::unsupported(format!(
             "{}: `blk.0.attn_output.bias` must be present exactly when llama has q/k/v biases, and never in qwen2",
             g.origin

@@ -75,7 +75,7 @@ impl GgmlType {
     /// Bytes of `n` weights, or None when `n` is not a whole number of blocks or overflows.
     pub fn bytes_of(self, n: u64) -> Option<u64> {
         let (per, bytes) = self.block();
-        if n % per as u64 != 0 {
+        if !n.is_multiple_of(per as u64) {
             return None;
         }
         (n / per as u64).checked_mul(bytes as u64)

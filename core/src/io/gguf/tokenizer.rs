@@ -252,7 +252,7 @@ pub fn to_gguf(
     ];
     kv.extend(bos.map(|b| ("tokenizer.ggml.bos_token_id".to_string(), Value::U(b as u64))));
     kv.extend(eos.map(|e| ("tokenizer.ggml.eos_token_id".to_string(), Value::U(e as u64))));
-    if let Some(t) = tc.and_then(|c| chat_template(c)) {
+    if let Some(t) = tc.and_then(chat_template) {
         kv.push(("tokenizer.chat_template".to_string(), Value::Str(t)));
     }
     Ok(kv)
