@@ -5,6 +5,7 @@
 
 mod args;
 mod bench;
+mod convert;
 mod dataset;
 mod devices;
 mod eval;
@@ -69,6 +70,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// List the GPU adapters the wgpu backend can use (and whether CUDA is built in).
     Devices(devices::DevicesArgs),
+    /// Convert between GGUF (llama.cpp) and HF folders, either way.
+    Convert(convert::ConvertArgs),
 }
 
 fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
@@ -84,6 +87,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Cmd::Grade(a) => grade::run(a),
         Cmd::Eval(a) => eval::run(a),
         Cmd::Devices(a) => devices::run(a),
+        Cmd::Convert(a) => convert::run(a),
     }
 }
 

@@ -4,12 +4,14 @@
 //! - [`safetensors`]: memory-mapped single-file and sharded checkpoints; atomic writes.
 //! - [`tokenizer`]: `tokenizer.json`, `tokenizer_config.json` (special tokens, chat template),
 //!   `generation_config.json` (EOS ids).
-//! - [`model_dir`]: all of the above for one folder.
+//! - [`gguf`]: llama.cpp's GGUF files in and out.
+//! - [`model_dir`]: all of the above for one folder (or one GGUF file).
 
 pub mod byte_tokenizer;
 pub mod checkpoint;
 pub mod config;
 pub mod fsutil;
+pub mod gguf;
 pub mod model_dir;
 pub mod rollouts;
 pub mod safetensors;
