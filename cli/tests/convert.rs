@@ -70,9 +70,15 @@ fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-/// Bound on |log-prob change| through Q8_0 on the fixtures (random N(0, 0.02) weights: half a
-/// quantization step is ~0.2% of a block's largest weight); the test prints what it measures.
-const Q8_0_TOL: f64 = 1e-2;
+/// Q8_0 changes the model, so its log-probs part from HF's by what the rounding itself does:
+/// PyTorch with the same Q8_0 rounding applied to the fixtures' weights moves the next-token
+/// log-probs by up to 0.061 (tiny-llama), 0.031 (tiny-qwen2), 0.158 (sharded-bf16), 0.024
+/// (tied-llama3-f32), 0.062 (wide-kv-bf16) on their `forward` ids; this conversion, on the ids
+/// scored here, by 0.060, 0.030, 0.211, 0.021 and 0.050 (2026-12-07). So this
+/// bound only catches a gross error (a wrong block scale or layout moves them by nats); the
+/// format itself is checked bit for bit against the Python `gguf` encoder in core/tests/gguf.rs,
+/// and `--model x.gguf` against the converted folder exactly, above.
+const Q8_0_TOL: f64 = 0.5;
 
 #[test]
 fn fixtures_through_gguf_score_as_hf_does() {
