@@ -225,7 +225,7 @@ fn smollm2_gguf_scores_as_transformers_does() {
         return;
     }
     let hf: Vec<f64> = serde_json::from_str(String::from_utf8_lossy(&py.stdout).trim()).unwrap();
-    let err = max_diff(&[lp.clone()], &[hf]);
+    let err = max_diff(std::slice::from_ref(&lp), &[hf]);
     println!(
         "SmolLM2 Q4_1: nll {:.3} over {} tokens, max abs logprob diff vs transformers {err:.2e}",
         out["nll"],
