@@ -71,7 +71,8 @@ fn max_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
 }
 
 /// Q8_0 changes the model, so its log-probs part from HF's by what the rounding itself does:
-/// PyTorch with the same Q8_0 rounding applied to the fixtures' weights moves the next-token
+/// PyTorch with the same Q8_0 rounding applied to the fixtures' weights (tools/check_q8_shift.py)
+/// moves the next-token
 /// log-probs by up to 0.061 (tiny-llama), 0.031 (tiny-qwen2), 0.158 (sharded-bf16), 0.024
 /// (tied-llama3-f32), 0.062 (wide-kv-bf16) on their `forward` ids; this conversion, on the ids
 /// scored here, by 0.060, 0.030, 0.211, 0.021 and 0.050 (2026-12-07). So this
