@@ -120,7 +120,7 @@ fn with_long_version(cmd: Command) -> Command {
         .collect();
     let cuda = match softcot_cuda::probe() {
         Ok(()) => "usable (its libraries are found)".to_string(),
-        Err(e) => format!("not usable: {e}"),
+        Err(e) => e.to_string(),
     };
     let long = format!(
         "{}\ncommit: {}{}\nbackends: {} (wgpu's adapters: softcot devices)\ncuda: {cuda}",
