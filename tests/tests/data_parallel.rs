@@ -46,7 +46,7 @@ fn collectives_sum_in_rank_order() {
             .collect();
         let got = on_ranks(world, |comm| {
             let be = CpuBackend::new();
-            let r = <ThreadComm as Collective<CpuBackend>>::rank(&comm).index;
+            let r = Collective::<CpuBackend>::rank(&comm).index;
             let mut x = be.upload(&data[r]).unwrap();
             comm.all_reduce(&be, &mut x, world * c).unwrap();
             let x = be.download(&x, world * c).unwrap();
@@ -55,7 +55,7 @@ fn collectives_sum_in_rank_order() {
             let mut all = be.zeros(world * c).unwrap();
             comm.all_gather(&be, &shard, &mut all, c).unwrap();
             let mut h = [r as f64 + 0.5];
-            <ThreadComm as Collective<CpuBackend>>::all_reduce_host(&comm, &mut h).unwrap();
+            comm.all_reduce_host(&be, &mut h).unwrap();
             (
                 x,
                 be.download(&shard, c).unwrap(),

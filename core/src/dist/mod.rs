@@ -11,6 +11,8 @@
 mod zero;
 
 #[cfg(feature = "std")]
+mod launch;
+#[cfg(feature = "std")]
 mod threads;
 
 use core::ops::Range;
@@ -20,6 +22,8 @@ use crate::error::{Error, Result};
 
 pub use zero::ShardedAdamW;
 
+#[cfg(feature = "std")]
+pub use launch::{share_id, Launch};
 #[cfg(feature = "std")]
 pub use threads::{thread_ranks, ThreadComm};
 
@@ -73,7 +77,7 @@ pub trait Collective<B: Backend>: Send {
     /// `out[r * c..(r + 1) * c] = shard of rank r`, on every rank.  shard: [c]; out: [world * c]
     fn all_gather(&self, be: &B, shard: &B::Buf, out: &mut B::Buf, c: usize) -> Result<()>;
     /// Host scalars (losses, counts, partial sums of squares) summed over ranks, on every rank.
-    fn all_reduce_host(&self, x: &mut [f64]) -> Result<()>;
+    fn all_reduce_host(&self, be: &B, x: &mut [f64]) -> Result<()>;
 }
 
 /// One rank: the collectives are copies or nothing.
@@ -92,7 +96,7 @@ impl<B: Backend> Collective<B> for Solo {
     fn all_gather(&self, be: &B, shard: &B::Buf, out: &mut B::Buf, c: usize) -> Result<()> {
         be.copy(out, 0, shard, 0, c)
     }
-    fn all_reduce_host(&self, _x: &mut [f64]) -> Result<()> {
+    fn all_reduce_host(&self, _be: &B, _x: &mut [f64]) -> Result<()> {
         Ok(())
     }
 }

@@ -98,7 +98,7 @@ impl<B: Backend> Collective<B> for ThreadComm {
         be.write(out, &whole)
     }
 
-    fn all_reduce_host(&self, x: &mut [f64]) -> Result<()> {
+    fn all_reduce_host(&self, _be: &B, x: &mut [f64]) -> Result<()> {
         let n = x.len();
         let sum = self.exchange(&self.shared.f64s, x.to_vec(), |all| sum_in_rank_order(all, n, |i| i))?;
         x.copy_from_slice(&sum);

@@ -114,7 +114,7 @@ impl<B: Train> ShardedAdamW<B> {
         for sh in &self.shards {
             ss[0] += be.sum_squares(&sh.grad, sh.c)?;
         }
-        comm.all_reduce_host(&mut ss)?;
+        comm.all_reduce_host(be, &mut ss)?;
         let norm = libm::sqrt(ss[0]);
         if max_grad_norm > 0.0 && norm.is_finite() && norm > max_grad_norm {
             let s = (max_grad_norm / (norm + 1e-6)) as f32;

@@ -149,7 +149,7 @@ impl<B: Train> Step<B> {
     ) -> Result<Update> {
         let seqs = to_rl_seqs(&c.rollouts)?;
         let mut n = [seqs.len() as f64];
-        self.comm.all_reduce_host(&mut n)?;
+        self.comm.all_reduce_host(be, &mut n)?;
         let s = RlSettings {
             tau,
             sigma: c.sigma,
@@ -171,7 +171,7 @@ impl<B: Train> Step<B> {
         lr: f64,
     ) -> Result<Update> {
         let mut loss = [self.gradients(be, model, seqs, s)?];
-        self.comm.all_reduce_host(&mut loss)?;
+        self.comm.all_reduce_host(be, &mut loss)?;
         let comm = self.comm.as_ref();
         opt.apply(be, model, &mut self.grads, comm, loss[0], self.cfg.max_grad_norm, lr)
     }
