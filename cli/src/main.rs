@@ -18,6 +18,7 @@ mod progress;
 mod run_dir;
 mod score;
 mod sft;
+mod tensorboard;
 mod train;
 
 use std::process::ExitCode;
