@@ -43,6 +43,7 @@ impl EventWriter {
         Ok(w)
     }
 
+    #[cfg(test)]
     pub fn path(&self) -> &Path {
         &self.path
     }
