@@ -14,6 +14,9 @@ pub struct PanelSpec {
     pub title: &'static str,
     pub y_label: &'static str,
     pub keys: &'static [(&'static str, &'static str)],
+    /// Whether long series get a moving average: not for values the run sets itself (lr,
+    /// sigma), which are not noisy and which an average would only show late.
+    pub smooth: bool,
 }
 
 const fn spec(
@@ -21,7 +24,20 @@ const fn spec(
     y_label: &'static str,
     keys: &'static [(&'static str, &'static str)],
 ) -> PanelSpec {
-    PanelSpec { title, y_label, keys }
+    PanelSpec {
+        title,
+        y_label,
+        keys,
+        smooth: true,
+    }
+}
+
+/// A panel of set values, drawn as logged.
+const fn exact(title: &'static str, y_label: &'static str, keys: &'static [(&'static str, &'static str)]) -> PanelSpec {
+    PanelSpec {
+        smooth: false,
+        ..spec(title, y_label, keys)
+    }
 }
 
 /// `softcot train`: what `rl_loop` logs per step, and the validation's points.
@@ -48,8 +64,8 @@ pub const RL_PANELS: &[PanelSpec] = &[
             ("val_think_len", "val thinking"),
         ],
     ),
-    spec("learning rate", "lr", &[("lr", "lr")]),
-    spec("noise scale sigma", "sigma", &[("sigma", "sigma")]),
+    exact("learning rate", "lr", &[("lr", "lr")]),
+    exact("noise scale sigma", "sigma", &[("sigma", "sigma")]),
     spec(
         "seconds per step",
         "s",
@@ -61,7 +77,7 @@ pub const RL_PANELS: &[PanelSpec] = &[
 pub const SFT_PANELS: &[PanelSpec] = &[
     spec("loss (mean per target token)", "loss", &[("loss", "loss")]),
     spec("gradient norm (before clipping)", "norm", &[("grad_norm", "norm")]),
-    spec("learning rate", "lr", &[("lr", "lr")]),
+    exact("learning rate", "lr", &[("lr", "lr")]),
     spec("throughput", "tokens/s", &[("tokens_per_s", "tokens/s")]),
 ];
 
@@ -102,9 +118,10 @@ struct Line {
     points: Vec<(f64, f64)>,
 }
 
-/// The lines of one metric: the raw points, and for a long series a faint raw line and its EMA.
-fn lines_of(name: String, color: [u8; 3], raw: Vec<(f64, f64)>) -> Vec<Line> {
-    if raw.len() < SMOOTH_MIN_POINTS {
+/// The lines of one metric: the raw points, or for a long series to `smooth` a faint raw line and
+/// its EMA.
+fn lines_of(name: String, color: [u8; 3], raw: Vec<(f64, f64)>, smooth: bool) -> Vec<Line> {
+    if !smooth || raw.len() < SMOOTH_MIN_POINTS {
         return vec![Line {
             name,
             color,
@@ -154,7 +171,7 @@ pub fn draw_run(out: &Path, specs: &[PanelSpec]) -> Result<()> {
         .iter()
         .map(|s| {
             let keys = s.keys.iter().zip(PALETTE.iter().cycle());
-            keys.flat_map(|(&(key, name), &c)| lines_of(name.to_string(), c, points(&metrics, key)))
+            keys.flat_map(|(&(key, name), &c)| lines_of(name.to_string(), c, points(&metrics, key), s.smooth))
                 .collect()
         })
         .collect();
@@ -177,7 +194,7 @@ pub fn draw_compare(png: &Path, runs: &[(String, PathBuf)], specs: &[PanelSpec])
             let per_run = runs.iter().zip(&metrics).zip(PALETTE.iter().cycle());
             lines.push(
                 per_run
-                    .flat_map(|(((label, _), m), &c)| lines_of(label.clone(), c, points(m, key)))
+                    .flat_map(|(((label, _), m), &c)| lines_of(label.clone(), c, points(m, key), s.smooth))
                     .collect(),
             );
         }
@@ -192,7 +209,7 @@ mod tests {
     #[test]
     fn long_series_are_drawn_faint_and_smoothed_short_ones_as_they_are() {
         let long: Vec<(f64, f64)> = (0..120).map(|i| (i as f64, (i % 2) as f64)).collect();
-        let lines = lines_of("reward".into(), PALETTE[0], long.clone());
+        let lines = lines_of("reward".into(), PALETTE[0], long.clone(), true);
         assert_eq!(lines.len(), 2);
         assert_eq!((lines[0].name.as_str(), lines[0].color), ("", faint(PALETTE[0])));
         assert_eq!(lines[0].points, long);
@@ -200,8 +217,10 @@ mod tests {
         // The smoothed alternation 0, 1, 0, 1 ... settles near its mean.
         let last = lines[1].points.last().unwrap().1;
         assert!((last - 0.5).abs() < 0.2, "{last}");
-        let short = lines_of("val".into(), PALETTE[1], long[..5].to_vec());
+        let short = lines_of("val".into(), PALETTE[1], long[..5].to_vec(), true);
         assert_eq!(short.len(), 1);
         assert_eq!((short[0].name.as_str(), short[0].points.len()), ("val", 5));
+        let lr = lines_of("lr".into(), PALETTE[2], long.clone(), false);
+        assert_eq!((lr.len(), lr[0].color, lr[0].points.len()), (1, PALETTE[2], 120));
     }
 }

@@ -36,7 +36,7 @@ const CHAR: i64 = 8 * SCALE;
 // The plot area inside a panel: the title, two legend rows and the y label above it, tick
 // numbers left of it (as wide as the widest) and below it.
 const RIGHT: i64 = WIDTH - 32;
-const TOP: i64 = 100;
+const TOP: i64 = 110;
 const BOTTOM: i64 = PANEL_H - 36;
 const INK: [u8; 3] = [20, 20, 20];
 const GRID: [u8; 3] = [225, 225, 225];
@@ -154,7 +154,7 @@ fn draw_panel(c: &mut Canvas, (x0, y0): (i64, i64), panel: &Panel<'_>, xa: &Axis
     c.rect(left, top, 1, bottom - top + 1, INK);
     c.rect(left, bottom, right - left + 1, 1, INK);
     c.text(x0 + 16, y0 + 12, panel.title, INK);
-    c.text(x0 + 16, top - CHAR - 8, panel.y_label, INK);
+    c.text(x0 + 16, top - CHAR - 14, panel.y_label, INK);
     draw_legend(c, (x0, y0), right, panel);
     let mut empty = true;
     for s in &panel.series {
