@@ -19,11 +19,7 @@ pub struct PanelSpec {
     pub smooth: bool,
 }
 
-const fn spec(
-    title: &'static str,
-    y_label: &'static str,
-    keys: &'static [(&'static str, &'static str)],
-) -> PanelSpec {
+const fn spec(title: &'static str, y_label: &'static str, keys: &'static [(&'static str, &'static str)]) -> PanelSpec {
     PanelSpec {
         title,
         y_label,

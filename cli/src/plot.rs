@@ -392,10 +392,16 @@ mod tests {
     fn five_panels_fill_two_columns_each_with_its_series() {
         let colors: [[u8; 3]; 5] = [RED, BLUE, [44, 160, 44], [148, 103, 189], [140, 86, 75]];
         let pts: Vec<Vec<(f64, f64)>> = (0..5)
-            .map(|k| (0..100).map(|i| (i as f64, ((i * (k + 1)) as f64 / 30.0).sin())).collect())
+            .map(|k| {
+                (0..100)
+                    .map(|i| (i as f64, ((i * (k + 1)) as f64 / 30.0).sin()))
+                    .collect()
+            })
             .collect();
         let titles = ["a", "b", "c", "d", "e"];
-        let panels: Vec<Panel> = (0..5).map(|k| panel(titles[k], titles[k], &pts[k], colors[k])).collect();
+        let panels: Vec<Panel> = (0..5)
+            .map(|k| panel(titles[k], titles[k], &pts[k], colors[k]))
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("grid.png");
         write_png(&path, "step", &panels).unwrap();
@@ -466,11 +472,7 @@ mod tests {
             .collect();
         assert_eq!(
             labels,
-            [
-                "0 5.0e-6 1.0e-5 1.5e-5",
-                "0 1e6 2e6 3e6",
-                "0 0.1 0.2 0.3 0.4 0.5"
-            ]
+            ["0 5.0e-6 1.0e-5 1.5e-5", "0 1e6 2e6 3e6", "0 0.1 0.2 0.3 0.4 0.5"]
         );
         let err = write_png(&dir.path().join("missing/dir/p.png"), "x", &[]).unwrap_err();
         assert!(err.msg.contains("missing/dir/p.png"), "{err}");

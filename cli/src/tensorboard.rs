@@ -238,7 +238,8 @@ mod tests {
                         let v = fields(&value);
                         assert_eq!((v[0].0, v[0].1, v[1].0, v[1].1), (1, WIRE_LEN, 2, WIRE_32));
                         let tag = String::from_utf8(v[0].2.clone()).unwrap();
-                        e.values.push((tag, f32::from_le_bytes(v[1].2.clone().try_into().unwrap())));
+                        e.values
+                            .push((tag, f32::from_le_bytes(v[1].2.clone().try_into().unwrap())));
                     }
                 }
                 other => panic!("unexpected Event field {other:?}"),
@@ -331,7 +332,12 @@ mod tests {
             (0, vec![s("val_acc", 0.25)]),
             (
                 1,
-                vec![s("applied", 1.0), s("loss", -1.5), s("reward", 42.0), s("tokens", 1234567.0)],
+                vec![
+                    s("applied", 1.0),
+                    s("loss", -1.5),
+                    s("reward", 42.0),
+                    s("tokens", 1234567.0),
+                ],
             ),
             (3_000_000_000, vec![s("applied", 0.0), s("grad_norm", 1e-7)]),
         ];

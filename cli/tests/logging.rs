@@ -48,7 +48,11 @@ fn piped_stderr_gets_progress_lines_with_rate_eta_and_a_last_line() {
         assert!(has_rate_and_eta(line, "step") && line.contains("loss "), "{line}");
     }
     assert!(lines[4].starts_with("sft done: 4/4 step in "), "{}", lines[4]);
-    assert!(has_rate_and_eta(lines[3], "step") && lines[3].contains("ETA 0s"), "{}", lines[3]);
+    assert!(
+        has_rate_and_eta(lines[3], "step") && lines[3].contains("ETA 0s"),
+        "{}",
+        lines[3]
+    );
 
     // The default (a line every 30 s): a short run prints only its last line.
     let o2 = tmp.path().join("sft2");
@@ -62,7 +66,17 @@ fn piped_stderr_gets_progress_lines_with_rate_eta_and_a_last_line() {
     assert!(lines[0].starts_with("sft done: 4/4 step"), "{}", lines[0]);
 
     // bench: one line per run (the warm-up's included), then the last.
-    let run = softcot(&["bench", "--workload", "matmul", "--size", "32", "--repeats", "2", "--log-every", "0"]);
+    let run = softcot(&[
+        "bench",
+        "--workload",
+        "matmul",
+        "--size",
+        "32",
+        "--repeats",
+        "2",
+        "--log-every",
+        "0",
+    ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let lines = lines_of(&run.stderr, "bench");
     println!("{}", lines.join("\n"));
