@@ -171,7 +171,7 @@ pub fn prepare_out(out: &Path, overwrite: bool, outputs: &[&str]) -> Result<()> 
 }
 
 /// The flags (clap ids) that go with `--resume` in `train` and `sft`: the rest are the run's settings.
-const RESUME_FLAGS: &[&str] = &["resume", "backend", "stop_after"];
+const RESUME_FLAGS: &[&str] = &["resume", "backend", "devices", "stop_after"];
 
 /// A resumed run continues with the settings of its run.json: a flag of `A` given beside
 /// `--resume` that would change them is refused by name, not silently ignored (`train --resume
@@ -183,7 +183,7 @@ pub fn refuse_settings_on_resume<A: clap::Args>(matches: &clap::ArgMatches, dir:
     });
     match given {
         Some(id) => Err(Error::invalid(format!(
-            "--{}: --resume continues {} with the settings of its run.json; only --backend and --stop-after go with it",
+            "--{}: --resume continues {} with the settings of its run.json; only --backend, --devices and --stop-after go with it",
             id.replace('_', "-"),
             dir.display()
         ))),
@@ -224,9 +224,16 @@ pub struct Start<B: Train> {
 }
 
 /// A resumed run starts from the newest complete checkpoint of `out` (its metrics truncated to
-/// that step, in case the run died after logging more); a new one from `model` with a fresh
-/// optimizer.
-pub fn start<B: Train>(be: &B, out: &Path, resume: bool, model: Option<&Path>, opt: AdamwConfig) -> Result<Start<B>> {
+/// that step by the `root` rank, in case the run died after logging more); a new one from
+/// `model` with a fresh optimizer.
+pub fn start<B: Train>(
+    be: &B,
+    out: &Path,
+    resume: bool,
+    root: bool,
+    model: Option<&Path>,
+    opt: AdamwConfig,
+) -> Result<Start<B>> {
     if !resume {
         let (md, model, opt) = load_fresh(be, model.unwrap_or(Path::new("")), opt)?;
         return Ok(Start {
@@ -244,8 +251,10 @@ pub fn start<B: Train>(be: &B, out: &Path, resume: bool, model: Option<&Path>, o
         ))
     })?;
     let (md, model, opt, state) = load_checkpoint(be, &ck, opt)?;
-    eprintln!("resuming {} from step {step}", out.display());
-    truncate_metrics(&out.join("metrics.jsonl"), step)?;
+    if root {
+        eprintln!("resuming {} from step {step}", out.display());
+        truncate_metrics(&out.join("metrics.jsonl"), step)?;
+    }
     Ok(Start {
         md,
         model,

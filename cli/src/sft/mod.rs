@@ -158,7 +158,7 @@ fn train<B: Train>(be: &B, a: &SftConfig) -> Result<()> {
         mut opt,
         step: start_step,
         ..
-    } = start(be, &out, resume, a.model.as_deref(), a.adamw())?;
+    } = start(be, &out, resume, true, a.model.as_deref(), a.adamw())?;
     if !resume {
         save_settings(&out, a)?;
     }
