@@ -7,7 +7,7 @@ use softcot_core::dtype::DType;
 use softcot_core::io::byte_tokenizer;
 use softcot_core::io::config::ids_of;
 use softcot_core::io::fsutil::read_json;
-use softcot_core::io::save::write_random_model;
+use softcot_core::io::save::{write_random_model, ShardSize};
 use softcot_core::io::tokenizer::Tokenizer;
 use softcot_core::model::init::{preset, PRESETS};
 use softcot_core::model::{Arch, ModelConfig, RopeScaling};
@@ -70,6 +70,10 @@ pub struct InitArgs {
     /// Storage dtype (default: the preset's, else float32).
     #[arg(long, value_enum)]
     dtype: Option<DTypeArg>,
+    /// Largest weight file, as transformers' max_shard_size: 5GB, 500MB, 2GiB or bytes; larger
+    /// models are sharded with an index.
+    #[arg(long, default_value = "5GB")]
+    max_shard_size: ShardSize,
     /// Replace the contents of a non-empty --out.
     #[arg(long)]
     overwrite: bool,
@@ -106,7 +110,7 @@ pub fn run(a: InitArgs) -> Result<()> {
     cfg.eos_token_ids = eos;
     cfg.validate("init-model")?;
 
-    let n = write_random_model(&a.out, &cfg, a.seed, a.vocab_from.as_deref())?;
+    let n = write_random_model(&a.out, &cfg, a.seed, a.vocab_from.as_deref(), a.max_shard_size)?;
     println!(
         "wrote {} ({}; {:.1}M parameters, {})",
         a.out.display(),

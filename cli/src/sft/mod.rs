@@ -10,8 +10,7 @@ use std::time::Instant;
 use clap::{ArgMatches, Args};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use softcot_core::dtype::DType;
-use softcot_core::io::checkpoint::{checkpoint_name, export_model, save_checkpoint};
+use softcot_core::io::checkpoint::{checkpoint_name, export_model, save_checkpoint, SaveAs};
 use softcot_core::model::Model;
 use softcot_core::optim::AdamW;
 use softcot_core::sft::Step;
@@ -138,8 +137,7 @@ struct Run<'a, B: Train> {
     be: &'a B,
     a: &'a SftConfig,
     out: PathBuf,
-    tokenizer_src: PathBuf,
-    dtype: DType,
+    save_as: SaveAs,
 }
 
 fn train<B: Train>(be: &B, a: &SftConfig) -> Result<()> {
@@ -203,18 +201,16 @@ fn train<B: Train>(be: &B, a: &SftConfig) -> Result<()> {
     }
     let steps_per_epoch = examples.len().div_ceil(a.batch_size) as u64;
     let total = a.steps.unwrap_or(a.epochs.unwrap_or(1) * steps_per_epoch);
-    let dtype = a.save_dtype.resolve(md.config.dtype);
     let run = Run {
         be,
         a,
         out: out.clone(),
-        tokenizer_src: md.path.clone(),
-        dtype,
+        save_as: a.save_as(&md),
     };
     let end = a.stop_after.map_or(total, |k| (start_step + k).min(total));
     run.steps(&mut model, &mut opt, &examples, start_step, end, total)?;
     if end == total {
-        export_model(be, &model, &out.join("final"), dtype, &md.path)?;
+        export_model(be, &model, &out.join("final"), &run.save_as)?;
         eprintln!("done: {total} steps; model in {}", out.join("final").display());
     } else {
         eprintln!(
@@ -291,7 +287,7 @@ impl<B: Train> Run<'_, B> {
         let state = json!({"step": step, "seed": self.a.seed, "batch_size": self.a.batch_size,
                            "examples_seen": step * self.a.batch_size as u64});
         let dir = self.out.join(checkpoint_name(step));
-        save_checkpoint(self.be, &dir, model, opt, self.dtype, &self.tokenizer_src, &state)?;
+        save_checkpoint(self.be, &dir, model, opt, &self.save_as, &state)?;
         prune_checkpoints(&self.out, self.a.keep);
         Ok(())
     }
