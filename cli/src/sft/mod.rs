@@ -21,23 +21,25 @@ use crate::run_dir::{
     prepare_out, prune_checkpoints, refuse_settings_on_resume, save_settings, saved_settings, start, Metrics, Shuffle,
     Start,
 };
-use crate::{training_settings, with_train_backend};
+use crate::{config_file, training_settings, with_train_backend};
 pub use data::{gsm8k_completion, OnBadLine, OnLong};
 use data::{Example, LoadOptions};
 
 training_settings! {
 lr = 1e-5;
-/// The settings of a run; written to OUT/run.json and read back by `--resume`.
+/// The settings of a run (the flags, and the keys of a --config file); written to OUT/run.json
+/// and read back by `--resume`.
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SftConfig {
     /// HF model folder to start from.
-    #[arg(long, required_unless_present = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "config"])]
     pub model: Option<PathBuf>,
     /// JSONL: `{"prompt", "completion"}` lines, or GSM8K's `{"question", "answer"}`.
-    #[arg(long, required_unless_present = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "config"])]
     pub data: Option<PathBuf>,
     /// Output folder: checkpoints, metrics.jsonl, run.json, and the final model in `final/`.
-    #[arg(long, required_unless_present = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "config"])]
     pub out: Option<PathBuf>,
     /// Sequences per optimizer step.
     #[arg(long, default_value_t = 8)]
@@ -60,8 +62,12 @@ pub struct SftConfig {
     pub on_bad_line: OnBadLine,
     #[arg(long, value_enum, default_value = "truncate")]
     pub on_long: OnLong,
+    /// TOML file with any of the settings above (flags given on the command line override it).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
     /// Resume the run in this folder from its latest checkpoint (settings come from its run.json).
-    #[arg(long, conflicts_with_all = ["model", "data", "out", "overwrite"])]
+    #[arg(long, conflicts_with_all = ["config", "model", "data", "out", "overwrite"])]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
     /// Replace a different run found in --out.
@@ -82,12 +88,24 @@ fn cpu() -> BackendKind {
     BackendKind::Cpu
 }
 
-/// The `sft` command: `run`, after refusing settings given beside `--resume`.
+impl Default for SftConfig {
+    /// The flags' defaults: one source of truth for every layer.
+    fn default() -> Self {
+        config_file::flag_defaults()
+    }
+}
+
+/// The `sft` command: `run`, after refusing settings given beside `--resume`, with the settings
+/// of a `--config` file under the flags.
 pub fn run_command(a: SftConfig, matches: &ArgMatches) -> Result<()> {
     if let Some(dir) = &a.resume {
         refuse_settings_on_resume::<SftConfig>(matches, dir)?;
+        return run(a);
     }
-    run(a)
+    let mut c = config_file::resolve(&a, matches, a.config.as_deref(), |_| SftConfig::default())?;
+    // Not settings of the run (skipped by serde): as given on the command line.
+    (c.overwrite, c.stop_after, c.backend) = (a.overwrite, a.stop_after, a.backend);
+    run(c)
 }
 
 pub fn run(mut a: SftConfig) -> Result<()> {
@@ -107,6 +125,13 @@ pub fn run(mut a: SftConfig) -> Result<()> {
 }
 
 fn validate(a: &SftConfig) -> Result<()> {
+    for (flag, v) in [("--model", &a.model), ("--data", &a.data), ("--out", &a.out)] {
+        if v.is_none() {
+            return Err(Error::invalid(format!(
+                "{flag} is required (on the command line or as a key of the --config file)"
+            )));
+        }
+    }
     let pos = [
         ("--batch-size", a.batch_size),
         ("--seq-len", a.seq_len),
