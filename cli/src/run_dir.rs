@@ -64,6 +64,11 @@ macro_rules! training_settings {
             pub keep: usize,
             #[arg(long, value_enum, default_value = "source")]
             pub save_dtype: $crate::run_dir::SaveDtype,
+            /// Largest weight file of saved models, as transformers' max_shard_size: 5GB, 500MB,
+            /// 2GiB or bytes; larger models are sharded with an index.
+            #[arg(long, default_value = "5GB")]
+            #[serde(default)]
+            pub max_shard_size: softcot_core::io::save::ShardSize,
             /// Recompute activations per layer in backward (less memory, about 1.3x the compute).
             #[arg(long)]
             pub recompute: bool,
@@ -81,6 +86,15 @@ macro_rules! training_settings {
                     eps: self.eps,
                     weight_decay: self.weight_decay,
                     decay_norms_and_biases: false,
+                }
+            }
+
+            /// How this run saves the model it loaded from `md` (checkpoints and final models).
+            pub fn save_as(&self, md: &softcot_core::io::ModelDir) -> softcot_core::io::checkpoint::SaveAs {
+                softcot_core::io::checkpoint::SaveAs {
+                    dtype: self.save_dtype.resolve(md.config.dtype),
+                    max_shard: self.max_shard_size,
+                    source: md.path.clone(),
                 }
             }
 

@@ -216,7 +216,7 @@ fn warm_start(c: &TrainConfig, out: &Path, a: &TrainArgs) -> Result<PathBuf> {
 
     let base = out.join("base");
     let cfg = model_config()?;
-    let n = write_random_model(&base, &cfg, c.seed, None)?;
+    let n = write_random_model(&base, &cfg, c.seed, None, c.max_shard_size)?;
     // A budget RL cannot run with is refused before the warm start's minutes, not after them.
     let tok = Tokenizer::load_dir(&base, &cfg.eos_token_ids)?;
     let mut longest = 0;

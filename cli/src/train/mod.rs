@@ -134,8 +134,6 @@ pub fn train<B: Train>(
         state,
     } = start(be, out, resume, root, c.model.as_deref(), c.adamw())?;
     let best = state["best_val_acc"].as_f64().zip(state["best_step"].as_u64());
-    // Checkpoints carry the tokenizer of the model the run started from.
-    let tokenizer_src = md.path.clone();
     let (train_items, val_items) = splits(c, &md)?;
     let total = c.steps;
     let end = stop_after.map_or(total, |k| (from + k).min(total));
@@ -144,8 +142,8 @@ pub fn train<B: Train>(
         c,
         out: out.clone(),
         tok: &md.tokenizer,
-        tokenizer_src: tokenizer_src.clone(),
-        dtype: c.save_dtype.resolve(md.config.dtype),
+        // Checkpoints carry the tokenizer and generation config of the model the run started from.
+        save_as: c.save_as(&md),
         best,
     };
     let reached = t.run(&mut model, opt, comm, &train_items, &val_items, from, end, total)?;
@@ -154,7 +152,7 @@ pub fn train<B: Train>(
     }
     draw_run(out, RL_PANELS)?;
     if reached == total {
-        export_model(be, &model, &out.join("final"), t.dtype, &tokenizer_src)?;
+        export_model(be, &model, &out.join("final"), &t.save_as)?;
         eprintln!("done: {total} steps; final model in {}", out.join("final").display());
         if let Some((acc, step)) = t.best {
             eprintln!(

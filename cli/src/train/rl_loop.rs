@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 use softcot_core::dist::{Collective, RankOpt};
-use softcot_core::dtype::DType;
-use softcot_core::io::checkpoint::{checkpoint_name, export_model, save_checkpoint};
+use softcot_core::io::checkpoint::{checkpoint_name, export_model, save_checkpoint, SaveAs};
 use softcot_core::io::rollouts::{save_rollouts, RolloutFile, RolloutMeta};
 use softcot_core::io::tokenizer::Tokenizer;
 use softcot_core::model::Model;
@@ -134,8 +133,7 @@ pub struct Trainer<'a, B: Train> {
     pub c: &'a TrainConfig,
     pub out: PathBuf,
     pub tok: &'a Tokenizer,
-    pub tokenizer_src: PathBuf,
-    pub dtype: DType,
+    pub save_as: SaveAs,
     /// Best validation accuracy so far and its step.
     pub best: Option<(f64, u64)>,
 }
@@ -230,7 +228,7 @@ impl<B: Train> Trainer<'_, B> {
                 if self.best.is_none_or(|(b, _)| acc > b) {
                     self.best = Some((acc, step));
                     if root {
-                        export_model(be, model, &self.out.join("best"), self.dtype, &self.tokenizer_src)?;
+                        export_model(be, model, &self.out.join("best"), &self.save_as)?;
                         crate::train::save_best(&self.out, acc, step)?;
                     }
                 }
@@ -329,7 +327,7 @@ impl<B: Train> Trainer<'_, B> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("{}: cannot create: {e}", dir.display())))?;
         let mut meta = RolloutMeta::new(think, c.sigma, rewards(self.c), model.cfg.d(), model.cfg.vocab_size);
         meta.step = step;
-        meta.model = self.tokenizer_src.display().to_string();
+        meta.model = self.save_as.source.display().to_string();
         save_rollouts(
             &dir.join(format!("step-{step:08}.safetensors")),
             &RolloutFile {
@@ -346,7 +344,7 @@ impl<B: Train> Trainer<'_, B> {
             state["best_step"] = json!(at);
         }
         let dir = self.out.join(checkpoint_name(step));
-        save_checkpoint(self.be, &dir, model, opt, self.dtype, &self.tokenizer_src, &state)?;
+        save_checkpoint(self.be, &dir, model, opt, &self.save_as, &state)?;
         prune_checkpoints(&self.out, self.c.keep);
         Ok(())
     }
