@@ -51,6 +51,9 @@ macro_rules! training_settings {
             pub beta2: f64,
             #[arg(long, default_value_t = 1e-8)]
             pub eps: f64,
+            /// How AdamW stores its moments: bf16 (stochastic rounding) halves the optimizer state.
+            #[arg(long, value_enum, default_value = "f32")]
+            pub adam_moments: $crate::run_dir::AdamMoments,
             /// Clip the global gradient norm to this (0 disables).
             #[arg(long, default_value_t = 1.0)]
             pub max_grad_norm: f64,
@@ -86,6 +89,8 @@ macro_rules! training_settings {
                     eps: self.eps,
                     weight_decay: self.weight_decay,
                     decay_norms_and_biases: false,
+                    moments: self.adam_moments.moments(),
+                    seed: self.seed,
                 }
             }
 
@@ -112,6 +117,25 @@ pub enum Schedule {
     Cosine,
     /// Linear warm-up, then constant.
     Constant,
+}
+
+/// The storage of AdamW's moments, as flags and config files spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdamMoments {
+    /// float32 m and v (8 bytes per parameter).
+    F32,
+    /// bfloat16 m and v with stochastic rounding (4 bytes per parameter).
+    Bf16,
+}
+
+impl AdamMoments {
+    pub fn moments(self) -> softcot_core::backend::Moments {
+        match self {
+            AdamMoments::F32 => softcot_core::backend::Moments::F32,
+            AdamMoments::Bf16 => softcot_core::backend::Moments::Bf16,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 
 use alloc::vec::Vec;
 
-use crate::backend::{AdamwStep, Backend, Train};
+use crate::backend::{AdamwStep, Backend, Moments, Train};
 use crate::dist::Collective;
 use crate::error::{Error, Result};
 use crate::model::train::Grads;
@@ -18,6 +18,10 @@ pub struct AdamwConfig {
     /// Decay norms and biases too (torch's default when all parameters are in one group; softcot's
     /// default leaves them undecayed, as is usual for LLM training).
     pub decay_norms_and_biases: bool,
+    /// How m and v are stored: f32, or bf16 with stochastic rounding (half the state).
+    pub moments: Moments,
+    /// Keys the stochastic rounding of bf16 moments (the run's seed).
+    pub seed: u64,
 }
 
 impl Default for AdamwConfig {
@@ -28,6 +32,8 @@ impl Default for AdamwConfig {
             eps: 1e-8,
             weight_decay: 0.0,
             decay_norms_and_biases: false,
+            moments: Moments::F32,
+            seed: 0,
         }
     }
 }
@@ -35,7 +41,7 @@ impl Default for AdamwConfig {
 /// Optimizer state: the two moments of every parameter and the step count.
 pub struct AdamW<B: Train> {
     pub cfg: AdamwConfig,
-    /// m, v: one buffer per parameter, like `Model::params`.
+    /// m, v: one buffer per parameter, like `Model::params`, of `cfg.moments.slots(numel)` slots.
     pub m: Vec<Param<B::Buf>>,
     pub v: Vec<Param<B::Buf>>,
     /// Steps taken so far.
@@ -64,7 +70,7 @@ impl<B: Train> AdamW<B> {
             Ok(Param {
                 name: p.name.clone(),
                 shape: p.shape.clone(),
-                buf: be.zeros(p.numel())?,
+                buf: be.zeros(cfg.moments.slots(p.numel()))?,
             })
         };
         Ok(AdamW {
@@ -83,7 +89,8 @@ impl<B: Train> AdamW<B> {
         self.step += 1;
         let c = self.cfg;
         for (i, p) in model.params.iter_mut().enumerate() {
-            let h = AdamwStep::new(lr, c.beta1, c.beta2, c.eps, c.decay(&p.name), self.step);
+            let h = AdamwStep::new(lr, c.beta1, c.beta2, c.eps, c.decay(&p.name), self.step)
+                .stored_as(c.moments, c.seed, i as u32);
             let n = p.numel();
             be.adamw(&mut p.buf, &grads[i].buf, &mut self.m[i].buf, &mut self.v[i].buf, n, h)?;
         }

@@ -6,7 +6,8 @@
 //!
 //! Counters: `[step, block, stream, tag]`; the key is the 64-bit seed. `stream` is the rollout (row)
 //! index, `step` the generation step, `block` the index of a group of four values within the step,
-//! and `tag` separates the uses ([`TAG_NOISE`], [`TAG_SAMPLE`]) so they never share a counter.
+//! and `tag` separates the uses ([`TAG_NOISE`], [`TAG_SAMPLE`], [`TAG_MOMENTS`]; the data shuffle
+//! uses 3) so they never share a counter.
 
 const M0: u32 = 0xD251_1F53;
 const M1: u32 = 0xCD9E_8D57;
@@ -17,6 +18,8 @@ const W1: u32 = 0xBB67_AE85;
 pub const TAG_NOISE: u32 = 1;
 /// Counter tag for uniforms that drive categorical sampling of tokens.
 pub const TAG_SAMPLE: u32 = 2;
+/// Counter tag for the stochastic rounding of AdamW's bf16 moments (`[step, pair, parameter, 4]`).
+pub const TAG_MOMENTS: u32 = 4;
 
 #[inline]
 fn mulhilo(a: u32, b: u32) -> (u32, u32) {

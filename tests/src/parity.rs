@@ -183,6 +183,7 @@ pub fn adamw<B: Train>(be: &B, dir: &Path) {
         eps: r.scalar("adamw.eps"),
         weight_decay: r.scalar("adamw.weight_decay"),
         decay_norms_and_biases: true, // the fixture decays every parameter
+        ..AdamwConfig::default()
     };
     let lr = r.scalar("adamw.lr");
     let want = r.f64("adamw.losses");

@@ -1,13 +1,14 @@
 //! AdamW (`kernels/adamw.cu`) and Philox noise (`kernels/noise.cu`): grid-stride launches.
 
-use softcot_core::backend::AdamwStep;
+use softcot_core::backend::{AdamwStep, Moments};
 use softcot_core::Result;
 
 use super::need;
 use crate::buffer::{CudaBuf, CudaIds};
 use crate::launch::{u32_of, Arg, LaunchCfg, Launcher};
 
-/// One AdamW step over `n` parameters.  p, g, m, v: [n]
+/// One AdamW step over `n` parameters, on f32 or packed bf16 moments.
+/// p, g: [n]; m, v: [h.moments.slots(n)]
 pub(crate) fn adamw(
     l: &Launcher,
     p: &mut CudaBuf,
@@ -17,18 +18,19 @@ pub(crate) fn adamw(
     n: usize,
     h: AdamwStep,
 ) -> Result<()> {
-    for (len, what) in [
-        (p.len(), "adamw: p"),
-        (g.len(), "adamw: g"),
-        (m.len(), "adamw: m"),
-        (v.len(), "adamw: v"),
+    let slots = h.moments.slots(n);
+    for (len, want, what) in [
+        (p.len(), n, "adamw: p"),
+        (g.len(), n, "adamw: g"),
+        (m.len(), slots, "adamw: m"),
+        (v.len(), slots, "adamw: v"),
     ] {
-        need(len, n, what)?;
+        need(len, want, what)?;
     }
     if n == 0 {
         return Ok(());
     }
-    let args = [
+    let mut args = vec![
         Arg::W(p),
         Arg::R(g),
         Arg::W(m),
@@ -42,7 +44,14 @@ pub(crate) fn adamw(
         Arg::F32(h.step_size),
         Arg::F32(h.bc2_sqrt),
     ];
-    l.launch("adamw", "adamw_step", LaunchCfg::elements(n), &args)
+    match h.moments {
+        Moments::F32 => l.launch("adamw", "adamw_step", LaunchCfg::elements(n), &args),
+        Moments::Bf16 => {
+            u32_of(slots, "adamw: bf16 moment slots")?;
+            args.extend([Arg::U64(h.seed), Arg::U32(h.stream), Arg::U32(h.step)]);
+            l.launch("adamw", "adamw_step_bf16", LaunchCfg::elements(slots), &args)
+        }
+    }
 }
 
 /// `x[r, i] += sigma * noise_at(seed, streams[r], steps[r], i)`.  x: [rows, d]; streams, steps: [rows]

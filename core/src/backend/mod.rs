@@ -12,11 +12,13 @@
 //!   attention's log-sum-exp) when asked to, so backward never recomputes a reduction.
 
 pub mod check;
+pub mod moments;
 mod train;
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
+pub use moments::Moments;
 pub use train::Train;
 
 use crate::dtype::DType;
@@ -127,10 +129,18 @@ pub struct AdamwStep {
     pub step_size: f32,
     /// sqrt(1 - beta2^step)
     pub bc2_sqrt: f32,
+    /// How m and v are stored (see [`moments`]); bf16 rounds them stochastically with Philox
+    /// counter `[step, pair, stream, TAG_MOMENTS]` keyed by `seed`.
+    pub moments: Moments,
+    pub seed: u64,
+    /// The parameter's index in the model (its own random stream).
+    pub stream: u32,
+    /// The step (1-based), truncated to 32 bits for the counter.
+    pub step: u32,
 }
 
 impl AdamwStep {
-    /// The update of step `step` (1-based).
+    /// The update of step `step` (1-based), on f32 moments.
     pub fn new(lr: f64, beta1: f64, beta2: f64, eps: f64, weight_decay: f64, step: u64) -> Self {
         let t = step as i32;
         let bc1 = 1.0 - libm::pow(beta1, t as f64);
@@ -143,6 +153,21 @@ impl AdamwStep {
             weight_decay: weight_decay as f32,
             step_size: (lr / bc1) as f32,
             bc2_sqrt: libm::sqrt(bc2) as f32,
+            moments: Moments::F32,
+            seed: 0,
+            stream: 0,
+            step: step as u32,
+        }
+    }
+
+    /// The same step on moments stored as `moments`, rounded (bf16) with the random stream
+    /// `stream` of `seed`.
+    pub fn stored_as(self, moments: Moments, seed: u64, stream: u32) -> Self {
+        AdamwStep {
+            moments,
+            seed,
+            stream,
+            ..self
         }
     }
 }

@@ -128,7 +128,11 @@ pub trait Train: Backend {
     /// One AdamW step as `torch.optim.AdamW` takes it (decoupled decay):
     /// `p *= 1 - lr * wd; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
     ///  p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)` with `bc = 1 - beta^step`.
-    /// p, g, m, v: [n]
+    /// With `h.moments` bf16, m and v are packed bf16 (see [`super::moments`]): each is read as
+    /// f32, updated in f32 with correctly rounded operations in the order above (no fused
+    /// multiply-add, so every backend computes the same f32), used unrounded for p, then stored
+    /// rounded stochastically with the Philox words of its pair.
+    /// p, g: [n]; m, v: [h.moments.slots(n)]
     #[allow(clippy::too_many_arguments)]
     fn adamw(
         &self,

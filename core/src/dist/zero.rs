@@ -47,6 +47,11 @@ fn placement(r: Rank, n: usize) -> (usize, usize, usize) {
 impl<B: Train> ShardedAdamW<B> {
     /// Fresh state (zero moments, step 0); master weights from `model`.
     pub fn new(be: &B, model: &Model<B>, cfg: AdamwConfig, rank: Rank) -> Result<Self> {
+        if cfg.moments != crate::backend::Moments::F32 {
+            return Err(Error::invalid(
+                "--adam-moments bf16: not supported with several ranks yet (the shards are f32)",
+            ));
+        }
         let mut shards = Vec::with_capacity(model.params.len());
         let mut widest = 0;
         for p in &model.params {

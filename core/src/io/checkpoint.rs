@@ -13,7 +13,7 @@ use super::fsutil::{read_json, write_dir_atomic};
 use super::safetensors::{write_safetensors, Checkpoint, TensorSpec};
 use super::save::{copy_tokenizer, save_json, save_model, ShardSize};
 use super::ModelDir;
-use crate::backend::{Backend, Train};
+use crate::backend::{Backend, Moments, Train};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::{Model, Param};
@@ -59,6 +59,17 @@ fn bytes_of<B: Backend>(be: &B, p: &Param<B::Buf>, dtype: DType) -> Result<Vec<u
     Ok(crate::dtype::encode(dtype, &be.download(&p.buf, p.numel())?))
 }
 
+/// The stored bytes of one moment tensor (`p.shape`, its buffer packed as `moments`): F32, or
+/// BF16 whose bytes are the packed slots' own (encoding the unpacked values is exact).
+fn moment_bytes<B: Backend>(be: &B, p: &Param<B::Buf>, moments: Moments) -> Result<Vec<u8>> {
+    let n = p.numel();
+    let values = moments.unpack(&be.download(&p.buf, moments.slots(n))?, n);
+    Ok(match moments {
+        Moments::F32 => crate::dtype::encode(DType::F32, &values),
+        Moments::Bf16 => crate::dtype::encode(DType::BF16, &values),
+    })
+}
+
 /// How a trained model is saved: its stored dtype, the largest weight shard, and the folder it
 /// was loaded from (whose tokenizer files and generation config the saved folder carries).
 #[derive(Debug, Clone)]
@@ -95,18 +106,28 @@ pub fn save_checkpoint<B: Train>(
 ) -> Result<()> {
     write_dir_atomic(dir, |tmp| {
         write_model(be, model, tmp, to)?;
-        // optimizer.safetensors: exp_avg.*, exp_avg_sq.*, then master.* when stored narrower.
-        let mut groups = vec![(&opt.m, "exp_avg."), (&opt.v, "exp_avg_sq.")];
+        // optimizer.safetensors: exp_avg.*, exp_avg_sq.* (BF16 when the moments are), then
+        // master.* when stored narrower.
+        let moments = opt.cfg.moments;
+        let moment_dtype = match moments {
+            Moments::F32 => DType::F32,
+            Moments::Bf16 => DType::BF16,
+        };
+        let mut groups = vec![(&opt.m, "exp_avg.", moment_dtype), (&opt.v, "exp_avg_sq.", moment_dtype)];
         if to.dtype != DType::F32 {
-            groups.push((&model.params, "master."));
+            groups.push((&model.params, "master.", DType::F32));
         }
-        let params: Vec<&Param<B::Buf>> = groups.iter().flat_map(|(ps, _)| ps.iter()).collect();
+        let params: Vec<(&Param<B::Buf>, bool)> = groups
+            .iter()
+            .flat_map(|(ps, prefix, _)| ps.iter().map(|p| (p, !prefix.starts_with("master"))))
+            .collect();
         let specs: Vec<TensorSpec> = groups
             .iter()
-            .flat_map(|(ps, prefix)| specs_of(ps, DType::F32, prefix))
+            .flat_map(|(ps, prefix, dtype)| specs_of(ps, *dtype, prefix))
             .collect();
-        write_safetensors(&tmp.join("optimizer.safetensors"), &specs, None, |i| {
-            bytes_of(be, params[i], DType::F32)
+        write_safetensors(&tmp.join("optimizer.safetensors"), &specs, None, |i| match params[i] {
+            (p, true) => moment_bytes(be, p, moments),
+            (p, false) => bytes_of(be, p, DType::F32),
         })?;
         let mut state = state.clone();
         state["optimizer_step"] = Value::from(opt.step);
@@ -137,7 +158,7 @@ pub fn load_checkpoint<B: Train>(
     let mut model = md.load(be)?;
     let opt_path = dir.join("optimizer.safetensors");
     let ck = Checkpoint::open_file(&opt_path)?;
-    let read = |name: &str, numel: usize| -> Result<B::Buf> {
+    let read = |name: &str, numel: usize| -> Result<Vec<f32>> {
         let (shape, v) = ck.to_f32(name)?;
         if shape.iter().product::<usize>() != numel {
             return Err(Error::invalid(format!(
@@ -145,18 +166,20 @@ pub fn load_checkpoint<B: Train>(
                 opt_path.display()
             )));
         }
-        be.upload(&v)
+        Ok(v)
     };
     let names: Vec<String> = ck.names();
     if names.iter().any(|n| n.starts_with("master.")) {
         for p in model.params.iter_mut() {
-            p.buf = read(&format!("master.{}", p.name), p.numel())?;
+            p.buf = be.upload(&read(&format!("master.{}", p.name), p.numel())?)?;
         }
     }
+    // Moments of either stored dtype load into either setting (a run may switch --adam-moments).
+    let read_moment = |name: &str, numel: usize| be.upload(&opt_cfg.moments.pack(&read(name, numel)?));
     let mut opt = AdamW::new(be, &model, opt_cfg)?;
     for (i, p) in model.params.iter().enumerate() {
-        opt.m[i].buf = read(&format!("exp_avg.{}", p.name), p.numel())?;
-        opt.v[i].buf = read(&format!("exp_avg_sq.{}", p.name), p.numel())?;
+        opt.m[i].buf = read_moment(&format!("exp_avg.{}", p.name), p.numel())?;
+        opt.v[i].buf = read_moment(&format!("exp_avg_sq.{}", p.name), p.numel())?;
     }
     let state = read_json(&dir.join("trainer_state.json"))?;
     opt.step = state.get("optimizer_step").and_then(Value::as_u64).unwrap_or(0);
