@@ -2,18 +2,20 @@
 //! float64 reference ([`crate::reference`]); Philox noise bit for bit against the core's; sampling
 //! frequencies against probabilities. Each check prints one line with its measured error.
 
-use softcot_core::backend::{AttnShape, Backend, Gemm, RopeShape, Train};
+use softcot_core::backend::{AdamwStep, AttnShape, Backend, Gemm, Moments, RopeShape, Train};
 use softcot_core::dtype::{decode_into, encode, DType};
 use softcot_core::philox;
 
 use crate::reference::{self as r, up};
-use crate::{max_abs_err, TestRng};
+use crate::{max_abs_err, rel_err, TestRng};
 
 /// Runs every check on `be` (forward and backward); panics on the first failure with the measured
 /// error. Backends that train run this.
 pub fn run_all<B: Train>(be: &B) {
     run_forward(be);
     crate::gradcheck::run_all(be);
+    adamw_bf16_moments(be);
+    stochastic_rounding_is_unbiased(be);
 }
 
 /// The forward ops only: what an inference backend (wgpu) must pass.
@@ -693,4 +695,116 @@ pub fn errors<B: Backend>(be: &B) {
     let mut small = be.zeros(2).unwrap();
     assert!(be.gemm(&mut small, &t, &t, Gemm::nn(2, 2, 2)).is_err());
     println!("  {:<44} errors, no panic", "out-of-range id, short buffer");
+}
+
+/// The bf16 neighbours of `x` (toward zero, away from zero) and where `x` lies between them, in
+/// float64: the reference of stochastic rounding, independent of the kernels' carry trick.
+fn bf16_bracket(x: f32) -> (u16, u16, f64) {
+    let lo = (x.to_bits() >> 16) as u16;
+    let (lo_v, hi_v) = (f32::from_bits((lo as u32) << 16) as f64, f32::from_bits((lo as u32 + 1) << 16) as f64);
+    (lo, lo + 1, (x as f64 - lo_v) / (hi_v - lo_v))
+}
+
+/// `x` rounded to bf16 by the uniform u in [0, 1): up with probability equal to its fraction.
+fn bf16_round_ref(x: f32, u: f64) -> u16 {
+    let (lo, hi, frac) = bf16_bracket(x);
+    if u >= 1.0 - frac {
+        hi
+    } else {
+        lo
+    }
+}
+
+/// The bf16 bits of element i of packed moment slots.
+fn bf16_bits(slots: &[f32], i: usize) -> u16 {
+    (slots[i / 2].to_bits() >> (16 * (i % 2))) as u16
+}
+
+/// Three AdamW steps on bf16 moments against the float64 torch formula: the stored moments bit for
+/// bit (the f32 moment of the contract's order, rounded by the same Philox words), the weights
+/// within f32 rounding. Sizes: odd (a half-filled last slot) and over the CPU's 16384-element chunks.
+pub fn adamw_bf16_moments<B: Train>(be: &B) {
+    let mut rng = TestRng(29);
+    let (lr, b1, b2, eps, wd) = (1e-2, 0.9, 0.95, 1e-8, 0.1);
+    let (seed, stream) = (0x5EED_u64, 3u32);
+    for n in [1usize, 51, 40_001] {
+        let slots = Moments::Bf16.slots(n);
+        let mut p64 = up(&rng.vec(n, 1.0));
+        let p32: Vec<f32> = p64.iter().map(|&x| x as f32).collect();
+        let (mut p, mut m, mut v) = (be.upload(&p32).unwrap(), be.zeros(slots).unwrap(), be.zeros(slots).unwrap());
+        let (mut mb, mut vb) = (vec![0u16; n], vec![0u16; n]); // the reference's stored bf16 bits
+        let mut mismatches = 0;
+        for step in 1..=3u64 {
+            let g = rng.vec(n, 1.0);
+            let h = AdamwStep::new(lr, b1, b2, eps, wd, step).stored_as(Moments::Bf16, seed, stream);
+            be.adamw(&mut p, &be.upload(&g).unwrap(), &mut m, &mut v, n, h).unwrap();
+            let (bc1, bc2) = (1.0 - b1.powi(step as i32), 1.0 - b2.powi(step as i32));
+            let (c1, c2) = (1.0 - b1 as f32, 1.0 - b2 as f32);
+            for i in 0..n {
+                let dec = |b: u16| f32::from_bits((b as u32) << 16);
+                let (m0, v0, gi) = (dec(mb[i]), dec(vb[i]), g[i]);
+                // f32, the contract's order, no fused multiply-add (Rust never fuses).
+                let (m32, v32) = (m0 + (gi - m0) * c1, v0 * b2 as f32 + c2 * gi * gi);
+                let (m64, v64) = (
+                    b1 * m0 as f64 + (1.0 - b1) * gi as f64,
+                    b2 * v0 as f64 + (1.0 - b2) * (gi as f64).powi(2),
+                );
+                p64[i] = p64[i] * (1.0 - lr * wd) - lr / bc1 * m64 / (v64.sqrt() / bc2.sqrt() + eps);
+                let w = philox::philox4x32_10([step as u32, (i / 2) as u32, stream, philox::TAG_MOMENTS], philox::key_of(seed));
+                let u = |r: u32| (r >> 16) as f64 / 65536.0;
+                mb[i] = bf16_round_ref(m32, u(w[i % 2]));
+                vb[i] = bf16_round_ref(v32, u(w[2 + i % 2]));
+            }
+            let (ms, vs) = (be.download(&m, slots).unwrap(), be.download(&v, slots).unwrap());
+            mismatches += (0..n).filter(|&i| bf16_bits(&ms, i) != mb[i] || bf16_bits(&vs, i) != vb[i]).count();
+            // The reference keeps its own bits, so one mismatch does not hide later ones.
+        }
+        let e = rel_err(&be.download(&p, n).unwrap(), &p64);
+        println!(
+            "  {:<44} rel err vs float64 {e:.2e} (tol 1e-6); moment bits differing: {mismatches} of {}",
+            format!("adamw bf16 moments (3 steps, n = {n})"),
+            6 * n
+        );
+        assert_eq!(mismatches, 0, "adamw bf16 moments, n = {n}: stored bits differ from the reference");
+        assert!(e < 1e-6, "adamw bf16 moments, n = {n}: weights off by {e:.3e}");
+    }
+}
+
+/// Stochastic rounding's mean over many draws is the f32 value it rounds. With beta1 = 0 the
+/// stored m is g rounded, so a step over N copies of g draws N roundings with distinct Philox
+/// words. Standard error of the mean: sqrt(f (1 - f) / N) <= 0.5 / sqrt(N) bf16 ulp; the bound
+/// is 6 of those. Round-to-nearest would be off by min(f, 1 - f) ulp, 0.125 to 0.5 here.
+pub fn stochastic_rounding_is_unbiased<B: Train>(be: &B) {
+    let n_draws = 1 << 14;
+    let fracs = [0.125, 0.25, 0.5, 0.625, 0.875];
+    let mut xs = Vec::new();
+    for (k, &f) in fracs.iter().enumerate() {
+        let lo = [0x3f80_0000u32, 0xb7c4_0000, 0x4410_0000][k % 3]; // 1.0, -2.3e-5, 576.0
+        xs.push(f32::from_bits(lo + (f * 65536.0) as u32));
+    }
+    let g: Vec<f32> = xs.iter().flat_map(|&x| std::iter::repeat_n(x, n_draws)).collect();
+    let n = g.len();
+    let slots = Moments::Bf16.slots(n);
+    let (mut p, mut m, mut v) = (be.zeros(n).unwrap(), be.zeros(slots).unwrap(), be.zeros(slots).unwrap());
+    let h = AdamwStep::new(0.0, 0.0, 0.0, 1e-8, 0.0, 1).stored_as(Moments::Bf16, 77, 0);
+    be.adamw(&mut p, &be.upload(&g).unwrap(), &mut m, &mut v, n, h).unwrap();
+    let ms = be.download(&m, slots).unwrap();
+    let bound = 6.0 * 0.5 / (n_draws as f64).sqrt();
+    for (k, &x) in xs.iter().enumerate() {
+        let (lo, hi, frac) = bf16_bracket(x);
+        let ulp = f32::from_bits((hi as u32) << 16) as f64 - f32::from_bits((lo as u32) << 16) as f64;
+        let mut ups = 0usize;
+        for i in k * n_draws..(k + 1) * n_draws {
+            let b = bf16_bits(&ms, i);
+            assert!(b == lo || b == hi, "stochastic rounding of {x}: {b:#06x} is not a neighbour");
+            ups += (b == hi) as usize;
+        }
+        let mean = f32::from_bits((lo as u32) << 16) as f64 + ulp * ups as f64 / n_draws as f64;
+        let bias = (mean - x as f64) / ulp.abs();
+        println!(
+            "  stochastic rounding of {x:<13e} (fraction {frac:.3}): mean bias {bias:+.4} ulp over {n_draws} draws (tol {bound:.3}; nearest: {:.3})",
+            frac.min(1.0 - frac)
+        );
+        assert!(bias.abs() < bound, "stochastic rounding of {x} biased by {bias:.4} ulp");
+    }
 }
