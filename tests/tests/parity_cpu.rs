@@ -35,6 +35,14 @@ fn adamw_trajectory_matches_pytorch() {
 }
 
 #[test]
+fn adamw_bf16_moments_stay_near_f32_moments() {
+    let be = softcot_cpu::CpuBackend::new();
+    for dir in fixtures::discover() {
+        parity::adamw_bf16_moments(&be, &dir);
+    }
+}
+
+#[test]
 fn rl_loss_and_gradients_match_pytorch() {
     let be = softcot_cpu::CpuBackend::new();
     for dir in fixtures::discover() {

@@ -54,6 +54,11 @@ fn adamw_trajectory_matches_pytorch() {
 }
 
 #[test]
+fn adamw_bf16_moments_stay_near_f32_moments() {
+    each_fixture("adamw bf16 moments", parity::adamw_bf16_moments);
+}
+
+#[test]
 fn rl_loss_and_gradients_match_pytorch() {
     each_fixture("rl", parity::rl);
 }
