@@ -28,7 +28,12 @@ pub fn scale(x: &mut [f32], s: f32, n: usize) -> Result<()> {
 /// p, g: [n]; m, v: [h.moments.slots(n)]
 pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], n: usize, h: AdamwStep) -> Result<()> {
     let slots = h.moments.slots(n);
-    for (len, want, what) in [(p.len(), n, "p"), (g.len(), n, "g"), (m.len(), slots, "m"), (v.len(), slots, "v")] {
+    for (len, want, what) in [
+        (p.len(), n, "p"),
+        (g.len(), n, "g"),
+        (m.len(), slots, "m"),
+        (v.len(), slots, "v"),
+    ] {
         need(len, want, format_args!("adamw: {what}"))?;
     }
     let decay = 1.0 - h.lr * h.weight_decay;
@@ -50,7 +55,11 @@ pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], n: usize, h
             p[..n]
                 .par_chunks_mut(CHUNK)
                 .zip(g[..n].par_chunks(CHUNK))
-                .zip(m[..slots].par_chunks_mut(CHUNK / 2).zip(v[..slots].par_chunks_mut(CHUNK / 2)))
+                .zip(
+                    m[..slots]
+                        .par_chunks_mut(CHUNK / 2)
+                        .zip(v[..slots].par_chunks_mut(CHUNK / 2)),
+                )
                 .enumerate()
                 .for_each(|(c, ((p, g), (m, v)))| {
                     for j in 0..m.len() {

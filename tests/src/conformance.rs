@@ -701,7 +701,10 @@ pub fn errors<B: Backend>(be: &B) {
 /// float64: the reference of stochastic rounding, independent of the kernels' carry trick.
 fn bf16_bracket(x: f32) -> (u16, u16, f64) {
     let lo = (x.to_bits() >> 16) as u16;
-    let (lo_v, hi_v) = (f32::from_bits((lo as u32) << 16) as f64, f32::from_bits((lo as u32 + 1) << 16) as f64);
+    let (lo_v, hi_v) = (
+        f32::from_bits((lo as u32) << 16) as f64,
+        f32::from_bits((lo as u32 + 1) << 16) as f64,
+    );
     (lo, lo + 1, (x as f64 - lo_v) / (hi_v - lo_v))
 }
 
@@ -731,7 +734,11 @@ pub fn adamw_bf16_moments<B: Train>(be: &B) {
         let slots = Moments::Bf16.slots(n);
         let mut p64 = up(&rng.vec(n, 1.0));
         let p32: Vec<f32> = p64.iter().map(|&x| x as f32).collect();
-        let (mut p, mut m, mut v) = (be.upload(&p32).unwrap(), be.zeros(slots).unwrap(), be.zeros(slots).unwrap());
+        let (mut p, mut m, mut v) = (
+            be.upload(&p32).unwrap(),
+            be.zeros(slots).unwrap(),
+            be.zeros(slots).unwrap(),
+        );
         let (mut mb, mut vb) = (vec![0u16; n], vec![0u16; n]); // the reference's stored bf16 bits
         let mut mismatches = 0;
         for step in 1..=3u64 {
@@ -750,13 +757,18 @@ pub fn adamw_bf16_moments<B: Train>(be: &B) {
                     b2 * v0 as f64 + (1.0 - b2) * (gi as f64).powi(2),
                 );
                 p64[i] = p64[i] * (1.0 - lr * wd) - lr / bc1 * m64 / (v64.sqrt() / bc2.sqrt() + eps);
-                let w = philox::philox4x32_10([step as u32, (i / 2) as u32, stream, philox::TAG_MOMENTS], philox::key_of(seed));
+                let w = philox::philox4x32_10(
+                    [step as u32, (i / 2) as u32, stream, philox::TAG_MOMENTS],
+                    philox::key_of(seed),
+                );
                 let u = |r: u32| (r >> 16) as f64 / 65536.0;
                 mb[i] = bf16_round_ref(m32, u(w[i % 2]));
                 vb[i] = bf16_round_ref(v32, u(w[2 + i % 2]));
             }
             let (ms, vs) = (be.download(&m, slots).unwrap(), be.download(&v, slots).unwrap());
-            mismatches += (0..n).filter(|&i| bf16_bits(&ms, i) != mb[i] || bf16_bits(&vs, i) != vb[i]).count();
+            mismatches += (0..n)
+                .filter(|&i| bf16_bits(&ms, i) != mb[i] || bf16_bits(&vs, i) != vb[i])
+                .count();
             // The reference keeps its own bits, so one mismatch does not hide later ones.
         }
         let e = rel_err(&be.download(&p, n).unwrap(), &p64);
@@ -765,7 +777,10 @@ pub fn adamw_bf16_moments<B: Train>(be: &B) {
             format!("adamw bf16 moments (3 steps, n = {n})"),
             6 * n
         );
-        assert_eq!(mismatches, 0, "adamw bf16 moments, n = {n}: stored bits differ from the reference");
+        assert_eq!(
+            mismatches, 0,
+            "adamw bf16 moments, n = {n}: stored bits differ from the reference"
+        );
         assert!(e < 1e-6, "adamw bf16 moments, n = {n}: weights off by {e:.3e}");
     }
 }
@@ -796,7 +811,10 @@ pub fn stochastic_rounding_is_unbiased<B: Train>(be: &B) {
         let mut ups = 0usize;
         for i in k * n_draws..(k + 1) * n_draws {
             let b = bf16_bits(&ms, i);
-            assert!(b == lo || b == hi, "stochastic rounding of {x}: {b:#06x} is not a neighbour");
+            assert!(
+                b == lo || b == hi,
+                "stochastic rounding of {x}: {b:#06x} is not a neighbour"
+            );
             ups += (b == hi) as usize;
         }
         let mean = f32::from_bits((lo as u32) << 16) as f64 + ulp * ups as f64 / n_draws as f64;

@@ -174,7 +174,12 @@ pub fn adamw<B: Train>(be: &B, dir: &Path) {
         run.losses,
         run.loss_err
     );
-    assert!(run.loss_err < 1e-3, "{}: AdamW trajectory off by {:.3e}", name(dir), run.loss_err);
+    assert!(
+        run.loss_err < 1e-3,
+        "{}: AdamW trajectory off by {:.3e}",
+        name(dir),
+        run.loss_err
+    );
 }
 
 /// The fixture's AdamW trajectory on bf16 moments against the same on f32 moments: the loss
@@ -205,8 +210,17 @@ pub fn adamw_bf16_moments<B: Train>(be: &B, dir: &Path) {
         drift / bf16_run.lr,
         bound / bf16_run.lr
     );
-    assert!(bf16_run.loss_err < 1e-3, "{}: bf16-moment AdamW trajectory off by {:.3e}", name(dir), bf16_run.loss_err);
-    assert!(drift < bound, "{}: bf16 moments moved the weights {drift:.3e} from f32 moments'", name(dir));
+    assert!(
+        bf16_run.loss_err < 1e-3,
+        "{}: bf16-moment AdamW trajectory off by {:.3e}",
+        name(dir),
+        bf16_run.loss_err
+    );
+    assert!(
+        drift < bound,
+        "{}: bf16 moments moved the weights {drift:.3e} from f32 moments'",
+        name(dir)
+    );
 }
 
 /// One AdamW run of the fixture: the number of losses, their max abs error against PyTorch, the
@@ -258,7 +272,11 @@ fn adamw_trajectory<B: Train>(be: &B, dir: &Path, moments: Moments) -> Option<Ad
             opt.update(be, &mut model, &grads, lr).unwrap();
         }
     }
-    let weights = model.params.iter().map(|p| be.download(&p.buf, p.numel()).unwrap()).collect();
+    let weights = model
+        .params
+        .iter()
+        .map(|p| be.download(&p.buf, p.numel()).unwrap())
+        .collect();
     Some(AdamwRun {
         losses: want.len(),
         loss_err: worst,

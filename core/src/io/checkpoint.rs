@@ -113,7 +113,10 @@ pub fn save_checkpoint<B: Train>(
             Moments::F32 => DType::F32,
             Moments::Bf16 => DType::BF16,
         };
-        let mut groups = vec![(&opt.m, "exp_avg.", moment_dtype), (&opt.v, "exp_avg_sq.", moment_dtype)];
+        let mut groups = vec![
+            (&opt.m, "exp_avg.", moment_dtype),
+            (&opt.v, "exp_avg_sq.", moment_dtype),
+        ];
         if to.dtype != DType::F32 {
             groups.push((&model.params, "master.", DType::F32));
         }
