@@ -122,6 +122,39 @@ fn resume_is_bit_identical() {
     }
 }
 
+/// `--adam-moments bf16` is recorded in run.json, changes the trajectory, and resumes bit for bit:
+/// the checkpoint holds the moments' exact bf16 bits and the rounding is keyed by the step.
+#[test]
+fn bf16_moments_resume_is_bit_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("d.jsonl");
+    arithmetic_data(&data, 40);
+    let m = common::tiny_model(tmp.path(), "m");
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let o = sft(&m, &data, &out, &[&["--steps", "7", "--save-every", "3"], extra].concat());
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        out
+    };
+    let f32_run = run("f32", &[]);
+    let a = run("a", &["--adam-moments", "bf16"]);
+    let b = run("b", &["--adam-moments", "bf16", "--stop-after", "4"]);
+    let o = softcot(&["sft", "--resume", b.to_str().unwrap()]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let run_json = fs::read_to_string(b.join("run.json")).unwrap();
+    assert!(run_json.contains("\"adam_moments\": \"bf16\""), "{run_json}");
+    let weights = |d: &Path| fs::read(d.join("final/model.safetensors")).unwrap();
+    let (wf, wa, wb) = (weights(&f32_run), weights(&a), weights(&b));
+    println!(
+        "bf16 moments: resumed weights equal the uninterrupted run's: {}; differ from f32 moments': {}",
+        wa == wb,
+        wa != wf
+    );
+    assert!(wa == wb, "bf16 moments: resumed weights differ");
+    assert_eq!(losses(&a), losses(&b), "bf16 moments: metrics differ");
+    assert!(wa != wf, "--adam-moments bf16 changed nothing");
+}
+
 #[test]
 fn bad_input() {
     let tmp = tempfile::tempdir().unwrap();
