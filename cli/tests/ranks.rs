@@ -148,5 +148,12 @@ fn a_run_resumes_on_another_number_of_ranks() {
         &["--devices", "0,1", "--save-rollouts", "1"],
     );
     assert_clean_error(&o, "--save-rollouts works on one rank only");
-    println!("2 ranks for 2 steps, then 3 ranks to the end; --save-rollouts over ranks refused");
+    let o = run(
+        &model,
+        &data,
+        &tmp.path().join("b"),
+        &["--devices", "0,1", "--adam-moments", "bf16"],
+    );
+    assert_clean_error(&o, "--adam-moments bf16: not supported with several ranks");
+    println!("2 ranks for 2 steps, then 3 ranks to the end; --save-rollouts and bf16 moments over ranks refused");
 }

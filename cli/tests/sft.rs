@@ -132,7 +132,12 @@ fn bf16_moments_resume_is_bit_identical() {
     let m = common::tiny_model(tmp.path(), "m");
     let run = |name: &str, extra: &[&str]| {
         let out = tmp.path().join(name);
-        let o = sft(&m, &data, &out, &[&["--steps", "7", "--save-every", "3"], extra].concat());
+        let o = sft(
+            &m,
+            &data,
+            &out,
+            &[&["--steps", "7", "--save-every", "3"], extra].concat(),
+        );
         assert_eq!(o.code, 0, "{}", o.stderr);
         out
     };
