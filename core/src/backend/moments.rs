@@ -37,14 +37,6 @@ impl Moments {
         }
     }
 
-    /// Bytes of state (m and v) per parameter element.
-    pub fn bytes_per_param(self) -> usize {
-        match self {
-            Moments::F32 => 8,
-            Moments::Bf16 => 4,
-        }
-    }
-
     /// The `n` values a moment buffer holds, from its downloaded slots.
     pub fn unpack(self, slots: &[f32], n: usize) -> Vec<f32> {
         match self {
@@ -55,9 +47,9 @@ impl Moments {
 
     /// The slots that hold `values` (bf16: rounded to nearest even, as a conversion from a float32
     /// checkpoint; deterministic, so a resumed run is reproducible).
-    pub fn pack(self, values: &[f32]) -> Vec<f32> {
+    pub fn pack(self, values: Vec<f32>) -> Vec<f32> {
         match self {
-            Moments::F32 => values.to_vec(),
+            Moments::F32 => values,
             Moments::Bf16 => values
                 .chunks(2)
                 .map(|c| {
@@ -121,13 +113,13 @@ mod tests {
     #[test]
     fn pack_unpack_round_trip() {
         let v = [1.0f32, -2.5, 3.0e-5, 7.0, 0.125];
-        let slots = Moments::Bf16.pack(&v);
+        let slots = Moments::Bf16.pack(v.to_vec());
         assert_eq!(slots.len(), 3);
         let back = Moments::Bf16.unpack(&slots, 5);
         for (a, b) in v.iter().zip(&back) {
             assert!((a - b).abs() <= a.abs() * 2f32.powi(-8), "{a} vs {b}");
         }
         assert_eq!(unpack_pair(slots[1]), [back[2], back[3]]);
-        assert_eq!(Moments::F32.unpack(&Moments::F32.pack(&v), 5), v);
+        assert_eq!(Moments::F32.unpack(&Moments::F32.pack(v.to_vec()), 5), v);
     }
 }

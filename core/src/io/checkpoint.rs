@@ -59,15 +59,26 @@ fn bytes_of<B: Backend>(be: &B, p: &Param<B::Buf>, dtype: DType) -> Result<Vec<u
     Ok(crate::dtype::encode(dtype, &be.download(&p.buf, p.numel())?))
 }
 
-/// The stored bytes of one moment tensor (`p.shape`, its buffer packed as `moments`): F32, or
-/// BF16 whose bytes are the packed slots' own (encoding the unpacked values is exact).
-fn moment_bytes<B: Backend>(be: &B, p: &Param<B::Buf>, moments: Moments) -> Result<Vec<u8>> {
-    let n = p.numel();
-    let values = moments.unpack(&be.download(&p.buf, moments.slots(n))?, n);
-    Ok(match moments {
-        Moments::F32 => crate::dtype::encode(DType::F32, &values),
-        Moments::Bf16 => crate::dtype::encode(DType::BF16, &values),
-    })
+/// The safetensors dtype of optimizer state stored as `moments`.
+fn state_dtype(moments: Moments) -> DType {
+    match moments {
+        Moments::F32 => DType::F32,
+        Moments::Bf16 => DType::BF16,
+    }
+}
+
+/// The stored bytes of one optimizer-state tensor (`p.shape`, its buffer packed as `moments`): F32,
+/// or BF16, whose bytes are the packed slots' own little-endian bytes (element 2j is the low half
+/// of slot j), without unpacking.
+fn state_bytes<B: Backend>(be: &B, p: &Param<B::Buf>, moments: Moments) -> Result<Vec<u8>> {
+    match moments {
+        Moments::F32 => bytes_of(be, p, DType::F32),
+        Moments::Bf16 => {
+            let n = p.numel();
+            let slots = be.download(&p.buf, moments.slots(n))?;
+            Ok(slots.iter().flat_map(|s| s.to_le_bytes()).take(2 * n).collect())
+        }
+    }
 }
 
 /// How a trained model is saved: its stored dtype, the largest weight shard, and the folder it
@@ -107,30 +118,22 @@ pub fn save_checkpoint<B: Train>(
     write_dir_atomic(dir, |tmp| {
         write_model(be, model, tmp, to)?;
         // optimizer.safetensors: exp_avg.*, exp_avg_sq.* (BF16 when the moments are), then
-        // master.* when stored narrower.
+        // master.* (f32) when stored narrower.
         let moments = opt.cfg.moments;
-        let moment_dtype = match moments {
-            Moments::F32 => DType::F32,
-            Moments::Bf16 => DType::BF16,
-        };
-        let mut groups = vec![
-            (&opt.m, "exp_avg.", moment_dtype),
-            (&opt.v, "exp_avg_sq.", moment_dtype),
-        ];
+        let mut groups = vec![(&opt.m, "exp_avg.", moments), (&opt.v, "exp_avg_sq.", moments)];
         if to.dtype != DType::F32 {
-            groups.push((&model.params, "master.", DType::F32));
+            groups.push((&model.params, "master.", Moments::F32));
         }
-        let params: Vec<(&Param<B::Buf>, bool)> = groups
+        let tensors: Vec<(&Param<B::Buf>, Moments)> = groups
             .iter()
-            .flat_map(|(ps, prefix, _)| ps.iter().map(|p| (p, !prefix.starts_with("master"))))
+            .flat_map(|&(ps, _, m)| ps.iter().map(move |p| (p, m)))
             .collect();
         let specs: Vec<TensorSpec> = groups
             .iter()
-            .flat_map(|(ps, prefix, dtype)| specs_of(ps, *dtype, prefix))
+            .flat_map(|&(ps, prefix, m)| specs_of(ps, state_dtype(m), prefix))
             .collect();
-        write_safetensors(&tmp.join("optimizer.safetensors"), &specs, None, |i| match params[i] {
-            (p, true) => moment_bytes(be, p, moments),
-            (p, false) => bytes_of(be, p, DType::F32),
+        write_safetensors(&tmp.join("optimizer.safetensors"), &specs, None, |i| {
+            state_bytes(be, tensors[i].0, tensors[i].1)
         })?;
         let mut state = state.clone();
         state["optimizer_step"] = Value::from(opt.step);
@@ -178,7 +181,7 @@ pub fn load_checkpoint<B: Train>(
         }
     }
     // Moments of either stored dtype load into either setting (a run may switch --adam-moments).
-    let read_moment = |name: &str, numel: usize| be.upload(&opt_cfg.moments.pack(&read(name, numel)?));
+    let read_moment = |name: &str, numel: usize| be.upload(&opt_cfg.moments.pack(read(name, numel)?));
     let mut opt = AdamW::new(be, &model, opt_cfg)?;
     for (i, p) in model.params.iter().enumerate() {
         opt.m[i].buf = read_moment(&format!("exp_avg.{}", p.name), p.numel())?;
