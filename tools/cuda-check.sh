@@ -152,7 +152,7 @@ cuda_libraries() {
             done
         fi
     fi
-    for lib in libcuda.so.1 libnvrtc.so.13 libcublasLt.so.13; do
+    for lib in libcuda.so.1 libnvrtc.so.13 libcublasLt.so.13 libnccl.so.2; do
         if ldconfig -p 2>/dev/null | grep -q "$lib"; then
             echo "$lib: found by the loader's cache"
             continue
@@ -359,6 +359,7 @@ run() {
     step "conformance (f32)" 150 '"$PACK/bin/conformance_cuda" --exact cuda_backend_conforms --nocapture --test-threads 1'
     step "fixtures: every section (f32)" 180 '"$PACK/bin/parity_cuda" --nocapture --test-threads 1'
     test_rows "fixtures: every section (f32)" "fixtures (f32)" "$PACK/bin/parity_cuda"
+    step "nccl collectives (one rank)" 60 '"$PACK/bin/conformance_cuda" --exact nccl_on_one_rank --nocapture --test-threads 1'
     add_row "conformance + fixtures (bf16)" "not-built" "0" \
         "bf16 compute is not built yet: CudaBackend is float32 only (every buffer f32, cuBLASLt f32 without TF32)"
     write_summary
