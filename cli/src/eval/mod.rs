@@ -4,6 +4,7 @@
 //! [`evaluate`] is the reusable part (`softcot train` calls it on its trained models); [`report`]
 //! lays the results out as the paper's tables.
 
+pub mod profile;
 pub mod report;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use crate::args::{BackendKind, NoiseKind};
 use crate::dataset::{self, Problem, PAPER_TEMPLATE};
 use crate::progress::bar;
 use crate::with_backend;
+use profile::Profile;
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -205,6 +207,10 @@ pub struct DecodingReport {
     pub stops: BTreeMap<&'static str, usize>,
     /// Correct answers of each problem, in the order of [`EvalReport::lines`].
     pub correct: Vec<usize>,
+    /// The entropy profile: entropy[t] is the mean next-token entropy (nats, temperature 1) at
+    /// thinking position t over the answers still thinking there (`entropy_rows[t]` of them).
+    pub entropy: Vec<f64>,
+    pub entropy_rows: Vec<usize>,
 }
 
 fn by_name<S: Serializer>(d: &Decoding, s: S) -> core::result::Result<S::Ok, S::Error> {
@@ -311,7 +317,9 @@ fn run_decoding<B: Backend>(
     cfg.answer_tokens = s.answer_tokens;
     cfg.noise = s.noise;
     cfg.seed = s.seed;
+    cfg.record_entropy = true;
     let rewards = Rewards::default();
+    let mut profile = Profile::default();
     let mut correct = vec![0usize; problems.len()];
     let (mut think_tokens, mut extracted) = (0usize, 0usize);
     let mut stops = BTreeMap::new();
@@ -326,6 +334,7 @@ fn run_decoding<B: Backend>(
             correct[r / per] += usize::from(ok);
             extracted += usize::from(value != rewards.none);
             think_tokens += g.think_ids.len();
+            profile.add(&g.think_entropy);
             *stops.entry(g.stopped_by.as_str()).or_insert(0) += 1;
         }
         done(end - start);
@@ -347,6 +356,8 @@ fn run_decoding<B: Backend>(
         extracted: share(extracted),
         stops,
         correct,
+        entropy: profile.means(),
+        entropy_rows: profile.rows,
     })
 }
 
@@ -426,7 +437,14 @@ fn run_on<B: Backend>(be: &B, a: &EvalArgs, s: &EvalSettings, md: &ModelDir, pro
     let (json_path, md_path) = (out.join("eval.json"), out.join("eval.md"));
     write_atomic(&json_path, format!("{text}\n").as_bytes())?;
     write_atomic(&md_path, format!("{table}\n{}", report::details(&report)).as_bytes())?;
+    let png_path = out.join("entropy.png");
+    profile::write_entropy_png(&png_path, &[(label.as_str(), &report)])?;
     print!("{table}");
-    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
+    eprintln!(
+        "wrote {}, {} and {}",
+        json_path.display(),
+        md_path.display(),
+        png_path.display()
+    );
     Ok(())
 }

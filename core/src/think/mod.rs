@@ -180,7 +180,8 @@ pub struct Generation {
     /// Soft/fuzzy with `record_inputs`: the fed inputs. think_inputs: [C, d]
     pub think_inputs: Vec<f32>,
     /// With `record_entropy`: H(softmax(z)) in nats of the distribution each thinking token was
-    /// chosen from, one per thinking step ([`Entropy`]).
+    /// chosen from, one per thinking step ([`Entropy`]); a step that chose EOS (which is not fed)
+    /// has one too.
     pub think_entropy: Vec<f32>,
     /// Forced prefill tokens (empty when there is no answer phase).
     pub prefill_ids: Vec<u32>,
