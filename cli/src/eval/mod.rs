@@ -1,16 +1,19 @@
 //! `softcot eval`: a model on a math dataset under the decodings of thinking ({hard, soft, fuzzy} x
-//! {greedy, sample}), always with greedy answers: greedy pass@1, sample pass@1 and pass@k.
+//! {greedy, sample}), always with greedy answers: greedy pass@1, sample pass@1 and pass@k, and the
+//! entropy profile of each decoding ([`profile`]). `--task mc` instead scores multiple-choice items
+//! by log-likelihood ([`mc`]).
 //!
 //! [`evaluate`] is the reusable part (`softcot train` calls it on its trained models); [`report`]
 //! lays the results out as the paper's tables.
 
+pub mod mc;
 pub mod profile;
 pub mod report;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Value};
 use softcot_core::eval::{pass_at_k, Decoding};
@@ -22,20 +25,38 @@ use softcot_core::rollout::{reward, Rewards};
 use softcot_core::think::{after_prompt, generate, NoiseScale, Tokens};
 use softcot_core::{Backend, Error, Result};
 
-use crate::args::{BackendKind, NoiseKind};
+use crate::args::{BackendKind, Format, NoiseKind};
 use crate::dataset::{self, Problem, PAPER_TEMPLATE};
 use crate::progress::bar;
 use crate::with_backend;
 use profile::Profile;
+
+/// What `softcot eval` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Task {
+    /// Math problems under the decodings of thinking: pass@k and entropy profiles.
+    Math,
+    /// Multiple-choice items scored by log-likelihood: acc, acc_norm, nll_correct.
+    Mc,
+}
 
 #[derive(Args)]
 pub struct EvalArgs {
     /// HF model folder.
     #[arg(long)]
     model: PathBuf,
-    /// JSONL problems: GSM8K, MATH, OlympiadBench or `{"prompt", "answer"}` lines.
+    /// JSONL: problems (GSM8K, MATH, OlympiadBench, `{"prompt", "answer"}`) or, with --task mc,
+    /// multiple-choice items (`{"context", "choices", "label"}`, HellaSwag, ARC, MMLU).
     #[arg(long)]
     data: PathBuf,
+    #[arg(long, value_enum, default_value = "math")]
+    task: Task,
+    /// text: the table; json: the results as one JSON object.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// --task mc: continuations are the choices as written, without lm-eval's " " before them.
+    #[arg(long)]
+    no_target_delimiter: bool,
     /// Comma-separated decodings of the thinking: hard|soft|fuzzy, then -greedy|-sample.
     #[arg(
         long,
@@ -48,7 +69,7 @@ pub struct EvalArgs {
     /// Comma-separated k of the pass@k reported for sample decodings (each at most -n).
     #[arg(long, default_value = "1,32")]
     k: String,
-    /// Evaluate the first N usable problems only (0: all).
+    /// Evaluate the first N usable problems (or items) only (0: all).
     #[arg(long, default_value_t = 0)]
     limit: usize,
     /// Thinking budget (tokens).
@@ -408,6 +429,9 @@ fn folder_name(p: &Path) -> String {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    if a.task == Task::Mc {
+        return mc::run(&a);
+    }
     let s = settings(&a)?;
     let (problems, skipped) = dataset::load(&a.data, a.limit)?;
     if let Some(warning) = skipped.report(&a.data) {
@@ -439,7 +463,10 @@ fn run_on<B: Backend>(be: &B, a: &EvalArgs, s: &EvalSettings, md: &ModelDir, pro
     write_atomic(&md_path, format!("{table}\n{}", report::details(&report)).as_bytes())?;
     let png_path = out.join("entropy.png");
     profile::write_entropy_png(&png_path, &[(label.as_str(), &report)])?;
-    print!("{table}");
+    match a.format {
+        Format::Json => println!("{file}"),
+        Format::Text => print!("{table}"),
+    }
     eprintln!(
         "wrote {}, {} and {}",
         json_path.display(),
