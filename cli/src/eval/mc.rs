@@ -356,7 +356,8 @@ pub fn run(a: &EvalArgs) -> Result<()> {
 /// Scores on one backend, writes OUT/eval.json and OUT/eval.md, prints the table (or the JSON).
 fn run_on<B: Backend>(be: &B, a: &EvalArgs, md: &ModelDir, items: &[Item]) -> Result<()> {
     let delimiter = if a.no_target_delimiter { "" } else { " " };
-    let report = evaluate(be, &md.load(be)?, &md.tokenizer, items, delimiter)?;
+    let report = evaluate(be, &md.load(be)?, &md.tokenizer, items, delimiter)
+        .map_err(|e| Error::new(e.kind, format!("{}: {}", a.data.display(), e.msg)))?;
     let name = folder_name(&md.path);
     let label = a.label.clone().unwrap_or_else(|| name.clone());
     let task = a
