@@ -206,8 +206,8 @@ fn every_format_scores_as_its_prompt_and_bad_input_is_refused() {
     };
     for (i, (export, common)) in pairs.iter().enumerate() {
         let (a, b) = (
-            run(&[export.clone()], &format!("e{i}"), &[]),
-            run(&[common.clone()], &format!("c{i}"), &[]),
+            run(std::slice::from_ref(export), &format!("e{i}"), &[]),
+            run(std::slice::from_ref(common), &format!("c{i}"), &[]),
         );
         assert_eq!(a["items"], b["items"], "format {i}: {export}");
         println!("format {i}: {} = {}", export, a["items"][0]["logprobs"]);
