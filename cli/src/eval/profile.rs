@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use softcot_core::think::ThinkMode;
 use softcot_core::Result;
 
 use super::EvalReport;
@@ -34,7 +35,7 @@ impl Profile {
     }
 }
 
-/// Line colours, cycled: one per (model, decoding).
+/// Line colours, cycled: one per (model, decoding) of a panel.
 const COLORS: [[u8; 3]; 8] = [
     [31, 119, 180],
     [255, 127, 14],
@@ -46,42 +47,59 @@ const COLORS: [[u8; 3]; 8] = [
     [23, 190, 207],
 ];
 
-/// Writes `path` (a PNG): one line per decoding of each `(label, report)`, entropy over thinking
-/// position. Lines are named by decoding alone when there is one model.
+/// One line: its legend name and points (thinking position, mean entropy).
+type Line = (String, Vec<(f64, f64)>);
+
+/// Writes `path` (a PNG): a panel per thinking mode (hard, soft, fuzzy: so legends stay short),
+/// in it one line per greedy / sample decoding of each `(label, report)`, entropy over thinking
+/// position. Lines are named by the model's label too when there are several models.
 pub fn write_entropy_png(path: &Path, models: &[(&str, &EvalReport)]) -> Result<()> {
-    let mut names = Vec::new();
-    let mut points = Vec::new();
-    for &(label, report) in models {
-        for d in &report.decodings {
-            names.push(match models.len() {
-                1 => d.decoding.name().to_string(),
-                _ => format!("{label} {}", d.decoding.name()),
-            });
-            points.push(
-                d.entropy
-                    .iter()
-                    .enumerate()
-                    .map(|(t, &h)| (t as f64, h))
-                    .collect::<Vec<_>>(),
-            );
-        }
-    }
-    let series = names
+    let lines: Vec<(ThinkMode, Vec<Line>)> = [ThinkMode::Hard, ThinkMode::Soft, ThinkMode::Fuzzy]
+        .into_iter()
+        .map(|mode| (mode, mode_lines(mode, models)))
+        .filter(|(_, l)| !l.is_empty())
+        .collect();
+    let titles: Vec<String> = lines
         .iter()
-        .zip(&points)
-        .enumerate()
-        .map(|(i, (name, points))| Series {
-            name,
-            points,
-            color: COLORS[i % COLORS.len()],
+        .map(|(mode, _)| format!("{} thinking", mode.name()))
+        .collect();
+    let panels: Vec<Panel> = lines
+        .iter()
+        .zip(&titles)
+        .map(|((_, l), title)| Panel {
+            title,
+            y_label: "entropy (nats)",
+            series: l
+                .iter()
+                .enumerate()
+                .map(|(i, (name, points))| Series {
+                    name,
+                    points,
+                    color: COLORS[i % COLORS.len()],
+                })
+                .collect(),
         })
         .collect();
-    let panel = Panel {
-        title: "next-token entropy while thinking (mean over answers still thinking)",
-        y_label: "entropy (nats)",
-        series,
-    };
-    write_png(path, "thinking position", &[panel])
+    write_png(path, "thinking position", &panels)
+}
+
+/// The lines of one thinking mode's panel.
+fn mode_lines(mode: ThinkMode, models: &[(&str, &EvalReport)]) -> Vec<Line> {
+    let mut lines = Vec::new();
+    for &(label, report) in models {
+        for d in report.decodings.iter().filter(|d| d.decoding.mode == mode) {
+            let how = if d.decoding.greedy { "greedy" } else { "sample" };
+            let name = match models.len() {
+                1 => how.to_string(),
+                _ => format!("{label} {how}"),
+            };
+            lines.push((
+                name,
+                d.entropy.iter().enumerate().map(|(t, &h)| (t as f64, h)).collect(),
+            ));
+        }
+    }
+    lines
 }
 
 #[cfg(test)]
