@@ -167,9 +167,10 @@ fn evaluate_all<B: Backend>(be: &B, c: &TrainConfig, out: &Path, models: &[(Stri
     )?;
     println!("{table}");
     eprintln!(
-        "wrote {} and {}",
+        "wrote {}, {} and {}",
         out.join("eval.md").display(),
-        out.join("eval.json").display()
+        out.join("eval.json").display(),
+        out.join("entropy.png").display()
     );
     Ok(())
 }
