@@ -171,7 +171,42 @@ fn the_model_picks_the_choices_its_own_scores_prefer() {
             name(&dir),
             r["acc_norm"].as_f64().unwrap()
         );
+        same_on_wgpu(&dir, &data, tmp.path(), &r);
     }
+}
+
+/// The wgpu backend's per-choice sums: its logits agree with the CPU's within 1e-4 (parity_wgpu),
+/// so a sum over a few tokens within 1e-3; skipped with a notice where there is no adapter.
+fn same_on_wgpu(dir: &Path, data: &Path, tmp: &Path, cpu: &Value) {
+    let o = eval_mc(dir, data, &tmp.join("wgpu"), &["--backend", "wgpu"]);
+    if o.code != 0 && o.stderr.contains("no wgpu adapter") && std::env::var_os("SOFTCOT_REQUIRE_WGPU").is_none() {
+        println!("notice: no wgpu adapter; the wgpu scoring is skipped (SOFTCOT_REQUIRE_WGPU=1 makes this a failure)");
+        return;
+    }
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let w: Value = serde_json::from_str(&o.stdout).unwrap();
+    let sums = |r: &Value| -> Vec<f64> {
+        let items = r["items"].as_array().unwrap();
+        items
+            .iter()
+            .flat_map(|i| i["logprobs"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
+            .collect()
+    };
+    let worst = sums(cpu)
+        .iter()
+        .zip(sums(&w))
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst < 1e-3,
+        "{}: wgpu's sums differ from the CPU's by {worst:e}",
+        name(dir)
+    );
+    assert_eq!(w["acc"], cpu["acc"]);
+    println!(
+        "{:<15} wgpu: per-choice sums within {worst:.1e} of the CPU's",
+        name(dir)
+    );
 }
 
 /// The same question in each export format scores as the common form with lm-eval's prompt.
