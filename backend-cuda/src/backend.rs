@@ -56,7 +56,7 @@ impl CudaBackend {
         Ok(Buffer { mem, len })
     }
 
-    fn write_t<T: Copy>(&self, dst: &mut Buffer<T>, host: &[T]) -> Result<()> {
+    pub(crate) fn write_t<T: Copy>(&self, dst: &mut Buffer<T>, host: &[T]) -> Result<()> {
         need(dst.len, host.len(), "write: destination")?;
         match (&mut dst.mem, &self.l) {
             (Mem::Host(v), _) => v[..host.len()].copy_from_slice(host),
@@ -67,7 +67,7 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn read_t<T: Copy + Default>(&self, src: &Buffer<T>, len: usize, host: &mut Vec<T>) -> Result<()> {
+    pub(crate) fn read_t<T: Copy + Default>(&self, src: &Buffer<T>, len: usize, host: &mut Vec<T>) -> Result<()> {
         need(src.len, len, "download: source")?;
         host.clear();
         match (&src.mem, &self.l) {
@@ -82,7 +82,7 @@ impl CudaBackend {
         Ok(())
     }
 
-    fn upload_t<T: Copy + Default>(&self, host: &[T]) -> Result<Buffer<T>> {
+    pub(crate) fn upload_t<T: Copy + Default>(&self, host: &[T]) -> Result<Buffer<T>> {
         let mut b = self.alloc(host.len())?;
         self.write_t(&mut b, host)?;
         Ok(b)

@@ -202,6 +202,12 @@ impl Device {
         unsafe { drv::memcpy_dtoh_sync(host, src.ptr) }.map_err(|e| drv_err("download", e))
     }
 
+    /// Makes the device's context current on the calling thread (before a library call that
+    /// uses it implicitly, as NCCL's communicator creation does).
+    pub fn bind(&self) -> Result<()> {
+        self.ctx.bind()
+    }
+
     /// Waits for every queued launch.
     pub fn sync(&self) -> Result<()> {
         self.ctx.bind()?;

@@ -12,12 +12,14 @@ mod gemm;
 #[cfg(feature = "host")]
 mod host;
 mod launch;
+mod nccl;
 pub mod nvrtc;
 mod ops;
 
 pub use backend::CudaBackend;
 pub use buffer::{Buffer, CudaBuf, CudaIds};
 pub use device::DeviceInfo;
+pub use nccl::{unique_id, NcclComm, NcclId};
 use softcot_core::{Error, Result};
 
 /// The CUDA devices the driver sees; an error (one line) when the CUDA libraries are missing or

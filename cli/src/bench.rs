@@ -33,6 +33,7 @@ use softcot_core::think::{generate, ThinkConfig, ThinkMode, Tokens, PREFILL_AT_B
 use softcot_core::{philox, Backend, Error, Result, Train};
 
 use crate::args::{BackendKind, Format, Think, MAX_ROWS};
+use crate::progress::Progress;
 use crate::{with_backend, with_train_backend};
 
 /// Floats the `memory` workload reads per repeat (400 MiB: far beyond any cache).
@@ -355,8 +356,19 @@ fn timed<B: Backend, T>(be: &B, f: impl FnOnce() -> Result<T>) -> Result<(T, f64
 
 /// One untimed warm-up, then `n` timed runs of `f` (which returns its work units).
 fn repeat<B: Backend>(be: &B, n: usize, mut f: impl FnMut() -> Result<f64>) -> Result<Vec<Sample>> {
-    timed(be, &mut f)?;
-    (0..n).map(|_| timed(be, &mut f)).collect()
+    let progress = runs(n + 1);
+    let mut run = || {
+        let sample = timed(be, &mut f);
+        progress.inc(1);
+        sample
+    };
+    run()?;
+    (0..n).map(|_| run()).collect()
+}
+
+/// The progress of a workload's `n` runs (warm-ups included).
+fn runs(n: usize) -> Progress {
+    Progress::new(n as u64, "bench", "run")
 }
 
 /// After one untimed run of each, `n` timed runs of `base` and of `f` back to back, in alternating
@@ -368,8 +380,10 @@ fn paired<B: Backend>(
     mut base: impl FnMut() -> Result<f64>,
     mut f: impl FnMut() -> Result<f64>,
 ) -> Result<(Vec<Sample>, Vec<f64>)> {
+    let progress = runs(n + 1);
     timed(be, &mut base)?;
     timed(be, &mut f)?;
+    progress.inc(1);
     let (mut samples, mut ratios) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
         let (b, s) = if i % 2 == 0 {
@@ -381,6 +395,7 @@ fn paired<B: Backend>(
         };
         ratios.push(s.1 / b.1);
         samples.push(s);
+        progress.inc(1);
     }
     Ok((samples, ratios))
 }
@@ -560,6 +575,7 @@ fn rl_step_bench<B: Train>(be: &B, a: &BenchArgs) -> Result<()> {
     }
     // secs[r]: [hard rollouts, soft rollouts, hard update, soft update, SFT step] of round r
     let mut secs: Vec<[f64; 5]> = Vec::with_capacity(a.repeats);
+    let progress = runs(a.repeats);
     for r in 0..a.repeats {
         let mut round = [0f64; 5];
         // The two rollouts back to back, in alternating order: a rollout timed right after the
@@ -572,7 +588,9 @@ fn rl_step_bench<B: Train>(be: &B, a: &BenchArgs) -> Result<()> {
             round[2 + k] = timed(be, || update(&mut parts, k))?.1;
         }
         secs.push(round);
+        progress.inc(1);
     }
+    progress.finish();
     let col = |i: usize| spread(secs.iter().map(|r| r[i]).collect());
     let ratio = |i: usize, j: usize| spread(secs.iter().map(|r| r[i] / r[j]).collect());
     let names = [
@@ -669,8 +687,13 @@ fn head_products_bench<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
         }
         Ok([10.0 * gb / secs[0], 10.0 * gb / secs[1], 1e2 * secs[2], 1e2 * secs[3]])
     };
-    round()?;
-    let rates: Vec<[f64; 4]> = (0..a.repeats).map(|_| round()).collect::<Result<_>>()?;
+    let progress = runs(a.repeats + 1);
+    let rates: Vec<[f64; 4]> = (0..=a.repeats)
+        .map(|_| round().inspect(|_| progress.inc(1)))
+        .collect::<Result<_>>()?;
+    progress.finish();
+    // The first round warmed up.
+    let rates = &rates[1..];
     let [head_gbs, mix_gbs, fused_ms, unfused_ms] = [0, 1, 2, 3].map(|i| spread(rates.iter().map(|r| r[i]).collect()));
     let ratio = spread(rates.iter().map(|r| r[2] / r[3]).collect());
     match a.format {

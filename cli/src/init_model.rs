@@ -13,6 +13,8 @@ use softcot_core::model::init::{preset, PRESETS};
 use softcot_core::model::{Arch, ModelConfig, RopeScaling};
 use softcot_core::{Error, Result};
 
+use crate::progress::Progress;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ArchArg {
     Llama,
@@ -106,7 +108,12 @@ pub fn run(a: InitArgs) -> Result<()> {
     cfg.eos_token_ids = eos;
     cfg.validate("init-model")?;
 
+    // One unit: the core draws and writes the tensors in one call (an 8B model takes minutes).
+    let progress = Progress::new(1, "init-model", "model");
+    progress.set_message(format!("{} into {}", cfg.name_hint(), a.out.display()));
     let n = write_random_model(&a.out, &cfg, a.seed, a.vocab_from.as_deref())?;
+    progress.inc(1);
+    progress.finish();
     println!(
         "wrote {} ({}; {:.1}M parameters, {})",
         a.out.display(),

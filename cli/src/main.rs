@@ -13,11 +13,13 @@ mod generate;
 mod grade;
 mod init_model;
 mod jsonl;
+mod metrics_plot;
 mod plot;
 mod progress;
 mod run_dir;
 mod score;
 mod sft;
+mod tensorboard;
 mod train;
 
 use std::process::ExitCode;
@@ -46,6 +48,10 @@ const VERSION: &str = concat!(
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Where stderr is not a terminal (nohup, SLURM, tee): a progress line every this many
+    /// seconds instead of a bar (0: one at every step).
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECS")]
+    log_every: u64,
 }
 
 // In the order a new user meets them: the built-in run first, the tools after.
@@ -102,6 +108,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
+    progress::set_log_every(cli.log_every);
     match in_pool(|| run(cli, &matches)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -17,6 +17,11 @@ use softcot_core::model::Model;
 use softcot_core::optim::{cosine_lr, AdamW, AdamwConfig};
 use softcot_core::{philox, Error, Result, Train};
 
+use crate::tensorboard::EventWriter;
+
+/// The folder of a run's TensorBoard event files.
+pub const TB_DIR: &str = "tb";
+
 /// Declares the settings struct of a training command (`sft`, `train`: their flags and run.json)
 /// with the settings every training run shares appended: the optimizer, the schedule, clipping
 /// and checkpoints, written once here. `lr` is the command's default learning rate.
@@ -153,7 +158,7 @@ pub fn prepare_out(out: &Path, overwrite: bool, outputs: &[&str]) -> Result<()> 
         for (_, ck) in list_checkpoints(out) {
             std::fs::remove_dir_all(&ck).map_err(|e| Error::io(format!("{}: {e}", ck.display())))?;
         }
-        for f in ["run.json", "metrics.jsonl"].iter().chain(outputs) {
+        for f in ["run.json", "metrics.jsonl", TB_DIR].iter().chain(outputs) {
             let p = out.join(f);
             let _ = if p.is_dir() {
                 std::fs::remove_dir_all(&p)
@@ -297,10 +302,12 @@ pub fn prune_checkpoints(out: &Path, keep: usize) {
     }
 }
 
-/// `metrics.jsonl`, one JSON object per optimizer step (appended, so a resumed run continues it).
+/// `metrics.jsonl`, one JSON object per optimizer step (appended, so a resumed run continues it),
+/// and the same scalars as TensorBoard events in `tb/` (a new event file per invocation).
 pub struct Metrics {
     path: PathBuf,
     file: std::fs::File,
+    tb: EventWriter,
 }
 
 impl Metrics {
@@ -311,11 +318,13 @@ impl Metrics {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(format!("{}: {e}", path.display())))?;
-        Ok(Metrics { path, file })
+        let tb = EventWriter::create(&out.join(TB_DIR))?;
+        Ok(Metrics { path, file, tb })
     }
 
     pub fn log(&mut self, line: &Value) -> Result<()> {
-        writeln!(self.file, "{line}").map_err(|e| Error::io(format!("{}: {e}", self.path.display())))
+        writeln!(self.file, "{line}").map_err(|e| Error::io(format!("{}: {e}", self.path.display())))?;
+        self.tb.log_line(line["step"].as_u64().unwrap_or(0), line)
     }
 }
 

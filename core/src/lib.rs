@@ -14,6 +14,7 @@
 extern crate alloc;
 
 pub mod backend;
+pub mod dist;
 pub mod dtype;
 pub mod error;
 pub mod eval;

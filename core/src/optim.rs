@@ -4,6 +4,7 @@
 use alloc::vec::Vec;
 
 use crate::backend::{AdamwStep, Backend, Train};
+use crate::dist::Collective;
 use crate::error::{Error, Result};
 use crate::model::train::Grads;
 use crate::model::{Model, Param};
@@ -46,6 +47,17 @@ pub fn is_norm_or_bias(name: &str) -> bool {
     name.ends_with(".bias") || name.ends_with("norm.weight")
 }
 
+impl AdamwConfig {
+    /// The weight decay of parameter `name` (norms and biases are undecayed unless asked).
+    pub fn decay(&self, name: &str) -> f64 {
+        if self.decay_norms_and_biases || !is_norm_or_bias(name) {
+            self.weight_decay
+        } else {
+            0.0
+        }
+    }
+}
+
 impl<B: Train> AdamW<B> {
     pub fn new(be: &B, model: &Model<B>, cfg: AdamwConfig) -> Result<Self> {
         let zeros = |p: &Param<B::Buf>| -> Result<Param<B::Buf>> {
@@ -71,12 +83,7 @@ impl<B: Train> AdamW<B> {
         self.step += 1;
         let c = self.cfg;
         for (i, p) in model.params.iter_mut().enumerate() {
-            let wd = if c.decay_norms_and_biases || !is_norm_or_bias(&p.name) {
-                c.weight_decay
-            } else {
-                0.0
-            };
-            let h = AdamwStep::new(lr, c.beta1, c.beta2, c.eps, wd, self.step);
+            let h = AdamwStep::new(lr, c.beta1, c.beta2, c.eps, c.decay(&p.name), self.step);
             let n = p.numel();
             be.adamw(&mut p.buf, &grads[i].buf, &mut self.m[i].buf, &mut self.v[i].buf, n, h)?;
         }
@@ -156,6 +163,51 @@ pub fn finish_step<B: Train>(
         grad_norm,
         applied,
     })
+}
+
+/// The end of an optimizer step as a data-parallel step sees it: join the ranks' gradients, clip,
+/// update. Replicated AdamW all-reduces every gradient and then takes [`finish_step`] on every
+/// rank; [`crate::dist::ShardedAdamW`] reduce-scatters them instead.
+pub trait Optimize<B: Train> {
+    /// Steps taken so far.
+    fn steps(&self) -> u64;
+    /// `grads` holds this rank's sums; `loss` is already summed over ranks.
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        be: &B,
+        model: &mut Model<B>,
+        grads: &mut Grads<B>,
+        comm: &dyn Collective<B>,
+        loss: f64,
+        max_grad_norm: f64,
+        lr: f64,
+    ) -> Result<Update>;
+}
+
+impl<B: Train> Optimize<B> for AdamW<B> {
+    fn steps(&self) -> u64 {
+        self.step
+    }
+
+    fn apply(
+        &mut self,
+        be: &B,
+        model: &mut Model<B>,
+        grads: &mut Grads<B>,
+        comm: &dyn Collective<B>,
+        loss: f64,
+        max_grad_norm: f64,
+        lr: f64,
+    ) -> Result<Update> {
+        if comm.rank().world > 1 {
+            for g in grads.iter_mut() {
+                let n = g.numel();
+                comm.all_reduce(be, &mut g.buf, n)?;
+            }
+        }
+        finish_step(be, model, self, grads, loss, max_grad_norm, lr)
+    }
 }
 
 /// Zeroes every gradient (before accumulating a new step).

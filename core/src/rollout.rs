@@ -136,6 +136,9 @@ pub fn to_rl_seqs(rollouts: &[Rollout]) -> Result<Vec<RlSeq>> {
     let mut adv = alloc::vec![0f64; rollouts.len()];
     for gi in 0..groups {
         let idx: Vec<usize> = (0..rollouts.len()).filter(|&i| rollouts[i].group == gi).collect();
+        if idx.is_empty() {
+            continue; // another rank's group
+        }
         let a = rloo_advantages(&idx.iter().map(|&i| rollouts[i].reward).collect::<Vec<_>>())?;
         for (k, &i) in idx.iter().enumerate() {
             adv[i] = a[k];

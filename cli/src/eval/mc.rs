@@ -18,7 +18,7 @@ use softcot_core::{Backend, Error, Result};
 use super::{folder_name, EvalArgs};
 use crate::args::Format;
 use crate::jsonl::for_each_object;
-use crate::progress::bar;
+use crate::progress::Progress;
 use crate::with_backend;
 
 /// Positions per forward call (logits stay [TOKENS, V]) and sequences side by side at most.
@@ -312,9 +312,9 @@ pub fn evaluate<B: Backend>(
         )));
     }
     let mut scorer = LogLik::new(be, model, TOKENS, MAX_ROWS, longest)?;
-    let progress = bar(seqs.len() as u64, "mc");
+    let progress = Progress::new(seqs.len() as u64, "mc", "choice");
     let logprobs = scorer.logprobs(be, model, &seqs, &|n| progress.inc(n as u64))?;
-    progress.finish_and_clear();
+    progress.finish();
     let mut lps = logprobs.into_iter();
     let scores = items
         .iter()

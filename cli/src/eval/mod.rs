@@ -27,7 +27,7 @@ use softcot_core::{Backend, Error, Result};
 
 use crate::args::{BackendKind, Format, NoiseKind};
 use crate::dataset::{self, Problem, PAPER_TEMPLATE};
-use crate::progress::bar;
+use crate::progress::Progress;
 use crate::with_backend;
 use profile::Profile;
 
@@ -272,7 +272,7 @@ pub fn evaluate<B: Backend>(
         .iter()
         .map(|&d| problems.len() * s.rows_per_problem(d))
         .sum();
-    let progress = bar(rows as u64, "eval");
+    let progress = Progress::new(rows as u64, "eval", "row");
     let mut decodings = Vec::with_capacity(s.decodings.len());
     for &d in &s.decodings {
         progress.set_message(d.name());
@@ -280,7 +280,7 @@ pub fn evaluate<B: Backend>(
             progress.inc(n as u64)
         })?);
     }
-    progress.finish_and_clear();
+    progress.finish();
     Ok(EvalReport {
         lines: problems.iter().map(|p| p.line).collect(),
         decodings,

@@ -18,6 +18,7 @@ use softcot_core::sft::Step;
 use softcot_core::{Error, Result, Train};
 
 use crate::args::{BackendKind, MAX_ROWS};
+use crate::metrics_plot::{draw_run, SFT_PANELS};
 use crate::run_dir::{
     prepare_out, prune_checkpoints, refuse_settings_on_resume, save_settings, saved_settings, start, Metrics, Shuffle,
     Start,
@@ -37,7 +38,7 @@ pub struct SftConfig {
     /// JSONL: `{"prompt", "completion"}` lines, or GSM8K's `{"question", "answer"}`.
     #[arg(long, required_unless_present = "resume")]
     pub data: Option<PathBuf>,
-    /// Output folder: checkpoints, metrics.jsonl, run.json, and the final model in `final/`.
+    /// Output folder: checkpoints, metrics.jsonl (and tb/, metrics.png), run.json, and the final model in `final/`.
     #[arg(long, required_unless_present = "resume")]
     pub out: Option<PathBuf>,
     /// Sequences per optimizer step.
@@ -146,7 +147,7 @@ fn train<B: Train>(be: &B, a: &SftConfig) -> Result<()> {
     let out = a.out.clone().ok_or_else(|| Error::invalid("--out is required"))?;
     let resume = a.resume.is_some();
     if !resume {
-        prepare_out(&out, a.overwrite, &["final"])?;
+        prepare_out(&out, a.overwrite, &["final", "metrics.png"])?;
         if a.model.is_none() {
             return Err(Error::invalid("--model is required"));
         }
@@ -243,7 +244,7 @@ impl<B: Train> Run<'_, B> {
         };
         let mut sft = Step::new(be, model, mb, a.seq_len, a.recompute, a.max_grad_norm)?;
         let mut metrics = Metrics::open(&self.out)?;
-        let bar = crate::progress::bar(to - from, "sft");
+        let bar = crate::progress::Progress::new(to - from, "sft", "step");
         let t0 = Instant::now();
         let mut shuffle = Shuffle::new(a.seed, ex.len());
         let (mut tokens, mut bad) = (0usize, 0u64);
@@ -281,6 +282,7 @@ impl<B: Train> Run<'_, B> {
             bar.inc(1);
             if step.is_multiple_of(a.save_every) || step == to {
                 self.checkpoint(model, opt, step)?;
+                draw_run(&self.out, SFT_PANELS)?;
             }
         }
         bar.finish();

@@ -5,7 +5,8 @@
 //! `--compare`), then the six decodings evaluated on the held-out test split.
 //!
 //! Layout of OUT: task/ (the data), base/ (the random model), warmstart/ (the SFT run; its model in
-//! warmstart/final), rl-MODE/ (each RL run), eval.md and eval.json (the table).
+//! warmstart/final), rl-MODE/ (each RL run), compare.png (with `--compare`: the runs' curves
+//! overlaid), eval.md and eval.json (the table).
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +30,7 @@ use crate::dataset::{self, render};
 use crate::eval::profile::write_entropy_png;
 use crate::eval::report::markdown;
 use crate::eval::{evaluate, EvalReport, EvalSettings};
+use crate::metrics_plot::{draw_compare, RL_PANELS};
 use crate::run_dir::prepare_out;
 use crate::sft::{self, SftConfig};
 use crate::{with_backend, with_train_backend};
@@ -100,6 +102,7 @@ pub fn run(c: &TrainConfig, a: &TrainArgs) -> Result<()> {
         vec![c.think]
     };
     let mut runs = Vec::new();
+    let mut curves = Vec::new();
     for mode in modes {
         let rc = TrainConfig {
             model: Some(warm.clone()),
@@ -113,6 +116,11 @@ pub fn run(c: &TrainConfig, a: &TrainArgs) -> Result<()> {
         eprintln!("RL with {} thinking into {}", mode.name(), rc.out.display());
         with_train_backend!(a.backend, "train", |be| train(&be, &rc, false, a.stop_after))?;
         runs.push((format!("RL {}", mode.name()), rc.out.join("best")));
+        if a.compare {
+            // Redrawn after each mode, so the modes done so far can be compared at once.
+            curves.push((mode.name().to_string(), rc.out.clone()));
+            draw_compare(&out.join("compare.png"), &curves, RL_PANELS)?;
+        }
     }
     if !a.no_eval {
         let mut models = vec![("warm start".to_string(), warm)];

@@ -11,7 +11,7 @@ mod task;
 use std::path::{Path, PathBuf};
 
 use clap::{ArgMatches, Args};
-use serde_json::{json, Value};
+use serde_json::json;
 use softcot_core::io::checkpoint::export_model;
 use softcot_core::io::save::save_json;
 use softcot_core::io::ModelDir;
@@ -20,6 +20,7 @@ use softcot_core::{Error, Result, Train};
 
 use crate::args::BackendKind;
 use crate::dataset;
+use crate::metrics_plot::{draw_run, RL_PANELS};
 use crate::run_dir::{
     catch_interrupt, prepare_out, refuse_settings_on_resume, save_settings, saved_settings, start, Start,
 };
@@ -123,7 +124,7 @@ pub fn train<B: Train>(be: &B, c: &TrainConfig, resume: bool, stop_after: Option
         best,
     };
     let reached = t.run(&mut model, &mut opt, &train_items, &val_items, from, end, total)?;
-    plot(out)?;
+    draw_run(out, RL_PANELS)?;
     if reached == total {
         export_model(be, &model, &out.join("final"), t.dtype, &tokenizer_src)?;
         eprintln!("done: {total} steps; final model in {}", out.join("final").display());
@@ -194,49 +195,4 @@ fn splits(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Task>, Vec<Task>)> {
 
 pub fn save_best(out: &Path, acc: f64, step: u64) -> Result<()> {
     save_json(&out.join("best.json"), &json!({"val_acc": acc, "step": step}))
-}
-
-/// OUT/metrics.png: reward, and training and validation accuracy, over steps.
-pub fn plot(out: &Path) -> Result<()> {
-    use crate::plot::{write_png, Panel, Series};
-    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
-    let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let points = |key: &str| -> Vec<(f64, f64)> {
-        lines
-            .iter()
-            .filter_map(|v| Some((v["step"].as_f64()?, v[key].as_f64()?)))
-            .collect()
-    };
-    let (reward, acc, val) = (points("reward"), points("accuracy"), points("val_acc"));
-    write_png(
-        &out.join("metrics.png"),
-        "step",
-        &[
-            Panel {
-                title: "mean reward of the rollouts",
-                y_label: "reward",
-                series: vec![Series {
-                    name: "reward",
-                    points: &reward,
-                    color: [31, 119, 180],
-                }],
-            },
-            Panel {
-                title: "accuracy",
-                y_label: "share correct",
-                series: vec![
-                    Series {
-                        name: "rollouts (sampled)",
-                        points: &acc,
-                        color: [255, 127, 14],
-                    },
-                    Series {
-                        name: "validation (greedy)",
-                        points: &val,
-                        color: [44, 160, 44],
-                    },
-                ],
-            },
-        ],
-    )
 }

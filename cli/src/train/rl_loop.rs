@@ -20,6 +20,8 @@ use softcot_core::{Error, Result, Train};
 use super::config::TrainConfig;
 use crate::args::Think;
 use crate::dataset::{prompt_ids, Problem};
+use crate::metrics_plot::{draw_run, RL_PANELS};
+use crate::progress::Progress;
 use crate::run_dir::{interrupted, prune_checkpoints, Metrics, Shuffle};
 
 /// Positions a rollout takes after its prompt ([`after_prompt`]: thinking, prefill, answer), and
@@ -142,7 +144,7 @@ impl<B: Train> Trainer<'_, B> {
         let mut rl = Step::new(be, model, step_config(c), max_len(train, c, self.tok)?)?;
         let mut metrics = Metrics::open(&self.out)?;
         let think = think_config(c, c.think);
-        let bar = crate::progress::bar(to - from, &format!("train {}", c.think.name()));
+        let bar = Progress::new(to - from, &format!("train {}", c.think.name()), "step");
         let mut shuffle = Shuffle::new(c.seed, train.len());
         let (t0, mut generated, mut bad) = (Instant::now(), 0usize, 0u64);
         let mut step = from;
@@ -190,7 +192,8 @@ impl<B: Train> Trainer<'_, B> {
             generated += st.collected.rollouts.iter().map(generated_tokens).sum::<usize>();
             let mut line = self.metrics_line(step, lr, &st);
             line["tokens_per_s"] = json!(generated as f64 / t0.elapsed().as_secs_f64());
-            if !val.is_empty() && (step.is_multiple_of(c.val_every) || step == total) {
+            let validate = !val.is_empty() && (step.is_multiple_of(c.val_every) || step == total);
+            if validate {
                 let (acc, think_len) = self.validate(model, val)?;
                 line["val_acc"] = json!(acc);
                 line["val_think_len"] = json!(think_len);
@@ -202,6 +205,10 @@ impl<B: Train> Trainer<'_, B> {
                 }
             }
             metrics.log(&line)?;
+            if validate {
+                // The figure follows the run, not only its end.
+                draw_run(&self.out, RL_PANELS)?;
+            }
             bar.set_message(format!(
                 "reward {:.1}  acc {:.2}  think {:.1}  val {}  {:.0} tok/s",
                 line["reward"].as_f64().unwrap_or(0.0),

@@ -117,13 +117,20 @@ impl<B: Train> Model<B> {
 
     /// Zeroed gradients for every parameter.
     pub fn new_grads(&self, be: &B) -> Result<Grads<B>> {
+        self.new_grads_padded(be, 1)
+    }
+
+    /// Zeroed gradients, each buffer padded with zeros to a multiple of `multiple` elements (the
+    /// world size, for the reduce-scatter of the sharded optimizer). Backward writes only the
+    /// first `numel` elements, so the padding stays zero.
+    pub fn new_grads_padded(&self, be: &B, multiple: usize) -> Result<Grads<B>> {
         self.params
             .iter()
             .map(|p| {
                 Ok(Param {
                     name: p.name.clone(),
                     shape: p.shape.clone(),
-                    buf: be.zeros(p.numel())?,
+                    buf: be.zeros(p.numel().next_multiple_of(multiple.max(1)))?,
                 })
             })
             .collect()

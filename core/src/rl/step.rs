@@ -2,15 +2,21 @@
 //! rl-step` all run: G rollouts of each of P prompts (Philox streams numbered by step, prompt and
 //! sample), rewards, RLOO advantages, the estimator's gradients over micro-batches, clipping and
 //! AdamW. A [`Step`] owns the activation and gradient buffers, allocated once for the run.
+//!
+//! With several ranks ([`Step::ranked`]), each rank rolls out and differentiates its share of the
+//! step's prompts ([`Rank::share`]); the streams and groups keep the numbers the prompts have in
+//! the whole step, so the rollouts are those of one rank, and the optimizer joins the gradients.
 
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use super::{rl_step, RlSeq, RlSettings};
 use crate::backend::Train;
+use crate::dist::{Collective, Rank, Solo};
 use crate::error::Result;
 use crate::model::train::{Grads, TrainActs};
 use crate::model::Model;
-use crate::optim::{finish_step, zero_grads, AdamW, Update};
+use crate::optim::{zero_grads, Optimize, Update};
 use crate::rollout::{collect, to_rl_seqs, Collected, Rewards, Task};
 use crate::think::{ThinkConfig, Tokens};
 
@@ -57,26 +63,49 @@ impl StepConfig {
     }
 }
 
-/// The buffers of the RL step of a run, and its settings.
+/// The buffers of the RL step of a run (of one rank), its settings and its collective.
 pub struct Step<B: Train> {
     pub cfg: StepConfig,
     acts: TrainActs<B>,
-    grads: Grads<B>,
+    grads: Grads<B>, // grads: one per parameter, padded to a multiple of the world size
+    comm: Box<dyn Collective<B>>,
 }
 
 impl<B: Train> Step<B> {
-    /// Buffers for the update of sequences of up to `max_t` positions.
+    /// Buffers for the update of sequences of up to `max_t` positions, on one rank.
     pub fn new(be: &B, model: &Model<B>, cfg: StepConfig, max_t: usize) -> Result<Self> {
-        let rows = cfg.micro_rows(cfg.prompts * cfg.samples);
+        Self::ranked(be, model, cfg, max_t, Box::new(Solo))
+    }
+
+    /// The step of one rank of a data-parallel run: it works on its share of the prompts.
+    pub fn ranked(
+        be: &B,
+        model: &Model<B>,
+        cfg: StepConfig,
+        max_t: usize,
+        comm: Box<dyn Collective<B>>,
+    ) -> Result<Self> {
+        let rank = comm.rank();
+        let rows = cfg.micro_rows(rank.share(cfg.prompts).len() * cfg.samples);
         Ok(Step {
             cfg,
             acts: model.new_train_acts(be, rows, max_t.max(1), cfg.recompute)?,
-            grads: model.new_grads(be)?,
+            grads: model.new_grads_padded(be, rank.world)?,
+            comm,
         })
     }
 
-    /// The G rollouts of each task of step `step` (0-based), generated `rollout_batch` rows at a
-    /// time; groups are numbered by the task's place in `batch`.
+    pub fn rank(&self) -> Rank {
+        self.comm.rank()
+    }
+
+    /// How this rank talks to the others (to sum metrics over ranks, or gather a checkpoint).
+    pub fn comm(&self) -> &dyn Collective<B> {
+        self.comm.as_ref()
+    }
+
+    /// The G rollouts of each task of this rank's share of `batch` at step `step` (0-based),
+    /// generated `rollout_batch` rows at a time; groups are numbered by the task's place in `batch`.
     #[allow(clippy::too_many_arguments)]
     pub fn rollouts(
         &self,
@@ -88,18 +117,19 @@ impl<B: Train> Step<B> {
         tok: &dyn Tokens,
         rewards: &Rewards,
     ) -> Result<Collected> {
+        let share = self.rank().share(batch.len());
         let (g, per_call) = (self.cfg.samples, self.cfg.prompts_per_call(batch.len()));
         let stream0 = self.cfg.stream0(step);
         let mut all = Collected {
-            rollouts: Vec::with_capacity(batch.len() * g),
-            sigma: 0.0,
+            rollouts: Vec::with_capacity(share.len() * g),
+            sigma: think.sigma(be, model)?,
         };
-        for (k, chunk) in batch.chunks(per_call).enumerate() {
-            let s0 = stream0.wrapping_add((k * per_call * g) as u32);
+        for (k, chunk) in batch[share.clone()].chunks(per_call).enumerate() {
+            let first = share.start + k * per_call;
+            let s0 = stream0.wrapping_add((first * g) as u32);
             let c = collect(be, model, chunk, g, s0, think, tok, rewards)?;
-            all.sigma = c.sigma;
             all.rollouts.extend(c.rollouts.into_iter().map(|mut r| {
-                r.group += k * per_call;
+                r.group += first;
                 r
             }));
         }
@@ -107,38 +137,43 @@ impl<B: Train> Step<B> {
     }
 
     /// The update of collected rollouts at thinking temperature `tau`: RLOO advantages per group,
-    /// the loss normalised by the number of rollouts, then [`Step::update`].
+    /// the loss normalised by the number of rollouts of all ranks, then [`Step::update`].
     pub fn learn(
         &mut self,
         be: &B,
         model: &mut Model<B>,
-        opt: &mut AdamW<B>,
+        opt: &mut impl Optimize<B>,
         c: &Collected,
         tau: f32,
         lr: f64,
     ) -> Result<Update> {
         let seqs = to_rl_seqs(&c.rollouts)?;
+        let mut n = [seqs.len() as f64];
+        self.comm.all_reduce_host(be, &mut n)?;
         let s = RlSettings {
             tau,
             sigma: c.sigma,
-            norm: seqs.len() as f32,
+            norm: n[0] as f32,
         };
         self.update(be, model, opt, &seqs, &s, lr)
     }
 
-    /// Gradients of `seqs` ([`Step::gradients`]), then clipping and AdamW unless the loss or the
-    /// gradient norm is not finite.
+    /// Gradients of this rank's `seqs` ([`Step::gradients`]), the loss summed over ranks, then
+    /// the optimizer joins the gradients, clips and updates unless the loss or the gradient norm
+    /// is not finite.
     pub fn update(
         &mut self,
         be: &B,
         model: &mut Model<B>,
-        opt: &mut AdamW<B>,
+        opt: &mut impl Optimize<B>,
         seqs: &[RlSeq],
         s: &RlSettings,
         lr: f64,
     ) -> Result<Update> {
-        let loss = self.gradients(be, model, seqs, s)?;
-        finish_step(be, model, opt, &mut self.grads, loss, self.cfg.max_grad_norm, lr)
+        let mut loss = [self.gradients(be, model, seqs, s)?];
+        self.comm.all_reduce_host(be, &mut loss)?;
+        let comm = self.comm.as_ref();
+        opt.apply(be, model, &mut self.grads, comm, loss[0], self.cfg.max_grad_norm, lr)
     }
 
     /// Zeroed gradients, then the estimator over micro-batches of `seqs`, accumulating; returns
