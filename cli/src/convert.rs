@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use softcot_core::dtype::DType;
 use softcot_core::io::gguf::{gguf_to_hf, hf_to_gguf, GgmlType};
+use softcot_core::io::save::ShardSize;
 use softcot_core::{Error, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,6 +30,10 @@ pub struct ConvertArgs {
     /// (default: dequantized weights exactly) or bf16 for the safetensors.
     #[arg(long = "type", value_enum)]
     ty: Option<TypeArg>,
+    /// GGUF in: the largest safetensors file, as transformers' max_shard_size: 5GB (default),
+    /// 500MB, 2GiB or bytes; larger models are sharded with an index.
+    #[arg(long)]
+    max_shard_size: Option<ShardSize>,
 }
 
 pub fn run(a: ConvertArgs) -> Result<()> {
@@ -43,7 +48,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
                 )))
             }
         };
-        let cfg = gguf_to_hf(&a.from, &a.out, dtype)?;
+        let cfg = gguf_to_hf(&a.from, &a.out, dtype, a.max_shard_size.unwrap_or_default())?;
         println!(
             "{} -> {}: {} {} layers, hidden {}, vocab {}, {}",
             a.from.display(),
@@ -60,6 +65,11 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         return Err(Error::io(format!(
             "--from {}: neither a .gguf file nor a model folder",
             a.from.display()
+        )));
+    }
+    if let Some(s) = a.max_shard_size {
+        return Err(Error::invalid(format!(
+            "--max-shard-size {s}: a GGUF file is written whole; the flag applies to a GGUF file converted to an HF folder"
         )));
     }
     let ty = match a.ty.unwrap_or(TypeArg::F16) {

@@ -7,7 +7,7 @@ use softcot_core::dtype::DType;
 use softcot_core::io::byte_tokenizer;
 use softcot_core::io::config::ids_of;
 use softcot_core::io::fsutil::read_json;
-use softcot_core::io::save::write_random_model;
+use softcot_core::io::save::{write_random_model, ShardSize};
 use softcot_core::io::tokenizer::Tokenizer;
 use softcot_core::model::init::{preset, PRESETS};
 use softcot_core::model::{Arch, ModelConfig, RopeScaling};
@@ -72,6 +72,10 @@ pub struct InitArgs {
     /// Storage dtype (default: the preset's, else float32).
     #[arg(long, value_enum)]
     dtype: Option<DTypeArg>,
+    /// Largest weight file, as transformers' max_shard_size: 5GB, 500MB, 2GiB or bytes; larger
+    /// models are sharded with an index.
+    #[arg(long, default_value = "5GB")]
+    max_shard_size: ShardSize,
     /// Replace the contents of a non-empty --out.
     #[arg(long)]
     overwrite: bool,
@@ -111,7 +115,7 @@ pub fn run(a: InitArgs) -> Result<()> {
     // One unit: the core draws and writes the tensors in one call (an 8B model takes minutes).
     let progress = Progress::new(1, "init-model", "model");
     progress.set_message(format!("{} into {}", cfg.name_hint(), a.out.display()));
-    let n = write_random_model(&a.out, &cfg, a.seed, a.vocab_from.as_deref())?;
+    let n = write_random_model(&a.out, &cfg, a.seed, a.vocab_from.as_deref(), a.max_shard_size)?;
     progress.inc(1);
     progress.finish();
     println!(

@@ -5,6 +5,7 @@
 
 mod args;
 mod bench;
+mod config_file;
 mod convert;
 mod dataset;
 mod devices;
@@ -91,7 +92,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         Cmd::Sft(a) => sft::run_command(a, matches.subcommand_matches("sft").unwrap_or(matches)),
         Cmd::Train(a) => train::run(*a, matches.subcommand_matches("train").unwrap_or(matches)),
         Cmd::Grade(a) => grade::run(a),
-        Cmd::Eval(a) => eval::run(a),
+        Cmd::Eval(a) => eval::run(a, matches.subcommand_matches("eval").unwrap_or(matches)),
         Cmd::Devices(a) => devices::run(a),
         Cmd::Convert(a) => convert::run(a),
     }

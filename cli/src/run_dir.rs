@@ -64,6 +64,11 @@ macro_rules! training_settings {
             pub keep: usize,
             #[arg(long, value_enum, default_value = "source")]
             pub save_dtype: $crate::run_dir::SaveDtype,
+            /// Largest weight file of saved models, as transformers' max_shard_size: 5GB, 500MB,
+            /// 2GiB or bytes; larger models are sharded with an index.
+            #[arg(long, default_value = "5GB")]
+            #[serde(default)]
+            pub max_shard_size: softcot_core::io::save::ShardSize,
             /// Recompute activations per layer in backward (less memory, about 1.3x the compute).
             #[arg(long)]
             pub recompute: bool,
@@ -81,6 +86,15 @@ macro_rules! training_settings {
                     eps: self.eps,
                     weight_decay: self.weight_decay,
                     decay_norms_and_biases: false,
+                }
+            }
+
+            /// How this run saves the model it loaded from `md` (checkpoints and final models).
+            pub fn save_as(&self, md: &softcot_core::io::ModelDir) -> softcot_core::io::checkpoint::SaveAs {
+                softcot_core::io::checkpoint::SaveAs {
+                    dtype: self.save_dtype.resolve(md.config.dtype),
+                    max_shard: self.max_shard_size,
+                    source: md.path.clone(),
                 }
             }
 
@@ -171,7 +185,7 @@ pub fn prepare_out(out: &Path, overwrite: bool, outputs: &[&str]) -> Result<()> 
 }
 
 /// The flags (clap ids) that go with `--resume` in `train` and `sft`: the rest are the run's settings.
-const RESUME_FLAGS: &[&str] = &["resume", "backend", "stop_after"];
+const RESUME_FLAGS: &[&str] = &["resume", "backend", "devices", "stop_after"];
 
 /// A resumed run continues with the settings of its run.json: a flag of `A` given beside
 /// `--resume` that would change them is refused by name, not silently ignored (`train --resume
@@ -183,7 +197,7 @@ pub fn refuse_settings_on_resume<A: clap::Args>(matches: &clap::ArgMatches, dir:
     });
     match given {
         Some(id) => Err(Error::invalid(format!(
-            "--{}: --resume continues {} with the settings of its run.json; only --backend and --stop-after go with it",
+            "--{}: --resume continues {} with the settings of its run.json; only --backend, --devices and --stop-after go with it",
             id.replace('_', "-"),
             dir.display()
         ))),
@@ -224,9 +238,16 @@ pub struct Start<B: Train> {
 }
 
 /// A resumed run starts from the newest complete checkpoint of `out` (its metrics truncated to
-/// that step, in case the run died after logging more); a new one from `model` with a fresh
-/// optimizer.
-pub fn start<B: Train>(be: &B, out: &Path, resume: bool, model: Option<&Path>, opt: AdamwConfig) -> Result<Start<B>> {
+/// that step by the `root` rank, in case the run died after logging more); a new one from
+/// `model` with a fresh optimizer.
+pub fn start<B: Train>(
+    be: &B,
+    out: &Path,
+    resume: bool,
+    root: bool,
+    model: Option<&Path>,
+    opt: AdamwConfig,
+) -> Result<Start<B>> {
     if !resume {
         let (md, model, opt) = load_fresh(be, model.unwrap_or(Path::new("")), opt)?;
         return Ok(Start {
@@ -244,8 +265,10 @@ pub fn start<B: Train>(be: &B, out: &Path, resume: bool, model: Option<&Path>, o
         ))
     })?;
     let (md, model, opt, state) = load_checkpoint(be, &ck, opt)?;
-    eprintln!("resuming {} from step {step}", out.display());
-    truncate_metrics(&out.join("metrics.jsonl"), step)?;
+    if root {
+        eprintln!("resuming {} from step {step}", out.display());
+        truncate_metrics(&out.join("metrics.jsonl"), step)?;
+    }
     Ok(Start {
         md,
         model,

@@ -169,8 +169,6 @@ pub fn finish_step<B: Train>(
 /// update. Replicated AdamW all-reduces every gradient and then takes [`finish_step`] on every
 /// rank; [`crate::dist::ShardedAdamW`] reduce-scatters them instead.
 pub trait Optimize<B: Train> {
-    /// Steps taken so far.
-    fn steps(&self) -> u64;
     /// `grads` holds this rank's sums; `loss` is already summed over ranks.
     #[allow(clippy::too_many_arguments)]
     fn apply(
@@ -186,10 +184,6 @@ pub trait Optimize<B: Train> {
 }
 
 impl<B: Train> Optimize<B> for AdamW<B> {
-    fn steps(&self) -> u64 {
-        self.step
-    }
-
     fn apply(
         &mut self,
         be: &B,

@@ -10,6 +10,7 @@ use softcot_core::io::gguf::names::permute_rows;
 use softcot_core::io::gguf::quant::encode;
 use softcot_core::io::gguf::{gguf_to_hf, hf_to_gguf, GgmlType, GgufFile};
 use softcot_core::io::safetensors::Checkpoint;
+use softcot_core::io::save::ShardSize;
 use softcot_core::io::ModelDir;
 use softcot_core::think::Tokens;
 
@@ -107,7 +108,7 @@ fn q8_0_encoder_writes_the_bytes_python_writes() {
 fn python_written_file_converts_to_a_working_hf_folder() {
     let out = Scratch::new("py");
     let dir = out.0.join("hf");
-    let cfg = gguf_to_hf(&data("tiny-python.gguf"), &dir, DType::F32).unwrap();
+    let cfg = gguf_to_hf(&data("tiny-python.gguf"), &dir, DType::F32, ShardSize::DEFAULT).unwrap();
     assert_eq!(
         (cfg.vocab_size, cfg.hidden_size, cfg.num_key_value_heads, cfg.head_dim),
         (260, 32, 1, 16)
@@ -252,7 +253,8 @@ fn convert_error(bytes: &[u8]) -> String {
     let out = Scratch::new("bad");
     let file = out.0.join("bad.gguf");
     std::fs::write(&file, bytes).unwrap();
-    let err = gguf_to_hf(&file, &out.0.join("hf"), DType::F32).expect_err("a corrupt file converts");
+    let err =
+        gguf_to_hf(&file, &out.0.join("hf"), DType::F32, ShardSize::DEFAULT).expect_err("a corrupt file converts");
     assert!(!err.msg.contains('\n'), "not one line: {}", err.msg);
     assert!(err.msg.contains("bad.gguf"), "does not name the file: {}", err.msg);
     err.msg

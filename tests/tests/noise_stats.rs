@@ -3,7 +3,7 @@
 //! be standard normal. This ties the decode path (KV cache, batched rows of different lengths) to
 //! the estimator's Gaussian log-density: any disagreement would bias the policy gradient.
 
-use softcot_core::io::save::write_random_model;
+use softcot_core::io::save::{write_random_model, ShardSize};
 use softcot_core::io::{byte_tokenizer, ModelDir};
 use softcot_core::model::init::preset;
 use softcot_core::model::train::Overrides;
@@ -18,7 +18,7 @@ fn recorded_inputs_are_the_recomputed_mixture_plus_unit_noise() {
     let mut cfg = preset("tiny").unwrap();
     cfg.bos_token_id = Some(byte_tokenizer::BOS_ID);
     cfg.eos_token_ids = vec![byte_tokenizer::EOS_ID];
-    write_random_model(&tmp, &cfg, 11, None).unwrap();
+    write_random_model(&tmp, &cfg, 11, None, ShardSize::DEFAULT).unwrap();
     let md = ModelDir::open(&tmp).unwrap();
     let be = CpuBackend::new();
     let model = md.load(&be).unwrap();

@@ -2,7 +2,7 @@
 //! tokenizer: seeded rollouts are reproducible and independent of batching, advantages sum to zero
 //! per prompt, and the update on the recorded rollouts is finite and exactly repeatable.
 
-use softcot_core::io::save::write_random_model;
+use softcot_core::io::save::{write_random_model, ShardSize};
 use softcot_core::io::{byte_tokenizer, ModelDir};
 use softcot_core::model::init::preset;
 use softcot_core::rl::{rl_step, RlSettings, Thinking};
@@ -14,7 +14,7 @@ fn tiny_model_dir(dir: &std::path::Path) -> ModelDir {
     let mut cfg = preset("tiny").unwrap();
     cfg.bos_token_id = Some(byte_tokenizer::BOS_ID);
     cfg.eos_token_ids = vec![byte_tokenizer::EOS_ID];
-    write_random_model(dir, &cfg, 5, None).unwrap();
+    write_random_model(dir, &cfg, 5, None, ShardSize::DEFAULT).unwrap();
     ModelDir::open(dir).unwrap()
 }
 

@@ -347,28 +347,28 @@ pub fn markdown(rows: &[(&str, &str, &McReport)]) -> String {
     out
 }
 
-pub fn run(a: &EvalArgs) -> Result<()> {
-    let items = load(&a.data, a.limit)?;
-    let md = ModelDir::open(&a.model)?;
-    with_backend!(a.backend, |be| run_on(&be, a, &md, &items))
+/// `eval --task mc` of the model folder `model` on the items of `data`.
+pub fn run(a: &EvalArgs, model: &Path, data: &Path) -> Result<()> {
+    let items = load(data, a.limit)?;
+    let md = ModelDir::open(model)?;
+    with_backend!(a.backend, |be| run_on(&be, a, data, &md, &items))
 }
 
 /// Scores on one backend, writes OUT/eval.json and OUT/eval.md, prints the table (or the JSON).
-fn run_on<B: Backend>(be: &B, a: &EvalArgs, md: &ModelDir, items: &[Item]) -> Result<()> {
+fn run_on<B: Backend>(be: &B, a: &EvalArgs, data: &Path, md: &ModelDir, items: &[Item]) -> Result<()> {
     let delimiter = if a.no_target_delimiter { "" } else { " " };
     let report = evaluate(be, &md.load(be)?, &md.tokenizer, items, delimiter)
-        .map_err(|e| Error::new(e.kind, format!("{}: {}", a.data.display(), e.msg)))?;
+        .map_err(|e| Error::new(e.kind, format!("{}: {}", data.display(), e.msg)))?;
     let name = folder_name(&md.path);
     let label = a.label.clone().unwrap_or_else(|| name.clone());
-    let task = a
-        .data
+    let task = data
         .file_stem()
-        .map_or_else(|| a.data.display().to_string(), |n| n.to_string_lossy().into_owned());
+        .map_or_else(|| data.display().to_string(), |n| n.to_string_lossy().into_owned());
     let table = markdown(&[(label.as_str(), task.as_str(), &report)]);
     let out = a.out.clone().unwrap_or_else(|| format!("eval-{name}").into());
     std::fs::create_dir_all(&out).map_err(|e| Error::io(format!("{}: cannot create: {e}", out.display())))?;
     let mut file = serde_json::to_value(&report).map_err(|e| Error::invalid(e.to_string()))?;
-    let extra = json!({"label": label, "model": a.model, "data": a.data, "task": task, "target_delimiter": delimiter});
+    let extra = json!({"label": label, "model": md.path, "data": data, "task": task, "target_delimiter": delimiter});
     if let (Some(f), Value::Object(e)) = (file.as_object_mut(), extra) {
         f.extend(e);
     }

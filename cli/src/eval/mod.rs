@@ -13,8 +13,8 @@ pub mod report;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clap::{Args, ValueEnum};
-use serde::{Serialize, Serializer};
+use clap::{ArgMatches, Args, ValueEnum};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Value};
 use softcot_core::eval::{pass_at_k, Decoding};
 use softcot_core::io::fsutil::write_atomic;
@@ -28,11 +28,12 @@ use softcot_core::{Backend, Error, Result};
 use crate::args::{BackendKind, Format, NoiseKind};
 use crate::dataset::{self, Problem, PAPER_TEMPLATE};
 use crate::progress::Progress;
-use crate::with_backend;
+use crate::{config_file, with_backend};
 use profile::Profile;
 
 /// What `softcot eval` measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Task {
     /// Math problems under the decodings of thinking: pass@k and entropy profiles.
     Math,
@@ -40,15 +41,21 @@ pub enum Task {
     Mc,
 }
 
-#[derive(Args)]
+/// The flags of `softcot eval`, and the keys of its --config file.
+#[derive(Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct EvalArgs {
-    /// HF model folder.
+    /// TOML file with any of the settings below (flags given on the command line override it).
     #[arg(long)]
-    model: PathBuf,
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// HF model folder.
+    #[arg(long, required_unless_present = "config")]
+    model: Option<PathBuf>,
     /// JSONL: problems (GSM8K, MATH, OlympiadBench, `{"prompt", "answer"}`) or, with --task mc,
     /// multiple-choice items (`{"context", "choices", "label"}`, HellaSwag, ARC, MMLU).
-    #[arg(long)]
-    data: PathBuf,
+    #[arg(long, required_unless_present = "config")]
+    data: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "math")]
     task: Task,
     /// text: the table; json: the results as one JSON object.
@@ -64,7 +71,8 @@ pub struct EvalArgs {
     )]
     decodings: String,
     /// Samples per problem of each sample decoding.
-    #[arg(short = 'n', long = "samples", default_value_t = 32)]
+    #[arg(id = "samples", short = 'n', long = "samples", default_value_t = 32)]
+    #[serde(rename = "samples")]
     n: usize,
     /// Comma-separated k of the pass@k reported for sample decodings (each at most -n).
     #[arg(long, default_value = "1,32")]
@@ -428,33 +436,54 @@ fn folder_name(p: &Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
-pub fn run(a: EvalArgs) -> Result<()> {
+impl Default for EvalArgs {
+    /// The flags' defaults: one source of truth for every layer.
+    fn default() -> Self {
+        config_file::flag_defaults()
+    }
+}
+
+/// The `eval` command: the settings of a `--config` file under the flags.
+pub fn run(a: EvalArgs, matches: &ArgMatches) -> Result<()> {
+    let a = config_file::resolve(&a, matches, a.config.as_deref(), |_| EvalArgs::default())?;
+    let (Some(model), Some(data)) = (&a.model, &a.data) else {
+        let flag = if a.model.is_none() { "--model" } else { "--data" };
+        return Err(Error::invalid(format!(
+            "{flag} is required (on the command line or as a key of the --config file)"
+        )));
+    };
     if a.task == Task::Mc {
-        return mc::run(&a);
+        return mc::run(&a, model, data);
     }
     let s = settings(&a)?;
-    let (problems, skipped) = dataset::load(&a.data, a.limit)?;
-    if let Some(warning) = skipped.report(&a.data) {
+    let (problems, skipped) = dataset::load(data, a.limit)?;
+    if let Some(warning) = skipped.report(data) {
         eprintln!("warning: {warning}");
     }
-    let md = ModelDir::open(&a.model)?;
-    with_backend!(a.backend, |be| run_on(&be, &a, &s, &md, &problems))
+    let md = ModelDir::open(model)?;
+    with_backend!(a.backend, |be| run_on(&be, &a, data, &s, &md, &problems))
 }
 
 /// Evaluates on one backend, then writes OUT/eval.json and OUT/eval.md and prints the table.
-fn run_on<B: Backend>(be: &B, a: &EvalArgs, s: &EvalSettings, md: &ModelDir, problems: &[Problem]) -> Result<()> {
+fn run_on<B: Backend>(
+    be: &B,
+    a: &EvalArgs,
+    data: &Path,
+    s: &EvalSettings,
+    md: &ModelDir,
+    problems: &[Problem],
+) -> Result<()> {
     let report = evaluate(be, &md.load(be)?, &md.tokenizer, problems, s)?;
     let name = folder_name(&md.path);
     let label = a.label.clone().unwrap_or_else(|| name.clone());
-    let dataset = a
-        .data
+    let dataset = data
         .file_stem()
-        .map_or_else(|| a.data.display().to_string(), |n| n.to_string_lossy().into_owned());
+        .map_or_else(|| data.display().to_string(), |n| n.to_string_lossy().into_owned());
     let table = report::markdown(&[(label.as_str(), dataset.as_str(), &report)]);
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from(format!("eval-{name}")));
     std::fs::create_dir_all(&out).map_err(|e| Error::io(format!("{}: cannot create: {e}", out.display())))?;
     let file = json!({
-        "label": label, "model": a.model, "data": a.data, "dataset": dataset,
+        "label": label, "model": a.model, "data": data, "dataset": dataset,
         "settings": s.to_json(), "lines": report.lines, "decodings": report.decodings,
     });
     let text = serde_json::to_string_pretty(&file).map_err(|e| Error::invalid(e.to_string()))?;

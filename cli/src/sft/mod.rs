@@ -10,8 +10,7 @@ use std::time::Instant;
 use clap::{ArgMatches, Args};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use softcot_core::dtype::DType;
-use softcot_core::io::checkpoint::{checkpoint_name, export_model, save_checkpoint};
+use softcot_core::io::checkpoint::{checkpoint_name, export_model, save_checkpoint, SaveAs};
 use softcot_core::model::Model;
 use softcot_core::optim::AdamW;
 use softcot_core::sft::Step;
@@ -23,23 +22,25 @@ use crate::run_dir::{
     prepare_out, prune_checkpoints, refuse_settings_on_resume, save_settings, saved_settings, start, Metrics, Shuffle,
     Start,
 };
-use crate::{training_settings, with_train_backend};
+use crate::{config_file, training_settings, with_train_backend};
 pub use data::{gsm8k_completion, OnBadLine, OnLong};
 use data::{Example, LoadOptions};
 
 training_settings! {
 lr = 1e-5;
-/// The settings of a run; written to OUT/run.json and read back by `--resume`.
+/// The settings of a run (the flags, and the keys of a --config file); written to OUT/run.json
+/// and read back by `--resume`.
 #[derive(Args, Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct SftConfig {
     /// HF model folder to start from.
-    #[arg(long, required_unless_present = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "config"])]
     pub model: Option<PathBuf>,
     /// JSONL: `{"prompt", "completion"}` lines, or GSM8K's `{"question", "answer"}`.
-    #[arg(long, required_unless_present = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "config"])]
     pub data: Option<PathBuf>,
     /// Output folder: checkpoints, metrics.jsonl (and tb/, metrics.png), run.json, and the final model in `final/`.
-    #[arg(long, required_unless_present = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "config"])]
     pub out: Option<PathBuf>,
     /// Sequences per optimizer step.
     #[arg(long, default_value_t = 8)]
@@ -62,8 +63,12 @@ pub struct SftConfig {
     pub on_bad_line: OnBadLine,
     #[arg(long, value_enum, default_value = "truncate")]
     pub on_long: OnLong,
+    /// TOML file with any of the settings above (flags given on the command line override it).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
     /// Resume the run in this folder from its latest checkpoint (settings come from its run.json).
-    #[arg(long, conflicts_with_all = ["model", "data", "out", "overwrite"])]
+    #[arg(long, conflicts_with_all = ["config", "model", "data", "out", "overwrite"])]
     #[serde(skip)]
     pub resume: Option<PathBuf>,
     /// Replace a different run found in --out.
@@ -84,12 +89,24 @@ fn cpu() -> BackendKind {
     BackendKind::Cpu
 }
 
-/// The `sft` command: `run`, after refusing settings given beside `--resume`.
+impl Default for SftConfig {
+    /// The flags' defaults: one source of truth for every layer.
+    fn default() -> Self {
+        config_file::flag_defaults()
+    }
+}
+
+/// The `sft` command: `run`, after refusing settings given beside `--resume`, with the settings
+/// of a `--config` file under the flags.
 pub fn run_command(a: SftConfig, matches: &ArgMatches) -> Result<()> {
     if let Some(dir) = &a.resume {
         refuse_settings_on_resume::<SftConfig>(matches, dir)?;
+        return run(a);
     }
-    run(a)
+    let mut c = config_file::resolve(&a, matches, a.config.as_deref(), |_| SftConfig::default())?;
+    // Not settings of the run (skipped by serde): as given on the command line.
+    (c.overwrite, c.stop_after, c.backend) = (a.overwrite, a.stop_after, a.backend);
+    run(c)
 }
 
 pub fn run(mut a: SftConfig) -> Result<()> {
@@ -109,6 +126,13 @@ pub fn run(mut a: SftConfig) -> Result<()> {
 }
 
 fn validate(a: &SftConfig) -> Result<()> {
+    for (flag, v) in [("--model", &a.model), ("--data", &a.data), ("--out", &a.out)] {
+        if v.is_none() {
+            return Err(Error::invalid(format!(
+                "{flag} is required (on the command line or as a key of the --config file)"
+            )));
+        }
+    }
     let pos = [
         ("--batch-size", a.batch_size),
         ("--seq-len", a.seq_len),
@@ -139,8 +163,7 @@ struct Run<'a, B: Train> {
     be: &'a B,
     a: &'a SftConfig,
     out: PathBuf,
-    tokenizer_src: PathBuf,
-    dtype: DType,
+    save_as: SaveAs,
 }
 
 fn train<B: Train>(be: &B, a: &SftConfig) -> Result<()> {
@@ -158,7 +181,7 @@ fn train<B: Train>(be: &B, a: &SftConfig) -> Result<()> {
         mut opt,
         step: start_step,
         ..
-    } = start(be, &out, resume, a.model.as_deref(), a.adamw())?;
+    } = start(be, &out, resume, true, a.model.as_deref(), a.adamw())?;
     if !resume {
         save_settings(&out, a)?;
     }
@@ -204,18 +227,16 @@ fn train<B: Train>(be: &B, a: &SftConfig) -> Result<()> {
     }
     let steps_per_epoch = examples.len().div_ceil(a.batch_size) as u64;
     let total = a.steps.unwrap_or(a.epochs.unwrap_or(1) * steps_per_epoch);
-    let dtype = a.save_dtype.resolve(md.config.dtype);
     let run = Run {
         be,
         a,
         out: out.clone(),
-        tokenizer_src: md.path.clone(),
-        dtype,
+        save_as: a.save_as(&md),
     };
     let end = a.stop_after.map_or(total, |k| (start_step + k).min(total));
     run.steps(&mut model, &mut opt, &examples, start_step, end, total)?;
     if end == total {
-        export_model(be, &model, &out.join("final"), dtype, &md.path)?;
+        export_model(be, &model, &out.join("final"), &run.save_as)?;
         eprintln!("done: {total} steps; model in {}", out.join("final").display());
     } else {
         eprintln!(
@@ -293,7 +314,7 @@ impl<B: Train> Run<'_, B> {
         let state = json!({"step": step, "seed": self.a.seed, "batch_size": self.a.batch_size,
                            "examples_seen": step * self.a.batch_size as u64});
         let dir = self.out.join(checkpoint_name(step));
-        save_checkpoint(self.be, &dir, model, opt, self.dtype, &self.tokenizer_src, &state)?;
+        save_checkpoint(self.be, &dir, model, opt, &self.save_as, &state)?;
         prune_checkpoints(&self.out, self.a.keep);
         Ok(())
     }

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 use serde_json::json;
+use softcot_core::dist::Solo;
 use softcot_core::io::byte_tokenizer;
 use softcot_core::io::fsutil::{read_json, write_atomic};
 use softcot_core::io::save::{save_json, write_random_model};
@@ -114,7 +115,13 @@ pub fn run(c: &TrainConfig, a: &TrainArgs) -> Result<()> {
         };
         prepare_out(&rc.out, a.overwrite, OUTPUTS)?;
         eprintln!("RL with {} thinking into {}", mode.name(), rc.out.display());
-        with_train_backend!(a.backend, "train", |be| train(&be, &rc, false, a.stop_after))?;
+        with_train_backend!(a.backend, "train", |be| train(
+            &be,
+            &rc,
+            false,
+            a.stop_after,
+            Box::new(Solo)
+        ))?;
         runs.push((format!("RL {}", mode.name()), rc.out.join("best")));
         if a.compare {
             // Redrawn after each mode, so the modes done so far can be compared at once.
@@ -215,7 +222,7 @@ fn warm_start(c: &TrainConfig, out: &Path, a: &TrainArgs) -> Result<PathBuf> {
 
     let base = out.join("base");
     let cfg = model_config()?;
-    let n = write_random_model(&base, &cfg, c.seed, None)?;
+    let n = write_random_model(&base, &cfg, c.seed, None, c.max_shard_size)?;
     // A budget RL cannot run with is refused before the warm start's minutes, not after them.
     let tok = Tokenizer::load_dir(&base, &cfg.eos_token_ids)?;
     let mut longest = 0;

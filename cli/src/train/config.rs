@@ -1,14 +1,12 @@
 //! The settings of `softcot train`: one struct that is at once the command's flags and the TOML
-//! config file's schema. Layers, lowest first: defaults (the paper's, or the built-in task's when
-//! neither a model nor data is given), the config file, then flags given on the command line.
-//! Unknown keys and impossible values are refused with the key named.
+//! config file's schema (layered by `crate::config_file`). Defaults are the paper's, or the
+//! built-in task's when neither a model nor data is given. Unknown keys and impossible values are
+//! refused with the key named.
 
 use std::path::{Path, PathBuf};
 
-use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, Parser};
+use clap::{ArgMatches, Args};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use softcot_core::{Error, Result};
 
 use crate::args::{NoiseKind, Think, MAX_ROWS};
@@ -101,12 +99,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     /// The flags' defaults: one source of truth for both layers.
     fn default() -> Self {
-        #[derive(Parser)]
-        struct Flags {
-            #[command(flatten)]
-            c: TrainConfig,
-        }
-        Flags::parse_from(["softcot-train"]).c
+        crate::config_file::flag_defaults()
     }
 }
 
@@ -203,73 +196,21 @@ fn bad(key: &str, why: &str) -> Result<()> {
     Err(Error::invalid(format!("`{key}` (--{}) {why}", key.replace('_', "-"))))
 }
 
-/// Reads a TOML config file: the parsed settings and the keys it sets. An unknown key or a value of
-/// the wrong type is refused as `FILE:LINE:COLUMN: message`.
-fn read_file(path: &Path) -> Result<(Vec<String>, Value)> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("{}: cannot read: {e}", path.display())))?;
-    let at = |e: toml::de::Error| {
-        let (line, col) = e.span().map_or((1, 1), |s| {
-            let before = &text[..s.start.min(text.len())];
-            (
-                before.matches('\n').count() + 1,
-                before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1,
-            )
-        });
-        Error::format(format!("{}:{line}:{col}: {}", path.display(), e.message().trim()))
-    };
-    let table: toml::Table = toml::from_str(&text).map_err(at)?;
-    let parsed: TrainConfig = toml::from_str(&text).map_err(at)?;
-    let value = serde_json::to_value(parsed).map_err(|e| Error::invalid(e.to_string()))?;
-    Ok((table.keys().cloned().collect(), value))
-}
-
 /// The settings of a run: `defaults(builtin)` under the config file under the flags that were
-/// given on the command line (`matches` tells which were).
+/// given on the command line (`matches` tells which were); see [`crate::config_file`].
 pub fn resolve(
     flags: &TrainConfig,
     matches: &ArgMatches,
     file: Option<&Path>,
     defaults: impl Fn(bool) -> TrainConfig,
 ) -> Result<TrainConfig> {
-    let json = |c: &TrainConfig| serde_json::to_value(c).map_err(|e| Error::invalid(e.to_string()));
-    let given: Vec<String> = matches
-        .ids()
-        .map(|id| id.as_str().to_string())
-        .filter(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
-        .collect();
-    let (file_keys, file_value) = match file {
-        Some(p) => read_file(p)?,
-        None => (Vec::new(), Value::Null),
-    };
-    let set = |k: &str| given.iter().chain(&file_keys).any(|g| g == k);
-    // JSON has no NaN or infinity: serde writes a non-finite float as null, which an Option
-    // setting (--tau) would read back as unset. Only such a float gives a null for a key that
-    // was set (TOML has no null), so a null here is refused by name.
-    let finite = |k: &str, x: &Value, from: &str| match x {
-        Value::Null => Err(Error::invalid(format!(
-            "{from}`{k}` (--{}) must be a finite number",
-            k.replace('_', "-")
-        ))),
-        _ => Ok(x.clone()),
-    };
-    let mut v = json(&defaults(!set("model") && !set("data")))?;
-    for k in &file_keys {
-        let from = format!("{}: ", file.map_or(String::new(), |p| p.display().to_string()));
-        v[k] = finite(k, &file_value[k], &from)?;
-    }
-    let flag_value = json(flags)?;
-    for k in &given {
-        if let Some(x) = flag_value.get(k) {
-            v[k] = finite(k, x, "")?;
-        }
-    }
-    serde_json::from_value(v).map_err(|e| Error::invalid(format!("settings: {e}")))
+    crate::config_file::resolve(flags, matches, file, |set| defaults(!set("model") && !set("data")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::{CommandFactory, FromArgMatches};
+    use clap::{CommandFactory, FromArgMatches, Parser};
 
     #[derive(Parser)]
     struct Cmd {

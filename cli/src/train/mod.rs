@@ -4,6 +4,7 @@
 
 mod builtin;
 pub mod config;
+mod ranks;
 mod replay;
 mod rl_loop;
 mod task;
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgMatches, Args};
 use serde_json::json;
+use softcot_core::dist::Collective;
 use softcot_core::io::checkpoint::export_model;
 use softcot_core::io::save::save_json;
 use softcot_core::io::ModelDir;
@@ -56,6 +58,12 @@ pub struct TrainArgs {
     pub no_eval: bool,
     #[arg(long, value_enum, default_value = "cpu")]
     pub backend: BackendKind,
+    /// Train data-parallel on these devices, one rank each, with the optimizer state sharded
+    /// (ZeRO-1): GPU ordinals with --backend cuda (`0,1,2,3`, one thread per GPU, NCCL between
+    /// them); with --backend cpu, thread ranks on the CPU (the multi-rank path without GPUs).
+    /// Under torchrun or SLURM the environment names the ranks instead (docs/CLUSTER.md).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub devices: Vec<usize>,
 }
 
 /// Files and folders of a run, besides run.json, metrics.jsonl and checkpoints.
@@ -69,7 +77,7 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
         let mut c: TrainConfig = saved_settings(dir, "train")?;
         c.out = dir.clone();
         c.validate()?;
-        return with_train_backend!(a.backend, "train", |be| train(&be, &c, true, a.stop_after));
+        return ranks::train_on(a.backend, &a.devices, &c, true, a.stop_after);
     }
     let c = config::resolve(&a.cfg, matches, a.config.as_deref(), |builtin| {
         if builtin {
@@ -91,26 +99,41 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
             "--compare runs on the built-in task only (give neither --model nor --data)",
         ));
     }
-    prepare_out(&c.out, a.overwrite, OUTPUTS)?;
-    with_train_backend!(a.backend, "train", |be| train(&be, &c, false, a.stop_after))
+    if is_root_process()? {
+        prepare_out(&c.out, a.overwrite, OUTPUTS)?;
+    }
+    ranks::train_on(a.backend, &a.devices, &c, false, a.stop_after)
 }
 
-/// Trains `c` into `c.out` (a fresh, prepared folder, or one to resume).
-pub fn train<B: Train>(be: &B, c: &TrainConfig, resume: bool, stop_after: Option<u64>) -> Result<()> {
+/// Whether this process is rank 0 of its launch (or the only process): the one that prepares
+/// the output folder.
+fn is_root_process() -> Result<bool> {
+    let launch = softcot_core::dist::Launch::from_env(|k| std::env::var(k).ok())?;
+    Ok(launch.is_none_or(|l| l.rank.is_root()))
+}
+
+/// Trains `c` into `c.out` (a fresh, prepared folder, or one to resume) as the rank of `comm`;
+/// rank 0 writes the files.
+pub fn train<B: Train>(
+    be: &B,
+    c: &TrainConfig,
+    resume: bool,
+    stop_after: Option<u64>,
+    comm: Box<dyn Collective<B>>,
+) -> Result<()> {
     let out = &c.out;
-    if !resume {
+    let root = comm.rank().is_root();
+    if !resume && root {
         save_settings(out, c)?;
     }
     let Start {
         md,
         mut model,
-        mut opt,
+        opt,
         step: from,
         state,
-    } = start(be, out, resume, c.model.as_deref(), c.adamw())?;
+    } = start(be, out, resume, root, c.model.as_deref(), c.adamw())?;
     let best = state["best_val_acc"].as_f64().zip(state["best_step"].as_u64());
-    // Checkpoints carry the tokenizer of the model the run started from.
-    let tokenizer_src = md.path.clone();
     let (train_items, val_items) = splits(c, &md)?;
     let total = c.steps;
     let end = stop_after.map_or(total, |k| (from + k).min(total));
@@ -119,14 +142,17 @@ pub fn train<B: Train>(be: &B, c: &TrainConfig, resume: bool, stop_after: Option
         c,
         out: out.clone(),
         tok: &md.tokenizer,
-        tokenizer_src: tokenizer_src.clone(),
-        dtype: c.save_dtype.resolve(md.config.dtype),
+        // Checkpoints carry the tokenizer and generation config of the model the run started from.
+        save_as: c.save_as(&md),
         best,
     };
-    let reached = t.run(&mut model, &mut opt, &train_items, &val_items, from, end, total)?;
+    let reached = t.run(&mut model, opt, comm, &train_items, &val_items, from, end, total)?;
+    if !root {
+        return Ok(());
+    }
     draw_run(out, RL_PANELS)?;
     if reached == total {
-        export_model(be, &model, &out.join("final"), t.dtype, &tokenizer_src)?;
+        export_model(be, &model, &out.join("final"), &t.save_as)?;
         eprintln!("done: {total} steps; final model in {}", out.join("final").display());
         if let Some((acc, step)) = t.best {
             eprintln!(

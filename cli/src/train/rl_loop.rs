@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use softcot_core::dtype::DType;
-use softcot_core::io::checkpoint::{checkpoint_name, export_model, save_checkpoint};
+use softcot_core::dist::{Collective, RankOpt};
+use softcot_core::io::checkpoint::{checkpoint_name, export_model, save_checkpoint, SaveAs};
 use softcot_core::io::rollouts::{save_rollouts, RolloutFile, RolloutMeta};
 use softcot_core::io::tokenizer::Tokenizer;
 use softcot_core::model::Model;
@@ -102,6 +102,18 @@ pub fn step_config(c: &TrainConfig) -> StepConfig {
     }
 }
 
+/// The progress line's message after a step.
+fn progress_message(line: &Value, last_val: Option<f64>) -> String {
+    format!(
+        "reward {:.1}  acc {:.2}  think {:.1}  val {}  {:.0} tok/s",
+        line["reward"].as_f64().unwrap_or(0.0),
+        line["accuracy"].as_f64().unwrap_or(0.0),
+        line["think_len"].as_f64().unwrap_or(0.0),
+        last_val.map_or("-".to_string(), |a| format!("{a:.2}")),
+        line["tokens_per_s"].as_f64().unwrap_or(0.0)
+    )
+}
+
 /// What one step did and how long its halves took.
 struct StepStats {
     collected: Collected,
@@ -121,19 +133,21 @@ pub struct Trainer<'a, B: Train> {
     pub c: &'a TrainConfig,
     pub out: PathBuf,
     pub tok: &'a Tokenizer,
-    pub tokenizer_src: PathBuf,
-    pub dtype: DType,
+    pub save_as: SaveAs,
     /// Best validation accuracy so far and its step.
     pub best: Option<(f64, u64)>,
 }
 
 impl<B: Train> Trainer<'_, B> {
-    /// Optimizer steps `from..to` of `total`; returns the step reached (less than `to` on Ctrl-C).
+    /// Optimizer steps `from..to` of `total` on the rank of `comm`; returns the step reached
+    /// (less than `to` on Ctrl-C). Rank 0 alone writes metrics, plots, checkpoints and models,
+    /// and shows progress; every rank works on its share of each step and of the validation.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &mut self,
         model: &mut Model<B>,
-        opt: &mut AdamW<B>,
+        opt: AdamW<B>,
+        comm: Box<dyn Collective<B>>,
         train: &[Task],
         val: &[Task],
         from: u64,
@@ -141,19 +155,30 @@ impl<B: Train> Trainer<'_, B> {
         total: u64,
     ) -> Result<u64> {
         let (be, c) = (self.be, self.c);
-        let mut rl = Step::new(be, model, step_config(c), max_len(train, c, self.tok)?)?;
-        let mut metrics = Metrics::open(&self.out)?;
+        let rank = comm.rank();
+        let mut rl = Step::ranked(be, model, step_config(c), max_len(train, c, self.tok)?, comm)?;
+        let mut opt = RankOpt::new(be, model, opt, rank)?;
+        let root = rank.is_root();
+        // Rank 0's metrics file and progress.
+        let mut report = match root {
+            true => Some((
+                Metrics::open(&self.out)?,
+                Progress::new(to - from, &format!("train {}", c.think.name()), "step"),
+            )),
+            false => None,
+        };
         let think = think_config(c, c.think);
-        let bar = Progress::new(to - from, &format!("train {}", c.think.name()), "step");
         let mut shuffle = Shuffle::new(c.seed, train.len());
         let (t0, mut generated, mut bad) = (Instant::now(), 0usize, 0u64);
         let mut step = from;
         let mut last_val = None;
         if from == 0 && !val.is_empty() {
             // Step 0: where RL starts from (the first point of the validation curve).
-            let (acc, think_len) = self.validate(model, val)?;
-            metrics.log(&json!({"step": 0, "val_acc": acc, "val_think_len": think_len}))?;
-            eprintln!("validation accuracy before RL: {acc:.3}");
+            let (acc, think_len) = self.validate(model, val, rl.comm())?;
+            if let Some((m, _)) = &mut report {
+                m.log(&json!({"step": 0, "val_acc": acc, "val_think_len": think_len}))?;
+                eprintln!("validation accuracy before RL: {acc:.3}");
+            }
             last_val = Some(acc);
         }
         while step < to {
@@ -165,15 +190,17 @@ impl<B: Train> Trainer<'_, B> {
             let collected = rl.rollouts(be, model, &batch, step, &think, self.tok, &rewards(c))?;
             let rollout_s = ts.elapsed().as_secs_f64();
             let tu = Instant::now();
-            let update = rl.learn(be, model, opt, &collected, think.tau, lr)?;
+            let update = rl.learn(be, model, &mut opt, &collected, think.tau, lr)?;
             let update_s = tu.elapsed().as_secs_f64();
             step += 1;
             if !update.applied {
                 bad += 1;
-                eprintln!(
-                    "warning: step {step}: non-finite loss ({}) or gradient norm ({}); update skipped",
-                    update.loss, update.grad_norm
-                );
+                if root {
+                    eprintln!(
+                        "warning: step {step}: non-finite loss ({}) or gradient norm ({}); update skipped",
+                        update.loss, update.grad_norm
+                    );
+                }
                 if bad >= c.max_bad_steps {
                     return Err(Error::invalid(format!(
                         "{bad} updates skipped for non-finite values; stopping (the last checkpoint is kept; try a lower --lr)"
@@ -189,69 +216,93 @@ impl<B: Train> Trainer<'_, B> {
                 rollout_s,
                 update_s,
             };
-            generated += st.collected.rollouts.iter().map(generated_tokens).sum::<usize>();
-            let mut line = self.metrics_line(step, lr, &st);
+            let mut line = self.metrics_line(step, lr, &st, rl.comm())?;
+            generated += line["generated_tokens"].as_u64().unwrap_or(0) as usize;
             line["tokens_per_s"] = json!(generated as f64 / t0.elapsed().as_secs_f64());
             let validate = !val.is_empty() && (step.is_multiple_of(c.val_every) || step == total);
             if validate {
-                let (acc, think_len) = self.validate(model, val)?;
+                let (acc, think_len) = self.validate(model, val, rl.comm())?;
                 line["val_acc"] = json!(acc);
                 line["val_think_len"] = json!(think_len);
                 last_val = Some(acc);
                 if self.best.is_none_or(|(b, _)| acc > b) {
                     self.best = Some((acc, step));
-                    export_model(be, model, &self.out.join("best"), self.dtype, &self.tokenizer_src)?;
-                    crate::train::save_best(&self.out, acc, step)?;
+                    if root {
+                        export_model(be, model, &self.out.join("best"), &self.save_as)?;
+                        crate::train::save_best(&self.out, acc, step)?;
+                    }
                 }
             }
-            metrics.log(&line)?;
-            if validate {
-                // The figure follows the run, not only its end.
-                draw_run(&self.out, RL_PANELS)?;
+            if let Some((m, bar)) = &mut report {
+                m.log(&line)?;
+                if validate {
+                    // The figure follows the run, not only its end.
+                    draw_run(&self.out, RL_PANELS)?;
+                }
+                bar.set_message(progress_message(&line, last_val));
+                bar.inc(1);
             }
-            bar.set_message(format!(
-                "reward {:.1}  acc {:.2}  think {:.1}  val {}  {:.0} tok/s",
-                line["reward"].as_f64().unwrap_or(0.0),
-                line["accuracy"].as_f64().unwrap_or(0.0),
-                line["think_len"].as_f64().unwrap_or(0.0),
-                last_val.map_or("-".to_string(), |a| format!("{a:.2}")),
-                line["tokens_per_s"].as_f64().unwrap_or(0.0)
-            ));
-            bar.inc(1);
-            let stop = interrupted();
-            if step.is_multiple_of(c.save_every) || step == to || stop {
-                self.checkpoint(model, opt, step)?;
-            }
-            if stop {
+            if self.end_of_step(model, &mut opt, rl.comm(), step, to)? {
                 break;
             }
         }
-        bar.finish();
+        if let Some((_, bar)) = report {
+            bar.finish();
+        }
         Ok(step)
     }
 
-    fn metrics_line(&self, step: u64, lr: f64, st: &StepStats) -> Value {
-        let r = &st.collected.rollouts;
-        let n = r.len().max(1) as f64;
-        let mean = |f: &dyn Fn(&Rollout) -> f64| r.iter().map(f).sum::<f64>() / n;
-        let none = self.c.reward_none;
-        json!({
-            "step": step, "lr": lr, "loss": st.update.loss, "grad_norm": st.update.grad_norm,
-            "applied": st.update.applied,
-            "reward": mean(&|x| x.reward),
-            "accuracy": mean(&|x| x.correct as u8 as f64),
-            "extracted": mean(&|x| (x.reward != none) as u8 as f64),
-            "think_len": mean(&|x| x.gen.think_ids.len() as f64),
-            "answer_len": mean(&|x| x.gen.answer_ids.len() as f64),
-            "stopped_by_phrase": mean(&|x| (x.gen.stopped_by == softcot_core::think::StopReason::Phrase) as u8 as f64),
-            "generated_tokens": r.iter().map(generated_tokens).sum::<usize>(),
-            "sigma": st.collected.sigma, "rollout_s": st.rollout_s, "update_s": st.update_s,
-        })
+    /// Checkpoints when it is time or on Ctrl-C (on any rank: the ranks agree); true to stop.
+    fn end_of_step(
+        &mut self,
+        model: &Model<B>,
+        opt: &mut RankOpt<B>,
+        comm: &dyn Collective<B>,
+        step: u64,
+        to: u64,
+    ) -> Result<bool> {
+        let mut stop = [interrupted() as u8 as f64];
+        comm.all_reduce_host(self.be, &mut stop)?;
+        let stop = stop[0] > 0.0;
+        if step.is_multiple_of(self.c.save_every) || step == to || stop {
+            opt.with_whole(self.be, model, comm, |o| match comm.rank().is_root() {
+                true => self.checkpoint(model, o, step),
+                false => Ok(()),
+            })?;
+        }
+        Ok(stop)
     }
 
-    /// Greedy thinking (in the `val_think` mode) and answers over the validation split: accuracy
-    /// and mean thinking length.
-    fn validate(&self, model: &Model<B>, val: &[Task]) -> Result<(f64, f64)> {
+    /// The step's metrics over the rollouts of every rank.
+    fn metrics_line(&self, step: u64, lr: f64, st: &StepStats, comm: &dyn Collective<B>) -> Result<Value> {
+        let none = self.c.reward_none;
+        let terms: [&dyn Fn(&Rollout) -> f64; 8] = [
+            &|_| 1.0,
+            &|x| x.reward,
+            &|x| x.correct as u8 as f64,
+            &|x| (x.reward != none) as u8 as f64,
+            &|x| x.gen.think_ids.len() as f64,
+            &|x| x.gen.answer_ids.len() as f64,
+            &|x| (x.gen.stopped_by == softcot_core::think::StopReason::Phrase) as u8 as f64,
+            &|x| generated_tokens(x) as f64,
+        ];
+        // sums: [8] over this rank's rollouts, then over all ranks
+        let mut sums = terms.map(|f| st.collected.rollouts.iter().map(f).sum::<f64>());
+        comm.all_reduce_host(self.be, &mut sums)?;
+        let mean = |k: usize| sums[k] / sums[0].max(1.0);
+        Ok(json!({
+            "step": step, "lr": lr, "loss": st.update.loss, "grad_norm": st.update.grad_norm,
+            "applied": st.update.applied,
+            "reward": mean(1), "accuracy": mean(2), "extracted": mean(3),
+            "think_len": mean(4), "answer_len": mean(5), "stopped_by_phrase": mean(6),
+            "generated_tokens": sums[7] as u64,
+            "sigma": st.collected.sigma, "rollout_s": st.rollout_s, "update_s": st.update_s,
+        }))
+    }
+
+    /// Greedy thinking (in the `val_think` mode) and answers over the validation split, each rank
+    /// taking its share: accuracy and mean thinking length.
+    fn validate(&self, model: &Model<B>, val: &[Task], comm: &dyn Collective<B>) -> Result<(f64, f64)> {
         let mut think = think_config(self.c, self.c.val_think);
         think.greedy = true;
         think.answer_greedy = true;
@@ -259,14 +310,16 @@ impl<B: Train> Trainer<'_, B> {
             0 => 64,
             r => r,
         };
-        let (mut correct, mut len) = (0usize, 0usize);
-        for chunk in val.chunks(rows) {
+        // sums: [correct, thinking steps]
+        let mut sums = [0f64; 2];
+        for chunk in val[comm.rank().share(val.len())].chunks(rows) {
             let tasks: Vec<&Task> = chunk.iter().collect();
             let r = collect(self.be, model, &tasks, 1, 0, &think, self.tok, &rewards(self.c))?.rollouts;
-            correct += r.iter().filter(|x| x.correct).count();
-            len += r.iter().map(|x| x.gen.think_ids.len()).sum::<usize>();
+            sums[0] += r.iter().filter(|x| x.correct).count() as f64;
+            sums[1] += r.iter().map(|x| x.gen.think_ids.len() as f64).sum::<f64>();
         }
-        Ok((correct as f64 / val.len() as f64, len as f64 / val.len() as f64))
+        comm.all_reduce_host(self.be, &mut sums)?;
+        Ok((sums[0] / val.len() as f64, sums[1] / val.len() as f64))
     }
 
     fn save_rollouts(&self, model: &Model<B>, c: &Collected, think: &ThinkConfig, step: u64) -> Result<()> {
@@ -274,7 +327,7 @@ impl<B: Train> Trainer<'_, B> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(format!("{}: cannot create: {e}", dir.display())))?;
         let mut meta = RolloutMeta::new(think, c.sigma, rewards(self.c), model.cfg.d(), model.cfg.vocab_size);
         meta.step = step;
-        meta.model = self.tokenizer_src.display().to_string();
+        meta.model = self.save_as.source.display().to_string();
         save_rollouts(
             &dir.join(format!("step-{step:08}.safetensors")),
             &RolloutFile {
@@ -291,7 +344,7 @@ impl<B: Train> Trainer<'_, B> {
             state["best_step"] = json!(at);
         }
         let dir = self.out.join(checkpoint_name(step));
-        save_checkpoint(self.be, &dir, model, opt, self.dtype, &self.tokenizer_src, &state)?;
+        save_checkpoint(self.be, &dir, model, opt, &self.save_as, &state)?;
         prune_checkpoints(&self.out, self.c.keep);
         Ok(())
     }

@@ -20,7 +20,7 @@ use core::ops::Range;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 
-pub use zero::ShardedAdamW;
+pub use zero::{RankOpt, ShardedAdamW};
 
 #[cfg(feature = "std")]
 pub use launch::{share_id, Launch};

@@ -141,10 +141,6 @@ impl<B: Train> ShardedAdamW<B> {
 }
 
 impl<B: Train> Optimize<B> for ShardedAdamW<B> {
-    fn steps(&self) -> u64 {
-        self.step
-    }
-
     /// `grads` must be padded to a multiple of the world size ([`Model::new_grads_padded`]).
     fn apply(
         &mut self,
@@ -174,5 +170,55 @@ impl<B: Train> Optimize<B> for ShardedAdamW<B> {
             grad_norm,
             applied,
         })
+    }
+}
+
+/// A rank's optimizer: AdamW whole on one rank, sharded (ZeRO-1) over several. Checkpoints hold
+/// the whole state either way, so a run resumes on any number of ranks.
+pub enum RankOpt<B: Train> {
+    Whole(AdamW<B>),
+    Sharded(ShardedAdamW<B>),
+}
+
+impl<B: Train> RankOpt<B> {
+    /// From a whole state (fresh or loaded from a checkpoint); with several ranks it keeps only
+    /// this rank's shard.
+    pub fn new(be: &B, model: &Model<B>, whole: AdamW<B>, rank: Rank) -> Result<Self> {
+        Ok(match rank.world {
+            1 => RankOpt::Whole(whole),
+            _ => RankOpt::Sharded(ShardedAdamW::from_full(be, model, &whole, rank)?),
+        })
+    }
+
+    /// Calls `f` with the whole state, gathered from the shards first: every rank must call it.
+    pub fn with_whole<R>(
+        &mut self,
+        be: &B,
+        model: &Model<B>,
+        comm: &dyn Collective<B>,
+        f: impl FnOnce(&AdamW<B>) -> Result<R>,
+    ) -> Result<R> {
+        match self {
+            RankOpt::Whole(o) => f(o),
+            RankOpt::Sharded(s) => f(&s.gather(be, model, comm)?),
+        }
+    }
+}
+
+impl<B: Train> Optimize<B> for RankOpt<B> {
+    fn apply(
+        &mut self,
+        be: &B,
+        model: &mut Model<B>,
+        grads: &mut Grads<B>,
+        comm: &dyn Collective<B>,
+        loss: f64,
+        max_grad_norm: f64,
+        lr: f64,
+    ) -> Result<Update> {
+        match self {
+            RankOpt::Whole(o) => o.apply(be, model, grads, comm, loss, max_grad_norm, lr),
+            RankOpt::Sharded(s) => s.apply(be, model, grads, comm, loss, max_grad_norm, lr),
+        }
     }
 }

@@ -1,16 +1,17 @@
 //! Training checkpoints: a deployable HF folder (config, weights in the model's dtype, tokenizer)
 //! plus the training state beside it: `optimizer.safetensors` (AdamW moments, and float32 master
 //! weights when the stored dtype is narrower) and `trainer_state.json` (step, schedule, data
-//! position, ...). A checkpoint is written into a hidden temporary folder and renamed into place,
-//! so a kill at any moment leaves the previous checkpoints intact and never a half-written one.
+//! position, ...). A checkpoint is written tensor by tensor into a hidden temporary folder and
+//! renamed into place, so a kill at any moment leaves the previous checkpoints intact and never a
+//! half-written one.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::fsutil::read_json;
-use super::safetensors::{write_safetensors, Checkpoint, OutTensor};
-use super::save::{copy_tokenizer, save_json, save_model};
+use super::fsutil::{read_json, write_dir_atomic};
+use super::safetensors::{write_safetensors, Checkpoint, TensorSpec};
+use super::save::{copy_tokenizer, save_json, save_model, ShardSize};
 use super::ModelDir;
 use crate::backend::{Backend, Train};
 use crate::dtype::DType;
@@ -40,85 +41,73 @@ pub fn list_checkpoints(out: &Path) -> Vec<(u64, PathBuf)> {
     v
 }
 
-fn tensors_of<B: Backend>(be: &B, params: &[Param<B::Buf>], dtype: DType, prefix: &str) -> Result<Vec<OutTensor>> {
+/// The header entries of `params` stored as `dtype`, named `prefix` + the parameter's name.
+fn specs_of<T>(params: &[Param<T>], dtype: DType, prefix: &str) -> Vec<TensorSpec> {
     params
         .iter()
-        .map(|p| {
-            Ok(OutTensor::new(
-                format!("{prefix}{}", p.name),
-                p.shape.clone(),
-                dtype,
-                &be.download(&p.buf, p.numel())?,
-            ))
+        .map(|p| TensorSpec {
+            name: format!("{prefix}{}", p.name),
+            shape: p.shape.clone(),
+            dtype,
         })
         .collect()
 }
 
-/// Writes `model` as an HF folder at `dir` (atomically, through a temporary sibling folder), with
-/// the tokenizer files of `tokenizer_src`.
-pub fn export_model<B: Backend>(
-    be: &B,
-    model: &Model<B>,
-    dir: &Path,
-    dtype: DType,
-    tokenizer_src: &Path,
-) -> Result<()> {
-    write_folder(dir, |tmp| write_model(be, model, tmp, dtype, tokenizer_src))
+/// The stored bytes of one parameter: downloaded and encoded when the writer reaches it, so a
+/// save holds one tensor on the host at a time, never the model.
+fn bytes_of<B: Backend>(be: &B, p: &Param<B::Buf>, dtype: DType) -> Result<Vec<u8>> {
+    Ok(crate::dtype::encode(dtype, &be.download(&p.buf, p.numel())?))
 }
 
-fn write_model<B: Backend>(be: &B, model: &Model<B>, dir: &Path, dtype: DType, tokenizer_src: &Path) -> Result<()> {
+/// How a trained model is saved: its stored dtype, the largest weight shard, and the folder it
+/// was loaded from (whose tokenizer files and generation config the saved folder carries).
+#[derive(Debug, Clone)]
+pub struct SaveAs {
+    pub dtype: DType,
+    pub max_shard: ShardSize,
+    pub source: PathBuf,
+}
+
+/// Writes `model` as an HF folder at `dir`, switched into place whole (see [`write_dir_atomic`]).
+pub fn export_model<B: Backend>(be: &B, model: &Model<B>, dir: &Path, to: &SaveAs) -> Result<()> {
+    write_dir_atomic(dir, |tmp| write_model(be, model, tmp, to))
+}
+
+fn write_model<B: Backend>(be: &B, model: &Model<B>, dir: &Path, to: &SaveAs) -> Result<()> {
     let mut cfg = model.cfg.clone();
-    cfg.dtype = dtype;
-    save_model(dir, &cfg, &tensors_of(be, &model.params, dtype, "")?)?;
-    copy_tokenizer(tokenizer_src, dir)
+    cfg.dtype = to.dtype;
+    let specs = specs_of(&model.params, to.dtype, "");
+    save_model(dir, &cfg, Some(&to.source), &specs, to.max_shard, |i| {
+        bytes_of(be, &model.params[i], to.dtype)
+    })?;
+    copy_tokenizer(&to.source, dir)
 }
 
-/// Builds a folder in `.NAME.tmp` beside `dir`, then renames it to `dir` (replacing an older one).
-fn write_folder(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.tmp"));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(format!("{}: cannot create: {e}", tmp.display())))?;
-    if let Err(e) = fill(&tmp) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| Error::io(format!("{}: cannot replace: {e}", dir.display())))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| Error::io(format!("{}: cannot rename into place: {e}", dir.display())))?;
-    if let Ok(d) = std::fs::File::open(parent) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// Saves a checkpoint: the HF model, the optimizer moments (plus master weights when `dtype` is
-/// narrower than f32) and `state` as `trainer_state.json`.
+/// Saves a checkpoint: the HF model, the optimizer moments (plus master weights when `to.dtype`
+/// is narrower than f32) and `state` as `trainer_state.json`.
 pub fn save_checkpoint<B: Train>(
     be: &B,
     dir: &Path,
     model: &Model<B>,
     opt: &AdamW<B>,
-    dtype: DType,
-    tokenizer_src: &Path,
+    to: &SaveAs,
     state: &Value,
 ) -> Result<()> {
-    write_folder(dir, |tmp| {
-        write_model(be, model, tmp, dtype, tokenizer_src)?;
-        let mut t = tensors_of(be, &opt.m, DType::F32, "exp_avg.")?;
-        t.extend(tensors_of(be, &opt.v, DType::F32, "exp_avg_sq.")?);
-        if dtype != DType::F32 {
-            t.extend(tensors_of(be, &model.params, DType::F32, "master.")?);
+    write_dir_atomic(dir, |tmp| {
+        write_model(be, model, tmp, to)?;
+        // optimizer.safetensors: exp_avg.*, exp_avg_sq.*, then master.* when stored narrower.
+        let mut groups = vec![(&opt.m, "exp_avg."), (&opt.v, "exp_avg_sq.")];
+        if to.dtype != DType::F32 {
+            groups.push((&model.params, "master."));
         }
-        write_safetensors(&tmp.join("optimizer.safetensors"), &t, None)?;
+        let params: Vec<&Param<B::Buf>> = groups.iter().flat_map(|(ps, _)| ps.iter()).collect();
+        let specs: Vec<TensorSpec> = groups
+            .iter()
+            .flat_map(|(ps, prefix)| specs_of(ps, DType::F32, prefix))
+            .collect();
+        write_safetensors(&tmp.join("optimizer.safetensors"), &specs, None, |i| {
+            bytes_of(be, params[i], DType::F32)
+        })?;
         let mut state = state.clone();
         state["optimizer_step"] = Value::from(opt.step);
         save_json(&tmp.join("trainer_state.json"), &state)

@@ -56,7 +56,7 @@ impl ModelDir {
         let n = OPENED.fetch_add(1, Ordering::Relaxed);
         let name = format!("softcot-gguf-{}-{n}-{stem}", std::process::id());
         let tmp = TempFolder(std::env::temp_dir().join(name));
-        super::gguf::gguf_to_hf(file, &tmp.0, DType::F32)?;
+        super::gguf::gguf_to_hf(file, &tmp.0, DType::F32, super::save::ShardSize::DEFAULT)?;
         let mut md = Self::open(&tmp.0)?;
         md._converted = Some(tmp);
         Ok(md)

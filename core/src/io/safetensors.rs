@@ -1,6 +1,6 @@
 //! Safetensors checkpoints: one `model.safetensors` or shards listed by `model.safetensors.index.json`,
 //! memory-mapped (weights are decoded once, straight from the map into device buffers), and an
-//! atomic writer.
+//! atomic writer that streams tensor by tensor.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 use safetensors::tensor::{Dtype as StDtype, Metadata};
 
-use super::fsutil::{read_json, write_atomic};
+use super::fsutil::{read_json, write_atomic_with};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::model::TensorSource;
@@ -241,44 +241,84 @@ fn open_shard(path: &Path) -> Result<Shard> {
     })
 }
 
-/// A tensor to write: name, shape, dtype and little-endian bytes.
-pub struct OutTensor {
+/// The header entry of a tensor to write; its bytes come when the writer reaches it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
     pub name: String,
     pub shape: Vec<usize>,
     pub dtype: DType,
-    pub bytes: Vec<u8>,
 }
 
-impl OutTensor {
-    /// A tensor of float32 `values` stored as `dtype`.
-    pub fn new(name: String, shape: Vec<usize>, dtype: DType, values: &[f32]) -> Self {
-        OutTensor {
-            name,
-            shape,
-            dtype,
-            bytes: crate::dtype::encode(dtype, values),
-        }
+impl TensorSpec {
+    /// Bytes of the tensor as stored.
+    pub fn nbytes(&self) -> u64 {
+        self.shape.iter().map(|&d| d as u64).product::<u64>() * self.dtype.size() as u64
     }
 }
 
-/// Writes one safetensors file atomically, with `metadata` in its header (`format: pt` by default,
-/// which HF transformers expects).
-pub fn write_safetensors(path: &Path, tensors: &[OutTensor], metadata: Option<HashMap<String, String>>) -> Result<()> {
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|t| {
-            let dt = match t.dtype {
-                DType::F32 => StDtype::F32,
-                DType::F16 => StDtype::F16,
-                DType::BF16 => StDtype::BF16,
-            };
-            safetensors::tensor::TensorView::new(dt, t.shape.clone(), &t.bytes)
-                .map(|v| (t.name.clone(), v))
-                .map_err(|e| Error::invalid(format!("{}: tensor `{}`: {e}", path.display(), t.name)))
-        })
-        .collect::<Result<_>>()?;
+/// The header of a safetensors file holding `specs` in this order, padded with spaces to a
+/// multiple of 8 bytes as the reference writer does (so the data that follows stays aligned).
+fn header(specs: &[TensorSpec], metadata: &HashMap<String, String>) -> Vec<u8> {
+    let mut h = serde_json::Map::new();
+    h.insert("__metadata__".into(), serde_json::json!(metadata));
+    let mut at = 0u64;
+    for t in specs {
+        let dtype = match t.dtype {
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+        };
+        let end = at + t.nbytes();
+        h.insert(
+            t.name.clone(),
+            serde_json::json!({"dtype": dtype, "shape": t.shape, "data_offsets": [at, end]}),
+        );
+        at = end;
+    }
+    let mut bytes = serde_json::Value::Object(h).to_string().into_bytes();
+    bytes.resize(bytes.len().next_multiple_of(8), b' ');
+    bytes
+}
+
+/// Writes one safetensors file atomically, tensor by tensor: first the header (it holds every
+/// tensor's offsets, which follow from shapes and dtypes alone), then `bytes_of(i)` for each
+/// tensor in turn, so only one tensor's bytes are in memory at a time. `metadata` defaults to
+/// `format: pt`, which HF transformers expects.
+pub fn write_safetensors(
+    path: &Path,
+    specs: &[TensorSpec],
+    metadata: Option<HashMap<String, String>>,
+    mut bytes_of: impl FnMut(usize) -> Result<Vec<u8>>,
+) -> Result<()> {
     let meta = metadata.unwrap_or_else(|| HashMap::from([("format".to_string(), "pt".to_string())]));
-    let bytes = safetensors::serialize(views, Some(meta))
-        .map_err(|e| Error::invalid(format!("{}: cannot serialize: {e}", path.display())))?;
-    write_atomic(path, &bytes)
+    let mut names = std::collections::HashSet::new();
+    if let Some(t) = specs.iter().find(|t| !names.insert(t.name.as_str())) {
+        return Err(Error::invalid(format!(
+            "{}: tensor `{}` is given twice",
+            path.display(),
+            t.name
+        )));
+    }
+    let head = header(specs, &meta);
+    write_atomic_with(path, |w| {
+        let io = |e: std::io::Error| Error::io(format!("{}: cannot write: {e}", path.display()));
+        w.write_all(&(head.len() as u64).to_le_bytes()).map_err(io)?;
+        w.write_all(&head).map_err(io)?;
+        for (i, t) in specs.iter().enumerate() {
+            let bytes = bytes_of(i)?;
+            if bytes.len() as u64 != t.nbytes() {
+                return Err(Error::invalid(format!(
+                    "{}: tensor `{}` has {} bytes, its shape {:?} as {} needs {}",
+                    path.display(),
+                    t.name,
+                    bytes.len(),
+                    t.shape,
+                    t.dtype.hf_name(),
+                    t.nbytes()
+                )));
+            }
+            w.write_all(&bytes).map_err(io)?;
+        }
+        Ok(())
+    })
 }

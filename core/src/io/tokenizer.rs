@@ -1,5 +1,6 @@
-//! Tokenizer (`tokenizer.json` through the `tokenizers` crate), its special tokens and chat template
-//! (`tokenizer_config.json`, rendered with minijinja), and EOS ids (`generation_config.json`).
+//! Tokenizer (`tokenizer.json` through the `tokenizers` crate), its special tokens
+//! (`tokenizer_config.json`), chat template (`chat_template.jinja` or `tokenizer_config.json`,
+//! rendered with minijinja) and EOS ids (`generation_config.json`).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -7,7 +8,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::config::ids_of;
-use super::fsutil::read_json;
+use super::fsutil::{read_json, read_to_string};
 use crate::error::{Error, Result};
 use crate::think::Tokens;
 
@@ -22,7 +23,8 @@ pub struct Tokenizer {
 }
 
 impl Tokenizer {
-    /// Loads `dir/tokenizer.json`, and `tokenizer_config.json` / `generation_config.json` when present.
+    /// Loads `dir/tokenizer.json`, and `tokenizer_config.json`, `chat_template.jinja` and
+    /// `generation_config.json` when present.
     /// `config_eos` are the EOS ids of `config.json`.
     pub fn load_dir(dir: &Path, config_eos: &[u32]) -> Result<Self> {
         let path = dir.join("tokenizer.json");
@@ -43,21 +45,11 @@ impl Tokenizer {
             chat_template: None,
         };
         let tc = dir.join("tokenizer_config.json");
-        if tc.exists() {
-            let v = read_json(&tc)?;
+        let tc = tc.exists().then(|| read_json(&tc)).transpose()?;
+        tok.chat_template = chat_template(dir, tc.as_ref())?;
+        if let Some(v) = tc {
             tok.bos_token = special_token_text(v.get("bos_token"));
             tok.eos_token = special_token_text(v.get("eos_token"));
-            tok.chat_template = match v.get("chat_template") {
-                Some(Value::String(s)) => Some(s.clone()),
-                // A list of named templates: take "default".
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
-                    .and_then(|t| t.get("template"))
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-                _ => None,
-            };
             if let Some(e) = &tok.eos_token {
                 if let Some(id) = tok.inner.token_to_id(e) {
                     tok.eos_ids.insert(id);
@@ -92,7 +84,7 @@ impl Tokenizer {
     pub fn apply_chat_template(&self, user: &str) -> Result<String> {
         let tpl = self.chat_template.as_deref().ok_or_else(|| {
             Error::invalid(format!(
-                "--chat: {} has no chat_template in tokenizer_config.json",
+                "--chat: {} has no chat template (chat_template.jinja, or chat_template in tokenizer_config.json)",
                 self.origin
             ))
         })?;
@@ -103,6 +95,14 @@ impl Tokenizer {
             "raise_exception",
             |msg: String| -> std::result::Result<String, minijinja::Error> {
                 Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+            },
+        );
+        // transformers defines it for templates (Llama 3.x dates the system prompt with it).
+        env.add_function(
+            "strftime_now",
+            |fmt: String| -> std::result::Result<String, minijinja::Error> {
+                super::strftime::strftime_now(&fmt)
+                    .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))
             },
         );
         env.add_template("chat", tpl)
@@ -144,6 +144,26 @@ impl Tokens for Tokenizer {
     fn is_eos(&self, id: u32) -> bool {
         self.eos_ids.contains(&id)
     }
+}
+
+/// The chat template of the HF folder `dir`: `chat_template.jinja`, where recent transformers keep
+/// it (it wins, as there), else `tokenizer_config.json`'s (`tc`) `chat_template`: a string, or the
+/// one named "default" of a list.
+pub fn chat_template(dir: &Path, tc: Option<&Value>) -> Result<Option<String>> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        return read_to_string(&jinja).map(Some);
+    }
+    Ok(match tc.and_then(|v| v.get("chat_template")) {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|t| t.get("template"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    })
 }
 
 fn special_token_text(v: Option<&Value>) -> Option<String> {

@@ -17,36 +17,43 @@ pub const INIT_STD: f32 = 0.02;
 /// A parameter: (name, shape, values).
 pub type Param = (String, Vec<usize>, Vec<f32>);
 
-/// Every parameter of `cfg` as (name, shape, values), deterministic in `seed`. A tensor past what
-/// one Philox stream indexes (2^32 values) or past the memory there is is an error naming it.
+/// Every parameter of `cfg` as (name, shape, values), deterministic in `seed`.
 pub fn random_params(cfg: &ModelConfig, seed: u64) -> Result<Vec<Param>> {
     let (specs, _) = param_specs(cfg);
     let mut out = Vec::with_capacity(specs.len());
     for (i, (name, shape)) in specs.into_iter().enumerate() {
-        let n = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
-        let n = match n {
-            Some(n) if n <= u32::MAX as usize => n,
-            _ => {
-                return Err(Error::invalid(format!(
-                    "{name}: shape {shape:?} holds more than 2^32 values, past what random initialisation indexes"
-                )))
-            }
-        };
-        let mut values = Vec::new();
-        values
-            .try_reserve_exact(n)
-            .map_err(|_| Error::invalid(format!("{name}: cannot allocate {n} floats")))?;
-        if name.ends_with("norm.weight") {
-            values.resize(n, 1.0);
-        } else if name.ends_with(".bias") {
-            values.resize(n, 0.0);
-        } else {
-            // One Philox stream per tensor: values do not depend on the order tensors are made in.
-            values.extend((0..n).map(|j| INIT_STD * philox::noise_at(seed, i as u32, 0, j as u32)));
-        }
+        let values = random_values(&name, &shape, i, seed)?;
         out.push((name, shape, values));
     }
     Ok(out)
+}
+
+/// The initial values of parameter `i` (`name`, `shape`) of a model, one tensor at a time (a saved
+/// random model is written without holding all of it). A tensor past what one Philox stream
+/// indexes (2^32 values) or past the memory there is is an error naming it.
+pub fn random_values(name: &str, shape: &[usize], i: usize, seed: u64) -> Result<Vec<f32>> {
+    let n = shape.iter().try_fold(1usize, |a, &b| a.checked_mul(b));
+    let n = match n {
+        Some(n) if n <= u32::MAX as usize => n,
+        _ => {
+            return Err(Error::invalid(format!(
+                "{name}: shape {shape:?} holds more than 2^32 values, past what random initialisation indexes"
+            )))
+        }
+    };
+    let mut values = Vec::new();
+    values
+        .try_reserve_exact(n)
+        .map_err(|_| Error::invalid(format!("{name}: cannot allocate {n} floats")))?;
+    if name.ends_with("norm.weight") {
+        values.resize(n, 1.0);
+    } else if name.ends_with(".bias") {
+        values.resize(n, 0.0);
+    } else {
+        // One Philox stream per tensor: values do not depend on the order tensors are made in.
+        values.extend((0..n).map(|j| INIT_STD * philox::noise_at(seed, i as u32, 0, j as u32)));
+    }
+    Ok(values)
 }
 
 /// Names of the presets.

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::io::config::{ids_of, load_config};
 use crate::io::fsutil::read_json;
 use crate::io::safetensors::Checkpoint;
+use crate::io::tokenizer::chat_template;
 use crate::model::{Arch, ModelConfig, RopeScaling};
 
 const ALIGN: u64 = 32;
@@ -119,7 +120,7 @@ fn metadata(src: &Path, cfg: &ModelConfig, ty: GgmlType) -> Result<Vec<(String, 
     let eos = eos.or_else(|| token_id(&tj, tc.as_ref(), "eos_token"));
     kv.extend(tokenizer_kv(
         &tj,
-        tc.as_ref(),
+        chat_template(src, tc.as_ref())?,
         cfg.vocab_size,
         bos,
         eos,

@@ -9,22 +9,29 @@ use super::tokenizer::from_gguf;
 use super::LLAMA3_KEYS;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::io::safetensors::OutTensor;
-use crate::io::save::{save_json, save_model};
+use crate::io::fsutil::write_dir_atomic;
+use crate::io::safetensors::TensorSpec;
+use crate::io::save::{save_json, save_model, ShardSize};
 use crate::model::{Arch, ModelConfig, RopeScaling};
 
-/// Converts the GGUF file `src` into an HF folder `dst` with weights stored as `dtype`.
-pub fn gguf_to_hf(src: &Path, dst: &Path, dtype: DType) -> Result<ModelConfig> {
+/// Converts the GGUF file `src` into an HF folder `dst` (replaced whole) with weights stored as
+/// `dtype` in shards of at most `max` bytes, dequantized one tensor at a time.
+pub fn gguf_to_hf(src: &Path, dst: &Path, dtype: DType, max: ShardSize) -> Result<ModelConfig> {
     let g = GgufFile::open(src)?;
     let tok = from_gguf(&g)?;
     let mut cfg = config_of(&g, &tok.tokenizer_json)?;
     cfg.dtype = dtype;
     cfg.bos_token_id = tok.bos;
     cfg.eos_token_ids = tok.eos.clone();
-    let tensors = tensors_of(&g, &cfg)?;
-    save_model(dst, &cfg, &tensors)?;
-    save_json(&dst.join("tokenizer.json"), &tok.tokenizer_json)?;
-    save_json(&dst.join("tokenizer_config.json"), &tok.tokenizer_config)?;
+    let plan = tensor_plan(&g, &cfg)?;
+    let specs: Vec<TensorSpec> = plan.iter().map(|(spec, _)| spec.clone()).collect();
+    write_dir_atomic(dst, |tmp| {
+        save_model(tmp, &cfg, None, &specs, max, |i| {
+            tensor_bytes(&g, &cfg, &plan[i].0, plan[i].1)
+        })?;
+        save_json(&tmp.join("tokenizer.json"), &tok.tokenizer_json)?;
+        save_json(&tmp.join("tokenizer_config.json"), &tok.tokenizer_config)
+    })?;
     Ok(cfg)
 }
 
@@ -136,12 +143,13 @@ fn rope_scaling(g: &GgufFile, arch: &str) -> Result<RopeScaling> {
     }
 }
 
-/// Every tensor under its HF name, dequantized to f32 and stored as `cfg.dtype`; shapes checked
-/// against the config so a file whose tensors disagree with its metadata is refused by name.
-fn tensors_of(g: &GgufFile, cfg: &ModelConfig) -> Result<Vec<OutTensor>> {
+/// Every tensor under its HF name as stored (`cfg.dtype`), with its index among the GGUF file's
+/// tensors; shapes checked against the config so a file whose tensors disagree with its metadata
+/// is refused by name, before anything is written.
+fn tensor_plan(g: &GgufFile, cfg: &ModelConfig) -> Result<Vec<(TensorSpec, usize)>> {
     let (specs, _) = crate::model::params::param_specs(cfg);
     let mut out = Vec::with_capacity(specs.len());
-    for t in &g.tensors {
+    for (k, t) in g.tensors.iter().enumerate() {
         if t.name == "rope_freqs.weight" {
             continue;
         }
@@ -157,20 +165,31 @@ fn tensors_of(g: &GgufFile, cfg: &ModelConfig) -> Result<Vec<OutTensor>> {
                 want.map_or("no such tensor".to_string(), |s| format!("{s:?}"))
             )));
         }
-        let mut values = g.dequantize(t)?;
-        if cfg.arch == Arch::Llama {
-            let cols = if shape.len() == 2 { shape[1] } else { 1 };
-            if hf.contains("q_proj") {
-                values = permute_rows(&values, cfg.num_attention_heads, cols, false);
-            } else if hf.contains("k_proj") {
-                values = permute_rows(&values, cfg.num_key_value_heads, cols, false);
-            }
-        }
-        out.push(OutTensor::new(hf, shape, cfg.dtype, &values));
+        let spec = TensorSpec {
+            name: hf,
+            shape,
+            dtype: cfg.dtype,
+        };
+        out.push((spec, k));
     }
-    if let Some((missing, _)) = specs.iter().find(|(n, _)| !out.iter().any(|t| &t.name == n)) {
+    if let Some((missing, _)) = specs.iter().find(|(n, _)| !out.iter().any(|(t, _)| &t.name == n)) {
         let gg = super::names::to_gguf(missing).unwrap_or_default();
         return Err(Error::format(format!("{}: tensor `{gg}` is missing", g.origin)));
     }
     Ok(out)
+}
+
+/// The stored bytes of GGUF tensor `k` (HF's `spec`): dequantized to f32, Llama's q/k rows put
+/// back in HF's order, encoded as `spec.dtype`.
+fn tensor_bytes(g: &GgufFile, cfg: &ModelConfig, spec: &TensorSpec, k: usize) -> Result<Vec<u8>> {
+    let mut values = g.dequantize(&g.tensors[k])?;
+    if cfg.arch == Arch::Llama {
+        let cols = if spec.shape.len() == 2 { spec.shape[1] } else { 1 };
+        if spec.name.contains("q_proj") {
+            values = permute_rows(&values, cfg.num_attention_heads, cols, false);
+        } else if spec.name.contains("k_proj") {
+            values = permute_rows(&values, cfg.num_key_value_heads, cols, false);
+        }
+    }
+    Ok(crate::dtype::encode(spec.dtype, &values))
 }

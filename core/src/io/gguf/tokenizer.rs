@@ -168,12 +168,12 @@ fn token_types(g: &GgufFile, n: usize) -> Result<Vec<u64>> {
     }
 }
 
-/// GGUF tokenizer metadata of an HF folder's `tokenizer.json` (and `tokenizer_config.json`), with the
+/// GGUF tokenizer metadata of an HF folder's `tokenizer.json` (and its chat template), with the
 /// vocabulary padded to `vocab_size` rows with unused `[PAD{id}]` tokens, as llama.cpp needs one
 /// token per embedding row. `origin` names the tokenizer file in errors.
 pub fn to_gguf(
     tj: &Json,
-    tc: Option<&Json>,
+    chat_template: Option<String>,
     vocab_size: usize,
     bos: Option<u32>,
     eos: Option<u32>,
@@ -252,21 +252,8 @@ pub fn to_gguf(
     ];
     kv.extend(bos.map(|b| ("tokenizer.ggml.bos_token_id".to_string(), Value::U(b as u64))));
     kv.extend(eos.map(|e| ("tokenizer.ggml.eos_token_id".to_string(), Value::U(e as u64))));
-    if let Some(t) = tc.and_then(chat_template) {
+    if let Some(t) = chat_template {
         kv.push(("tokenizer.chat_template".to_string(), Value::Str(t)));
     }
     Ok(kv)
-}
-
-/// The chat template of `tokenizer_config.json`: a string, or the one named "default" of a list.
-fn chat_template(tc: &Json) -> Option<String> {
-    match &tc["chat_template"] {
-        Json::String(s) => Some(s.clone()),
-        Json::Array(a) => a
-            .iter()
-            .find(|t| t["name"] == "default")
-            .and_then(|t| t["template"].as_str())
-            .map(str::to_string),
-        _ => None,
-    }
 }
