@@ -13,6 +13,7 @@ mod generate;
 mod grade;
 mod init_model;
 mod jsonl;
+mod plan;
 mod plot;
 mod progress;
 mod run_dir;
@@ -57,6 +58,8 @@ enum Cmd {
     Eval(eval::EvalArgs),
     /// Supervised fine-tuning on prompt/completion or GSM8K JSONL (the warm start before RL).
     Sft(sft::SftConfig),
+    /// Memory per GPU of a training run (train's settings): each part, the peak, whether it fits.
+    Plan(Box<plan::PlanArgs>),
     /// Think (hard, soft or fuzzy), then answer, from one prompt.
     Generate(generate::GenerateArgs),
     /// Log-probabilities of texts or token ids under a model (log-likelihood evaluation).
@@ -84,6 +87,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         // need to know which flags were given.
         Cmd::Sft(a) => sft::run_command(a, matches.subcommand_matches("sft").unwrap_or(matches)),
         Cmd::Train(a) => train::run(*a, matches.subcommand_matches("train").unwrap_or(matches)),
+        Cmd::Plan(a) => plan::run(*a, matches.subcommand_matches("plan").unwrap_or(matches)),
         Cmd::Grade(a) => grade::run(a),
         Cmd::Eval(a) => eval::run(a),
         Cmd::Devices(a) => devices::run(a),

@@ -27,7 +27,7 @@ use crate::model::{param_specs, ModelConfig};
 /// Bytes of one buffer element: every device buffer softcot allocates is f32 or u32.
 pub const ELEM: u64 = 4;
 
-/// Validation's rows per generation call when the rollout batch is 0 (`softcot train`'s rule).
+/// Validation's rows per generation call when the rollout batch is 0.
 pub const VAL_ROWS_DEFAULT: usize = 64;
 
 /// Everything the plan of a run depends on besides the model.
@@ -41,8 +41,8 @@ pub struct RunShape {
     pub micro_batch: usize,
     /// Rollout rows per generation call; 0 = all of a device's rollouts (whole prompts otherwise).
     pub rollout_batch: usize,
-    /// Rows per validation generation call (1 rollout per prompt); 0 = no validation.
-    pub val_rows: usize,
+    /// Validation problems (greedy, one rollout each); 0 = no validation.
+    pub val_size: usize,
     /// The longest prompt, in tokens.
     pub prompt_tokens: usize,
     /// Thinking budget L.
@@ -80,6 +80,15 @@ impl RunShape {
             m => m.min(n),
         }
         .max(1)
+    }
+
+    /// Rows of one validation generation call: the rollout batch (64 when it is 0), at most the
+    /// validation problems (`softcot train`'s rule).
+    pub fn val_rows(&self) -> usize {
+        self.val_size.min(match self.rollout_batch {
+            0 => VAL_ROWS_DEFAULT,
+            r => r,
+        })
     }
 
     /// Rows of one rollout generation call: whole prompts (G rows each), at most a device's share.
@@ -252,7 +261,7 @@ fn dims(cfg: &ModelConfig) -> (u64, u64, u64, u64) {
 pub fn plan(cfg: &ModelConfig, s: &RunShape) -> Memory {
     let rows = s.micro_rows();
     let max_t = s.max_t();
-    let decode_rows = s.rollout_rows().max(s.val_rows);
+    let decode_rows = s.rollout_rows().max(s.val_rows());
     let dec = decode_bytes(cfg, decode_rows, s.prompt_tokens, max_t);
     Memory {
         weights: weights_bytes(cfg),
@@ -346,7 +355,7 @@ mod tests {
             samples: 2,
             micro_batch: 0,
             rollout_batch: 0,
-            val_rows: 0,
+            val_size: 0,
             prompt_tokens: 3,
             think_tokens: 2,
             prefix_tokens: 1,

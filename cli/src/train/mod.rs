@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgMatches, Args};
 use serde_json::{json, Value};
-use softcot_core::io::checkpoint::export_model;
+use softcot_core::io::checkpoint::{export_model, list_checkpoints};
 use softcot_core::io::save::save_json;
 use softcot_core::io::ModelDir;
 use softcot_core::rollout::Task;
-use softcot_core::{Error, Result, Train};
+use softcot_core::{Backend, Error, Result, Train};
 
 use crate::args::BackendKind;
 use crate::dataset;
@@ -68,6 +68,9 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
         let mut c: TrainConfig = saved_settings(dir, "train")?;
         c.out = dir.clone();
         c.validate()?;
+        if let Some((_, ck)) = list_checkpoints(dir).pop() {
+            refuse_unless_fits(a.backend, &c, &ck)?;
+        }
         return with_train_backend!(a.backend, "train", |be| train(&be, &c, true, a.stop_after));
     }
     let c = config::resolve(&a.cfg, matches, a.config.as_deref(), |builtin| {
@@ -91,7 +94,31 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
         ));
     }
     prepare_out(&c.out, a.overwrite, OUTPUTS)?;
+    if let Some(model) = &c.model {
+        refuse_unless_fits(a.backend, &c, model)?;
+    }
     with_train_backend!(a.backend, "train", |be| train(&be, &c, false, a.stop_after))
+}
+
+/// On CUDA, refuses a run whose memory plan exceeds the GPU's free memory, with the plan's
+/// numbers, before the model is loaded (an 8B model would otherwise fail deep inside an
+/// allocation, or after its first rollouts).
+fn refuse_unless_fits(backend: BackendKind, c: &TrainConfig, model: &Path) -> Result<()> {
+    if backend != BackendKind::Cuda {
+        return Ok(());
+    }
+    let be = softcot_cuda::CudaBackend::new(0)?;
+    match be.memory()? {
+        Some((free, _)) => crate::plan::check_run(c, model, free as u64, &be.name()),
+        None => Ok(()),
+    }
+}
+
+/// Tokens of the longest prompt of the run's training and validation problems (after the
+/// template, less those left out for want of room): what the activations and KV caches hold.
+pub fn longest_prompt(c: &TrainConfig, md: &ModelDir) -> Result<usize> {
+    let (train, val) = splits(c, md)?;
+    Ok(train.iter().chain(&val).map(|t| t.prompt.len()).max().unwrap_or(0))
 }
 
 /// Trains `c` into `c.out` (a fresh, prepared folder, or one to resume).
