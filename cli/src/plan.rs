@@ -347,11 +347,11 @@ impl Report<'_> {
             out += &format!("\ngpu memory {:.2} GiB; {verdict}\n", gib(g));
             let say = |x: Option<usize>| x.map_or("none".to_string(), |r| r.to_string());
             out += &format!(
-                "largest rollout batch that fits: {} (at micro-batch {}); largest micro-batch that fits: {} (at rollout batch {})\n",
+                "largest --rollout-batch that fits: {} (with --micro-batch {}); largest --micro-batch that fits: {} (with --rollout-batch {})\n",
                 say(rollout),
-                s.micro_rows(),
+                s.micro_batch,
                 say(micro),
-                s.rollout_rows()
+                s.rollout_batch
             );
         }
         out
