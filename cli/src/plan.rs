@@ -233,6 +233,15 @@ impl Report<'_> {
         ))
     }
 
+    /// The largest micro-batch that fits with recomputation (when the run does not recompute).
+    fn largest_recomputed(&self) -> Option<usize> {
+        let s = RunShape {
+            recompute: true,
+            ..self.s
+        };
+        plan::max_micro_batch(self.cfg, &s, self.gpu?)
+    }
+
     fn json(&self) -> serde_json::Value {
         let (s, m) = (&self.s, &self.m);
         let (rollout, micro) = self.largest().unzip();
@@ -274,6 +283,7 @@ impl Report<'_> {
             "fits": self.fits(),
             "max_rollout_batch": rollout.flatten(),
             "max_micro_batch": micro.flatten(),
+            "max_micro_batch_recompute": self.largest_recomputed(),
         })
     }
 
@@ -353,6 +363,12 @@ impl Report<'_> {
                 say(micro),
                 s.rollout_batch
             );
+            if !s.recompute {
+                out += &format!(
+                    "with --recompute, the largest --micro-batch that fits: {}\n",
+                    say(self.largest_recomputed())
+                );
+            }
         }
         out
     }
@@ -365,4 +381,43 @@ pub fn check_run(c: &TrainConfig, model: &Path, free: u64, device: &str) -> Resu
     let prompt = longest_prompt(c, &md)?;
     let s = run_shape(c, prompt, prefix_tokens(c, Some(&md))?, 1, false);
     plan::check_fits(&plan::plan(&md.config, &s), free, device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The check `train --backend cuda` makes, on a fixture model and a small data file: refused
+    /// with the plan's numbers below the plan's total, accepted at it.
+    #[test]
+    fn a_run_is_refused_when_its_plan_exceeds_the_free_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("d.jsonl");
+        std::fs::write(&data, "{\"prompt\": \"What is 2 + 3?\", \"answer\": \"5\"}\n").unwrap();
+        for model in softcot_tests::fixtures::discover() {
+            let c = TrainConfig {
+                model: Some(model.clone()),
+                data: Some(data.clone()),
+                val_size: 0,
+                ..TrainConfig::default()
+            };
+            let md = ModelDir::open(&model).unwrap();
+            let s = run_shape(
+                &c,
+                longest_prompt(&c, &md).unwrap(),
+                prefix_tokens(&c, Some(&md)).unwrap(),
+                1,
+                false,
+            );
+            let total = plan::plan(&md.config, &s).total();
+            assert!(check_run(&c, &model, total, "cuda 0").is_ok());
+            let e = check_run(&c, &model, total - 1, "cuda 0").unwrap_err();
+            assert!(
+                e.msg.starts_with("cuda 0: the run needs") && e.msg.contains("weights"),
+                "{}",
+                e.msg
+            );
+            println!("{}: {}", model.display(), e.msg);
+        }
+    }
 }

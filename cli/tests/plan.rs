@@ -81,6 +81,11 @@ fn the_papers_models_on_both_gpus() {
             let v = plan_json(&["--preset", model, "--gpu", gpu, "--devices", devices]);
             check_sums(&v);
             assert!(v["fits"].is_boolean());
+            // recomputation never lets a smaller micro-batch fit than caching does
+            if let (Some(cached), Some(rec)) = (v["max_micro_batch"].as_u64(), v["max_micro_batch_recompute"].as_u64())
+            {
+                assert!(rec >= cached, "{model} {gpu}: {rec} < {cached}");
+            }
             let o = softcot(&["plan", "--preset", model, "--gpu", gpu, "--devices", devices]);
             assert_eq!(o.code, 0, "{}", o.stderr);
             assert!(o.stdout.contains("peak per device") && o.stdout.contains("fits: "));
@@ -92,6 +97,9 @@ fn the_papers_models_on_both_gpus() {
         }
     }
     // the same memory given as a size
+    // Llama-3.1-8B on one H200: 2 rollouts per micro-batch with cached activations, 13 recomputed
+    let v = plan_json(&["--preset", "llama-3.1-8b", "--gpu", "h200"]);
+    assert_eq!((u(&v, "max_micro_batch"), u(&v, "max_micro_batch_recompute")), (2, 13));
     let a = plan_json(&["--preset", "qwen2.5-3b", "--gpu-memory", "80GB"]);
     assert_eq!(u(&a, "gpu_bytes"), 80_000_000_000);
     let b = plan_json(&["--preset", "qwen2.5-3b", "--gpu-memory", "79.5GiB"]);

@@ -316,7 +316,7 @@ pub fn check_fits(m: &Memory, free: u64, device: &str) -> crate::Result<()> {
     }
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     Err(crate::Error::invalid(alloc::format!(
-        "{device}: the run needs {:.2} GiB but {:.2} GiB are free (weights {:.2}, gradients {:.2}, optimizer {:.2}, activations {:.2}, rl terms {:.2}, kv cache {:.2}, logits {:.2}, workspace {:.2} GiB); see `softcot plan` (--micro-batch, --rollout-batch, --recompute)",
+        "{device}: the run needs {:.2} GiB ({total} bytes) but {:.2} GiB ({free} bytes) are free (weights {:.2}, gradients {:.2}, optimizer {:.2}, activations {:.2}, rl terms {:.2}, kv cache {:.2}, logits {:.2}, workspace {:.2} GiB); see `softcot plan` (--micro-batch, --rollout-batch, --recompute)",
         gib(total),
         gib(free),
         gib(m.weights),
@@ -474,9 +474,9 @@ mod tests {
         assert!(check_fits(&m, 142 << 30, "cuda 0").is_ok());
         let e = check_fits(&m, 79 << 30, "cuda 0").unwrap_err();
         println!("{}", e.msg);
-        assert!(e
-            .msg
-            .starts_with("cuda 0: the run needs 142.00 GiB but 79.00 GiB are free"));
+        assert!(e.msg.starts_with(
+            "cuda 0: the run needs 142.00 GiB (152471339008 bytes) but 79.00 GiB (84825604096 bytes) are free"
+        ));
         assert!(e.msg.contains("optimizer 64.00") && e.msg.contains("kv cache 2.00"));
         assert!(!e.msg.contains('\n'));
     }
