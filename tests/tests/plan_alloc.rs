@@ -1,5 +1,6 @@
-//! `softcot plan`'s figures against the bytes the CPU backend allocates, component by component,
-//! for the tiny preset and every fixture model: loading the weights, `new_grads`, `AdamW::new`,
+//! `softcot plan`'s figures against the bytes the CPU backend, and the CUDA backend's host build
+//! (the same allocation code as on a GPU, with host vectors for device memory), allocate, component
+//! by component, for the tiny preset and every fixture model: loading the weights, `new_grads`, `AdamW::new`,
 //! `new_train_acts` with and without recomputation, a rollout batch's `Decoder::new`, and the peak
 //! of one micro-batch of the RL update. A global allocator of this test binary counts live heap
 //! bytes and their peak (one test per binary, so nothing else allocates meanwhile).
@@ -22,7 +23,9 @@ use softcot_core::optim::{AdamW, AdamwConfig};
 use softcot_core::plan::{self, RunShape};
 use softcot_core::rl::{RlSeq, RlSettings, Step, StepConfig, Thinking};
 use softcot_core::think::{Decoder, RowState, ThinkConfig, ThinkMode, PREFILL_AFTER_STOP, PREFILL_AT_BUDGET};
-use softcot_cpu::{CpuBackend, CpuBuf};
+use softcot_core::{Backend, Train};
+use softcot_cpu::CpuBackend;
+use softcot_cuda::CudaBackend;
 use softcot_tests::fixtures;
 use softcot_tests::memmodel::{MemSource, ScriptedTokens};
 
@@ -77,8 +80,8 @@ fn peak_of(f: impl FnOnce()) -> usize {
 }
 
 /// Host bytes of a parameter list besides the buffers: the list, names and shapes.
-fn list_heap(ps: &Vec<Param<CpuBuf>>) -> usize {
-    ps.capacity() * size_of::<Param<CpuBuf>>()
+fn list_heap<T>(ps: &Vec<Param<T>>) -> usize {
+    ps.capacity() * size_of::<Param<T>>()
         + ps.iter()
             .map(|p| p.name.capacity() + p.shape.capacity() * size_of::<usize>())
             .sum::<usize>()
@@ -115,7 +118,7 @@ fn shape(recompute: bool) -> RunShape {
     }
 }
 
-fn check_model(name: &str, be: &CpuBackend, load: impl FnOnce() -> Model<CpuBackend>) {
+fn check_model<B: Train>(name: &str, be: &B, load: impl FnOnce() -> Model<B>) {
     let (model, bytes) = kept(load);
     let c = model.cfg.clone();
     let host = list_heap(&model.params)
@@ -147,10 +150,10 @@ fn check_model(name: &str, be: &CpuBackend, load: impl FnOnce() -> Model<CpuBack
     for recompute in [false, true] {
         let (acts, bytes) = kept(|| model.new_train_acts(be, ROWS, max_t, recompute).unwrap());
         let copies = if recompute { 1 } else { c.num_hidden_layers };
-        let layers = copies * size_of::<(LayerBufs<CpuBackend>, CpuBuf, CpuBuf)>();
+        let layers = copies * size_of::<(LayerBufs<B>, B::Buf, B::Buf)>();
         // each layer's input: collected through a Result, so grown from 4 by doubling
         let grown = c.num_hidden_layers.next_power_of_two().max(4);
-        let inputs = if recompute { grown * size_of::<CpuBuf>() } else { 0 };
+        let inputs = if recompute { grown * size_of::<B::Buf>() } else { 0 };
         let what = if recompute {
             "activations (recompute)"
         } else {
@@ -166,7 +169,7 @@ fn check_model(name: &str, be: &CpuBackend, load: impl FnOnce() -> Model<CpuBack
 }
 
 /// `Decoder::new` for ROWS copies of one prompt (as RL batches a prompt's G rollouts).
-fn check_decoder(name: &str, be: &CpuBackend, model: &Model<CpuBackend>, s: &RunShape) {
+fn check_decoder<B: Backend>(name: &str, be: &B, model: &Model<B>, s: &RunShape) {
     let c = &model.cfg;
     let tok = ScriptedTokens {
         phrase_id: None,
@@ -186,7 +189,7 @@ fn check_decoder(name: &str, be: &CpuBackend, model: &Model<CpuBackend>, s: &Run
     let prefills = (PREFILL_AFTER_STOP.len() + PREFILL_AT_BUDGET.len()) * u;
     // nine id vectors and the recorded mixtures [B, d]; active, next_active, record_rows
     let host_vecs = 9 * b * u + b * c.d() * size_of::<f32>() + b * (8 + 16 + 16);
-    let cache = 2 * c.num_hidden_layers * size_of::<CpuBuf>();
+    let cache = 2 * c.num_hidden_layers * size_of::<B::Buf>();
     let host = rows + prefills + host_vecs + cache;
     let planned = d.kv_cache + d.logits + d.workspace - prefill as u64;
     exact(name, "rollouts (Decoder::new)", bytes, planned, host);
@@ -194,7 +197,7 @@ fn check_decoder(name: &str, be: &CpuBackend, model: &Model<CpuBackend>, s: &Run
 }
 
 /// The peak of one micro-batch of the update, full budgets, over its activations and gradients.
-fn check_update(name: &str, be: &CpuBackend, model: &Model<CpuBackend>, s: &RunShape) {
+fn check_update<B: Train>(name: &str, be: &B, model: &Model<B>, s: &RunShape) {
     let d = model.cfg.d();
     let seqs: Vec<RlSeq> = (0..ROWS)
         .map(|r| RlSeq {
@@ -238,14 +241,20 @@ fn check_update(name: &str, be: &CpuBackend, model: &Model<CpuBackend>, s: &RunS
     );
 }
 
-#[test]
-fn plan_matches_what_the_cpu_backend_allocates() {
-    let be = CpuBackend::new();
+fn check_backend<B: Train>(be: &B) {
+    println!("{}", be.name());
     let tiny: ModelConfig = preset("tiny").unwrap();
     let src = MemSource::random(&tiny, 3);
-    check_model("tiny", &be, || Model::load(&be, tiny.clone(), &src).unwrap());
+    check_model("tiny", be, || Model::load(be, tiny.clone(), &src).unwrap());
     for dir in fixtures::discover() {
         let md = ModelDir::open(&dir).unwrap();
-        check_model(&fixtures::name(&dir), &be, || md.load(&be).unwrap());
+        check_model(&fixtures::name(&dir), be, || md.load(be).unwrap());
     }
+}
+
+/// One test, so that nothing else allocates while it counts.
+#[test]
+fn plan_matches_what_the_backends_allocate() {
+    check_backend(&CpuBackend::new());
+    check_backend(&CudaBackend::host());
 }
