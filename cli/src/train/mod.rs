@@ -117,7 +117,7 @@ fn refuse_unless_fits(backend: BackendKind, c: &TrainConfig, model: &Path) -> Re
 /// Tokens of the longest prompt of the run's training and validation problems (after the
 /// template, less those left out for want of room): what the activations and KV caches hold.
 pub fn longest_prompt(c: &TrainConfig, md: &ModelDir) -> Result<usize> {
-    let (train, val) = splits(c, md)?;
+    let (train, val, _) = split_problems(c, md)?;
     Ok(train.iter().chain(&val).map(|t| t.prompt.len()).max().unwrap_or(0))
 }
 
@@ -173,16 +173,25 @@ pub fn train<B: Train>(be: &B, c: &TrainConfig, resume: bool, stop_after: Option
 }
 
 /// The training and validation problems: --val-data, or the last --val-size problems of --data
-/// held out (at most a quarter of them).
+/// held out (at most a quarter of them); prints what was left out.
 fn splits(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Task>, Vec<Task>)> {
+    let (train, val, warnings) = split_problems(c, md)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok((train, val))
+}
+
+/// [`splits`], returning its warnings instead of printing them (the memory plan reads the
+/// prompts before the run, which prints them).
+fn split_problems(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Task>, Vec<Task>, Vec<String>)> {
     let context = md.config.max_position_embeddings;
     check_room(c, &md.tokenizer, context, 1)?;
     let data = c.data.as_deref().unwrap_or(Path::new(""));
-    let load = |p: &Path| -> Result<Vec<dataset::Problem>> {
+    let mut warnings = Vec::new();
+    let mut load = |p: &Path| -> Result<Vec<dataset::Problem>> {
         let (problems, skipped) = dataset::load(p, 0)?;
-        if let Some(r) = skipped.report(p) {
-            eprintln!("warning: {r}");
-        }
+        warnings.extend(skipped.report(p));
         Ok(problems)
     };
     let mut train = load(data)?;
@@ -200,12 +209,12 @@ fn splits(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Task>, Vec<Task>)> {
     let (train, long) = items(&train, &md.tokenizer, c, context)?;
     let (val, long_val) = items(&val, &md.tokenizer, c, context)?;
     if long + long_val > 0 {
-        eprintln!(
-            "warning: left out {} problem(s) whose prompt leaves no room for {} thinking and {} answer tokens in the context of {context}",
+        warnings.push(format!(
+            "left out {} problem(s) whose prompt leaves no room for {} thinking and {} answer tokens in the context of {context}",
             long + long_val,
             c.think_tokens,
             c.answer_tokens
-        );
+        ));
     }
     if train.is_empty() {
         return Err(Error::invalid(format!(
@@ -214,9 +223,9 @@ fn splits(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Task>, Vec<Task>)> {
         )));
     }
     if val.is_empty() {
-        eprintln!("warning: no validation split (too few problems); the best model is not tracked");
+        warnings.push("no validation split (too few problems); the best model is not tracked".into());
     }
-    Ok((train, val))
+    Ok((train, val, warnings))
 }
 
 pub fn save_best(out: &Path, acc: f64, step: u64) -> Result<()> {
