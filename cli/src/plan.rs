@@ -13,7 +13,7 @@ use softcot_core::plan::{self, Memory, RunShape};
 use softcot_core::think::{after_prompt, PREFILL_AFTER_STOP, PREFILL_AT_BUDGET};
 use softcot_core::{Error, Result};
 
-use crate::args::{Format, Think};
+use crate::args::{Format, Think, MAX_ROWS};
 use crate::train::{config, longest_prompt, TrainConfig};
 
 #[derive(Args, Debug)]
@@ -84,8 +84,8 @@ pub fn run(a: PlanArgs, matches: &ArgMatches) -> Result<()> {
             "--dtype bf16: softcot stores weights, gradients and AdamW moments in float32 on every backend (bf16 storage is not built yet); plan with --dtype f32",
         ));
     }
-    if a.devices == 0 {
-        return Err(Error::invalid("--devices must be at least 1"));
+    if a.devices == 0 || a.devices > MAX_ROWS {
+        return Err(Error::invalid(format!("--devices must be between 1 and {MAX_ROWS}")));
     }
     let c = config::resolve(&a.cfg, matches, a.config.as_deref(), |_| TrainConfig::default())?;
     c.validate_update()?;
@@ -99,6 +99,7 @@ pub fn run(a: PlanArgs, matches: &ArgMatches) -> Result<()> {
     let prefix = prefix_tokens(&c, md.as_ref())?;
     let zero = a.zero.map_or(a.devices > 1, |z| z == 1);
     let s = run_shape(&c, prompt, prefix, a.devices, zero);
+    check_sizes(&s, &model)?;
     let m = plan::plan(&model, &s);
     let report = Report {
         name,
@@ -132,6 +133,22 @@ pub fn run_shape(c: &TrainConfig, prompt: usize, prefix: usize, devices: usize, 
         devices,
         zero,
     }
+}
+
+/// Refuses what `softcot train` would refuse before sizing a buffer: a rollout longer than the
+/// model's context, a rollout batch past [`MAX_ROWS`] (which also keeps every product of the
+/// plan within 64 bits).
+fn check_sizes(s: &RunShape, cfg: &ModelConfig) -> Result<()> {
+    if s.max_t() > cfg.max_position_embeddings {
+        return Err(Error::invalid(format!(
+            "--prompt-tokens {} + --think-tokens {} + the {}-token answer prefix + --answer-tokens {} exceed the model's context of {} positions",
+            s.prompt_tokens, s.think_tokens, s.prefix_tokens, s.answer_tokens, cfg.max_position_embeddings
+        )));
+    }
+    if s.rollout_batch > MAX_ROWS {
+        return Err(Error::invalid(format!("--rollout-batch exceeds {MAX_ROWS} rows")));
+    }
+    Ok(())
 }
 
 /// The forced answer prefix's tokens: through the model's tokenizer, or without one its length in

@@ -172,12 +172,21 @@ fn prompt_lengths_come_from_the_data() {
 
 #[test]
 fn bad_input_is_one_line() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["--preset", "qwen2.5-3b", "--prompt-tokens", "40000"],
+            "exceed the model's context of 32768",
+        ),
+        (
+            &["--preset", "tiny", "--rollout-batch", "18446744073709551615"],
+            "--rollout-batch",
+        ),
         (&["--preset", "llama-3.1-8b", "--gpu-memory", "80XB"], "--gpu-memory"),
         (&["--preset", "llama-9b"], "--preset"),
         (&["--preset", "tiny", "--dtype", "bf16"], "bf16 storage is not built"),
         (&["--gpu", "h100"], "--model DIR or --preset NAME"),
         (&["--preset", "tiny", "--devices", "0"], "--devices"),
+        (&["--preset", "tiny", "--devices", "18446744073709551615"], "--devices"),
     ];
     for (args, needle) in cases {
         let o = softcot(&[&["plan"], args].concat());

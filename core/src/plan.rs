@@ -64,7 +64,10 @@ pub struct RunShape {
 impl RunShape {
     /// Positions of one rollout's sequence: prompt, thinking, prefix, answer.
     pub fn max_t(&self) -> usize {
-        self.prompt_tokens + self.think_tokens + self.prefix_tokens + self.answer_tokens
+        self.prompt_tokens
+            .saturating_add(self.think_tokens)
+            .saturating_add(self.prefix_tokens)
+            .saturating_add(self.answer_tokens)
     }
 
     /// Rollouts of a step on each device: ceil(P G / N).
