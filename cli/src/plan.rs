@@ -292,6 +292,7 @@ impl Report<'_> {
                 "kv_cache": m.kv_cache,
                 "logits": m.logits,
                 "workspace": m.workspace,
+                "checkpoint": m.checkpoint,
             },
             "activations_cached_bytes": self.activations(false),
             "activations_recompute_bytes": self.activations(true),
@@ -341,7 +342,7 @@ impl Report<'_> {
         } else {
             "  with --recompute"
         };
-        let rows: [(&str, u64); 10] = [
+        let rows: [(&str, u64); 11] = [
             ("weights", m.weights),
             ("gradients", m.gradients),
             (
@@ -358,13 +359,14 @@ impl Report<'_> {
             ("rollouts: kv cache", m.kv_cache),
             ("rollouts: logits", m.logits),
             ("rollouts: workspace", m.workspace),
+            ("checkpoint: whole m, v", m.checkpoint),
             ("peak per device", m.total()),
         ];
         out += &format!("{:<28} {:>10} {:>16}\n", "part", "GiB", "bytes");
         for (name, b) in rows {
             out += &format!("{name:<28} {:>10.2} {b:>16}\n", gib(b));
         }
-        out += "(peak = weights + gradients + optimizer + activations + the larger of the update's rl terms and the rollouts)\n";
+        out += "(peak = weights + gradients + optimizer + activations + the largest of the update's rl terms, the rollouts and a checkpoint)\n";
         if let (Some(g), Some((rollout, micro))) = (self.gpu, self.largest()) {
             let verdict = if m.total() <= g {
                 format!("fits: yes, {:.2} GiB to spare", gib(g - m.total()))

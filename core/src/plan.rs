@@ -7,18 +7,22 @@
 //! CPU and CUDA backends store weights, gradients and moments in float32):
 //! - weights: every parameter (`param_specs`) and the rope table (`Model::load`);
 //! - gradients: one buffer per parameter (`Model::new_grads`), each padded to a multiple of the
-//!   ranks under ZeRO-1;
-//! - optimizer: AdamW's m and v per parameter (`AdamW::new`); under ZeRO-1 each rank holds a
-//!   ceil(n / N) shard of the master weights, m and v, plus one all-gather scratch the size of the
-//!   largest padded tensor;
+//!   ranks when there are several (`new_grads_padded`);
+//! - optimizer: AdamW's m and v per parameter (`AdamW::new`); under ZeRO-1 (`dist::ShardedAdamW`)
+//!   each rank holds a ceil(n / N) shard of the master weights, the reduce-scattered gradient, m
+//!   and v, plus one all-gather scratch the size of the largest padded tensor;
 //! - activations: `Model::new_train_acts` for the micro-batch's rows of prompt + thinking +
 //!   prefix + answer positions, with or without recomputation;
 //! - rl terms: what one micro-batch of `rl::rl_step` allocates on top (the uploaded layout, and for
 //!   soft/fuzzy thinking three [R, V] and three [R, d] buffers of the soft-token terms);
-//! - rollouts: the `Decoder` of one generation call (KV cache, workspace, step buffers).
+//! - rollouts: the `Decoder` of one generation call (KV cache, workspace, step buffers);
+//! - checkpoint: under ZeRO-1 a checkpoint gathers the whole m and v on every rank
+//!   (`RankOpt::with_whole`), as `AdamW::new` does at the start before the shards are taken.
 //!
-//! Rollouts and the update run one after the other, with the activations, gradients and optimizer
-//! kept for the whole run, so the peak is the persistent part plus the larger of the two phases.
+//! Rollouts, the update and checkpoints run one after the other, with the activations, gradients
+//! and optimizer kept for the whole run, so the peak is the persistent part plus the largest of
+//! the three phases. With several ranks each rolls out and updates its share of the step's
+//! prompts (`Rank::share`): at most ceil(P / N) prompts of G rollouts.
 
 use alloc::vec::Vec;
 
@@ -70,9 +74,9 @@ impl RunShape {
             .saturating_add(self.answer_tokens)
     }
 
-    /// Rollouts of a step on each device: ceil(P G / N).
+    /// Rollouts of a step on the busiest device: its share of the prompts, ceil(P / N), times G.
     pub fn rollouts_per_device(&self) -> usize {
-        (self.prompts * self.samples).div_ceil(self.devices.max(1))
+        self.prompts.div_ceil(self.devices.max(1)) * self.samples
     }
 
     /// Rows of one forward/backward of the update (`StepConfig::micro_rows`).
@@ -121,6 +125,8 @@ pub struct Memory {
     pub logits: u64,
     /// The rollout decoder's forward workspace and step buffers.
     pub workspace: u64,
+    /// The whole m and v gathered for a checkpoint (ZeRO-1 only).
+    pub checkpoint: u64,
 }
 
 impl Memory {
@@ -134,9 +140,9 @@ impl Memory {
         self.kv_cache + self.logits + self.workspace
     }
 
-    /// The peak: the persistent part and the larger of the two phases of a step.
+    /// The peak: the persistent part and the largest of the phases (rollouts, update, checkpoint).
     pub fn total(&self) -> u64 {
-        self.persistent() + self.rollout().max(self.rl_terms)
+        self.persistent() + self.rollout().max(self.rl_terms).max(self.checkpoint)
     }
 }
 
@@ -157,14 +163,14 @@ fn padded(n: u64, ranks: u64) -> u64 {
     n.div_ceil(ranks) * ranks
 }
 
-/// Gradients: one per parameter, padded to a multiple of the ranks under ZeRO-1.
-pub fn gradients_bytes(cfg: &ModelConfig, devices: usize, zero: bool) -> u64 {
-    let ranks = if zero { devices.max(1) as u64 } else { 1 };
+/// Gradients: one per parameter, padded to a multiple of the ranks.
+pub fn gradients_bytes(cfg: &ModelConfig, devices: usize) -> u64 {
+    let ranks = devices.max(1) as u64;
     ELEM * param_numels(cfg).iter().map(|&n| padded(n, ranks)).sum::<u64>()
 }
 
-/// AdamW: m and v of every parameter; under ZeRO-1 a ceil(n / N) shard of master weights, m and v
-/// per tensor and one all-gather scratch the size of the largest padded tensor.
+/// AdamW: m and v of every parameter; under ZeRO-1 a ceil(n / N) shard of master weights,
+/// gradient, m and v per tensor and one all-gather scratch the size of the largest padded tensor.
 pub fn optimizer_bytes(cfg: &ModelConfig, devices: usize, zero: bool) -> u64 {
     let numels = param_numels(cfg);
     if !zero {
@@ -173,7 +179,17 @@ pub fn optimizer_bytes(cfg: &ModelConfig, devices: usize, zero: bool) -> u64 {
     let ranks = devices.max(1) as u64;
     let shards: u64 = numels.iter().map(|&n| n.div_ceil(ranks)).sum();
     let scratch = numels.iter().map(|&n| padded(n, ranks)).max().unwrap_or(0);
-    ELEM * (3 * shards + scratch)
+    ELEM * (4 * shards + scratch)
+}
+
+/// A ZeRO-1 checkpoint's whole m and v, gathered on every rank; nothing without sharding (the
+/// state is downloaded tensor by tensor).
+pub fn checkpoint_bytes(cfg: &ModelConfig, zero: bool) -> u64 {
+    if zero {
+        ELEM * 2 * param_numels(cfg).iter().sum::<u64>()
+    } else {
+        0
+    }
 }
 
 /// `Model::new_train_acts(rows, max_t, recompute)`: per layer kept (every layer, or one when
@@ -268,13 +284,14 @@ pub fn plan(cfg: &ModelConfig, s: &RunShape) -> Memory {
     let dec = decode_bytes(cfg, decode_rows, s.prompt_tokens, max_t);
     Memory {
         weights: weights_bytes(cfg),
-        gradients: gradients_bytes(cfg, s.devices, s.zero),
+        gradients: gradients_bytes(cfg, s.devices),
         optimizer: optimizer_bytes(cfg, s.devices, s.zero),
         activations: activations_bytes(cfg, rows, max_t, s.recompute),
         rl_terms: rl_terms_bytes(cfg, s, rows),
         kv_cache: dec.kv_cache,
         logits: dec.logits,
         workspace: dec.workspace,
+        checkpoint: checkpoint_bytes(cfg, s.zero),
     }
 }
 
@@ -319,7 +336,7 @@ pub fn check_fits(m: &Memory, free: u64, device: &str) -> crate::Result<()> {
     }
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     Err(crate::Error::invalid(alloc::format!(
-        "{device}: the run needs {:.2} GiB ({total} bytes) but {:.2} GiB ({free} bytes) are free (weights {:.2}, gradients {:.2}, optimizer {:.2}, activations {:.2}, rl terms {:.2}, kv cache {:.2}, logits {:.2}, workspace {:.2} GiB); see `softcot plan` (--micro-batch, --rollout-batch, --recompute)",
+        "{device}: the run needs {:.2} GiB ({total} bytes) but {:.2} GiB ({free} bytes) are free (weights {:.2}, gradients {:.2}, optimizer {:.2}, activations {:.2}, rl terms {:.2}, kv cache {:.2}, logits {:.2}, workspace {:.2}, checkpoint {:.2} GiB); see `softcot plan` (--micro-batch, --rollout-batch, --recompute)",
         gib(total),
         gib(free),
         gib(m.weights),
@@ -330,6 +347,7 @@ pub fn check_fits(m: &Memory, free: u64, device: &str) -> crate::Result<()> {
         gib(m.kv_cache),
         gib(m.logits),
         gib(m.workspace),
+        gib(m.checkpoint),
     )))
 }
 
@@ -377,16 +395,21 @@ mod tests {
         // final norm 4, lm_head 40
         assert_eq!(param_numels(&c).iter().sum::<u64>(), 236);
         assert_eq!(weights_bytes(&c), 4 * (236 + 1), "plus inv_freq [hd / 2]");
-        assert_eq!(gradients_bytes(&c, 3, false), 4 * 236);
+        assert_eq!(gradients_bytes(&c, 1), 4 * 236);
         assert_eq!(optimizer_bytes(&c, 3, false), 4 * 2 * 236);
         // 3 ranks: each tensor padded to a multiple of 3
         // 42 + 6 + 18 + 9 + 9 + 18 + 6 + 3 x 33 + 6 + 42
-        assert_eq!(gradients_bytes(&c, 3, true), 4 * 255);
-        // shards of ceil(n / 3): 14 + 2 + 6 + 3 + 3 + 6 + 2 + 3 x 11 + 2 + 14 = 85, three of them
-        // (master, m, v), plus a 42-element all-gather scratch
-        assert_eq!(optimizer_bytes(&c, 3, true), 4 * (3 * 85 + 42));
-        // one rank: ZeRO-1 is a master copy more than plain AdamW
-        assert_eq!(optimizer_bytes(&c, 1, true), 4 * (3 * 236 + 40));
+        assert_eq!(gradients_bytes(&c, 3), 4 * 255);
+        // shards of ceil(n / 3): 14 + 2 + 6 + 3 + 3 + 6 + 2 + 3 x 11 + 2 + 14 = 85, four of them
+        // (master, gradient, m, v), plus a 42-element all-gather scratch
+        assert_eq!(optimizer_bytes(&c, 3, true), 4 * (4 * 85 + 42));
+        // one rank: ZeRO-1 is a master copy and a gradient more than plain AdamW
+        assert_eq!(optimizer_bytes(&c, 1, true), 4 * (4 * 236 + 40));
+        // its checkpoints gather the whole m and v
+        assert_eq!(
+            (checkpoint_bytes(&c, true), checkpoint_bytes(&c, false)),
+            (4 * 2 * 236, 0)
+        );
     }
 
     #[test]
@@ -435,7 +458,13 @@ mod tests {
             devices: 8,
             ..shape()
         };
-        assert_eq!((s.rollouts_per_device(), s.micro_rows(), s.rollout_rows()), (8, 8, 8));
+        // the prompts are shared out: two ranks get one prompt's 32 rollouts, six get none
+        assert_eq!(
+            (s.rollouts_per_device(), s.micro_rows(), s.rollout_rows()),
+            (32, 32, 32)
+        );
+        let s = RunShape { prompts: 9, ..s };
+        assert_eq!(s.rollouts_per_device(), 2 * 32);
         let s = RunShape {
             prompts: 4,
             samples: 8,
@@ -447,6 +476,11 @@ mod tests {
         assert_eq!((s.micro_rows(), s.rollout_rows()), (5, 16), "whole prompts of G rows");
         let m = plan(&c, &s);
         assert_eq!(m.total(), m.persistent() + m.rollout().max(m.rl_terms));
+        let z = plan(&c, &RunShape { zero: true, ..s });
+        assert_eq!(
+            z.total(),
+            z.persistent() + z.rollout().max(z.rl_terms).max(z.checkpoint)
+        );
         assert_eq!(m.activations, activations_bytes(&c, 5, 7, false));
         // the largest batches that fit a budget are the largest whose plan fits
         let budget = plan(&c, &RunShape { micro_batch: 3, ..s }).total();
@@ -472,6 +506,7 @@ mod tests {
             kv_cache: 2 << 30,
             logits: 1 << 30,
             workspace: 1 << 30,
+            checkpoint: 0,
         };
         assert_eq!(m.total(), 142 << 30);
         assert!(check_fits(&m, 142 << 30, "cuda 0").is_ok());

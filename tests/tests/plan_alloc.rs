@@ -131,7 +131,7 @@ fn check_model<B: Train>(name: &str, be: &B, load: impl FnOnce() -> Model<B>) {
         name,
         "gradients (new_grads)",
         bytes,
-        plan::gradients_bytes(&c, 1, false),
+        plan::gradients_bytes(&c, 1),
         list_heap(&grads),
     );
 
