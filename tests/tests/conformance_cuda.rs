@@ -55,7 +55,9 @@ fn nccl_on_one_rank() {
 
     let (be, place) = backend();
     if place == "host build" {
-        let e = NcclComm::new(&be, Rank::SOLO, &[0; 128]).err().expect("no NCCL on the host build");
+        let e = NcclComm::new(&be, Rank::SOLO, &[0; 128])
+            .err()
+            .expect("no NCCL on the host build");
         assert!(!e.msg.contains('\n'), "{}", e.msg);
         assert!(
             std::env::var("SOFTCOT_REQUIRE_CUDA").as_deref() != Ok("1"),
@@ -76,7 +78,11 @@ fn nccl_on_one_rank() {
     let mut h = [1.5f64, -2.0];
     comm.all_reduce_host(&be, &mut h).unwrap();
     assert_eq!(be.download(&a, x.len()).unwrap(), x, "all-reduce over one rank");
-    assert_eq!(be.download(&gathered, x.len()).unwrap(), x, "reduce-scatter then all-gather");
+    assert_eq!(
+        be.download(&gathered, x.len()).unwrap(),
+        x,
+        "reduce-scatter then all-gather"
+    );
     assert_eq!(h, [1.5, -2.0]);
     println!("nccl on {place}: all-reduce, reduce-scatter, all-gather and host sums over one rank exact");
 }
