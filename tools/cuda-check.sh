@@ -152,7 +152,7 @@ cuda_libraries() {
             done
         fi
     fi
-    for lib in libcuda.so.1 libnvrtc.so.13 libcublasLt.so.13; do
+    for lib in libcuda.so.1 libnvrtc.so.13 libcublasLt.so.13 libnccl.so.2; do
         if ldconfig -p 2>/dev/null | grep -q "$lib"; then
             echo "$lib: found by the loader's cache"
             continue
@@ -359,6 +359,7 @@ run() {
     step "conformance (f32)" 150 '"$PACK/bin/conformance_cuda" --exact cuda_backend_conforms --nocapture --test-threads 1'
     step "fixtures: every section (f32)" 180 '"$PACK/bin/parity_cuda" --nocapture --test-threads 1'
     test_rows "fixtures: every section (f32)" "fixtures (f32)" "$PACK/bin/parity_cuda"
+    step "nccl collectives (one rank)" 60 '"$PACK/bin/conformance_cuda" --exact nccl_on_one_rank --nocapture --test-threads 1'
     add_row "conformance + fixtures (bf16)" "not-built" "0" \
         "bf16 compute is not built yet: CudaBackend is float32 only (every buffer f32, cuBLASLt f32 without TF32)"
     write_summary
@@ -411,6 +412,24 @@ PY
         bench "soft-decode 8x64+64" 75 '--model "$MODEL"' --workload soft-decode --batch 8 --prompt-len 64 --new-tokens 64 --repeats 3
         bench "train-step 4x256" 75 '--model "$MODEL"' --workload train-step --batch 4 --seq-len 256 --repeats 3
         bench "rl-step 2x8 rollouts" 90 '--model "$MODEL"' --workload rl-step --batch 2 --samples 8 --new-tokens 64 --answer-tokens 16 --repeats 2
+        # The memory plan against the GPU: `softcot plan`'s total for a short RL run beside the
+        # run's peak device memory (nvidia-smi every 0.2 s, less the idle GPU's), within 10%.
+        step "plan vs measured memory (train, 2 steps)" 180 'D="$WORK/plan-data.jsonl";
+            python3 -c "import json; [print(json.dumps({\"prompt\": f\"{i}+1\", \"answer\": str(i + 1)})) for i in range(32)]" > "$D";
+            S="--model $MODEL --data $D --steps 2 --prompts-per-step 2 --samples-per-prompt 4 --think-tokens 32 --answer-tokens 8 --val-size 4 --val-every 100 --save-every 100 --recompute";
+            "$SOFTCOT" plan $S --format json > "$WORK/plan.json" || exit 1;
+            idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0);
+            (while sleep 0.2; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0; done) > "$WORK/mem.log" & w=$!;
+            "$SOFTCOT" train --backend cuda $S --out "$WORK/plan-run" --overwrite; rc=$?; kill $w;
+            [ $rc -eq 0 ] || exit $rc;
+            python3 - "$WORK/plan.json" "$WORK/mem.log" "$idle" <<'"'"'PY'"'"'
+import json, sys
+plan = json.load(open(sys.argv[1]))["total_bytes"] / 2**20
+used = [int(l) for l in open(sys.argv[2]) if l.strip().isdigit()]
+peak = max(used) - int(sys.argv[3])
+print(f"NOTE: plan {plan:.0f} MiB, measured peak {peak} MiB above idle (CUDA context included), ratio {peak / plan:.3f}")
+sys.exit(0 if abs(peak / plan - 1) <= 0.10 else 1)
+PY'
     else
         local w
         for w in prefill decode soft-decode train-step rl-step; do

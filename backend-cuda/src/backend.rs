@@ -32,6 +32,16 @@ impl CudaBackend {
         })
     }
 
+    /// Free and total bytes of the GPU's memory (the plan of a run is checked against the free
+    /// part before anything is allocated); None on the host build, which has no device memory.
+    pub fn memory(&self) -> Result<Option<(usize, usize)>> {
+        match &self.l {
+            Launcher::Device(d) => d.mem_info().map(Some),
+            #[cfg(feature = "host")]
+            Launcher::Host(_) => Ok(None),
+        }
+    }
+
     /// The backend on the host build of the kernels (no GPU needed).
     #[cfg(feature = "host")]
     pub fn host() -> Self {

@@ -209,6 +209,12 @@ impl Device {
     }
 
     /// Waits for every queued launch.
+    /// Free and total device memory in bytes, as the driver reports them now.
+    pub fn mem_info(&self) -> Result<(usize, usize)> {
+        self.ctx.bind()?;
+        drv::mem_get_info().map_err(|e| drv_err("memory query", e))
+    }
+
     pub fn sync(&self) -> Result<()> {
         self.ctx.bind()?;
         drv::ctx::synchronize().map_err(|e| drv_err("synchronize", e))

@@ -15,6 +15,7 @@ mod grade;
 mod init_model;
 mod jsonl;
 mod metrics_plot;
+mod plan;
 mod plot;
 mod progress;
 mod run_dir;
@@ -64,6 +65,8 @@ enum Cmd {
     Eval(eval::EvalArgs),
     /// Supervised fine-tuning on prompt/completion or GSM8K JSONL (the warm start before RL).
     Sft(sft::SftConfig),
+    /// Memory per GPU of a training run (train's settings): each part, the peak, whether it fits.
+    Plan(Box<plan::PlanArgs>),
     /// Think (hard, soft or fuzzy), then answer, from one prompt.
     Generate(generate::GenerateArgs),
     /// Log-probabilities of texts or token ids under a model (log-likelihood evaluation).
@@ -91,6 +94,7 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
         // need to know which flags were given.
         Cmd::Sft(a) => sft::run_command(a, matches.subcommand_matches("sft").unwrap_or(matches)),
         Cmd::Train(a) => train::run(*a, matches.subcommand_matches("train").unwrap_or(matches)),
+        Cmd::Plan(a) => plan::run(*a, matches.subcommand_matches("plan").unwrap_or(matches)),
         Cmd::Grade(a) => grade::run(a),
         Cmd::Eval(a) => eval::run(a, matches.subcommand_matches("eval").unwrap_or(matches)),
         Cmd::Devices(a) => devices::run(a),

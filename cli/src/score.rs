@@ -5,16 +5,16 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde_json::{json, Value};
+use softcot_core::eval::loglik::{LogLik, Scored};
 use softcot_core::io::ModelDir;
-use softcot_core::model::{Batch, Input, LogitRows, Model};
 use softcot_core::{Backend, Error, Result};
 
 use crate::args::{BackendKind, Format};
 use crate::jsonl::for_each_object;
 use crate::with_backend;
 
-/// Tokens per forward call: long texts are scored in chunks through the KV cache, so the logits
-/// buffer stays [CHUNK, V] whatever the length.
+/// Tokens per forward call: long texts are scored in chunks through the KV cache
+/// ([`LogLik`]), so the logits buffer stays [CHUNK, V] whatever the length.
 const CHUNK: usize = 256;
 
 #[derive(Args)]
@@ -40,8 +40,8 @@ pub fn run(a: ScoreArgs) -> Result<()> {
 fn score_all<B: Backend>(be: &B, md: &ModelDir, a: &ScoreArgs) -> Result<()> {
     let model = md.load(be)?;
     let ctx = model.cfg.max_position_embeddings;
-    let mut ws = model.new_workspace(be, CHUNK, CHUNK)?;
-    let mut cache = model.new_cache(be, 1, CHUNK)?;
+    let mut scorer = LogLik::new(be, &model, CHUNK, 1, CHUNK)?;
+    let mut longest = CHUNK;
     let (mut total_nll, mut total_tok) = (0f64, 0usize);
     for_each_object(&a.input, false, |_, obj| {
         let ids = match (obj.get("ids"), obj.get("text")) {
@@ -72,10 +72,12 @@ fn score_all<B: Backend>(be: &B, md: &ModelDir, a: &ScoreArgs) -> Result<()> {
                 model.cfg.vocab_size
             )));
         }
-        if cache.t_max < ids.len() {
-            cache = model.new_cache(be, 1, ids.len().next_power_of_two().min(ctx))?;
+        if longest < ids.len() {
+            longest = ids.len().next_power_of_two().min(ctx);
+            scorer = LogLik::new(be, &model, CHUNK, 1, longest)?;
         }
-        let logprobs = score_one(be, &model, &mut ws, &mut cache, &ids)?;
+        let seq = [Scored { ids: &ids, from: 1 }];
+        let logprobs = scorer.logprobs(be, &model, &seq, &|_| ())?.remove(0);
         let nll = if logprobs.is_empty() {
             None
         } else {
@@ -103,43 +105,4 @@ fn score_all<B: Backend>(be: &B, md: &ModelDir, a: &ScoreArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// log p(ids[t] | ids[<t]) for t >= 1, in chunks of [`CHUNK`] positions.
-fn score_one<B: Backend>(
-    be: &B,
-    model: &Model<B>,
-    ws: &mut softcot_core::model::Workspace<B>,
-    cache: &mut softcot_core::model::KvCache<B>,
-    ids: &[u32],
-) -> Result<Vec<f32>> {
-    let v = model.cfg.vocab_size;
-    let slots = be.upload_ids(&[0])?;
-    let mut lp = be.zeros(CHUNK)?; // lp: [CHUNK]
-    let mut out = Vec::with_capacity(ids.len().saturating_sub(1));
-    let mut s = 0;
-    while s < ids.len() {
-        let e = (s + CHUNK).min(ids.len());
-        let chunk = be.upload_ids(&ids[s..e])?;
-        let start = be.upload_ids(&[s as u32])?;
-        let batch = Batch {
-            input: Input::Ids(&chunk),
-            slots: &slots,
-            start: &start,
-            b: 1,
-            t: e - s,
-            max_end: e,
-            logits: LogitRows::All,
-        };
-        model.forward(be, ws, cache, &batch)?;
-        // Logits at position p predict ids[p + 1]; the last position has no target.
-        let rows = e.min(ids.len() - 1).saturating_sub(s);
-        if rows > 0 {
-            let targets = be.upload_ids(&ids[s + 1..s + 1 + rows])?;
-            be.logprob_gather(&mut lp, &ws.logits, &targets, rows, v)?;
-            out.extend(be.download(&lp, rows)?);
-        }
-        s = e;
-    }
-    Ok(out)
 }

@@ -22,6 +22,7 @@ pub mod grade;
 pub mod model;
 pub mod optim;
 pub mod philox;
+pub mod plan;
 pub mod rl;
 pub mod rollout;
 pub mod sft;

@@ -42,3 +42,47 @@ fn cuda_kernel_subset() {
     conformance::noise(&be);
     conformance::sampling(&be);
 }
+
+/// NCCL on one rank (a lent machine has one GPU; several ranks are tested as host threads in
+/// data_parallel.rs): every collective runs on the GPU and gives its definition, which over one
+/// rank is the rank's own values. On the host build NCCL cannot run: the communicator is refused
+/// in one line, and the test is a skip (a failure under SOFTCOT_REQUIRE_CUDA=1).
+#[test]
+fn nccl_on_one_rank() {
+    use softcot_core::dist::{Collective, Rank};
+    use softcot_core::Backend;
+    use softcot_cuda::{unique_id, NcclComm};
+
+    let (be, place) = backend();
+    if place == "host build" {
+        let e = NcclComm::new(&be, Rank::SOLO, &[0; 128])
+            .err()
+            .expect("no NCCL on the host build");
+        assert!(!e.msg.contains('\n'), "{}", e.msg);
+        assert!(
+            std::env::var("SOFTCOT_REQUIRE_CUDA").as_deref() != Ok("1"),
+            "SOFTCOT_REQUIRE_CUDA=1 but no GPU (set SOFTCOT_CUDA_DEVICE): {}",
+            e.msg
+        );
+        println!("notice: nccl needs a GPU (SOFTCOT_CUDA_DEVICE); skipped: {}", e.msg);
+        return;
+    }
+    let comm = NcclComm::new(&be, Rank::SOLO, &unique_id().unwrap()).unwrap();
+    let x: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.37).sin()).collect();
+    let mut a = be.upload(&x).unwrap();
+    comm.all_reduce(&be, &mut a, x.len()).unwrap();
+    let mut shard = be.zeros(x.len()).unwrap();
+    comm.reduce_scatter(&be, &a, &mut shard, x.len()).unwrap();
+    let mut gathered = be.zeros(x.len()).unwrap();
+    comm.all_gather(&be, &shard, &mut gathered, x.len()).unwrap();
+    let mut h = [1.5f64, -2.0];
+    comm.all_reduce_host(&be, &mut h).unwrap();
+    assert_eq!(be.download(&a, x.len()).unwrap(), x, "all-reduce over one rank");
+    assert_eq!(
+        be.download(&gathered, x.len()).unwrap(),
+        x,
+        "reduce-scatter then all-gather"
+    );
+    assert_eq!(h, [1.5, -2.0]);
+    println!("nccl on {place}: all-reduce, reduce-scatter, all-gather and host sums over one rank exact");
+}

@@ -1,15 +1,19 @@
 //! `softcot eval`: a model on a math dataset under the decodings of thinking ({hard, soft, fuzzy} x
-//! {greedy, sample}), always with greedy answers: greedy pass@1, sample pass@1 and pass@k.
+//! {greedy, sample}), always with greedy answers: greedy pass@1, sample pass@1 and pass@k, and the
+//! entropy profile of each decoding ([`profile`]). `--task mc` instead scores multiple-choice items
+//! by log-likelihood ([`mc`]).
 //!
 //! [`evaluate`] is the reusable part (`softcot train` calls it on its trained models); [`report`]
 //! lays the results out as the paper's tables.
 
+pub mod mc;
+pub mod profile;
 pub mod report;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use clap::{ArgMatches, Args};
+use clap::{ArgMatches, Args, ValueEnum};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Value};
 use softcot_core::eval::{pass_at_k, Decoding};
@@ -21,10 +25,21 @@ use softcot_core::rollout::{reward, Rewards};
 use softcot_core::think::{after_prompt, generate, NoiseScale, Tokens};
 use softcot_core::{Backend, Error, Result};
 
-use crate::args::{BackendKind, NoiseKind};
+use crate::args::{BackendKind, Format, NoiseKind};
 use crate::dataset::{self, Problem, PAPER_TEMPLATE};
 use crate::progress::Progress;
 use crate::{config_file, with_backend};
+use profile::Profile;
+
+/// What `softcot eval` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Math problems under the decodings of thinking: pass@k and entropy profiles.
+    Math,
+    /// Multiple-choice items scored by log-likelihood: acc, acc_norm, nll_correct.
+    Mc,
+}
 
 /// The flags of `softcot eval`, and the keys of its --config file.
 #[derive(Args, Serialize, Deserialize)]
@@ -37,9 +52,18 @@ pub struct EvalArgs {
     /// HF model folder.
     #[arg(long, required_unless_present = "config")]
     model: Option<PathBuf>,
-    /// JSONL problems: GSM8K, MATH, OlympiadBench or `{"prompt", "answer"}` lines.
+    /// JSONL: problems (GSM8K, MATH, OlympiadBench, `{"prompt", "answer"}`) or, with --task mc,
+    /// multiple-choice items (`{"context", "choices", "label"}`, HellaSwag, ARC, MMLU).
     #[arg(long, required_unless_present = "config")]
     data: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "math")]
+    task: Task,
+    /// text: the table; json: the results as one JSON object.
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// --task mc: continuations are the choices as written, without lm-eval's " " before them.
+    #[arg(long)]
+    no_target_delimiter: bool,
     /// Comma-separated decodings of the thinking: hard|soft|fuzzy, then -greedy|-sample.
     #[arg(
         long,
@@ -53,7 +77,7 @@ pub struct EvalArgs {
     /// Comma-separated k of the pass@k reported for sample decodings (each at most -n).
     #[arg(long, default_value = "1,32")]
     k: String,
-    /// Evaluate the first N usable problems only (0: all).
+    /// Evaluate the first N usable problems (or items) only (0: all).
     #[arg(long, default_value_t = 0)]
     limit: usize,
     /// Thinking budget (tokens).
@@ -212,6 +236,10 @@ pub struct DecodingReport {
     pub stops: BTreeMap<&'static str, usize>,
     /// Correct answers of each problem, in the order of [`EvalReport::lines`].
     pub correct: Vec<usize>,
+    /// The entropy profile: entropy[t] is the mean next-token entropy (nats, temperature 1) at
+    /// thinking position t over the answers still thinking there (`entropy_rows[t]` of them).
+    pub entropy: Vec<f64>,
+    pub entropy_rows: Vec<usize>,
 }
 
 fn by_name<S: Serializer>(d: &Decoding, s: S) -> core::result::Result<S::Ok, S::Error> {
@@ -318,7 +346,9 @@ fn run_decoding<B: Backend>(
     cfg.answer_tokens = s.answer_tokens;
     cfg.noise = s.noise;
     cfg.seed = s.seed;
+    cfg.record_entropy = true;
     let rewards = Rewards::default();
+    let mut profile = Profile::default();
     let mut correct = vec![0usize; problems.len()];
     let (mut think_tokens, mut extracted) = (0usize, 0usize);
     let mut stops = BTreeMap::new();
@@ -333,6 +363,7 @@ fn run_decoding<B: Backend>(
             correct[r / per] += usize::from(ok);
             extracted += usize::from(value != rewards.none);
             think_tokens += g.think_ids.len();
+            profile.add(&g.think_entropy);
             *stops.entry(g.stopped_by.as_str()).or_insert(0) += 1;
         }
         done(end - start);
@@ -354,6 +385,8 @@ fn run_decoding<B: Backend>(
         extracted: share(extracted),
         stops,
         correct,
+        entropy: profile.means(),
+        entropy_rows: profile.rows,
     })
 }
 
@@ -419,6 +452,9 @@ pub fn run(a: EvalArgs, matches: &ArgMatches) -> Result<()> {
             "{flag} is required (on the command line or as a key of the --config file)"
         )));
     };
+    if a.task == Task::Mc {
+        return mc::run(&a, model, data);
+    }
     let s = settings(&a)?;
     let (problems, skipped) = dataset::load(data, a.limit)?;
     if let Some(warning) = skipped.report(data) {
@@ -454,7 +490,17 @@ fn run_on<B: Backend>(
     let (json_path, md_path) = (out.join("eval.json"), out.join("eval.md"));
     write_atomic(&json_path, format!("{text}\n").as_bytes())?;
     write_atomic(&md_path, format!("{table}\n{}", report::details(&report)).as_bytes())?;
-    print!("{table}");
-    eprintln!("wrote {} and {}", json_path.display(), md_path.display());
+    let png_path = out.join("entropy.png");
+    profile::write_entropy_png(&png_path, &[(label.as_str(), &report)])?;
+    match a.format {
+        Format::Json => println!("{file}"),
+        Format::Text => print!("{table}"),
+    }
+    eprintln!(
+        "wrote {}, {} and {}",
+        json_path.display(),
+        md_path.display(),
+        png_path.display()
+    );
     Ok(())
 }

@@ -112,6 +112,8 @@ mod tests {
             extracted: 0.5,
             stops: BTreeMap::from([("budget", 2)]),
             correct: vec![1, 0],
+            entropy: vec![2.0, 1.5],
+            entropy_rows: vec![2, 1],
         }
     }
 

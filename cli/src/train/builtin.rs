@@ -28,6 +28,7 @@ use super::task::{generate, write_jsonl};
 use super::{train, TrainArgs, TrainConfig, OUTPUTS};
 use crate::args::Think;
 use crate::dataset::{self, render};
+use crate::eval::profile::write_entropy_png;
 use crate::eval::report::markdown;
 use crate::eval::{evaluate, EvalReport, EvalSettings};
 use crate::metrics_plot::{draw_compare, RL_PANELS};
@@ -171,15 +172,20 @@ fn evaluate_all<B: Backend>(be: &B, c: &TrainConfig, out: &Path, models: &[(Stri
         .map(|(l, r)| json!({"label": l, "decodings": r.decodings}))
         .collect();
     write_atomic(&out.join("eval.md"), table.as_bytes())?;
+    write_entropy_png(
+        &out.join("entropy.png"),
+        &reports.iter().map(|(l, r)| (*l, r)).collect::<Vec<_>>(),
+    )?;
     save_json(
         &out.join("eval.json"),
         &json!({"settings": s.to_json(), "models": json}),
     )?;
     println!("{table}");
     eprintln!(
-        "wrote {} and {}",
+        "wrote {}, {} and {}",
         out.join("eval.md").display(),
-        out.join("eval.json").display()
+        out.join("eval.json").display(),
+        out.join("entropy.png").display()
     );
     Ok(())
 }

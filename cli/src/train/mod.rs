@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use clap::{ArgMatches, Args};
 use serde_json::json;
 use softcot_core::dist::Collective;
-use softcot_core::io::checkpoint::export_model;
+use softcot_core::io::checkpoint::{export_model, list_checkpoints};
 use softcot_core::io::save::save_json;
 use softcot_core::io::ModelDir;
 use softcot_core::rollout::Task;
-use softcot_core::{Error, Result, Train};
+use softcot_core::{Backend, Error, Result, Train};
 
 use crate::args::BackendKind;
 use crate::dataset;
@@ -77,6 +77,9 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
         let mut c: TrainConfig = saved_settings(dir, "train")?;
         c.out = dir.clone();
         c.validate()?;
+        if let Some((_, ck)) = list_checkpoints(dir).pop() {
+            refuse_unless_fits(a.backend, &a.devices, &c, &ck)?;
+        }
         return ranks::train_on(a.backend, &a.devices, &c, true, a.stop_after);
     }
     let c = config::resolve(&a.cfg, matches, a.config.as_deref(), |builtin| {
@@ -102,6 +105,9 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
     if is_root_process()? {
         prepare_out(&c.out, a.overwrite, OUTPUTS)?;
     }
+    if let Some(model) = &c.model {
+        refuse_unless_fits(a.backend, &a.devices, &c, model)?;
+    }
     ranks::train_on(a.backend, &a.devices, &c, false, a.stop_after)
 }
 
@@ -110,6 +116,29 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
 fn is_root_process() -> Result<bool> {
     let launch = softcot_core::dist::Launch::from_env(|k| std::env::var(k).ok())?;
     Ok(launch.is_none_or(|l| l.rank.is_root()))
+}
+
+/// On CUDA, refuses a run whose memory plan exceeds the GPU's free memory, with the plan's
+/// numbers, before the model is loaded (an 8B model would otherwise fail deep inside an
+/// allocation, or after its first rollouts).
+/// With `--devices`, the plan is a rank's (its share of the step, ZeRO-1 shards) on the first
+/// device listed. A torchrun/SLURM process checks nothing here yet.
+fn refuse_unless_fits(backend: BackendKind, devices: &[usize], c: &TrainConfig, model: &Path) -> Result<()> {
+    if backend != BackendKind::Cuda || !is_root_process()? {
+        return Ok(());
+    }
+    let be = softcot_cuda::CudaBackend::new(devices.first().copied().unwrap_or(0))?;
+    match be.memory()? {
+        Some((free, _)) => crate::plan::check_run(c, model, free as u64, &be.name(), devices.len().max(1)),
+        None => Ok(()),
+    }
+}
+
+/// Tokens of the longest prompt of the run's training and validation problems (after the
+/// template, less those left out for want of room): what the activations and KV caches hold.
+pub fn longest_prompt(c: &TrainConfig, md: &ModelDir) -> Result<usize> {
+    let (train, val, _) = split_problems(c, md)?;
+    Ok(train.iter().chain(&val).map(|t| t.prompt.len()).max().unwrap_or(0))
 }
 
 /// Trains `c` into `c.out` (a fresh, prepared folder, or one to resume) as the rank of `comm`;
@@ -173,16 +202,25 @@ pub fn train<B: Train>(
 }
 
 /// The training and validation problems: --val-data, or the last --val-size problems of --data
-/// held out (at most a quarter of them).
+/// held out (at most a quarter of them); prints what was left out.
 fn splits(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Task>, Vec<Task>)> {
+    let (train, val, warnings) = split_problems(c, md)?;
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok((train, val))
+}
+
+/// [`splits`], returning its warnings instead of printing them (the memory plan reads the
+/// prompts before the run, which prints them).
+fn split_problems(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Task>, Vec<Task>, Vec<String>)> {
     let context = md.config.max_position_embeddings;
     check_room(c, &md.tokenizer, context, 1)?;
     let data = c.data.as_deref().unwrap_or(Path::new(""));
-    let load = |p: &Path| -> Result<Vec<dataset::Problem>> {
+    let mut warnings = Vec::new();
+    let mut load = |p: &Path| -> Result<Vec<dataset::Problem>> {
         let (problems, skipped) = dataset::load(p, 0)?;
-        if let Some(r) = skipped.report(p) {
-            eprintln!("warning: {r}");
-        }
+        warnings.extend(skipped.report(p));
         Ok(problems)
     };
     let mut train = load(data)?;
@@ -200,12 +238,12 @@ fn splits(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Task>, Vec<Task>)> {
     let (train, long) = items(&train, &md.tokenizer, c, context)?;
     let (val, long_val) = items(&val, &md.tokenizer, c, context)?;
     if long + long_val > 0 {
-        eprintln!(
-            "warning: left out {} problem(s) whose prompt leaves no room for {} thinking and {} answer tokens in the context of {context}",
+        warnings.push(format!(
+            "left out {} problem(s) whose prompt leaves no room for {} thinking and {} answer tokens in the context of {context}",
             long + long_val,
             c.think_tokens,
             c.answer_tokens
-        );
+        ));
     }
     if train.is_empty() {
         return Err(Error::invalid(format!(
@@ -214,9 +252,9 @@ fn splits(c: &TrainConfig, md: &ModelDir) -> Result<(Vec<Task>, Vec<Task>)> {
         )));
     }
     if val.is_empty() {
-        eprintln!("warning: no validation split (too few problems); the best model is not tracked");
+        warnings.push("no validation split (too few problems); the best model is not tracked".into());
     }
-    Ok((train, val))
+    Ok((train, val, warnings))
 }
 
 pub fn save_best(out: &Path, acc: f64, step: u64) -> Result<()> {

@@ -219,6 +219,7 @@ pub fn load_rollouts(path: &Path) -> Result<RolloutFile> {
             gen: Generation {
                 think_ids,
                 think_inputs,
+                think_entropy: Vec::new(),
                 prefill_ids,
                 answer_ids,
                 stopped_by,
@@ -514,6 +515,7 @@ mod tests {
                     gen: Generation {
                         think_ids: (0..c as u32).map(|k| (k * 7 + 1) % 50).collect(),
                         think_inputs,
+                        think_entropy: Vec::new(),
                         prefill_ids: if i == 3 { Vec::new() } else { vec![5, 6] },
                         answer_ids: vec![9; i],
                         stopped_by: [StopReason::Phrase, StopReason::Budget, StopReason::Eos][i % 3],

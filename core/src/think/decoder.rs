@@ -10,6 +10,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
+use super::entropy::Entropy;
 use super::rows::{Feed, Prefills, RowState};
 use super::{after_prompt, Generation, ThinkConfig, ThinkMode, Tokens};
 use crate::backend::check::ids_in_vocab;
@@ -45,6 +46,7 @@ struct HostBufs {
     sampled: Vec<u32>,   // sampled: [B] (empty when nothing was sampled this step)
     resampled: Vec<u32>, // resampled: [B] answers re-sampled at their own temperature
     mix: Vec<f32>,       // mix: [B, d] recorded soft inputs
+    entropy: Vec<f32>,   // entropy: [B] next-token entropy of each active row
 }
 
 impl HostBufs {
@@ -61,6 +63,7 @@ impl HostBufs {
             sampled: v(),
             resampled: v(),
             mix: Vec::with_capacity(n * record_d),
+            entropy: Vec::with_capacity(n),
         }
     }
 }
@@ -81,6 +84,8 @@ pub struct Decoder<'a, B: Backend> {
     cache: KvCache<B>,
     bufs: StepBufs<B>,
     host: HostBufs,
+    /// With `record_entropy`: the buffers of each step's next-token entropy.
+    entropy: Option<Entropy<B>>,
     rows: Vec<RowState>,
     /// active[i]: the row whose logits are row i of `ws.logits`.
     active: Vec<usize>,
@@ -142,6 +147,11 @@ impl<'a, B: Backend> Decoder<'a, B> {
                 steps: be.ids_zeros(nb)?,
             },
             host: HostBufs::with_capacity(nb, record_d.unwrap_or(0)),
+            entropy: if cfg.record_entropy {
+                Some(Entropy::new(be, nb)?)
+            } else {
+                None
+            },
             rows,
             active: (0..nb).collect(),
             next_active: Vec::with_capacity(nb),
@@ -239,6 +249,34 @@ impl<'a, B: Backend> Decoder<'a, B> {
             }
             if self.sigma > 0.0 {
                 be.add_noise(&mut b.mix, n, d, self.sigma, cfg.seed, &b.streams, &b.steps)?;
+            }
+        }
+        self.record_entropy(n)
+    }
+
+    /// With `record_entropy`, appends each thinking row's next-token entropy to its generation.
+    /// Runs after the mixture, whose probabilities it overwrites.
+    fn record_entropy(&mut self, n: usize) -> Result<()> {
+        let Some(ent) = self.entropy.as_mut() else {
+            return Ok(());
+        };
+        if !self.active.iter().any(|&r| self.rows[r].thinks()) {
+            return Ok(());
+        }
+        let (b, h, v) = (&mut self.bufs, &mut self.host, self.model.cfg.vocab_size);
+        ent.compute(
+            self.be,
+            &mut h.entropy,
+            &mut b.p,
+            &self.ws.logits,
+            &b.argmax_ids,
+            &h.argmax,
+            n,
+            v,
+        )?;
+        for (i, &r) in self.active.iter().enumerate() {
+            if self.rows[r].thinks() {
+                self.rows[r].gen.think_entropy.push(h.entropy[i]);
             }
         }
         Ok(())

@@ -6,12 +6,14 @@
 //! downloads only the argmax / sampled ids of the active rows (and, when recording, the fed inputs).
 
 mod decoder;
+mod entropy;
 mod rows;
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
 pub use decoder::Decoder;
+pub use entropy::Entropy;
 pub use rows::{Feed, Prefills, RowState};
 
 use crate::backend::Backend;
@@ -102,6 +104,9 @@ pub struct ThinkConfig {
     pub seed: u64,
     /// Download the fed thinking inputs (soft/fuzzy) into [`Generation::think_inputs`].
     pub record_inputs: bool,
+    /// Record the next-token entropy of every thinking step into [`Generation::think_entropy`]
+    /// (evaluation's entropy profiles; a few extra ops per step, so off in training).
+    pub record_entropy: bool,
 }
 
 impl ThinkConfig {
@@ -118,6 +123,7 @@ impl ThinkConfig {
             stop: true,
             seed: 0,
             record_inputs: false,
+            record_entropy: false,
         }
     }
     /// The per-coordinate noise std these settings feed with `model`'s current E: 0 for hard or
@@ -173,6 +179,10 @@ pub struct Generation {
     pub think_ids: Vec<u32>,
     /// Soft/fuzzy with `record_inputs`: the fed inputs. think_inputs: [C, d]
     pub think_inputs: Vec<f32>,
+    /// With `record_entropy`: H(softmax(z)) in nats of the distribution each thinking token was
+    /// chosen from, one per thinking step ([`Entropy`]); a step that chose EOS (which is not fed)
+    /// has one too.
+    pub think_entropy: Vec<f32>,
     /// Forced prefill tokens (empty when there is no answer phase).
     pub prefill_ids: Vec<u32>,
     /// Generated answer tokens (EOS included if it ended the answer).

@@ -70,6 +70,7 @@ impl RowState {
             gen: Generation {
                 think_ids: Vec::with_capacity(cfg.think_tokens),
                 think_inputs: Vec::with_capacity(record_d.map_or(0, |d| cfg.think_tokens * d)),
+                think_entropy: Vec::with_capacity(if cfg.record_entropy { cfg.think_tokens } else { 0 }),
                 prefill_ids: Vec::new(),
                 answer_ids: Vec::with_capacity(cfg.answer_tokens),
                 stopped_by: StopReason::Budget,

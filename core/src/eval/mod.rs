@@ -1,8 +1,11 @@
-//! Evaluation: the six decodings of thinking and the unbiased pass@k estimator.
+//! Evaluation: the six decodings of thinking and the unbiased pass@k estimator; [`loglik`], the
+//! batched log-likelihood of token sequences (scoring and multiple-choice evaluation).
 //!
 //! A model is evaluated with thinking decoded in each mode (hard, soft, fuzzy), greedily (argmax for
 //! hard, no noise for soft/fuzzy) or sampled (tau = the mode's default, plus noise), and always with
 //! greedy answers, as in the paper.
+
+pub mod loglik;
 
 use crate::think::{ThinkConfig, ThinkMode};
 

@@ -1,0 +1,260 @@
+//! `softcot plan`'s figures against the bytes the CPU backend, and the CUDA backend's host build
+//! (the same allocation code as on a GPU, with host vectors for device memory), allocate, component
+//! by component, for the tiny preset and every fixture model: loading the weights, `new_grads`, `AdamW::new`,
+//! `new_train_acts` with and without recomputation, a rollout batch's `Decoder::new`, and the peak
+//! of one micro-batch of the RL update. A global allocator of this test binary counts live heap
+//! bytes and their peak (one test per binary, so nothing else allocates meanwhile).
+//!
+//! The constructors are exact to the byte: what they allocate is the plan's device buffers plus
+//! host bookkeeping this test reads off the objects (parameter names and shapes, the vectors of
+//! buffer handles, the decoder's per-row host vectors), which a GPU keeps in host memory. The
+//! update's peak is at least the plan's (every buffer it counts is live at once) and the rest is
+//! host staging and the CPU's own op scratch, printed.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::mem::size_of;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use softcot_core::io::ModelDir;
+use softcot_core::model::init::preset;
+use softcot_core::model::layer::LayerBufs;
+use softcot_core::model::{LayerIdx, Model, ModelConfig, Param};
+use softcot_core::optim::{AdamW, AdamwConfig};
+use softcot_core::plan::{self, RunShape};
+use softcot_core::rl::{RlSeq, RlSettings, Step, StepConfig, Thinking};
+use softcot_core::think::{Decoder, RowState, ThinkConfig, ThinkMode, PREFILL_AFTER_STOP, PREFILL_AT_BUDGET};
+use softcot_core::{Backend, Train};
+use softcot_cpu::CpuBackend;
+use softcot_cuda::CudaBackend;
+use softcot_tests::fixtures;
+use softcot_tests::memmodel::{MemSource, ScriptedTokens};
+
+/// Live heap bytes, and the most there were since the last [`reset_peak`].
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+struct Counting;
+
+fn grew(n: usize) {
+    let live = LIVE.fetch_add(n, Ordering::SeqCst) + n;
+    PEAK.fetch_max(live, Ordering::SeqCst);
+}
+
+// SAFETY: every call is passed to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        grew(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        grew(layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        grew(new_size);
+        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// `f`'s result and the heap bytes it left allocated.
+fn kept<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = LIVE.load(Ordering::SeqCst);
+    let out = f();
+    (out, LIVE.load(Ordering::SeqCst) - before)
+}
+
+/// The most heap bytes `f` had allocated at once, over what was live before it.
+fn peak_of(f: impl FnOnce()) -> usize {
+    let before = LIVE.load(Ordering::SeqCst);
+    PEAK.store(before, Ordering::SeqCst);
+    f();
+    PEAK.load(Ordering::SeqCst) - before
+}
+
+/// Host bytes of a parameter list besides the buffers: the list, names and shapes.
+fn list_heap<T>(ps: &Vec<Param<T>>) -> usize {
+    ps.capacity() * size_of::<Param<T>>()
+        + ps.iter()
+            .map(|p| p.name.capacity() + p.shape.capacity() * size_of::<usize>())
+            .sum::<usize>()
+}
+
+/// Checks one component: `measured` = `planned` + `host` exactly; prints the three.
+fn exact(model: &str, what: &str, measured: usize, planned: u64, host: usize) {
+    println!("{model:<16} {what:<28} measured {measured:>10}  plan {planned:>10}  + host bookkeeping {host:>6}");
+    assert_eq!(measured, planned as usize + host, "{model}: {what}");
+}
+
+const THINK: usize = 5;
+const ANSWER: usize = 3;
+const PROMPT: usize = 6;
+const ROWS: usize = 4;
+
+/// The run the checks plan: ROWS rollouts of one prompt, soft thinking, one device.
+fn shape(recompute: bool) -> RunShape {
+    RunShape {
+        prompts: 1,
+        samples: ROWS,
+        micro_batch: 0,
+        rollout_batch: 0,
+        val_size: 0,
+        prompt_tokens: PROMPT,
+        think_tokens: THINK,
+        // ScriptedTokens encodes one id per byte
+        prefix_tokens: PREFILL_AT_BUDGET.len().max(PREFILL_AFTER_STOP.len()),
+        answer_tokens: ANSWER,
+        continuous: true,
+        recompute,
+        devices: 1,
+        zero: false,
+    }
+}
+
+fn check_model<B: Train>(name: &str, be: &B, load: impl FnOnce() -> Model<B>) {
+    let (model, bytes) = kept(load);
+    let c = model.cfg.clone();
+    let host = list_heap(&model.params)
+        + model.idx.layers.capacity() * size_of::<LayerIdx>()
+        + model.cfg.eos_token_ids.capacity() * size_of::<u32>();
+    exact(name, "weights (load)", bytes, plan::weights_bytes(&c), host);
+
+    let (grads, bytes) = kept(|| model.new_grads(be).unwrap());
+    exact(
+        name,
+        "gradients (new_grads)",
+        bytes,
+        plan::gradients_bytes(&c, 1),
+        list_heap(&grads),
+    );
+
+    let (opt, bytes) = kept(|| AdamW::new(be, &model, AdamwConfig::default()).unwrap());
+    let host = list_heap(&opt.m) + list_heap(&opt.v);
+    exact(
+        name,
+        "optimizer (AdamW::new)",
+        bytes,
+        plan::optimizer_bytes(&c, 1, false),
+        host,
+    );
+
+    let s = shape(false);
+    let max_t = s.max_t();
+    for recompute in [false, true] {
+        let (acts, bytes) = kept(|| model.new_train_acts(be, ROWS, max_t, recompute).unwrap());
+        let copies = if recompute { 1 } else { c.num_hidden_layers };
+        let layers = copies * size_of::<(LayerBufs<B>, B::Buf, B::Buf)>();
+        // each layer's input: collected through a Result, so grown from 4 by doubling
+        let grown = c.num_hidden_layers.next_power_of_two().max(4);
+        let inputs = if recompute { grown * size_of::<B::Buf>() } else { 0 };
+        let what = if recompute {
+            "activations (recompute)"
+        } else {
+            "activations (cached)"
+        };
+        let planned = plan::activations_bytes(&c, ROWS, max_t, recompute);
+        exact(name, what, bytes, planned, layers + inputs);
+        drop(acts);
+    }
+
+    check_decoder(name, be, &model, &s);
+    check_update(name, be, &model, &s);
+}
+
+/// `Decoder::new` for ROWS copies of one prompt (as RL batches a prompt's G rollouts).
+fn check_decoder<B: Backend>(name: &str, be: &B, model: &Model<B>, s: &RunShape) {
+    let c = &model.cfg;
+    let tok = ScriptedTokens {
+        phrase_id: None,
+        eos_id: None,
+    };
+    let mut tc = ThinkConfig::new(ThinkMode::Soft);
+    (tc.think_tokens, tc.answer_tokens, tc.record_inputs) = (THINK, ANSWER, true);
+    let prompts: Vec<Vec<u32>> = vec![(1..=PROMPT as u32).collect(); ROWS];
+    let streams: Vec<u32> = (0..ROWS as u32).collect();
+    let (dec, bytes) = kept(|| Decoder::new(be, model, &tc, &tok, &prompts, &streams, 0.1).unwrap());
+    let d = plan::decode_bytes(c, ROWS, PROMPT, s.max_t());
+    // The prefill uploads its ids, slots and start (counted by the plan, live at the prefill's
+    // peak) after `new`.
+    let prefill = plan::ELEM as usize * (ROWS * PROMPT + 2 * ROWS);
+    let (b, u) = (ROWS, size_of::<u32>());
+    let rows = b * (size_of::<RowState>() + (THINK + THINK * c.d() + ANSWER) * u);
+    let prefills = (PREFILL_AFTER_STOP.len() + PREFILL_AT_BUDGET.len()) * u;
+    // nine id vectors and the recorded mixtures [B, d]; active, next_active, record_rows
+    let host_vecs = 9 * b * u + b * c.d() * size_of::<f32>() + b * (8 + 16 + 16);
+    let cache = 2 * c.num_hidden_layers * size_of::<B::Buf>();
+    let host = rows + prefills + host_vecs + cache;
+    let planned = d.kv_cache + d.logits + d.workspace - prefill as u64;
+    exact(name, "rollouts (Decoder::new)", bytes, planned, host);
+    drop(dec);
+}
+
+/// The peak of one micro-batch of the update, full budgets, over its activations and gradients.
+fn check_update<B: Train>(name: &str, be: &B, model: &Model<B>, s: &RunShape) {
+    let d = model.cfg.d();
+    let seqs: Vec<RlSeq> = (0..ROWS)
+        .map(|r| RlSeq {
+            prompt: (1..=PROMPT as u32).collect(),
+            thinking: Thinking::Embeds((0..THINK * d).map(|i| ((i * 7 + r) % 13) as f32 * 0.01).collect()),
+            suffix: (0..s.prefix_tokens + ANSWER).map(|i| 3 + i as u32).collect(),
+            suffix_mask: (0..s.prefix_tokens + ANSWER)
+                .map(|i| f32::from(u8::from(i >= s.prefix_tokens)))
+                .collect(),
+            advantage: if r % 2 == 0 { 1.5 } else { -1.5 },
+        })
+        .collect();
+    let cfg = StepConfig {
+        prompts: 1,
+        samples: ROWS,
+        micro_batch: 0,
+        rollout_batch: 0,
+        max_grad_norm: 0.0,
+        recompute: false,
+    };
+    let mut step = Step::new(be, model, cfg, s.max_t()).unwrap();
+    let settings = RlSettings {
+        tau: 0.5,
+        sigma: 0.1,
+        norm: ROWS as f32,
+    };
+    // once first, so the CPU's per-thread scratch has grown before the peak is taken
+    step.gradients(be, model, &seqs, &settings).unwrap();
+    let peak = peak_of(|| {
+        step.gradients(be, model, &seqs, &settings).unwrap();
+    });
+    let planned = plan::rl_terms_bytes(&model.cfg, s, ROWS);
+    println!(
+        "{name:<16} {:<28} measured {peak:>10}  plan {planned:>10}  (+{} host staging and op scratch)",
+        "rl terms (peak of a step)",
+        peak as i64 - planned as i64
+    );
+    assert!(
+        peak as u64 >= planned,
+        "{name}: the plan's rl terms are all live at once"
+    );
+}
+
+fn check_backend<B: Train>(be: &B) {
+    println!("{}", be.name());
+    let tiny: ModelConfig = preset("tiny").unwrap();
+    let src = MemSource::random(&tiny, 3);
+    check_model("tiny", be, || Model::load(be, tiny.clone(), &src).unwrap());
+    for dir in fixtures::discover() {
+        let md = ModelDir::open(&dir).unwrap();
+        check_model(&fixtures::name(&dir), be, || md.load(be).unwrap());
+    }
+}
+
+/// One test, so that nothing else allocates while it counts.
+#[test]
+fn plan_matches_what_the_backends_allocate() {
+    check_backend(&CpuBackend::new());
+    check_backend(&CudaBackend::host());
+}
