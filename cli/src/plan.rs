@@ -132,6 +132,7 @@ pub fn run_shape(c: &TrainConfig, prompt: usize, prefix: usize, devices: usize, 
         recompute: c.recompute,
         devices,
         zero,
+        moments: c.adam_moments.moments(),
     }
 }
 

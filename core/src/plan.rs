@@ -8,7 +8,8 @@
 //! - weights: every parameter (`param_specs`) and the rope table (`Model::load`);
 //! - gradients: one buffer per parameter (`Model::new_grads`), each padded to a multiple of the
 //!   ranks when there are several (`new_grads_padded`);
-//! - optimizer: AdamW's m and v per parameter (`AdamW::new`); under ZeRO-1 (`dist::ShardedAdamW`)
+//! - optimizer: AdamW's m and v per parameter (`AdamW::new`; two bf16 per f32 slot with
+//!   `--adam-moments bf16`); under ZeRO-1 (`dist::ShardedAdamW`)
 //!   each rank holds a ceil(n / N) shard of the master weights, the reduce-scattered gradient, m
 //!   and v, plus one all-gather scratch the size of the largest padded tensor;
 //! - activations: `Model::new_train_acts` for the micro-batch's rows of prompt + thinking +
@@ -26,6 +27,7 @@
 
 use alloc::vec::Vec;
 
+use crate::backend::Moments;
 use crate::model::{param_specs, ModelConfig};
 
 /// Bytes of one buffer element: every device buffer softcot allocates is f32 or u32.
@@ -63,6 +65,8 @@ pub struct RunShape {
     pub devices: usize,
     /// ZeRO-1: the optimizer state sharded over the ranks.
     pub zero: bool,
+    /// AdamW's moment storage (`--adam-moments`): bf16 packs two per f32 slot.
+    pub moments: Moments,
 }
 
 impl RunShape {
@@ -169,12 +173,14 @@ pub fn gradients_bytes(cfg: &ModelConfig, devices: usize) -> u64 {
     ELEM * param_numels(cfg).iter().map(|&n| padded(n, ranks)).sum::<u64>()
 }
 
-/// AdamW: m and v of every parameter; under ZeRO-1 a ceil(n / N) shard of master weights,
-/// gradient, m and v per tensor and one all-gather scratch the size of the largest padded tensor.
-pub fn optimizer_bytes(cfg: &ModelConfig, devices: usize, zero: bool) -> u64 {
+/// AdamW: m and v of every parameter (`moments.slots(n)` f32 slots each: n, or ceil(n / 2) for
+/// bf16); under ZeRO-1 (whose shards are f32: bf16 is refused there) a ceil(n / N) shard of master
+/// weights, gradient, m and v per tensor and one all-gather scratch the size of the largest padded
+/// tensor.
+pub fn optimizer_bytes(cfg: &ModelConfig, devices: usize, zero: bool, moments: Moments) -> u64 {
     let numels = param_numels(cfg);
     if !zero {
-        return ELEM * 2 * numels.iter().sum::<u64>();
+        return ELEM * 2 * numels.iter().map(|&n| moments.slots(n as usize) as u64).sum::<u64>();
     }
     let ranks = devices.max(1) as u64;
     let shards: u64 = numels.iter().map(|&n| n.div_ceil(ranks)).sum();
@@ -285,7 +291,7 @@ pub fn plan(cfg: &ModelConfig, s: &RunShape) -> Memory {
     Memory {
         weights: weights_bytes(cfg),
         gradients: gradients_bytes(cfg, s.devices),
-        optimizer: optimizer_bytes(cfg, s.devices, s.zero),
+        optimizer: optimizer_bytes(cfg, s.devices, s.zero, s.moments),
         activations: activations_bytes(cfg, rows, max_t, s.recompute),
         rl_terms: rl_terms_bytes(cfg, s, rows),
         kv_cache: dec.kv_cache,
@@ -385,6 +391,7 @@ mod tests {
             recompute: false,
             devices: 1,
             zero: false,
+            moments: Moments::F32,
         }
     }
 
@@ -396,15 +403,17 @@ mod tests {
         assert_eq!(param_numels(&c).iter().sum::<u64>(), 236);
         assert_eq!(weights_bytes(&c), 4 * (236 + 1), "plus inv_freq [hd / 2]");
         assert_eq!(gradients_bytes(&c, 1), 4 * 236);
-        assert_eq!(optimizer_bytes(&c, 3, false), 4 * 2 * 236);
+        assert_eq!(optimizer_bytes(&c, 3, false, Moments::F32), 4 * 2 * 236);
+        // bf16 moments: ceil(n / 2) slots per tensor, 20 + 2 + 8 + 4 + 4 + 8 + 2 + 3 x 16 + 2 + 20
+        assert_eq!(optimizer_bytes(&c, 1, false, Moments::Bf16), 4 * 2 * 118);
         // 3 ranks: each tensor padded to a multiple of 3
         // 42 + 6 + 18 + 9 + 9 + 18 + 6 + 3 x 33 + 6 + 42
         assert_eq!(gradients_bytes(&c, 3), 4 * 255);
         // shards of ceil(n / 3): 14 + 2 + 6 + 3 + 3 + 6 + 2 + 3 x 11 + 2 + 14 = 85, four of them
         // (master, gradient, m, v), plus a 42-element all-gather scratch
-        assert_eq!(optimizer_bytes(&c, 3, true), 4 * (4 * 85 + 42));
+        assert_eq!(optimizer_bytes(&c, 3, true, Moments::F32), 4 * (4 * 85 + 42));
         // one rank: ZeRO-1 is a master copy and a gradient more than plain AdamW
-        assert_eq!(optimizer_bytes(&c, 1, true), 4 * (4 * 236 + 40));
+        assert_eq!(optimizer_bytes(&c, 1, true, Moments::F32), 4 * (4 * 236 + 40));
         // its checkpoints gather the whole m and v
         assert_eq!(
             (checkpoint_bytes(&c, true), checkpoint_bytes(&c, false)),

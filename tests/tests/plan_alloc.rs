@@ -15,6 +15,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::mem::size_of;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use softcot_core::backend::Moments;
 use softcot_core::io::ModelDir;
 use softcot_core::model::init::preset;
 use softcot_core::model::layer::LayerBufs;
@@ -115,6 +116,7 @@ fn shape(recompute: bool) -> RunShape {
         recompute,
         devices: 1,
         zero: false,
+        moments: Moments::F32,
     }
 }
 
@@ -141,7 +143,20 @@ fn check_model<B: Train>(name: &str, be: &B, load: impl FnOnce() -> Model<B>) {
         name,
         "optimizer (AdamW::new)",
         bytes,
-        plan::optimizer_bytes(&c, 1, false),
+        plan::optimizer_bytes(&c, 1, false, Moments::F32),
+        host,
+    );
+    let cfg = AdamwConfig {
+        moments: Moments::Bf16,
+        ..AdamwConfig::default()
+    };
+    let (opt, bytes) = kept(|| AdamW::new(be, &model, cfg).unwrap());
+    let host = list_heap(&opt.m) + list_heap(&opt.v);
+    exact(
+        name,
+        "optimizer, bf16 moments (AdamW::new)",
+        bytes,
+        plan::optimizer_bytes(&c, 1, false, Moments::Bf16),
         host,
     );
 
