@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgMatches, Args, ValueEnum};
 use serde_json::json;
+use softcot_core::backend::Moments;
 use softcot_core::io::ModelDir;
 use softcot_core::model::init::{preset, PRESETS};
 use softcot_core::model::ModelConfig;
@@ -309,9 +310,13 @@ impl Report<'_> {
     fn text(&self) -> String {
         let (s, m) = (&self.s, &self.m);
         let mut out = format!(
-            "model: {} ({:.2}e9 parameters), float32 weights, gradients and AdamW state (bf16 storage is not built)\n",
+            "model: {} ({:.2}e9 parameters), float32 weights and gradients, AdamW moments {}\n",
             self.name,
-            self.params() as f64 / 1e9
+            self.params() as f64 / 1e9,
+            match s.moments {
+                Moments::F32 => "float32",
+                Moments::Bf16 => "bfloat16 (--adam-moments bf16)",
+            }
         );
         out += &format!(
             "devices: {}, ZeRO-1 {}; {} prompts x {} samples = {} rollouts a step, {} per device\n",
