@@ -82,7 +82,7 @@ const DEFAULT_PROMPT_TOKENS: usize = 256;
 pub fn run(a: PlanArgs, matches: &ArgMatches) -> Result<()> {
     if a.dtype == PlanDtype::Bf16 {
         return Err(Error::unsupported(
-            "--dtype bf16: softcot stores weights, gradients and AdamW moments in float32 on every backend (bf16 storage is not built yet); plan with --dtype f32",
+            "--dtype bf16: softcot stores weights and gradients in float32 on every backend (bf16 storage is not built yet for them; --adam-moments bf16 halves the moments); plan with --dtype f32",
         ));
     }
     if a.devices == 0 || a.devices > MAX_ROWS {
