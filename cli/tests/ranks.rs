@@ -155,5 +155,13 @@ fn a_run_resumes_on_another_number_of_ranks() {
         &["--devices", "0,1", "--adam-moments", "bf16"],
     );
     assert_clean_error(&o, "--adam-moments bf16: not supported with several ranks");
-    println!("2 ranks for 2 steps, then 3 ranks to the end; --save-rollouts and bf16 moments over ranks refused");
+    let o = softcot(&[
+        "train",
+        "--devices",
+        "0,1",
+        "--out",
+        tmp.path().join("builtin").to_str().unwrap(),
+    ]);
+    assert_clean_error(&o, "--devices: the built-in task trains on one rank");
+    println!("2 ranks for 2 steps, then 3 ranks to the end; --save-rollouts, bf16 moments and the built-in task over ranks refused");
 }

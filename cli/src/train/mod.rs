@@ -95,6 +95,11 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
     }
     c.validate()?;
     if c.is_builtin() {
+        if !a.devices.is_empty() {
+            return Err(Error::invalid(
+                "--devices: the built-in task trains on one rank (give --model and --data for several)",
+            ));
+        }
         return builtin::run(&c, &a);
     }
     if a.compare {
