@@ -413,14 +413,17 @@ PY
         bench "train-step 4x256" 75 '--model "$MODEL"' --workload train-step --batch 4 --seq-len 256 --repeats 3
         bench "rl-step 2x8 rollouts" 90 '--model "$MODEL"' --workload rl-step --batch 2 --samples 8 --new-tokens 64 --answer-tokens 16 --repeats 2
         # The memory plan against the GPU: `softcot plan`'s total for a short RL run beside the
-        # run's peak device memory (nvidia-smi every 0.2 s, less the idle GPU's), within 10%.
-        step "plan vs measured memory (train, 2 steps)" 180 'D="$WORK/plan-data.jsonl";
+        # run's peak device memory (nvidia-smi every 0.2 s, less the idle GPU's), within 10%; with
+        # f32 moments and with the one-GPU option, bf16 moments.
+        local moments
+        for moments in f32 bf16; do
+        step "plan vs measured memory (train, 2 steps, $moments moments)" 180 'D="$WORK/plan-data.jsonl";
             python3 -c "import json; [print(json.dumps({\"prompt\": f\"{i}+1\", \"answer\": str(i + 1)})) for i in range(32)]" > "$D";
-            S="--model $MODEL --data $D --steps 2 --prompts-per-step 2 --samples-per-prompt 4 --think-tokens 32 --answer-tokens 8 --val-size 4 --val-every 100 --save-every 100 --recompute";
+            S="--model $MODEL --data $D --steps 2 --prompts-per-step 2 --samples-per-prompt 4 --think-tokens 32 --answer-tokens 8 --val-size 4 --val-every 100 --save-every 100 --recompute --adam-moments '"$moments"'";
             "$SOFTCOT" plan $S --format json > "$WORK/plan.json" || exit 1;
             idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0);
             (while sleep 0.2; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0; done) > "$WORK/mem.log" & w=$!;
-            "$SOFTCOT" train --backend cuda $S --out "$WORK/plan-run" --overwrite; rc=$?; kill $w;
+            "$SOFTCOT" train --backend cuda $S --out "$WORK/plan-run-'"$moments"'" --overwrite; rc=$?; kill $w;
             [ $rc -eq 0 ] || exit $rc;
             python3 - "$WORK/plan.json" "$WORK/mem.log" "$idle" <<'"'"'PY'"'"'
 import json, sys
@@ -430,6 +433,7 @@ peak = max(used) - int(sys.argv[3])
 print(f"NOTE: plan {plan:.0f} MiB, measured peak {peak} MiB above idle (CUDA context included), ratio {peak / plan:.3f}")
 sys.exit(0 if abs(peak / plan - 1) <= 0.10 else 1)
 PY'
+        done
     else
         local w
         for w in prefill decode soft-decode train-step rl-step; do
