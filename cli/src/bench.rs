@@ -92,6 +92,10 @@ pub struct BenchArgs {
     /// (the default) or fuzzy (the JSON's `soft` fields then hold that mode's figures).
     #[arg(long, value_enum)]
     think: Option<Think>,
+    /// `decode`, `soft-decode`: record every thinking step's next-token entropy, as `softcot eval`
+    /// does for its entropy profiles (the cost of recording is the difference from a run without).
+    #[arg(long)]
+    record_entropy: bool,
     /// Timed repeats after one untimed warm-up.
     #[arg(long, default_value_t = 5)]
     repeats: usize,
@@ -260,6 +264,7 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
                     think_tokens: a.new_tokens,
                     answer_tokens: 0,
                     seed: a.seed,
+                    record_entropy: a.record_entropy,
                     ..ThinkConfig::new(mode)
                 };
                 let (hard, soft) = (config(ThinkMode::Hard), config(a.think()?.mode()));
@@ -289,7 +294,8 @@ fn bench_on<B: Backend>(be: &B, a: &BenchArgs) -> Result<()> {
             _ => "soft-decode",
         };
         let mut extra = json!({"model": dir.display().to_string(), "arch": arch,
-                               "batch": a.batch(), "prompt_len": a.prompt_len, "new_tokens": a.new_tokens});
+                               "batch": a.batch(), "prompt_len": a.prompt_len, "new_tokens": a.new_tokens,
+                               "record_entropy": a.record_entropy});
         if let (Workload::SoftDecode, Some(e)) = (a.workload, extra.as_object_mut()) {
             e.insert("think".into(), json!(a.think()?.name()));
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use softcot_core::Result;
 
-use crate::plot::{ema, ema_weight, faint, write_png, Panel, Series};
+use crate::plot::{ema, ema_weight, faint, write_png, Panel, Series, PALETTE};
 
 /// One panel: its title, y axis label, and the metrics.jsonl keys drawn in it with their legend names.
 pub struct PanelSpec {
@@ -75,18 +75,6 @@ pub const SFT_PANELS: &[PanelSpec] = &[
     spec("gradient norm (before clipping)", "norm", &[("grad_norm", "norm")]),
     exact("learning rate", "lr", &[("lr", "lr")]),
     spec("throughput", "tokens/s", &[("tokens_per_s", "tokens/s")]),
-];
-
-/// matplotlib's tab10, in order.
-const PALETTE: [[u8; 3]; 8] = [
-    [31, 119, 180],
-    [255, 127, 14],
-    [44, 160, 44],
-    [214, 39, 40],
-    [148, 103, 189],
-    [140, 86, 75],
-    [227, 119, 194],
-    [127, 127, 127],
 ];
 
 /// A series as drawn: from this many points on, a faint raw line under its moving average;

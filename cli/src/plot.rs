@@ -25,6 +25,18 @@ pub struct Panel<'a> {
     pub series: Vec<Series<'a>>,
 }
 
+/// Line colours for series told apart by colour: matplotlib's tab10, in order, cycled.
+pub const PALETTE: [[u8; 3]; 8] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+];
+
 const WIDTH: i64 = 800;
 const PANEL_H: i64 = 360;
 const FOOTER_H: i64 = 40;

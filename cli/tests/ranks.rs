@@ -5,20 +5,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_clean_error, softcot, tiny_model};
-use serde_json::Value;
+use common::{assert_clean_error, metrics, softcot, tiny_model, write_problems};
 use softcot_core::io::ModelDir;
 use softcot_core::Backend;
 use softcot_cpu::CpuBackend;
-
-fn write_data(dir: &Path) -> String {
-    let lines: Vec<String> = (0..24)
-        .map(|i| serde_json::json!({"prompt": format!("{i}+2"), "answer": format!("{}", i + 2)}).to_string())
-        .collect();
-    let p = dir.join("data.jsonl");
-    std::fs::write(&p, lines.join("\n")).unwrap();
-    p.to_str().unwrap().to_string()
-}
 
 /// 3 prompts of 3 samples per step, so 2 and 3 ranks split a step unevenly or one prompt each.
 const SMALL: &[&str] = &[
@@ -59,11 +49,6 @@ fn run(model: &str, data: &str, out: &Path, extra: &[&str]) -> common::Out {
     softcot(&args)
 }
 
-fn metrics(out: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
 fn weights(dir: &Path) -> Vec<Vec<f32>> {
     let be = CpuBackend::new();
     let m = ModelDir::open(dir).unwrap().load(&be).unwrap();
@@ -89,7 +74,7 @@ fn rel_distance(a: &[Vec<f32>], b: &[Vec<f32>], start: &[Vec<f32>]) -> f64 {
 fn thread_ranks_train_what_one_rank_trains() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path(), "m");
-    let data = write_data(tmp.path());
+    let data = write_problems(tmp.path());
     let start = weights(Path::new(&model));
     for think in ["soft", "hard"] {
         let one_dir = tmp.path().join(format!("one-{think}"));
@@ -133,7 +118,7 @@ fn thread_ranks_train_what_one_rank_trains() {
 fn a_run_resumes_on_another_number_of_ranks() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path(), "m");
-    let data = write_data(tmp.path());
+    let data = write_problems(tmp.path());
     let out = tmp.path().join("run");
     let o = run(&model, &data, &out, &["--devices", "0,1", "--stop-after", "2"]);
     assert_eq!(o.code, 0, "{}", o.stderr);

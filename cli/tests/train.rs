@@ -5,18 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{assert_clean_error, softcot, tiny_model};
-use serde_json::Value;
-
-/// Small problems in the plain `{"prompt", "answer"}` format.
-fn write_data(dir: &Path) -> String {
-    let lines: Vec<String> = (0..24)
-        .map(|i| serde_json::json!({"prompt": format!("{i}+1"), "answer": format!("{}", i + 1)}).to_string())
-        .collect();
-    let p = dir.join("data.jsonl");
-    std::fs::write(&p, lines.join("\n")).unwrap();
-    p.to_str().unwrap().to_string()
-}
+use common::{assert_clean_error, metrics, softcot, tiny_model, write_problems};
 
 /// Settings that keep a run on the tiny model to a second or two.
 const SMALL: &[&str] = &[
@@ -39,14 +28,6 @@ const SMALL: &[&str] = &[
     "--warmup",
     "1",
 ];
-
-fn metrics(out: &Path) -> Vec<Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 /// `train` on MODEL and DATA into OUT: the arguments every run here starts from.
 fn train_args<'a>(model: &'a str, data: &'a str, out: &'a Path) -> Vec<&'a str> {
@@ -72,7 +53,7 @@ fn run(model: &str, data: &str, out: &Path, extra: &[&str]) -> common::Out {
 fn a_run_writes_metrics_plot_best_and_final_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path(), "m");
-    let data = write_data(tmp.path());
+    let data = write_problems(tmp.path());
     for think in ["hard", "soft", "fuzzy"] {
         let out = tmp.path().join(format!("run-{think}"));
         let o = run(
@@ -122,7 +103,7 @@ fn a_run_writes_metrics_plot_best_and_final_and_resumes() {
 fn replaying_a_saved_step_reproduces_the_next_checkpoint_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path(), "m");
-    let data = write_data(tmp.path());
+    let data = write_problems(tmp.path());
     for think in ["soft", "hard"] {
         let out = tmp.path().join(format!("run-{think}"));
         let extra = [
@@ -166,7 +147,7 @@ fn replaying_a_saved_step_reproduces_the_next_checkpoint_exactly() {
 fn bad_settings_and_data_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path(), "m");
-    let data = write_data(tmp.path());
+    let data = write_problems(tmp.path());
     let out = tmp.path().join("o");
     let spare = tmp.path().join("refused");
     let refused = |flag: &str, value: &str, key: &str| {
@@ -229,7 +210,7 @@ fn the_builtin_task_learns() {
 fn ctrl_c_leaves_a_resumable_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path(), "m");
-    let data = write_data(tmp.path());
+    let data = write_problems(tmp.path());
     let out = tmp.path().join("run");
     let mut args = train_args(&model, &data, &out);
     args.extend_from_slice(SMALL);

@@ -83,7 +83,8 @@ pub struct Collected {
 
 /// `g` rollouts of each task in one batch of `tasks.len() * g` rows. Rollout `j` of task `i`
 /// uses Philox stream `stream0 + i * g + j`, so it does not depend on how rows are batched. The
-/// noise scale is computed once, from the model as it is.
+/// noise scale `sigma` is `cfg.sigma(be, model)`, which the caller computes once for all its calls
+/// (a pass over the embedding matrix).
 #[allow(clippy::too_many_arguments)]
 pub fn collect<B: Backend>(
     be: &B,
@@ -92,12 +93,12 @@ pub fn collect<B: Backend>(
     g: usize,
     stream0: u32,
     cfg: &ThinkConfig,
+    sigma: f32,
     tok: &dyn Tokens,
     rewards: &Rewards,
 ) -> Result<Collected> {
     let mut cfg = cfg.clone();
     cfg.record_inputs = cfg.mode.is_continuous();
-    let sigma = cfg.sigma(be, model)?;
     let rows: Vec<Vec<u32>> = tasks
         .iter()
         .flat_map(|t| core::iter::repeat_n(t.prompt.clone(), g))

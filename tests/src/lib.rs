@@ -9,6 +9,7 @@
 pub mod conformance;
 pub mod fixtures;
 pub mod gradcheck;
+pub mod heap;
 pub mod parity;
 pub mod reference;
 
@@ -50,3 +51,21 @@ impl TestRng {
 }
 
 pub mod memmodel;
+
+/// The CUDA backend under test and where it runs: the host build of its kernels, or the GPU that
+/// `SOFTCOT_CUDA_DEVICE` names (tools/cuda-check.sh on a lent GPU; a GPU that cannot be opened
+/// fails the test).
+pub fn cuda_under_test() -> (softcot_cuda::CudaBackend, String) {
+    match std::env::var("SOFTCOT_CUDA_DEVICE") {
+        Ok(n) => {
+            let ordinal: usize = n
+                .trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("SOFTCOT_CUDA_DEVICE={n}: not a device ordinal"));
+            let be = softcot_cuda::CudaBackend::new(ordinal)
+                .unwrap_or_else(|e| panic!("SOFTCOT_CUDA_DEVICE={n}: {}", e.msg));
+            (be, format!("GPU {ordinal}"))
+        }
+        Err(_) => (softcot_cuda::CudaBackend::host(), "host build".to_string()),
+    }
+}

@@ -3,27 +3,11 @@
 //! With `SOFTCOT_CUDA_DEVICE=N` (tools/cuda-check.sh on a lent GPU) the same checks run on GPU N,
 //! and a GPU that cannot be opened fails the test.
 
-use softcot_cuda::CudaBackend;
-use softcot_tests::conformance;
-
-/// The backend under test and where it runs: the host build, or the GPU `SOFTCOT_CUDA_DEVICE` names.
-fn backend() -> (CudaBackend, String) {
-    match std::env::var("SOFTCOT_CUDA_DEVICE") {
-        Ok(n) => {
-            let ordinal: usize = n
-                .trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("SOFTCOT_CUDA_DEVICE={n}: not a device ordinal"));
-            let be = CudaBackend::new(ordinal).unwrap_or_else(|e| panic!("SOFTCOT_CUDA_DEVICE={n}: {}", e.msg));
-            (be, format!("GPU {ordinal}"))
-        }
-        Err(_) => (CudaBackend::host(), "host build".to_string()),
-    }
-}
+use softcot_tests::{conformance, cuda_under_test};
 
 #[test]
 fn cuda_backend_conforms() {
-    let (be, place) = backend();
+    let (be, place) = cuda_under_test();
     println!("cuda conformance on the {place}");
     conformance::run_all(&be);
 }
@@ -32,7 +16,7 @@ fn cuda_backend_conforms() {
 /// sampling): the subset tools/cuda-check.sh runs under compute-sanitizer's memcheck and racecheck.
 #[test]
 fn cuda_kernel_subset() {
-    let (be, place) = backend();
+    let (be, place) = cuda_under_test();
     println!("cuda kernel subset on the {place}");
     conformance::elementwise(&be);
     conformance::rmsnorm(&be);
@@ -53,7 +37,7 @@ fn nccl_on_one_rank() {
     use softcot_core::Backend;
     use softcot_cuda::{unique_id, NcclComm};
 
-    let (be, place) = backend();
+    let (be, place) = cuda_under_test();
     if place == "host build" {
         let e = NcclComm::new(&be, Rank::SOLO, &[0; 128])
             .err()

@@ -7,37 +7,11 @@
 //! The stop phrase is off: its check detokenizes the last tokens every step (the tokenizer's own
 //! strings).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use softcot_core::model::init::preset;
 use softcot_core::think::{generate, ThinkConfig, ThinkMode};
 use softcot_cpu::CpuBackend;
+use softcot_tests::heap::{allocations, Counting};
 use softcot_tests::memmodel::{random_model, ScriptedTokens};
-
-/// Heap allocations and reallocations so far, by every thread.
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-struct Counting;
-
-// SAFETY: every call is passed to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -71,9 +45,9 @@ fn decode_steps_allocate_nothing() {
                         (tc.greedy, tc.record_inputs, tc.stop) = (greedy, record, false);
                         (tc.think_tokens, tc.answer_tokens, tc.answer_greedy) = (steps, 4, greedy);
                         tc.seed = 7;
-                        let before = ALLOCS.load(Ordering::Relaxed);
+                        let before = allocations();
                         let g = generate(&be, &model, &prompts, &streams, &tc, &tok).unwrap();
-                        let n = ALLOCS.load(Ordering::Relaxed) - before;
+                        let n = allocations() - before;
                         assert!(g.iter().all(|g| g.think_ids.len() == steps));
                         drop(g);
                         n

@@ -39,7 +39,7 @@ fn recorded_inputs_are_the_recomputed_mixture_plus_unit_noise() {
         tc.answer_tokens = 2;
         tc.stop = false;
         let sigma = tc.sigma(&be, &model).unwrap();
-        let collected = collect(&be, &model, &tasks, 4, 0, &tc, &md.tokenizer, &Rewards::default()).unwrap();
+        let collected = collect(&be, &model, &tasks, 4, 0, &tc, tc.sigma(&be, &model).unwrap(), &md.tokenizer, &Rewards::default()).unwrap();
         assert_eq!(
             collected.sigma, sigma,
             "collect reports the noise scale its rollouts had"

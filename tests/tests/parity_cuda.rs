@@ -7,26 +7,11 @@ use std::path::Path;
 
 use softcot_cuda::CudaBackend;
 use softcot_tests::fixtures::{self, name};
-use softcot_tests::parity;
-
-/// The backend under test and where it runs: the host build, or the GPU `SOFTCOT_CUDA_DEVICE` names.
-fn backend() -> (CudaBackend, String) {
-    match std::env::var("SOFTCOT_CUDA_DEVICE") {
-        Ok(n) => {
-            let ordinal: usize = n
-                .trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("SOFTCOT_CUDA_DEVICE={n}: not a device ordinal"));
-            let be = CudaBackend::new(ordinal).unwrap_or_else(|e| panic!("SOFTCOT_CUDA_DEVICE={n}: {}", e.msg));
-            (be, format!("GPU {ordinal}"))
-        }
-        Err(_) => (CudaBackend::host(), "host build".to_string()),
-    }
-}
+use softcot_tests::{cuda_under_test, parity};
 
 /// Runs `check` on every fixture folder, announcing each on a line with `cuda` in it.
 fn each_fixture(section: &str, check: fn(&CudaBackend, &Path)) {
-    let (be, place) = backend();
+    let (be, place) = cuda_under_test();
     for dir in fixtures::discover() {
         println!("cuda ({place}) {:<12} {section}", name(&dir));
         check(&be, &dir);

@@ -11,9 +11,7 @@
 //! update's peak is at least the plan's (every buffer it counts is live at once) and the rest is
 //! host staging and the CPU's own op scratch, printed.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::mem::size_of;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use softcot_core::backend::Moments;
 use softcot_core::io::ModelDir;
@@ -28,57 +26,11 @@ use softcot_core::{Backend, Train};
 use softcot_cpu::CpuBackend;
 use softcot_cuda::CudaBackend;
 use softcot_tests::fixtures;
+use softcot_tests::heap::{kept, peak_growth, Counting};
 use softcot_tests::memmodel::{MemSource, ScriptedTokens};
-
-/// Live heap bytes, and the most there were since the last [`reset_peak`].
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-struct Counting;
-
-fn grew(n: usize) {
-    let live = LIVE.fetch_add(n, Ordering::SeqCst) + n;
-    PEAK.fetch_max(live, Ordering::SeqCst);
-}
-
-// SAFETY: every call is passed to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        grew(new_size);
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size(), Ordering::SeqCst);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// `f`'s result and the heap bytes it left allocated.
-fn kept<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let before = LIVE.load(Ordering::SeqCst);
-    let out = f();
-    (out, LIVE.load(Ordering::SeqCst) - before)
-}
-
-/// The most heap bytes `f` had allocated at once, over what was live before it.
-fn peak_of(f: impl FnOnce()) -> usize {
-    let before = LIVE.load(Ordering::SeqCst);
-    PEAK.store(before, Ordering::SeqCst);
-    f();
-    PEAK.load(Ordering::SeqCst) - before
-}
 
 /// Host bytes of a parameter list besides the buffers: the list, names and shapes.
 fn list_heap<T>(ps: &Vec<Param<T>>) -> usize {
@@ -242,7 +194,7 @@ fn check_update<B: Train>(name: &str, be: &B, model: &Model<B>, s: &RunShape) {
     };
     // once first, so the CPU's per-thread scratch has grown before the peak is taken
     step.gradients(be, model, &seqs, &settings).unwrap();
-    let peak = peak_of(|| {
+    let peak = peak_growth(|| {
         step.gradients(be, model, &seqs, &settings).unwrap();
     });
     let planned = plan::rl_terms_bytes(&model.cfg, s, ROWS);

@@ -48,6 +48,7 @@ fn rollouts_feed_the_estimator() {
                 g,
                 stream0,
                 &cfg,
+                cfg.sigma(&be, &model).unwrap(),
                 &md.tokenizer,
                 &Rewards::default(),
             )

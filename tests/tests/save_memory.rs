@@ -3,9 +3,6 @@
 //! meanwhile) grows during `export_model` and `save_checkpoint` by at most the largest tensor's
 //! float32 download plus its encoded bytes, and a little for headers and paths.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use softcot_core::dtype::DType;
 use softcot_core::io::checkpoint::{export_model, save_checkpoint, SaveAs};
 use softcot_core::io::save::{write_random_model, ShardSize};
@@ -13,50 +10,10 @@ use softcot_core::io::ModelDir;
 use softcot_core::model::init::preset;
 use softcot_core::optim::{AdamW, AdamwConfig};
 use softcot_cpu::CpuBackend;
-
-static NOW: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-struct Counting;
-
-fn grew(n: usize) {
-    let now = NOW.fetch_add(n, Ordering::Relaxed) + n;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call is passed to the system allocator unchanged.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        grew(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // The old and new blocks may both be live while the bytes move.
-        grew(new_size);
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        NOW.fetch_sub(layout.size(), Ordering::Relaxed);
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        NOW.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use softcot_tests::heap::{peak_growth, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Bytes of heap the call `f` adds at its peak over what was live before it.
-fn peak_growth(f: impl FnOnce()) -> usize {
-    let base = NOW.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
-    f();
-    PEAK.load(Ordering::Relaxed) - base
-}
 
 #[test]
 fn saving_holds_one_tensor_not_the_model() {

@@ -7,7 +7,7 @@ use softcot_core::think::ThinkMode;
 use softcot_core::Result;
 
 use super::EvalReport;
-use crate::plot::{write_png, Panel, Series};
+use crate::plot::{write_png, Panel, Series, PALETTE};
 
 /// Sums of the recorded entropies at each thinking position, and the rows that reached it.
 #[derive(Default)]
@@ -34,18 +34,6 @@ impl Profile {
         self.sums.iter().zip(&self.rows).map(|(&s, &n)| s / n as f64).collect()
     }
 }
-
-/// Line colours, cycled: one per (model, decoding) of a panel.
-const COLORS: [[u8; 3]; 8] = [
-    [31, 119, 180],
-    [255, 127, 14],
-    [44, 160, 44],
-    [214, 39, 40],
-    [148, 103, 189],
-    [140, 86, 75],
-    [227, 119, 194],
-    [23, 190, 207],
-];
 
 /// One line: its legend name and points (thinking position, mean entropy).
 type Line = (String, Vec<(f64, f64)>);
@@ -75,7 +63,7 @@ pub fn write_entropy_png(path: &Path, models: &[(&str, &EvalReport)]) -> Result<
                 .map(|(i, (name, points))| Series {
                     name,
                     points,
-                    color: COLORS[i % COLORS.len()],
+                    color: PALETTE[i % PALETTE.len()],
                 })
                 .collect(),
         })

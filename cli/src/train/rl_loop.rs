@@ -310,11 +310,12 @@ impl<B: Train> Trainer<'_, B> {
             0 => 64,
             r => r,
         };
+        let sigma = think.sigma(self.be, model)?;
         // sums: [correct, thinking steps]
         let mut sums = [0f64; 2];
         for chunk in val[comm.rank().share(val.len())].chunks(rows) {
             let tasks: Vec<&Task> = chunk.iter().collect();
-            let r = collect(self.be, model, &tasks, 1, 0, &think, self.tok, &rewards(self.c))?.rollouts;
+            let r = collect(self.be, model, &tasks, 1, 0, &think, sigma, self.tok, &rewards(self.c))?.rollouts;
             sums[0] += r.iter().filter(|x| x.correct).count() as f64;
             sums[1] += r.iter().map(|x| x.gen.think_ids.len() as f64).sum::<f64>();
         }

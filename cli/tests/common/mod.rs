@@ -22,6 +22,22 @@ pub fn softcot(args: &[&str]) -> Out {
     }
 }
 
+/// 24 small problems `{"prompt": "i+1", "answer": "i+1's sum"}` in `dir/data.jsonl`; its path.
+pub fn write_problems(dir: &Path) -> String {
+    let lines: Vec<String> = (0..24)
+        .map(|i| serde_json::json!({"prompt": format!("{i}+1"), "answer": format!("{}", i + 1)}).to_string())
+        .collect();
+    let p = dir.join("data.jsonl");
+    std::fs::write(&p, lines.join("\n")).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// The lines of a run's `metrics.jsonl`.
+pub fn metrics(out: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// A fresh tiny model made by `init-model` in `dir/name`.
 pub fn tiny_model(dir: &Path, name: &str) -> String {
     let out = dir.join(name);

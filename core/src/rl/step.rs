@@ -127,7 +127,7 @@ impl<B: Train> Step<B> {
         for (k, chunk) in batch[share.clone()].chunks(per_call).enumerate() {
             let first = share.start + k * per_call;
             let s0 = stream0.wrapping_add((first * g) as u32);
-            let c = collect(be, model, chunk, g, s0, think, tok, rewards)?;
+            let c = collect(be, model, chunk, g, s0, think, all.sigma, tok, rewards)?;
             all.rollouts.extend(c.rollouts.into_iter().map(|mut r| {
                 r.group += first;
                 r
