@@ -58,7 +58,18 @@ fn replay(dir: &Path) {
         cfg.think_tokens = 10;
         cfg.answer_tokens = 5;
         let rewards = Rewards::default();
-        let collected = collect(&be, &model, &tasks, g, 0, &cfg, cfg.sigma(&be, &model).unwrap(), &md.tokenizer, &rewards).unwrap();
+        let collected = collect(
+            &be,
+            &model,
+            &tasks,
+            g,
+            0,
+            &cfg,
+            cfg.sigma(&be, &model).unwrap(),
+            &md.tokenizer,
+            &rewards,
+        )
+        .unwrap();
         let (mut rollouts, sigma) = (collected.rollouts, collected.sigma);
         // A random model earns no reward; give the groups different rewards (not exact in f32) so
         // that the advantages, and with them the gradients, are not zero.

@@ -1,9 +1,8 @@
 //! HF folder -> GGUF v3, with the metadata llama.cpp reads for Llama and Qwen2, written tensor by
 //! tensor (one tensor's f32 copy in memory at a time) into a temporary file renamed at the end.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 use serde_json::Value as Json;
 
@@ -14,7 +13,7 @@ use super::tokenizer::to_gguf as tokenizer_kv;
 use super::LLAMA3_KEYS;
 use crate::error::{Error, Result};
 use crate::io::config::{ids_of, load_config};
-use crate::io::fsutil::read_json;
+use crate::io::fsutil::{read_json, write_atomic_with};
 use crate::io::safetensors::Checkpoint;
 use crate::io::tokenizer::chat_template;
 use crate::model::{Arch, ModelConfig, RopeScaling};
@@ -50,7 +49,9 @@ pub fn hf_to_gguf(src: &Path, dst: &Path, ty: GgmlType) -> Result<()> {
     let ckpt = Checkpoint::open_dir(src)?;
     let kv = metadata(src, &cfg, ty)?;
     let plan = plan(&cfg, ty)?;
-    write_streamed(dst, |w| write_file(w, &kv, &plan, &ckpt))
+    write_atomic_with(dst, |mut w| {
+        write_file(&mut w, &kv, &plan, &ckpt).map_err(|e| Error::io(format!("{}: cannot write: {e}", dst.display())))?
+    })
 }
 
 /// Every metadata entry: general, architecture hyper-parameters, tokenizer.
@@ -287,29 +288,4 @@ fn write_value(w: &mut impl Write, v: &Value, typed: bool) -> std::io::Result<u6
         }
     };
     Ok(n)
-}
-
-/// Runs `body` on a buffered temporary file beside `path`, then syncs and renames it over `path`;
-/// on any failure the temporary file is removed and `path` is untouched.
-fn write_streamed(path: &Path, body: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<Result<()>>) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or("out.gguf".into(), |n| n.to_string_lossy().into_owned());
-    let tmp: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let io_err = |e: std::io::Error| Error::io(format!("{}: cannot write: {e}", path.display()));
-    let res = (|| -> Result<()> {
-        let mut w = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io_err)?);
-        body(&mut w).map_err(io_err)??;
-        let f = w.into_inner().map_err(|e| io_err(e.into_error()))?;
-        f.sync_all().map_err(io_err)?;
-        fs::rename(&tmp, path).map_err(io_err)
-    })();
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
 }
