@@ -58,6 +58,8 @@ impl NcclComm {
     /// Joins group `id` as `rank`, on `be`'s GPU. Blocks until every rank of the group joined.
     pub fn new(be: &CudaBackend, rank: Rank, id: &NcclId) -> Result<Self> {
         library()?;
+        // Refutable only with the `host` feature, whose launcher has no GPU buffers.
+        #[cfg_attr(not(feature = "host"), allow(irrefutable_let_patterns))]
         let Launcher::Device(d) = &be.l else {
             return Err(Error::backend(
                 "nccl needs the GPU backend (the host build has no GPU buffers)",
@@ -91,7 +93,6 @@ fn dev<T>(b: &Buffer<T>, n: usize, what: &str) -> Result<*mut c_void> {
     need(b.len(), n, what)?;
     match b.mem {
         Mem::Device(_) => Ok(b.addr() as *mut c_void),
-        #[cfg(feature = "host")]
         Mem::Host(_) => Err(Error::backend(
             "nccl: a host buffer (the host build has no GPU buffers)",
         )),
