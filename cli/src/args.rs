@@ -70,11 +70,22 @@ pub enum Format {
     Text,
 }
 
-/// Runs `$body` with `$be` bound to the chosen backend. GPU backends that are not available report
-/// it plainly (a clear error, non-zero exit).
+/// Refuses `--device N` (N > 0) with a backend that has no devices to choose from.
+pub fn check_device(kind: BackendKind, device: usize) -> Result<()> {
+    if device == 0 || kind == BackendKind::Cuda {
+        return Ok(());
+    }
+    Err(softcot_core::Error::invalid(format!(
+        "--device {device}: only --backend cuda chooses a device (`softcot devices` lists them)"
+    )))
+}
+
+/// Runs `$body` with `$be` bound to the chosen backend, on GPU `$device` for CUDA. GPU backends
+/// that are not available report it plainly (a clear error, non-zero exit).
 #[macro_export]
 macro_rules! with_backend {
-    ($kind:expr, |$be:ident| $body:expr) => {
+    ($kind:expr, $device:expr, |$be:ident| $body:expr) => {{
+        $crate::args::check_device($kind, $device)?;
         match $kind {
             $crate::args::BackendKind::Cpu => {
                 let $be = softcot_cpu::CpuBackend::new();
@@ -84,13 +95,13 @@ macro_rules! with_backend {
                 let $be = softcot_wgpu::WgpuBackend::new()?;
                 $body
             }
-            // Device 0: a one-line error when the CUDA libraries, driver or device are missing.
+            // A one-line error when the CUDA libraries, driver or device are missing.
             $crate::args::BackendKind::Cuda => {
-                let $be = softcot_cuda::CudaBackend::new(0)?;
+                let $be = softcot_cuda::CudaBackend::new($device)?;
                 $body
             }
         }
-    };
+    }};
 }
 
 impl BackendKind {
@@ -115,19 +126,20 @@ impl BackendKind {
 /// checked [`BackendKind::require_training`] first, so the other arms only repeat its refusal.
 #[macro_export]
 macro_rules! with_train_backend {
-    ($kind:expr, $cmd:expr, |$be:ident| $body:expr) => {
+    ($kind:expr, $device:expr, $cmd:expr, |$be:ident| $body:expr) => {{
+        $crate::args::check_device($kind, $device)?;
         match $kind {
             $crate::args::BackendKind::Cpu => {
                 let $be = softcot_cpu::CpuBackend::new();
                 $body
             }
             $crate::args::BackendKind::Cuda => {
-                let $be = softcot_cuda::CudaBackend::new(0)?;
+                let $be = softcot_cuda::CudaBackend::new($device)?;
                 $body
             }
             other => other.require_training($cmd),
         }
-    };
+    }};
 }
 
 /// Parses `1,2,3` into ids (the error names the flag and the bad item).

@@ -106,6 +106,9 @@ pub struct BenchArgs {
     seed: u64,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendKind,
+    /// The GPU to run on with --backend cuda, as `softcot devices` numbers them.
+    #[arg(long, default_value_t = 0)]
+    device: usize,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
 }
@@ -181,9 +184,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     match a.workload {
         Workload::RlStep | Workload::TrainStep => {
             a.backend.require_training("bench --workload train-step|rl-step")?;
-            with_train_backend!(a.backend, "bench", |be| train_bench_on(&be, &a))
+            with_train_backend!(a.backend, a.device, "bench", |be| train_bench_on(&be, &a))
         }
-        _ => with_backend!(a.backend, |be| bench_on(&be, &a)),
+        _ => with_backend!(a.backend, a.device, |be| bench_on(&be, &a)),
     }
 }
 

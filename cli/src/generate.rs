@@ -54,6 +54,9 @@ pub struct GenerateArgs {
     no_stop: bool,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendKind,
+    /// The GPU to run on with --backend cuda, as `softcot devices` numbers them.
+    #[arg(long, default_value_t = 0)]
+    device: usize,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
 }
@@ -79,7 +82,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     cfg.think_tokens = a.think_tokens;
     cfg.answer_tokens = a.answer_tokens;
     cfg.stop = !a.no_stop;
-    with_backend!(a.backend, |be| run_on(&be, &md, &prompt, &cfg, a.format))
+    with_backend!(a.backend, a.device, |be| run_on(&be, &md, &prompt, &cfg, a.format))
 }
 
 fn run_on<B: Backend>(be: &B, md: &ModelDir, prompt: &[u32], cfg: &ThinkConfig, format: Format) -> Result<()> {

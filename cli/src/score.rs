@@ -27,6 +27,9 @@ pub struct ScoreArgs {
     input: PathBuf,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendKind,
+    /// The GPU to run on with --backend cuda, as `softcot devices` numbers them.
+    #[arg(long, default_value_t = 0)]
+    device: usize,
     /// json: one object per line with ids, logprobs, nll, n_tokens; text: a summary per line.
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
@@ -34,7 +37,7 @@ pub struct ScoreArgs {
 
 pub fn run(a: ScoreArgs) -> Result<()> {
     let md = ModelDir::open(&a.model)?;
-    with_backend!(a.backend, |be| score_all(&be, &md, &a))
+    with_backend!(a.backend, a.device, |be| score_all(&be, &md, &a))
 }
 
 fn score_all<B: Backend>(be: &B, md: &ModelDir, a: &ScoreArgs) -> Result<()> {

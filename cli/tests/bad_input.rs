@@ -179,6 +179,9 @@ fn bad_inputs_to_commands() {
     assert_clean_error(&o, "--tau");
     let o = softcot(&["generate", "--model", &m, "--prompt", "hi", "--backend", "cuda"]);
     assert_clean_error(&o, "cuda");
+    // A device index means a CUDA device; the CPU has none to choose from.
+    let o = softcot(&["generate", "--model", &m, "--prompt", "hi", "--device", "1"]);
+    assert_clean_error(&o, "--device 1: only --backend cuda chooses a device");
     let o = softcot(&[
         "init-model",
         "--preset",
@@ -238,6 +241,8 @@ fn cuda_without_a_driver_fails_cleanly() {
         &[
             &["train", "--model", m, "--data", m, "--out", out, "--backend", "cuda"],
             &["sft", "--model", m, "--data", m, "--out", m, "--backend", "cuda"],
+            &["sft", "--model", m, "--data", m, "--out", m, "--backend", "cuda", "--device", "3"],
+            &["train", "--model", m, "--data", m, "--out", out, "--backend", "cuda", "--device", "3"],
         ],
         "cuda",
     );

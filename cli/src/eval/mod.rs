@@ -109,6 +109,9 @@ pub struct EvalArgs {
     out: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendKind,
+    /// The GPU to run on with --backend cuda, as `softcot devices` numbers them.
+    #[arg(long, default_value_t = 0)]
+    device: usize,
     /// The model's name in the table (default: the model folder name).
     #[arg(long)]
     label: Option<String>,
@@ -461,7 +464,7 @@ pub fn run(a: EvalArgs, matches: &ArgMatches) -> Result<()> {
         eprintln!("warning: {warning}");
     }
     let md = ModelDir::open(model)?;
-    with_backend!(a.backend, |be| run_on(&be, &a, data, &s, &md, &problems))
+    with_backend!(a.backend, a.device, |be| run_on(&be, &a, data, &s, &md, &problems))
 }
 
 /// Evaluates on one backend, then writes OUT/eval.json and OUT/eval.md and prints the table.

@@ -82,6 +82,10 @@ pub struct SftConfig {
     #[arg(long, value_enum, default_value = "cpu")]
     #[serde(skip, default = "cpu")]
     pub backend: BackendKind,
+    /// The GPU to run on with --backend cuda, as `softcot devices` numbers them.
+    #[arg(long, default_value_t = 0)]
+    #[serde(skip)]
+    pub device: usize,
 }
 }
 
@@ -117,12 +121,13 @@ pub fn run(mut a: SftConfig) -> Result<()> {
             resume: Some(dir.clone()),
             stop_after: a.stop_after,
             backend: a.backend,
+            device: a.device,
             out: Some(dir),
             ..saved
         };
     }
     validate(&a)?;
-    with_train_backend!(a.backend, "sft", |be| train(&be, &a))
+    with_train_backend!(a.backend, a.device, "sft", |be| train(&be, &a))
 }
 
 fn validate(a: &SftConfig) -> Result<()> {

@@ -115,7 +115,7 @@ pub fn run(c: &TrainConfig, a: &TrainArgs) -> Result<()> {
         };
         prepare_out(&rc.out, a.overwrite, OUTPUTS)?;
         eprintln!("RL with {} thinking into {}", mode.name(), rc.out.display());
-        with_train_backend!(a.backend, "train", |be| train(
+        with_train_backend!(a.backend, a.device(), "train", |be| train(
             &be,
             &rc,
             false,
@@ -132,7 +132,7 @@ pub fn run(c: &TrainConfig, a: &TrainArgs) -> Result<()> {
     if !a.no_eval {
         let mut models = vec![("warm start".to_string(), warm)];
         models.extend(runs);
-        with_backend!(a.backend, |be| evaluate_all(&be, c, &out, &models))?;
+        with_backend!(a.backend, a.device(), |be| evaluate_all(&be, c, &out, &models))?;
     }
     eprintln!(
         "built-in task done in {:.0} s; everything is in {}",
@@ -253,6 +253,7 @@ fn warm_start(c: &TrainConfig, out: &Path, a: &TrainArgs) -> Result<PathBuf> {
         .map_err(|e| Error::invalid(format!("built-in warm start: {e}")))?
         .c;
     s.backend = a.backend;
+    s.device = a.device();
     sft::run(s)?;
     save_json(&recipe_path, &recipe(c))?;
     Ok(final_dir)

@@ -62,8 +62,16 @@ pub struct TrainArgs {
     /// (ZeRO-1): GPU ordinals with --backend cuda (`0,1,2,3`, one thread per GPU, NCCL between
     /// them); with --backend cpu, thread ranks on the CPU (the multi-rank path without GPUs).
     /// Under torchrun or SLURM the environment names the ranks instead (docs/CLUSTER.md).
-    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    /// `--device N` is `--devices N`: one rank, on GPU N.
+    #[arg(long, alias = "device", value_delimiter = ',', value_name = "LIST")]
     pub devices: Vec<usize>,
+}
+
+impl TrainArgs {
+    /// The device of a one-rank run (`--device N`, or the one entry of `--devices`; else 0).
+    fn device(&self) -> usize {
+        self.devices.first().copied().unwrap_or(0)
+    }
 }
 
 /// Files and folders of a run, besides run.json, metrics.jsonl and checkpoints.
@@ -91,11 +99,11 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
     })?;
     if let Some(file) = &a.replay {
         c.validate_update()?;
-        return with_train_backend!(a.backend, "train", |be| replay::run(&be, &c, file));
+        return with_train_backend!(a.backend, a.device(), "train", |be| replay::run(&be, &c, file));
     }
     c.validate()?;
     if c.is_builtin() {
-        if !a.devices.is_empty() {
+        if a.devices.len() > 1 {
             return Err(Error::invalid(
                 "--devices: the built-in task trains on one rank (give --model and --data for several)",
             ));
