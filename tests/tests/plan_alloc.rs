@@ -21,7 +21,7 @@ use softcot_core::model::{LayerIdx, Model, ModelConfig, Param};
 use softcot_core::optim::{AdamW, AdamwConfig};
 use softcot_core::plan::{self, RunShape};
 use softcot_core::rl::{RlSeq, RlSettings, Step, StepConfig, Thinking};
-use softcot_core::think::{Decoder, RowState, ThinkConfig, ThinkMode, PREFILL_AFTER_STOP, PREFILL_AT_BUDGET};
+use softcot_core::think::{Decoder, NoiseAt, RowState, ThinkConfig, ThinkMode, PREFILL_AFTER_STOP, PREFILL_AT_BUDGET};
 use softcot_core::{Backend, Train};
 use softcot_cpu::CpuBackend;
 use softcot_cuda::CudaBackend;
@@ -190,6 +190,7 @@ fn check_update<B: Train>(name: &str, be: &B, model: &Model<B>, s: &RunShape) {
     let settings = RlSettings {
         tau: 0.5,
         sigma: 0.1,
+        noise_at: NoiseAt::Input,
         norm: ROWS as f32,
     };
     // once first, so the CPU's per-thread scratch has grown before the peak is taken
