@@ -216,10 +216,10 @@ fn layout(seqs: &[RlSeq], d: usize, v: usize, s: &RlSettings) -> Result<Layout> 
                     }
                     _ => {
                         return Err(Error::invalid(alloc::format!(
-                            "rollout {r}: its recorded actions do not fit noise at the {} ({} floats per thinking step)",
-                            s.noise_at.name(),
-                            k.max(d)
-                        )))
+                        "rollout {r}: its recorded actions do not fit noise at the {} ({} floats per thinking step)",
+                        s.noise_at.name(),
+                        k.max(d)
+                    )))
                     }
                 }
                 for x in e.chunks_exact(d) {

@@ -292,7 +292,15 @@ pub fn rl<B: Train>(be: &B, dir: &Path) {
     use softcot_core::rl::{rl_step, rloo_advantages, RlSeq, RlSettings, Thinking};
     use softcot_core::think::NoiseAt;
     let r = Reference::open(dir);
-    let modes = ["soft", "fuzzy", "hard", "soft_hidden", "fuzzy_hidden", "soft_logits", "fuzzy_logits"];
+    let modes = [
+        "soft",
+        "fuzzy",
+        "hard",
+        "soft_hidden",
+        "fuzzy_hidden",
+        "soft_logits",
+        "fuzzy_logits",
+    ];
     for mode in modes {
         let sec = format!("rl.{mode}");
         let noise_at = match mode.split_once('_') {

@@ -85,7 +85,11 @@ fn recorded_actions_are_the_recomputed_mean_plus_unit_noise() {
                     (r.gen.think_actions.clone(), all[(p - 1) * v..(p + c - 1) * v].to_vec())
                 }
             };
-            assert_eq!(action.len(), c * k.max(d), "{mode:?} {at:?}: one action per thinking input");
+            assert_eq!(
+                action.len(),
+                c * k.max(d),
+                "{mode:?} {at:?}: one action per thinking input"
+            );
             z.extend(action.iter().zip(&mean).map(|(a, m)| ((a - m) / sigma) as f64));
             if at != NoiseAt::Input {
                 let (err, same) = fed_from_actions(&be, &model, r, &action, tc.tau, at);
@@ -164,7 +168,11 @@ fn fed_from_actions(
         }
         _ => a,
     };
-    let (mut mix, mut pr, mut ids) = (be.zeros(c * d).unwrap(), be.zeros(c * v).unwrap(), be.ids_zeros(c).unwrap());
+    let (mut mix, mut pr, mut ids) = (
+        be.zeros(c * d).unwrap(),
+        be.zeros(c * v).unwrap(),
+        be.ids_zeros(c).unwrap(),
+    );
     be.mixture(&mut mix, &mut pr, &zp, model.embed(), c, v, d, tau).unwrap();
     be.argmax(&mut ids, &zp, c, v).unwrap();
     let mix = be.download(&mix, c * d).unwrap();

@@ -164,7 +164,12 @@ impl TrainConfig {
                 "must be positive for soft/fuzzy training: the noise is the exploration",
             );
         }
-        let at = parse_noise_at(&self.noise_at).map_err(|e| Error::invalid(format!("`noise_at` ({})", e.msg)))?;
+        let Ok(at) = parse_noise_at(&self.noise_at) else {
+            return bad(
+                "noise_at",
+                &format!("must be input, hidden or logits, not `{}`", self.noise_at),
+            );
+        };
         check_noise(at, self.noise_scale)?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", "must be a positive number");

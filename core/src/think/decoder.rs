@@ -275,7 +275,19 @@ impl<'a, B: Backend> Decoder<'a, B> {
             be.add_noise(&mut b.act, n, d, self.sigma, seed, &b.streams, &b.steps)?;
             be.gather_rows(&mut b.act, h0, &b.clean, n, d)?;
             let logits = &mut self.ws.logits;
-            be.soft_head(logits, &mut b.argmax_ids, &mut b.mix, &mut b.p, &b.act, head, e, n, v, d, cfg.tau)?;
+            be.soft_head(
+                logits,
+                &mut b.argmax_ids,
+                &mut b.mix,
+                &mut b.p,
+                &b.act,
+                head,
+                e,
+                n,
+                v,
+                d,
+                cfg.tau,
+            )?;
         } else if noisy {
             // act = z' = z + sigma eps on thinking rows, z elsewhere; ws.logits stays clean.
             if self.head_pending {
@@ -339,16 +351,7 @@ impl<'a, B: Backend> Decoder<'a, B> {
         } else {
             &self.ws.logits
         };
-        ent.compute(
-            self.be,
-            &mut h.entropy,
-            &mut b.p,
-            z,
-            &b.argmax_ids,
-            &h.argmax,
-            n,
-            v,
-        )?;
+        ent.compute(self.be, &mut h.entropy, &mut b.p, z, &b.argmax_ids, &h.argmax, n, v)?;
         for (i, &r) in self.active.iter().enumerate() {
             if self.rows[r].thinks() {
                 self.rows[r].gen.think_entropy.push(h.entropy[i]);
