@@ -3,7 +3,8 @@
 //! backward. Loss = -(1/N) sum_g A_g ell_g, where ell_g sums, over thinking steps, log pi(x_c)
 //! (Gaussian log-density of the fed vector for soft/fuzzy, token log-prob at tau for hard) and, over
 //! sampled answer tokens, log p(token). The recorded inputs are constants: one teacher-forced
-//! forward and backward, no backpropagation through time.
+//! forward and backward, no backpropagation through time. [`Step`] is the whole optimizer step
+//! built on it: rollouts, this update over micro-batches, clipping and AdamW.
 //!
 //! Soft/fuzzy thinking's action depends on where its noise is ([`NoiseAt`]); log pi is the exact
 //! Gaussian log-density (constant dropped) of the recorded action around what the current
@@ -11,8 +12,7 @@
 //! - input: the fed x around mu = softmax(z / tau) @ E, reaching z and E through the mixture;
 //! - hidden: h' around the final-normed hidden h, entering backward at the final norm's output
 //!   (d loss / d h += -w (h' - h) / sigma^2);
-//! - logits: z' around the logits z (d loss / d z = -w (z' - z) / sigma^2). [`Step`] is the whole optimizer step
-//! built on it: rollouts, this update over micro-batches, clipping and AdamW.
+//! - logits: z' around the logits z (d loss / d z = -w (z' - z) / sigma^2).
 
 mod step;
 
