@@ -32,6 +32,10 @@ Each folder is re-checked with `check` after it is written.
 sft loss and gradients, the AdamW losses and each rl.M loss and gradients with the same functions `make`
 uses, and prints the max relative difference per section: the proof that this script implements the
 README's contract the way the shared fixtures do.
+
+The noise-placement sections rl.{soft,fuzzy}_{hidden,logits} (tests/fixtures/README.md) come from
+tools/noise_fixture.py (numpy + autograd, float64): `make` adds them to each folder it writes and
+`check` re-checks them, with that script's proof of its model against this one's sections.
 """
 import copy
 import json
@@ -40,6 +44,7 @@ import os
 import shutil
 import sys
 
+import noise_fixture
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
@@ -206,6 +211,7 @@ def check(d):
     for s, v in out.items():
         w = f"; grads worst rel {v[1][0]:.2e} ({v[1][1]})" if v[1] else ""
         print(f"{name:<14} {s:<9} loss rel {v[0]:.2e}{w}{'; ' + v[2] if len(v) > 2 else ''}")
+    noise_fixture.check(d)
     return out
 
 
@@ -493,6 +499,7 @@ def make_one(out, tok_dir, name, dtype, shard, hub, model, seed):
           f"layers {cfg.num_hidden_layers} tied {cfg.tie_word_embeddings}; forward [2, {T}], generate "
           f"{len(gids)} greedy / {len(t['generate.soft.shadow_ids'])} soft / {len(t['generate.fuzzy.shadow_ids'])} "
           f"fuzzy, rl G {G} C {C} S {len(boxed) + A}; files {sorted(os.listdir(d))}")
+    noise_fixture.extend(d)
     # Self-check: what `check` recomputes from the file agrees with what was written.
     check(d)
 

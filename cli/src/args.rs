@@ -2,8 +2,8 @@
 
 use clap::ValueEnum;
 use serde::{Deserialize, Serialize};
-use softcot_core::think::{NoiseScale, ThinkMode};
-use softcot_core::Result;
+use softcot_core::think::{NoiseAt, NoiseScale, ThinkMode};
+use softcot_core::{Error, Result};
 
 /// Rows (sequences, rollouts) one step of any command may ask for: far past what any machine
 /// runs in a step, low enough that no size derived from them (rows x positions x width) can
@@ -51,6 +51,28 @@ impl NoiseKind {
             NoiseKind::RowNorm => NoiseScale::RowNorm { gamma },
         }
     }
+}
+
+/// `--noise-at` (and `noise_at` in config files), read from text rather than by clap so that a bad
+/// value is a one-line error naming the flag and the choices.
+pub fn parse_noise_at(s: &str) -> Result<NoiseAt> {
+    NoiseAt::parse(s).ok_or_else(|| {
+        Error::invalid(format!(
+            "--noise-at: `{s}` is not a placement (expected {})",
+            NoiseAt::ALL.map(NoiseAt::name).join(", ")
+        ))
+    })
+}
+
+/// `--noise-at` with `--noise-scale`: row-norm reads E's rows, so it scales only input noise.
+pub fn check_noise(at: NoiseAt, scale: NoiseKind) -> Result<()> {
+    if scale == NoiseKind::RowNorm && at != NoiseAt::Input {
+        return Err(Error::invalid(format!(
+            "--noise-scale row-norm reads the embedding's rows and scales input noise only; --noise-at {} takes rms",
+            at.name()
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]

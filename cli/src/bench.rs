@@ -565,6 +565,7 @@ fn rl_step_bench<B: Train>(be: &B, a: &BenchArgs) -> Result<()> {
         settings.push(RlSettings {
             tau: parts.think[k].tau,
             sigma: c.sigma,
+            noise_at: c.noise_at,
             norm: rows as f32,
         });
         sigma = c.sigma;

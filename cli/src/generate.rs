@@ -8,7 +8,7 @@ use softcot_core::io::ModelDir;
 use softcot_core::think::{generate, ThinkConfig, Tokens};
 use softcot_core::{Backend, Error, Result};
 
-use crate::args::{parse_ids, BackendKind, Format, NoiseKind, Think};
+use crate::args::{check_noise, parse_ids, parse_noise_at, BackendKind, Format, NoiseKind, Think};
 use crate::with_backend;
 
 #[derive(Args)]
@@ -43,6 +43,11 @@ pub struct GenerateArgs {
     /// How sigma is derived from gamma and the embedding matrix.
     #[arg(long, value_enum, default_value = "rms")]
     noise_scale: NoiseKind,
+    /// Where soft/fuzzy thinking draws its noise: input (the method: the fed embedding), hidden
+    /// (the final-normed hidden state) or logits; each with its own scale and log-density
+    /// (docs/TRAINING.md, "Noise placement"). Hard and greedy thinking draw no noise and ignore it.
+    #[arg(long, default_value = "input")]
+    noise_at: String,
     /// Thinking budget (tokens).
     #[arg(long, default_value_t = 128)]
     think_tokens: usize,
@@ -79,6 +84,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     cfg.seed = a.seed.unwrap_or(0);
     cfg.tau = a.tau.unwrap_or(mode.default_tau());
     cfg.noise = a.noise_scale.with_gamma(a.noise_gamma);
+    cfg.noise_at = parse_noise_at(&a.noise_at)?;
+    check_noise(cfg.noise_at, a.noise_scale)?;
     cfg.think_tokens = a.think_tokens;
     cfg.answer_tokens = a.answer_tokens;
     cfg.stop = !a.no_stop;

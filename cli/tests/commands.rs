@@ -150,6 +150,51 @@ fn generate_runs_every_mode_through_the_answer() {
 }
 
 #[test]
+fn generate_takes_each_noise_placement() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = common::tiny_model(tmp.path(), "m");
+    let gen = |think: &str, at: &str, seed: &str| {
+        let args = [
+            "generate",
+            "--model",
+            &m,
+            "--prompt",
+            "2+2=",
+            "--think",
+            think,
+            "--noise-at",
+            at,
+            "--seed",
+            seed,
+            "--no-stop",
+            "--think-tokens",
+            "8",
+            "--answer-tokens",
+            "3",
+            "--format",
+            "json",
+        ];
+        softcot(&args)
+    };
+    for think in ["soft", "fuzzy"] {
+        for at in ["input", "hidden", "logits"] {
+            let o = gen(think, at, "5");
+            assert_eq!(o.code, 0, "{}", o.stderr);
+            let out: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+            assert_eq!(out["think_tokens"].as_u64().unwrap(), 8, "{think} {at}");
+            println!("--think {think} --noise-at {at}: {}", out["text"]);
+        }
+    }
+    // Hard thinking draws no noise: the placement changes nothing.
+    let (a, b) = (gen("hard", "input", "5"), gen("hard", "logits", "5"));
+    assert_eq!((a.code, &a.stdout), (0, &b.stdout), "{}", b.stderr);
+    common::assert_clean_error(
+        &gen("soft", "residual", "5"),
+        "--noise-at: `residual` is not a placement",
+    );
+}
+
+#[test]
 fn grade_prints_one_verdict_per_pair() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("pairs.jsonl");

@@ -104,11 +104,19 @@ fn replaying_a_saved_step_reproduces_the_next_checkpoint_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path(), "m");
     let data = write_problems(tmp.path());
-    for think in ["soft", "hard"] {
-        let out = tmp.path().join(format!("run-{think}"));
+    // Noise at the hidden state or the logits: the rollout file carries the actions.
+    for (think, at) in [
+        ("soft", "input"),
+        ("hard", "input"),
+        ("soft", "hidden"),
+        ("fuzzy", "logits"),
+    ] {
+        let out = tmp.path().join(format!("run-{think}-{at}"));
         let extra = [
             "--think",
             think,
+            "--noise-at",
+            at,
             "--steps",
             "2",
             "--save-every",
@@ -135,9 +143,12 @@ fn replaying_a_saved_step_reproduces_the_next_checkpoint_exactly() {
         let replayed = tmp.path().join("replayed-step-00000002/model.safetensors");
         let a = std::fs::read(replayed).unwrap();
         let b = std::fs::read(out.join("checkpoint-00000002/model.safetensors")).unwrap();
-        assert!(a == b, "{think}: replayed weights differ from the run's step 2");
+        assert!(
+            a == b,
+            "{think} noise at {at}: replayed weights differ from the run's step 2"
+        );
         println!(
-            "{think}: replay of step 2 from checkpoint 1 matches checkpoint 2 bit for bit ({} bytes)",
+            "{think} noise at {at}: replay of step 2 from checkpoint 1 matches checkpoint 2 bit for bit ({} bytes)",
             a.len()
         );
     }
@@ -159,6 +170,14 @@ fn bad_settings_and_data_are_refused_by_name() {
     refused("--tau", "0", "tau");
     refused("--answer-tau", "0", "answer_tau");
     refused("--noise-gamma", "0", "noise_gamma");
+    refused(
+        "--noise-at",
+        "embedding",
+        "(--noise-at) must be input, hidden or logits, not `embedding`",
+    );
+    let mut args = train_args(&model, &data, &spare);
+    args.extend_from_slice(&["--overwrite", "--noise-at", "logits", "--noise-scale", "row-norm"]);
+    assert_clean_error(&softcot(&args), "--noise-at logits takes rms");
     // Sizes past any machine: refused by name, not an abort on allocation or a wrapped sum.
     refused("--samples-per-prompt", "100000000000", "samples-per-prompt");
     refused("--think-tokens", "18446744073709551600", "leave no room");

@@ -248,7 +248,9 @@ pub struct DecodeBytes {
 /// `Decoder::new` for `rows` prompts of `prompt` tokens with `t_max` positions each, and its
 /// prefill. KV cache 2 L rows Hkv t_max hd; logits and the mixture's probabilities [rows, V]
 /// each; the workspace for T tokens, T (5d + 2 qd + 2 kvd + 3F) (x, xn, tmp and one layer's
-/// buffers); step buffers rows (2d) and eight id vectors of rows. Prompts of one length prefill
+/// buffers); step buffers rows (2d) and nine id vectors of rows, plus one float each for the
+/// action and hidden buffers of noise at the hidden state or the logits (input noise: the plan
+/// does not yet count their [rows, d] / [rows, V] sizes for `--noise-at hidden|logits`). Prompts of one length prefill
 /// in one call (T = rows x prompt, its ids uploaded); otherwise one at a time (T = max(prompt,
 /// rows)) through a [rows, V] stash: the plan takes the larger.
 pub fn decode_bytes(cfg: &ModelConfig, rows: usize, prompt: usize, t_max: usize) -> DecodeBytes {
@@ -256,7 +258,7 @@ pub fn decode_bytes(cfg: &ModelConfig, rows: usize, prompt: usize, t_max: usize)
     let (v, l) = (cfg.vocab_size as u64, cfg.num_hidden_layers as u64);
     let (b, p) = (rows as u64, prompt as u64);
     let per_token = 5 * d + 2 * qd + 2 * kvd + 3 * f;
-    let step = b * 2 * d + 8 * b;
+    let step = b * 2 * d + 9 * b + 2;
     // one call: ws for b p tokens, ids b p, slots and start b each
     let one_call = (b * p).max(b) * per_token + b * p + 2 * b;
     // one by one: ws for max(p, b) tokens, a stash [b, V], ids p, slot and start 1 each
@@ -448,14 +450,14 @@ mod tests {
         assert_eq!(rl_terms_bytes(&c, &hard, 2), 4 * (62 + 24));
         // 2 rows, prompt 3, t_max 5: kv 2 L b kvd t_max = 40; logits and p 2 x 2 x 10;
         // workspace for 6 tokens of 5d + 2qd + 2kvd + 3F = 56, ids 6, slots 2, start 2, step
-        // buffers 2 x 2d + 8 x 2
+        // buffers 2 x 2d + 9 x 2 + 2
         let dec = decode_bytes(&c, 2, 3, 5);
         assert_eq!(dec.kv_cache, 4 * 40);
         assert_eq!(dec.logits, 4 * 40);
-        assert_eq!(dec.workspace, 4 * (6 * 56 + 6 + 4 + 32));
+        assert_eq!(dec.workspace, 4 * (6 * 56 + 6 + 4 + 36));
         // one prompt row of 1 token: prefilled one by one would need a stash; one call is larger
         let one = decode_bytes(&c, 1, 1, 5);
-        assert_eq!(one.workspace, 4 * (56 + 1 + 2 + 2 * 4 + 8));
+        assert_eq!(one.workspace, 4 * (56 + 1 + 2 + 2 * 4 + 9 + 2));
     }
 
     #[test]

@@ -5,6 +5,14 @@
 //! sampled answer tokens, log p(token). The recorded inputs are constants: one teacher-forced
 //! forward and backward, no backpropagation through time. [`Step`] is the whole optimizer step
 //! built on it: rollouts, this update over micro-batches, clipping and AdamW.
+//!
+//! Soft/fuzzy thinking's action depends on where its noise is ([`NoiseAt`]); log pi is the exact
+//! Gaussian log-density (constant dropped) of the recorded action around what the current
+//! parameters compute at the position before the fed input:
+//! - input: the fed x around mu = softmax(z / tau) @ E, reaching z and E through the mixture;
+//! - hidden: h' around the final-normed hidden h, entering backward at the final norm's output
+//!   (d loss / d h += -w (h' - h) / sigma^2);
+//! - logits: z' around the logits z (d loss / d z = -w (z' - z) / sigma^2).
 
 mod step;
 
@@ -13,8 +21,9 @@ use alloc::vec::Vec;
 
 use crate::backend::{Gemm, Train};
 use crate::error::{Error, Result};
-use crate::model::train::{Grads, HeadRows, Overrides, TrainActs};
+use crate::model::train::{Grads, HeadRows, HiddenGrad, Overrides, TrainActs};
 use crate::model::Model;
+use crate::think::NoiseAt;
 
 pub use step::{Step, StepConfig};
 
@@ -33,8 +42,22 @@ pub fn rloo_advantages(rewards: &[f64]) -> Result<Vec<f64>> {
 pub enum Thinking {
     /// Hard thinking: the sampled tokens. [C]
     Tokens(Vec<u32>),
-    /// Soft or fuzzy thinking: the noisy input vectors fed. [C * d]
+    /// Soft or fuzzy thinking with noise at the input: the noisy input vectors fed, which are
+    /// the actions. [C * d]
     Embeds(Vec<f32>),
+    /// Soft or fuzzy thinking with noise at the hidden state or the logits: the inputs fed
+    /// [C * d] and the noisy actions drawn [C * k] (k = d or V, as [`RlSettings::noise_at`] says).
+    Noised { inputs: Vec<f32>, actions: Vec<f32> },
+}
+
+impl Thinking {
+    /// The inputs fed while thinking, when they are vectors. [C * d]
+    fn inputs(&self) -> Option<&[f32]> {
+        match self {
+            Thinking::Tokens(_) => None,
+            Thinking::Embeds(e) | Thinking::Noised { inputs: e, .. } => Some(e),
+        }
+    }
 }
 
 /// One recorded rollout, as the update sees it.
@@ -53,9 +76,10 @@ impl RlSeq {
     /// Positions of the teacher-forced sequence: prompt, thinking inputs (rows of `d` for
     /// soft/fuzzy), suffix.
     pub fn len(&self, d: usize) -> usize {
-        let c = match &self.thinking {
-            Thinking::Tokens(t) => t.len(),
-            Thinking::Embeds(e) => e.len() / d,
+        let c = match (&self.thinking, self.thinking.inputs()) {
+            (_, Some(e)) => e.len() / d,
+            (Thinking::Tokens(t), None) => t.len(),
+            (_, None) => 0,
         };
         self.prompt.len() + c + self.suffix.len()
     }
@@ -66,8 +90,10 @@ impl RlSeq {
 pub struct RlSettings {
     /// Thinking temperature (of the recorded rollouts).
     pub tau: f32,
-    /// Per-coordinate noise standard deviation of soft/fuzzy thinking.
+    /// Per-coordinate noise standard deviation of soft/fuzzy thinking's actions.
     pub sigma: f32,
+    /// Where soft/fuzzy thinking's noise was drawn: what the recorded actions are.
+    pub noise_at: NoiseAt,
     /// N, the number of rollouts of the whole optimizer step (the loss is -(1/N) sum A ell).
     pub norm: f32,
 }
@@ -78,12 +104,13 @@ struct Layout {
     t: usize,
     ids: Vec<u32>,         // ids: [B * T]
     embeds: Vec<f32>,      // embeds: [R, d] soft inputs, in soft-row order
+    actions: Vec<f32>,     // actions: [R, k] hidden/logits noisy actions, in soft-row order
     index: Vec<u32>,       // index: [B * T] input row -> embeds row, or MAX
     zero: Vec<u32>,        // zero: [B * T] 0 for overridden input rows, else MAX
     targets: Vec<u32>,     // targets: [M] token predicted from each logit row
     weights: Vec<f32>,     // weights: [M] A / N for scored token rows, else 0
     inv_tau: Vec<f32>,     // inv_tau: [M]
-    soft_rows: Vec<u32>,   // soft_rows: [R] logit row that predicts soft input j
+    soft_rows: Vec<u32>,   // soft_rows: [R] logit row (batch row for hidden noise) before soft input j
     soft_weight: Vec<f32>, // soft_weight: [R] A / N
     head: Vec<u32>,        // head: [M] the batch rows that get logits: scored tokens, soft inputs
     back: Vec<u32>,        // back: [B * T] logit row of each batch row, or MAX
@@ -91,13 +118,16 @@ struct Layout {
 
 impl Layout {
     /// Keeps logits only for the rows that are scored (a token with non-zero weight, or the
-    /// prediction of a soft input): prompt, prefill and padding rows need none. Turns the
-    /// per-row terms, laid out over all B * T rows so far, into terms over the M logit rows.
-    fn keep_scored_rows(&mut self) {
+    /// prediction of a soft input whose log-density reads logits): prompt, prefill and padding
+    /// rows need none. Turns the per-row terms, laid out over all B * T rows so far, into terms
+    /// over the M logit rows.
+    fn keep_scored_rows(&mut self, soft_logits: bool) {
         let n = self.ids.len();
         let mut scored: Vec<bool> = self.weights.iter().map(|&w| w != 0.0).collect();
-        for &r in &self.soft_rows {
-            scored[r as usize] = true;
+        if soft_logits {
+            for &r in &self.soft_rows {
+                scored[r as usize] = true;
+            }
         }
         self.head = (0..n as u32).filter(|&r| scored[r as usize]).collect();
         self.back = vec![u32::MAX; n];
@@ -108,13 +138,16 @@ impl Layout {
         self.targets = self.head.iter().map(|&r| self.targets[r as usize]).collect();
         self.weights = pick(&self.weights, &self.head);
         self.inv_tau = pick(&self.inv_tau, &self.head);
-        for r in self.soft_rows.iter_mut() {
-            *r = self.back[*r as usize];
+        if soft_logits {
+            for r in self.soft_rows.iter_mut() {
+                *r = self.back[*r as usize];
+            }
         }
     }
 }
 
 fn layout(seqs: &[RlSeq], d: usize, v: usize, s: &RlSettings) -> Result<Layout> {
+    let k = s.noise_at.action_width(d, v);
     let b = seqs.len();
     let t = seqs.iter().map(|q| q.len(d)).max().unwrap_or(0);
     let n = b * t;
@@ -123,6 +156,7 @@ fn layout(seqs: &[RlSeq], d: usize, v: usize, s: &RlSettings) -> Result<Layout> 
         t,
         ids: vec![0; n],
         embeds: Vec::new(),
+        actions: Vec::new(),
         index: vec![u32::MAX; n],
         zero: vec![u32::MAX; n],
         targets: vec![0; n],
@@ -167,11 +201,26 @@ fn layout(seqs: &[RlSeq], d: usize, v: usize, s: &RlSettings) -> Result<Layout> 
                     pos += 1;
                 }
             }
-            Thinking::Embeds(e) => {
+            Thinking::Embeds(e) | Thinking::Noised { inputs: e, .. } => {
                 if e.len() % d != 0 {
                     return Err(Error::invalid(alloc::format!(
                         "rollout {r}: thinking inputs are not rows of {d}"
                     )));
+                }
+                match (&q.thinking, s.noise_at) {
+                    (Thinking::Embeds(_), NoiseAt::Input) => {}
+                    (Thinking::Noised { actions, .. }, NoiseAt::Hidden | NoiseAt::Logits)
+                        if actions.len() == e.len() / d * k =>
+                    {
+                        l.actions.extend_from_slice(actions)
+                    }
+                    _ => {
+                        return Err(Error::invalid(alloc::format!(
+                        "rollout {r}: its recorded actions do not fit noise at the {} ({} floats per thinking step)",
+                        s.noise_at.name(),
+                        k.max(d)
+                    )))
+                    }
                 }
                 for x in e.chunks_exact(d) {
                     let j = l.soft_rows.len() as u32;
@@ -189,7 +238,7 @@ fn layout(seqs: &[RlSeq], d: usize, v: usize, s: &RlSettings) -> Result<Layout> 
             pos += 1;
         }
     }
-    l.keep_scored_rows();
+    l.keep_scored_rows(s.noise_at != NoiseAt::Hidden);
     Ok(l)
 }
 
@@ -231,12 +280,28 @@ pub fn rl_step<B: Train>(
     model.forward_train(be, acts, &ids, overrides, Some(&head), b, t)?;
 
     let mut loss = 0f64;
-    // Soft rows first: the cross-entropy below zeroes every row it does not score.
-    let dz_soft = if r > 0 {
-        Some(soft_terms(be, model, acts, &l, &embeds, s, grads, &mut loss)?)
-    } else {
-        None
-    };
+    // Soft rows first: the cross-entropy below zeroes every row it does not score. Their
+    // gradient goes to their logits rows (input, logits noise) or to the final norm's output.
+    let (mut dz_soft, mut dh) = (None, None);
+    if r > 0 {
+        match s.noise_at {
+            NoiseAt::Input => dz_soft = Some(soft_terms(be, model, acts, &l, &embeds, s, grads, &mut loss)?),
+            NoiseAt::Logits => {
+                let rows = be.upload_ids(&l.soft_rows)?;
+                let mut z = be.zeros(r * v)?; // z: [R, V] logits before each soft input
+                be.gather_rows(&mut z, &acts.logits, &rows, r, v)?;
+                let a = be.upload(&l.actions)?; // a: [R, V] the recorded z'
+                dz_soft = Some(gaussian_terms(be, &z, &a, &l.soft_weight, s.sigma, v, &mut loss)?);
+            }
+            NoiseAt::Hidden => {
+                let rows = be.upload_ids(&l.soft_rows)?;
+                let mut h = be.zeros(r * d)?; // h: [R, d] final-normed hidden before each soft input
+                be.gather_rows(&mut h, acts.final_hidden(), &rows, r, d)?;
+                let a = be.upload(&l.actions)?; // a: [R, d] the recorded h'
+                dh = Some((gaussian_terms(be, &h, &a, &l.soft_weight, s.sigma, d, &mut loss)?, rows));
+            }
+        }
+    }
     let mut loss_rows = be.zeros(m)?;
     let (targets, weights, inv_tau) = (
         be.upload_ids(&l.targets)?,
@@ -260,12 +325,44 @@ pub fn rl_step<B: Train>(
         }
         be.gather_rows(&mut acts.logits, &dz, &be.upload_ids(&back)?, m, v)?;
     }
-    model.backward(be, acts, &ids, overrides, Some(&head), b, t, grads)?;
+    let hidden = dh.as_ref().map(|(grad, index)| HiddenGrad { grad, index, rows: r });
+    model.backward(be, acts, &ids, overrides, Some(&head), hidden.as_ref(), b, t, grads)?;
     Ok(loss)
 }
 
+/// The Gaussian log-density terms of recorded actions around their means: with a the actions
+/// [R, k] and mu the means [R, k], adds
+/// sum_j w_j ||a_j - mu_j||^2 / (2 sigma^2) = -sum_j w_j log pi(a_j) to `loss` and returns
+/// d loss / d mu = -w (a - mu) / sigma^2, [R, k].
+fn gaussian_terms<B: Train>(
+    be: &B,
+    mu: &B::Buf,
+    a: &B::Buf,
+    w: &[f32],
+    sigma: f32,
+    k: usize,
+    loss: &mut f64,
+) -> Result<B::Buf> {
+    let r = w.len();
+    let mut g = be.zeros(r * k)?; // g: [R, k] = a - mu
+    be.copy(&mut g, 0, mu, 0, r * k)?;
+    be.scale(&mut g, -1.0, r * k)?;
+    be.add(&mut g, a, r * k)?;
+    let gh = be.download(&g, r * k)?;
+    let inv_2var = 0.5 / ((sigma as f64) * (sigma as f64));
+    for (j, row) in gh.chunks_exact(k).enumerate() {
+        let sq: f64 = row.iter().map(|&a| (a as f64) * (a as f64)).sum();
+        *loss += w[j] as f64 * inv_2var * sq;
+    }
+    let c: Vec<f32> = w.iter().map(|w| -w / (sigma * sigma)).collect();
+    be.scale_rows(&mut g, &be.upload(&c)?, r, k)?;
+    Ok(g)
+}
+
 /// d loss / d logits of the soft rows (returned, [R, V]) and the mixture's gradient into E
-/// (accumulated); adds their loss -w log pi(x) = w ||x - mu||^2 / (2 sigma^2) to `loss`.
+/// (accumulated) for noise at the input; adds their loss -w log pi(x) = w ||x - mu||^2 / (2 sigma^2)
+/// to `loss`. With dmu = d loss / d mu = -w (x - mu) / sigma^2 and mu = softmax(z / tau) E:
+/// d loss / d z = (1 / tau) p ⊙ (u - <p, u>), u = dmu E^T, and dE += p^T dmu.
 #[allow(clippy::too_many_arguments)]
 fn soft_terms<B: Train>(
     be: &B,
@@ -283,33 +380,21 @@ fn soft_terms<B: Train>(
     be.gather_rows(&mut z, &acts.logits, &be.upload_ids(&l.soft_rows)?, r, v)?;
     let (mut p, mut mu) = (be.zeros(r * v)?, be.zeros(r * d)?);
     be.mixture(&mut mu, &mut p, &z, e, r, v, d, s.tau)?; // mu = softmax(z / tau) E
-    let mut g = be.zeros(r * d)?; // g: [R, d] = (x - mu) / sigma^2
-    be.copy(&mut g, 0, x, 0, r * d)?;
-    be.scale(&mut mu, -1.0, r * d)?;
-    be.add(&mut g, &mu, r * d)?;
-    be.scale(&mut g, 1.0 / (s.sigma * s.sigma), r * d)?;
-    let gh = be.download(&g, r * d)?;
-    let half_var = 0.5 * (s.sigma as f64) * (s.sigma as f64);
-    for (j, row) in gh.chunks_exact(d).enumerate() {
-        let sq: f64 = row.iter().map(|&a| (a as f64) * (a as f64)).sum();
-        *loss += l.soft_weight[j] as f64 * half_var * sq; // -w log pi = w sigma^2 ||g||^2 / 2
-    }
-    let mut u = be.zeros(r * v)?; // u: [R, V] = g E^T
-    be.gemm(&mut u, &g, e, Gemm::linear(r, v, d))?;
-    let c: Vec<f32> = l.soft_weight.iter().map(|w| -w / s.tau).collect();
+    let dmu = gaussian_terms(be, &mu, x, &l.soft_weight, s.sigma, d, loss)?; // dmu: [R, d]
+    let mut u = be.zeros(r * v)?; // u: [R, V] = dmu E^T
+    be.gemm(&mut u, &dmu, e, Gemm::linear(r, v, d))?;
+    let c = vec![1.0 / s.tau; r];
     be.soft_pg_logits(&mut z, &p, &u, &be.upload(&c)?, r, v)?; // z becomes d loss / d z
-    let neg_w: Vec<f32> = l.soft_weight.iter().map(|w| -w).collect();
-    be.scale_rows(&mut g, &be.upload(&neg_w)?, r, d)?;
     let embed = model.idx.embed;
     be.gemm(
         &mut grads[embed].buf,
         &p,
-        &g,
+        &dmu,
         Gemm {
             trans_a: true,
             beta: 1.0,
             ..Gemm::nn(v, d, r)
         },
-    )?; // dE += p^T (-w g)
+    )?; // dE += p^T dmu
     Ok(z)
 }

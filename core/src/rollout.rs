@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::grade::{grade, ExtractOptions, Rule};
 use crate::model::Model;
 use crate::rl::{rloo_advantages, RlSeq, Thinking};
-use crate::think::{Decoder, Generation, ThinkConfig, Tokens};
+use crate::think::{Decoder, Generation, NoiseAt, ThinkConfig, Tokens};
 
 /// The rewards of the paper; configurable.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,12 +73,13 @@ pub struct Task {
     pub gold: String,
 }
 
-/// The rollouts of a batch of tasks, and the noise scale their soft inputs had (the estimator's
-/// log-density must use the same).
+/// The rollouts of a batch of tasks, and the noise scale and placement their soft thinking had
+/// (the estimator's log-density must use the same).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Collected {
     pub rollouts: Vec<Rollout>,
     pub sigma: f32,
+    pub noise_at: NoiseAt,
 }
 
 /// `g` rollouts of each task in one batch of `tasks.len() * g` rows. Rollout `j` of task `i`
@@ -107,6 +108,7 @@ pub fn collect<B: Backend>(
         return Ok(Collected {
             rollouts: Vec::new(),
             sigma,
+            noise_at: cfg.noise_at,
         });
     }
     let streams: Vec<u32> = (0..rows.len() as u32).map(|r| stream0.wrapping_add(r)).collect();
@@ -128,7 +130,11 @@ pub fn collect<B: Backend>(
             })
         })
         .collect::<Result<_>>()?;
-    Ok(Collected { rollouts, sigma })
+    Ok(Collected {
+        rollouts,
+        sigma,
+        noise_at: cfg.noise_at,
+    })
 }
 
 /// The estimator's sequences, with RLOO advantages computed within each group.
@@ -151,8 +157,13 @@ pub fn to_rl_seqs(rollouts: &[Rollout]) -> Result<Vec<RlSeq>> {
         .map(|(r, a)| {
             let thinking = if r.gen.think_inputs.is_empty() {
                 Thinking::Tokens(r.gen.think_ids.clone())
-            } else {
+            } else if r.gen.think_actions.is_empty() {
                 Thinking::Embeds(r.gen.think_inputs.clone())
+            } else {
+                Thinking::Noised {
+                    inputs: r.gen.think_inputs.clone(),
+                    actions: r.gen.think_actions.clone(),
+                }
             };
             let suffix: Vec<u32> = [r.gen.prefill_ids.clone(), r.gen.answer_ids.clone()].concat();
             let mut mask = alloc::vec![0f32; r.gen.prefill_ids.len()];

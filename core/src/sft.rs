@@ -75,7 +75,7 @@ pub fn sft_step<B: Train>(
         model.cfg.vocab_size,
     )?;
     let loss: f64 = be.download(loss_rows, n)?.iter().map(|&x| x as f64).sum();
-    model.backward(be, acts, &batch.ids, None, None, b, t, grads)?;
+    model.backward(be, acts, &batch.ids, None, None, None, b, t, grads)?;
     Ok(loss)
 }
 

@@ -285,13 +285,28 @@ fn adamw_trajectory<B: Train>(be: &B, dir: &Path, moments: Moments) -> Option<Ad
     })
 }
 
-/// `rl.soft`, `rl.fuzzy`, `rl.hard`: RLOO advantages from the rewards, then the loss and every
-/// parameter gradient of -(1/G) sum_g A_g ell_g on the recorded rollouts.
+/// `rl.soft`, `rl.fuzzy`, `rl.hard` and the noise placements `rl.{soft,fuzzy}_{hidden,logits}`
+/// (tests/fixtures/README.md): RLOO advantages from the rewards, then the loss and every parameter
+/// gradient of -(1/G) sum_g A_g ell_g on the recorded rollouts.
 pub fn rl<B: Train>(be: &B, dir: &Path) {
     use softcot_core::rl::{rl_step, rloo_advantages, RlSeq, RlSettings, Thinking};
+    use softcot_core::think::NoiseAt;
     let r = Reference::open(dir);
-    for mode in ["soft", "fuzzy", "hard"] {
+    let modes = [
+        "soft",
+        "fuzzy",
+        "hard",
+        "soft_hidden",
+        "fuzzy_hidden",
+        "soft_logits",
+        "fuzzy_logits",
+    ];
+    for mode in modes {
         let sec = format!("rl.{mode}");
+        let noise_at = match mode.split_once('_') {
+            Some((_, at)) => NoiseAt::parse(at).unwrap_or_else(|| panic!("{sec}: unknown placement")),
+            None => NoiseAt::Input,
+        };
         if !r.has_section(&sec) {
             continue;
         }
@@ -311,9 +326,19 @@ pub fn rl<B: Train>(be: &B, dir: &Path) {
         let thinking: Vec<Thinking> = if mode == "hard" {
             let (cs, ids) = r.ids(&format!("{sec}.cot_ids"));
             ids.chunks(cs[1]).map(|c| Thinking::Tokens(c.to_vec())).collect()
-        } else {
+        } else if noise_at == NoiseAt::Input {
             let (cs, e) = r.f32(&format!("{sec}.cot_embeds"));
             e.chunks(cs[1] * d).map(|c| Thinking::Embeds(c.to_vec())).collect()
+        } else {
+            let (cs, e) = r.f32(&format!("{sec}.cot_embeds"));
+            let (ks, a) = r.f32(&format!("{sec}.cot_actions"));
+            e.chunks(cs[1] * d)
+                .zip(a.chunks(ks[1] * ks[2]))
+                .map(|(e, a)| Thinking::Noised {
+                    inputs: e.to_vec(),
+                    actions: a.to_vec(),
+                })
+                .collect()
         };
         let seqs: Vec<RlSeq> = (0..g)
             .map(|i| RlSeq {
@@ -332,6 +357,7 @@ pub fn rl<B: Train>(be: &B, dir: &Path) {
         let s = RlSettings {
             tau: r.scalar(&format!("{sec}.tau")) as f32,
             sigma,
+            noise_at,
             norm: g as f32,
         };
         let t = seqs.iter().map(|q| q.len(d)).max().unwrap();
@@ -351,7 +377,7 @@ pub fn rl<B: Train>(be: &B, dir: &Path) {
         }
         let loss_rel = (loss - want_loss).abs() / want_loss.abs().max(1e-12);
         println!(
-            "{:<12} rl.{mode:<6}         advantages err {adv_err:.1e}; loss rel err {loss_rel:.2e}; {} gradients, worst rel err {:.2e} ({})",
+            "{:<12} rl.{mode:<12}   advantages err {adv_err:.1e}; loss rel err {loss_rel:.2e}; {} gradients, worst rel err {:.2e} ({})",
             name(dir),
             grads.len(),
             worst.0,

@@ -11,7 +11,7 @@ use softcot_core::model::{Model, ModelConfig};
 use softcot_core::optim::{AdamW, AdamwConfig, Optimize};
 use softcot_core::rl::{RlSeq, RlSettings, Step, StepConfig, Thinking};
 use softcot_core::rollout::{Rewards, Rollout, Task};
-use softcot_core::think::{ThinkConfig, ThinkMode};
+use softcot_core::think::{NoiseAt, ThinkConfig, ThinkMode};
 use softcot_core::Backend;
 use softcot_cpu::CpuBackend;
 use softcot_tests::memmodel::{random_model, ScriptedTokens};
@@ -232,6 +232,7 @@ fn train_on(world: usize, sharded: bool, max_grad_norm: f64, n: usize, from: Opt
     let s = RlSettings {
         tau: 0.7,
         sigma: 0.3,
+        noise_at: NoiseAt::Input,
         norm: all.len() as f32,
     };
     let sc = StepConfig {

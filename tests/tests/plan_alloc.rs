@@ -21,7 +21,7 @@ use softcot_core::model::{LayerIdx, Model, ModelConfig, Param};
 use softcot_core::optim::{AdamW, AdamwConfig};
 use softcot_core::plan::{self, RunShape};
 use softcot_core::rl::{RlSeq, RlSettings, Step, StepConfig, Thinking};
-use softcot_core::think::{Decoder, RowState, ThinkConfig, ThinkMode, PREFILL_AFTER_STOP, PREFILL_AT_BUDGET};
+use softcot_core::think::{Decoder, NoiseAt, RowState, ThinkConfig, ThinkMode, PREFILL_AFTER_STOP, PREFILL_AT_BUDGET};
 use softcot_core::{Backend, Train};
 use softcot_cpu::CpuBackend;
 use softcot_cuda::CudaBackend;
@@ -154,9 +154,10 @@ fn check_decoder<B: Backend>(name: &str, be: &B, model: &Model<B>, s: &RunShape)
     let (b, u) = (ROWS, size_of::<u32>());
     let rows = b * (size_of::<RowState>() + (THINK + THINK * c.d() + ANSWER) * u);
     let prefills = (PREFILL_AFTER_STOP.len() + PREFILL_AT_BUDGET.len()) * u;
-    // nine id vectors, the entropy per row [B] and the recorded mixtures [B, d]; active,
-    // next_active, record_rows
-    let host_vecs = 9 * b * u + b * (1 + c.d()) * size_of::<f32>() + b * (8 + 16 + 16);
+    // ten id vectors (`clean` of noise placement among them), the entropy per row [B] and the
+    // recorded mixtures [B, d] (input noise records no separate actions); active, next_active,
+    // record_rows
+    let host_vecs = 10 * b * u + b * (1 + c.d()) * size_of::<f32>() + b * (8 + 16 + 16);
     let cache = 2 * c.num_hidden_layers * size_of::<B::Buf>();
     let host = rows + prefills + host_vecs + cache;
     let planned = d.kv_cache + d.logits + d.workspace - prefill as u64;
@@ -190,6 +191,7 @@ fn check_update<B: Train>(name: &str, be: &B, model: &Model<B>, s: &RunShape) {
     let settings = RlSettings {
         tau: 0.5,
         sigma: 0.1,
+        noise_at: NoiseAt::Input,
         norm: ROWS as f32,
     };
     // once first, so the CPU's per-thread scratch has grown before the peak is taken

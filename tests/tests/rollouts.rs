@@ -7,7 +7,7 @@ use softcot_core::io::{byte_tokenizer, ModelDir};
 use softcot_core::model::init::preset;
 use softcot_core::rl::{rl_step, RlSettings, Thinking};
 use softcot_core::rollout::{collect, to_rl_seqs, Rewards, Task};
-use softcot_core::think::{ThinkConfig, ThinkMode};
+use softcot_core::think::{NoiseAt, ThinkConfig, ThinkMode};
 use softcot_cpu::CpuBackend;
 
 fn tiny_model_dir(dir: &std::path::Path) -> ModelDir {
@@ -85,6 +85,7 @@ fn rollouts_feed_the_estimator() {
         let settings = RlSettings {
             tau: cfg.tau,
             sigma: 0.05,
+            noise_at: NoiseAt::Input,
             norm: seqs.len() as f32,
         };
         let t = seqs.iter().map(|q| q.prompt.len() + 12 + q.suffix.len()).max().unwrap();

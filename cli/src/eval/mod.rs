@@ -22,10 +22,10 @@ use softcot_core::io::tokenizer::Tokenizer;
 use softcot_core::io::ModelDir;
 use softcot_core::model::Model;
 use softcot_core::rollout::{reward, Rewards};
-use softcot_core::think::{after_prompt, generate, NoiseScale, Tokens};
+use softcot_core::think::{after_prompt, generate, NoiseAt, NoiseScale, Tokens};
 use softcot_core::{Backend, Error, Result};
 
-use crate::args::{BackendKind, Format, NoiseKind};
+use crate::args::{check_noise, parse_noise_at, BackendKind, Format, NoiseKind};
 use crate::dataset::{self, Problem, PAPER_TEMPLATE};
 use crate::progress::Progress;
 use crate::{config_file, with_backend};
@@ -98,6 +98,11 @@ pub struct EvalArgs {
     /// How sigma is derived from gamma and the embedding matrix.
     #[arg(long, value_enum, default_value = "rms")]
     noise_scale: NoiseKind,
+    /// Where soft/fuzzy thinking draws its noise: input (the method: the fed embedding), hidden
+    /// (the final-normed hidden state) or logits; each with its own scale and log-density
+    /// (docs/TRAINING.md, "Noise placement"). Hard and greedy decodings draw no noise and ignore it.
+    #[arg(long, default_value = "input")]
+    noise_at: String,
     /// Seed of the Philox generator (sampled tokens and noise).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -133,6 +138,8 @@ pub struct EvalSettings {
     /// Wrap the rendered prompt in the model's chat template.
     pub chat: bool,
     pub noise: NoiseScale,
+    /// Where the sample soft/fuzzy decodings draw their noise.
+    pub noise_at: NoiseAt,
     pub seed: u64,
     /// Rows per generation call.
     pub batch: usize,
@@ -149,6 +156,7 @@ impl Default for EvalSettings {
             template: PAPER_TEMPLATE.to_string(),
             chat: false,
             noise: NoiseScale::Rms { gamma: 0.33 },
+            noise_at: NoiseAt::Input,
             seed: 0,
             batch: 64,
         }
@@ -189,6 +197,11 @@ impl EvalSettings {
         if self.batch == 0 {
             return Err(Error::invalid("--batch must be positive"));
         }
+        let scale = match self.noise {
+            NoiseScale::Rms { .. } => NoiseKind::Rms,
+            NoiseScale::RowNorm { .. } => NoiseKind::RowNorm,
+        };
+        check_noise(self.noise_at, scale)?;
         Ok(())
     }
 
@@ -212,7 +225,7 @@ impl EvalSettings {
             "samples": self.samples, "k": self.ks,
             "think_tokens": self.think_tokens, "answer_tokens": self.answer_tokens,
             "template": self.template, "chat": self.chat,
-            "noise_scale": noise_scale, "noise_gamma": gamma,
+            "noise_scale": noise_scale, "noise_gamma": gamma, "noise_at": self.noise_at.name(),
             "seed": self.seed, "batch": self.batch,
         })
     }
@@ -348,6 +361,7 @@ fn run_decoding<B: Backend>(
     cfg.think_tokens = s.think_tokens;
     cfg.answer_tokens = s.answer_tokens;
     cfg.noise = s.noise;
+    cfg.noise_at = s.noise_at;
     cfg.seed = s.seed;
     cfg.record_entropy = true;
     let rewards = Rewards::default();
@@ -424,6 +438,7 @@ fn settings(a: &EvalArgs) -> Result<EvalSettings> {
         template: a.template.clone().unwrap_or_else(|| PAPER_TEMPLATE.to_string()),
         chat: a.chat,
         noise: a.noise_scale.with_gamma(a.noise_gamma),
+        noise_at: parse_noise_at(&a.noise_at)?,
         seed: a.seed,
         batch: a.batch,
     };

@@ -26,7 +26,7 @@ use softcot_core::{Error, Result};
 use super::rl_loop::check_room;
 use super::task::{generate, write_jsonl};
 use super::{train, TrainArgs, TrainConfig, OUTPUTS};
-use crate::args::Think;
+use crate::args::{parse_noise_at, Think};
 use crate::dataset::{self, render};
 use crate::eval::profile::write_entropy_png;
 use crate::eval::report::markdown;
@@ -153,6 +153,7 @@ fn evaluate_all<B: Backend>(be: &B, c: &TrainConfig, out: &Path, models: &[(Stri
         answer_tokens: c.answer_tokens,
         template: c.template.clone(),
         noise: c.noise_scale.with_gamma(c.noise_gamma),
+        noise_at: parse_noise_at(&c.noise_at)?,
         seed: c.seed,
         ..EvalSettings::default()
     };

@@ -9,7 +9,7 @@ use clap::{ArgMatches, Args};
 use serde::{Deserialize, Serialize};
 use softcot_core::{Error, Result};
 
-use crate::args::{NoiseKind, Think, MAX_ROWS};
+use crate::args::{check_noise, parse_noise_at, NoiseKind, Think, MAX_ROWS};
 use crate::dataset::PAPER_TEMPLATE;
 use crate::training_settings;
 
@@ -75,6 +75,11 @@ pub struct TrainConfig {
     pub noise_gamma: f32,
     #[arg(long, value_enum, default_value = "rms")]
     pub noise_scale: NoiseKind,
+    /// Where soft/fuzzy thinking draws its noise: input (the method: the fed embedding), hidden
+    /// (the final-normed hidden state) or logits; each with its own scale and log-density
+    /// (docs/TRAINING.md, "Noise placement"). Hard and greedy thinking draw no noise and ignore it.
+    #[arg(long, default_value = "input")]
+    pub noise_at: String,
     /// Reward of a correct boxed answer.
     #[arg(long, default_value_t = 100.0)]
     pub reward_correct: f64,
@@ -159,6 +164,13 @@ impl TrainConfig {
                 "must be positive for soft/fuzzy training: the noise is the exploration",
             );
         }
+        let Ok(at) = parse_noise_at(&self.noise_at) else {
+            return bad(
+                "noise_at",
+                &format!("must be input, hidden or logits, not `{}`", self.noise_at),
+            );
+        };
+        check_noise(at, self.noise_scale)?;
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("lr", "must be a positive number");
         }

@@ -18,7 +18,7 @@ use softcot_core::think::{after_prompt, ThinkConfig};
 use softcot_core::{Error, Result, Train};
 
 use super::config::TrainConfig;
-use crate::args::Think;
+use crate::args::{parse_noise_at, Think};
 use crate::dataset::{prompt_ids, Problem};
 use crate::metrics_plot::{draw_run, RL_PANELS};
 use crate::progress::Progress;
@@ -65,16 +65,17 @@ pub fn items(problems: &[Problem], tok: &Tokenizer, c: &TrainConfig, context: us
 
 /// The rollout settings of the run in thinking mode `think` (sampled thinking and answers, as in
 /// the paper's training); --tau applies to the training mode only.
-pub fn think_config(c: &TrainConfig, think: Think) -> ThinkConfig {
+pub fn think_config(c: &TrainConfig, think: Think) -> Result<ThinkConfig> {
     let mode = think.mode();
     let mut t = ThinkConfig::new(mode);
     t.tau = c.tau.filter(|_| think == c.think).unwrap_or(mode.default_tau());
     t.noise = c.noise_scale.with_gamma(c.noise_gamma);
+    t.noise_at = parse_noise_at(&c.noise_at)?;
     t.think_tokens = c.think_tokens;
     t.answer_tokens = c.answer_tokens;
     t.answer_tau = c.answer_tau;
     t.seed = c.seed;
-    t
+    Ok(t)
 }
 
 pub fn rewards(c: &TrainConfig) -> Rewards {
@@ -167,7 +168,7 @@ impl<B: Train> Trainer<'_, B> {
             )),
             false => None,
         };
-        let think = think_config(c, c.think);
+        let think = think_config(c, c.think)?;
         let mut shuffle = Shuffle::new(c.seed, train.len());
         let (t0, mut generated, mut bad) = (Instant::now(), 0usize, 0u64);
         let mut step = from;
@@ -303,7 +304,7 @@ impl<B: Train> Trainer<'_, B> {
     /// Greedy thinking (in the `val_think` mode) and answers over the validation split, each rank
     /// taking its share: accuracy and mean thinking length.
     fn validate(&self, model: &Model<B>, val: &[Task], comm: &dyn Collective<B>) -> Result<(f64, f64)> {
-        let mut think = think_config(self.c, self.c.val_think);
+        let mut think = think_config(self.c, self.c.val_think)?;
         think.greedy = true;
         think.answer_greedy = true;
         let rows = match self.c.rollout_batch {

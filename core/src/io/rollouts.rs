@@ -8,6 +8,9 @@
 //!   rollout i's ids are `X_ids[X_offsets[i]..X_offsets[i + 1]]`;
 //! - `think_inputs` F32 [rows, d] and `think_input_offsets` U64 [N + 1] (in rows; no rows for hard
 //!   thinking);
+//! - with noise at the hidden state or the logits (`meta.noise_at`), `think_actions` F32 [rows, k]
+//!   and `think_action_offsets` U64 [N + 1]: the noisy actions, k = d (hidden) or V (logits), one
+//!   row per thinking input row of a rollout that drew noise (none for greedy or hard thinking);
 //! - `group` U64 [N], `reward` F64 [N], `correct` U8 [N], `stopped_by` U8 [N] (0 phrase, 1 budget,
 //!   2 EOS), `rewards_config` F64 [3] (correct, boxed but wrong, no box).
 //!
@@ -31,7 +34,7 @@ use super::fsutil::write_atomic;
 use crate::error::{Error, Result};
 use crate::rl::RlSettings;
 use crate::rollout::{Rewards, Rollout};
-use crate::think::{Generation, StopReason, ThinkConfig, ThinkMode};
+use crate::think::{Generation, NoiseAt, StopReason, ThinkConfig, ThinkMode};
 
 const FORMAT: &str = "softcot-rollouts";
 const VERSION: &str = "1";
@@ -46,6 +49,8 @@ pub struct RolloutMeta {
     pub tau: f32,
     /// Per-coordinate noise standard deviation actually used (0 for hard or greedy thinking).
     pub sigma: f32,
+    /// Where the noise was drawn (files without it: input).
+    pub noise_at: NoiseAt,
     /// The optimizer step the rollouts were drawn at.
     pub step: u64,
     pub seed: u64,
@@ -67,6 +72,7 @@ impl RolloutMeta {
             mode: cfg.mode,
             tau: cfg.tau,
             sigma,
+            noise_at: cfg.noise_at,
             step: 0,
             seed: cfg.seed,
             think_tokens: cfg.think_tokens,
@@ -92,6 +98,7 @@ impl RolloutFile {
         RlSettings {
             tau: self.meta.tau,
             sigma: self.meta.sigma,
+            noise_at: self.meta.noise_at,
             norm: self.rollouts.len() as f32,
         }
     }
@@ -103,6 +110,8 @@ struct MetaJson {
     mode: String,
     tau: f64,
     sigma: f64,
+    /// `input`, `hidden` or `logits`; absent in files older than noise placement (input).
+    noise_at: Option<String>,
     step: u64,
     seed: u64,
     think_tokens: usize,
@@ -163,6 +172,11 @@ pub fn load_rollouts(path: &Path) -> Result<RolloutFile> {
             .ok_or_else(|| Error::format(format!("{p}: `__metadata__.meta`: unknown mode `{}`", mj.mode)))?,
         tau: mj.tau as f32,
         sigma: mj.sigma as f32,
+        noise_at: match &mj.noise_at {
+            None => NoiseAt::Input,
+            Some(s) => NoiseAt::parse(s)
+                .ok_or_else(|| Error::format(format!("{p}: `__metadata__.meta`: unknown noise_at `{s}`")))?,
+        },
         step: mj.step,
         seed: mj.seed,
         think_tokens: mj.think_tokens,
@@ -192,6 +206,10 @@ pub fn load_rollouts(path: &Path) -> Result<RolloutFile> {
     let ids = |f: &str| r.ragged::<u32>(&format!("{f}_ids"), &format!("{f}_offsets"), n, None);
     let (prompt, think_ids, prefill_ids, answer_ids) = (ids("prompt")?, ids("think")?, ids("prefill")?, ids("answer")?);
     let inputs = r.ragged::<f32>("think_inputs", "think_input_offsets", n, Some(meta.d))?;
+    let actions = match meta.noise_at.action_width(meta.d, meta.vocab_size) {
+        0 => vec![Vec::new(); n],
+        k => r.ragged::<f32>("think_actions", "think_action_offsets", n, Some(k))?,
+    };
 
     let mut rollouts = Vec::with_capacity(n);
     let fields = prompt
@@ -199,8 +217,9 @@ pub fn load_rollouts(path: &Path) -> Result<RolloutFile> {
         .zip(think_ids)
         .zip(prefill_ids)
         .zip(answer_ids)
-        .zip(inputs);
-    for (i, ((((prompt, think_ids), prefill_ids), answer_ids), think_inputs)) in fields.enumerate() {
+        .zip(inputs)
+        .zip(actions);
+    for (i, (((((prompt, think_ids), prefill_ids), answer_ids), think_inputs), think_actions)) in fields.enumerate() {
         let bad = |t: &str, v: u8| Error::format(format!("{p}: tensor `{t}`: rollout {i} holds {v}"));
         let stopped_by = match stopped_by[i] {
             0 => StopReason::Phrase,
@@ -219,6 +238,7 @@ pub fn load_rollouts(path: &Path) -> Result<RolloutFile> {
             gen: Generation {
                 think_ids,
                 think_inputs,
+                think_actions,
                 think_entropy: Vec::new(),
                 prefill_ids,
                 answer_ids,
@@ -276,6 +296,15 @@ fn check(f: &RolloutFile) -> core::result::Result<(), String> {
                 "tensor `think_inputs`: rollout {i} holds {} values, not finite rows of d = {}",
                 x.len(),
                 m.d
+            ));
+        }
+        let (a, k) = (&r.gen.think_actions, m.noise_at.action_width(m.d, m.vocab_size));
+        let a_ok = a.is_empty() || (k > 0 && a.len() == x.len() / m.d * k && a.iter().all(|v| v.is_finite()));
+        if !a_ok {
+            return Err(format!(
+                "tensor `think_actions`: rollout {i} holds {} values, not one finite row of {k} per thinking input (noise at the {})",
+                a.len(),
+                m.noise_at.name()
             ));
         }
         if !r.reward.is_finite() {
@@ -368,6 +397,11 @@ fn tensors(f: &RolloutFile) -> Vec<Out> {
     }
     let inputs: Vec<&[f32]> = rs.iter().map(|r| r.gen.think_inputs.as_slice()).collect();
     t.extend(ragged("think_inputs", "think_input_offsets", &inputs, Some(f.meta.d)));
+    let k = f.meta.noise_at.action_width(f.meta.d, f.meta.vocab_size);
+    if k > 0 {
+        let actions: Vec<&[f32]> = rs.iter().map(|r| r.gen.think_actions.as_slice()).collect();
+        t.extend(ragged("think_actions", "think_action_offsets", &actions, Some(k)));
+    }
     t.push(out("group", vec![n], rs.iter().map(|r| r.group as u64)));
     t.push(out("reward", vec![n], rs.iter().map(|r| r.reward)));
     t.push(out("correct", vec![n], rs.iter().map(|r| r.correct as u8)));
@@ -389,6 +423,7 @@ fn header(f: &RolloutFile) -> core::result::Result<HashMap<String, String>, Stri
         mode: m.mode.name().to_string(),
         tau: m.tau as f64,
         sigma: m.sigma as f64,
+        noise_at: Some(m.noise_at.name().to_string()),
         step: m.step,
         seed: m.seed,
         think_tokens: m.think_tokens,
@@ -489,9 +524,10 @@ impl Reader<'_> {
 mod tests {
     use super::*;
 
-    fn meta(mode: ThinkMode, d: usize) -> RolloutMeta {
+    fn meta(mode: ThinkMode, noise_at: NoiseAt, d: usize) -> RolloutMeta {
         let mut cfg = ThinkConfig::new(mode);
         cfg.seed = 7;
+        cfg.noise_at = noise_at;
         let mut m = RolloutMeta::new(&cfg, 0.0123, Rewards::default(), d, 50);
         m.step = 3;
         m.model = "test \"model\"".into();
@@ -499,8 +535,9 @@ mod tests {
     }
 
     /// Two groups of two rollouts with ragged fields, rewards not representable in f32.
-    fn sample(mode: ThinkMode) -> RolloutFile {
+    fn sample(mode: ThinkMode, noise_at: NoiseAt) -> RolloutFile {
         let d = 3;
+        let k = noise_at.action_width(d, 50);
         let rollouts = (0..4)
             .map(|i| {
                 let c = i + 1;
@@ -509,12 +546,18 @@ mod tests {
                 } else {
                     (0..c * d).map(|k| (k as f32 * 0.37 - 1.0) / (i as f32 + 3.0)).collect()
                 };
+                let think_actions = if mode == ThinkMode::Hard {
+                    Vec::new()
+                } else {
+                    (0..c * k).map(|j| (j as f32 * 0.11 - 2.0) / (i as f32 + 5.0)).collect()
+                };
                 Rollout {
                     group: i / 2,
                     prompt: (0..(2 + i % 3) as u32).collect(),
                     gen: Generation {
                         think_ids: (0..c as u32).map(|k| (k * 7 + 1) % 50).collect(),
                         think_inputs,
+                        think_actions,
                         think_entropy: Vec::new(),
                         prefill_ids: if i == 3 { Vec::new() } else { vec![5, 6] },
                         answer_ids: vec![9; i],
@@ -527,7 +570,7 @@ mod tests {
             })
             .collect();
         RolloutFile {
-            meta: meta(mode, d),
+            meta: meta(mode, noise_at, d),
             rollouts,
         }
     }
@@ -538,9 +581,13 @@ mod tests {
 
     #[test]
     fn round_trip_is_exact() {
-        for mode in [ThinkMode::Hard, ThinkMode::Soft, ThinkMode::Fuzzy] {
-            let f = sample(mode);
-            let path = tmp(&format!("{mode:?}"));
+        let cases = [ThinkMode::Hard, ThinkMode::Soft, ThinkMode::Fuzzy]
+            .into_iter()
+            .map(|m| (m, NoiseAt::Input))
+            .chain([(ThinkMode::Soft, NoiseAt::Hidden), (ThinkMode::Fuzzy, NoiseAt::Logits)]);
+        for (mode, noise_at) in cases {
+            let f = sample(mode, noise_at);
+            let path = tmp(&format!("{mode:?}-{noise_at:?}"));
             save_rollouts(&path, &f).unwrap();
             let back = load_rollouts(&path).unwrap();
             assert_eq!(back, f, "{mode:?}");
@@ -552,7 +599,7 @@ mod tests {
         }
         // No rollouts at all is a valid (empty) file.
         let empty = RolloutFile {
-            meta: meta(ThinkMode::Soft, 3),
+            meta: meta(ThinkMode::Soft, NoiseAt::Input, 3),
             rollouts: Vec::new(),
         };
         let path = tmp("empty");
@@ -575,7 +622,7 @@ mod tests {
 
     #[test]
     fn corrupt_files_are_refused() {
-        let f = sample(ThinkMode::Soft);
+        let f = sample(ThinkMode::Soft, NoiseAt::Input);
         let total = f.rollouts.iter().map(|r| r.prompt.len() as u64).sum::<u64>();
         for (name, offs) in [
             ("prompt_offsets", vec![0, 3, 2, 6, total]),     // not monotone
@@ -605,13 +652,17 @@ mod tests {
 
     #[test]
     fn invalid_rollouts_are_not_saved() {
-        let mut f = sample(ThinkMode::Soft);
+        let mut f = sample(ThinkMode::Soft, NoiseAt::Input);
         f.rollouts[1].gen.think_ids[0] = 50;
         let e = save_rollouts(&tmp("vocab"), &f).unwrap_err();
         assert!(e.msg.contains("think_ids") && e.msg.contains("rollout 1"), "{e}");
-        let mut f = sample(ThinkMode::Soft);
+        let mut f = sample(ThinkMode::Soft, NoiseAt::Input);
         f.rollouts[2].gen.think_inputs.pop();
         let e = save_rollouts(&tmp("rows"), &f).unwrap_err();
         assert!(e.msg.contains("think_inputs"), "{e}");
+        let mut f = sample(ThinkMode::Soft, NoiseAt::Logits);
+        f.rollouts[2].gen.think_actions.pop();
+        let e = save_rollouts(&tmp("actions"), &f).unwrap_err();
+        assert!(e.msg.contains("think_actions") && e.msg.contains("rollout 2"), "{e}");
     }
 }

@@ -56,6 +56,16 @@ pub struct HeadRows<'a, B: Backend> {
     pub rows: usize,
 }
 
+/// A gradient on the final norm's output at some rows, beside the one the logits send: the RL
+/// log-density of noise at the hidden state, whose mean is the final-normed hidden itself.
+pub struct HiddenGrad<'a, B: Backend> {
+    /// grad: [rows, d] d loss / d xn of each row
+    pub grad: &'a B::Buf,
+    /// index: [rows] the batch row of each (distinct)
+    pub index: &'a B::Ids,
+    pub rows: usize,
+}
+
 /// The lm_head's input and its row count: xnf itself, or its `head` rows gathered into `tmp`
 /// (free once the layers ran). xnf: [N, d]; tmp: [N, d]
 fn head_input<'a, B: Backend>(
@@ -78,6 +88,13 @@ fn head_input<'a, B: Backend>(
 /// One parameter gradient per parameter, same names and order as `Model::params` (a tied lm_head
 /// shares the embedding's).
 pub type Grads<B> = Vec<Param<<B as Backend>::Buf>>;
+
+impl<B: Backend> TrainActs<B> {
+    /// The final norm's output of the last `forward_train`, the lm_head's input. xn: [N, d]
+    pub fn final_hidden(&self) -> &B::Buf {
+        &self.xnf
+    }
+}
 
 impl<B: Train> Model<B> {
     pub fn new_train_acts(&self, be: &B, max_rows: usize, max_t: usize, recompute: bool) -> Result<TrainActs<B>> {
@@ -200,8 +217,9 @@ impl<B: Train> Model<B> {
     }
 
     /// Backward from `acts.logits`, which must hold d loss / d logits ([N, V], or [head.rows, V])
-    /// for the batch of the last `forward_train`; accumulates into `grads`. `overrides` and `head`
-    /// must be those of the forward: overridden rows send no gradient to the embedding table.
+    /// for the batch of the last `forward_train`, plus `hidden`'s gradient on the final norm's
+    /// output; accumulates into `grads`. `overrides` and `head` must be those of the forward:
+    /// overridden rows send no gradient to the embedding table.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
@@ -210,6 +228,7 @@ impl<B: Train> Model<B> {
         ids: &B::Ids,
         overrides: Option<&Overrides<'_, B>>,
         head: Option<&HeadRows<'_, B>>,
+        hidden: Option<&HiddenGrad<'_, B>>,
         b: usize,
         t: usize,
         grads: &mut Grads<B>,
@@ -240,6 +259,10 @@ impl<B: Train> Model<B> {
                 be.gather_rows(acts.scratch.dxn(), &acts.tmp, h.back, n, d)?;
             }
             None => be.gemm(acts.scratch.dxn(), &acts.logits, w_head, Gemm::nn(n, d, v))?,
+        }
+        if let Some(g) = hidden {
+            // dxn[index[j]] += grad[j]: the scatter-add of the embedding's backward, over batch rows
+            be.embedding_backward(acts.scratch.dxn(), g.grad, g.index, g.rows, d)?;
         }
         be.fill(&mut acts.dx, 0.0, n * d)?;
         let w_norm = self.w(self.idx.norm);

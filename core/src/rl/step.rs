@@ -18,7 +18,7 @@ use crate::model::train::{Grads, TrainActs};
 use crate::model::Model;
 use crate::optim::{zero_grads, Optimize, Update};
 use crate::rollout::{collect, to_rl_seqs, Collected, Rewards, Task};
-use crate::think::{ThinkConfig, Tokens};
+use crate::think::{check_action_memory, ThinkConfig, Tokens};
 
 /// How a step is cut into work.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -120,9 +120,16 @@ impl<B: Train> Step<B> {
         let share = self.rank().share(batch.len());
         let (g, per_call) = (self.cfg.samples, self.cfg.prompts_per_call(batch.len()));
         let stream0 = self.cfg.stream0(step);
+        if think.mode.is_continuous() && !think.greedy {
+            // The whole step's actions are held until the update.
+            let (d, v) = (model.cfg.d(), model.cfg.vocab_size);
+            let k = think.noise_at.action_width(d, v);
+            check_action_memory(think.noise_at, share.len() * g, think.think_tokens, k)?;
+        }
         let mut all = Collected {
             rollouts: Vec::with_capacity(share.len() * g),
             sigma: think.sigma(be, model)?,
+            noise_at: think.noise_at,
         };
         for (k, chunk) in batch[share.clone()].chunks(per_call).enumerate() {
             let first = share.start + k * per_call;
@@ -153,6 +160,7 @@ impl<B: Train> Step<B> {
         let s = RlSettings {
             tau,
             sigma: c.sigma,
+            noise_at: c.noise_at,
             norm: n[0] as f32,
         };
         self.update(be, model, opt, &seqs, &s, lr)

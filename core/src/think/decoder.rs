@@ -12,9 +12,9 @@ use alloc::vec::Vec;
 
 use super::entropy::Entropy;
 use super::rows::{Feed, Prefills, RowState};
-use super::{after_prompt, Generation, ThinkConfig, ThinkMode, Tokens};
+use super::{after_prompt, check_action_memory, Generation, NoiseAt, ThinkConfig, ThinkMode, Tokens};
 use crate::backend::check::ids_in_vocab;
-use crate::backend::Backend;
+use crate::backend::{Backend, Gemm};
 use crate::error::{Error, Result};
 use crate::model::{Batch, Input, KvCache, LogitRows, Model, Workspace};
 
@@ -23,6 +23,9 @@ struct StepBufs<B: Backend> {
     x_in: B::Buf,        // x_in: [B, d] the next inputs
     mix: B::Buf,         // mix: [B, d] soft inputs (mixture + noise)
     p: B::Buf,           // p: [B, V] softmax scratch of the mixture
+    act: B::Buf,         // act: [B, k] noisy actions (hidden: [B, d], logits: [B, V]; input: unused)
+    hid: B::Buf,         // hid: [B, d] final-normed hidden of each prompt's last position (hidden noise)
+    clean: B::Ids,       // clean: [B] row i where row i draws no noise (it does not think), else u32::MAX
     argmax_ids: B::Ids,  // argmax_ids: [B]
     sampled_ids: B::Ids, // sampled_ids: [B]
     in_ids: B::Ids,      // in_ids: [B] the next tokens (hard inputs)
@@ -46,11 +49,15 @@ struct HostBufs {
     sampled: Vec<u32>,   // sampled: [B] (empty when nothing was sampled this step)
     resampled: Vec<u32>, // resampled: [B] answers re-sampled at their own temperature
     mix: Vec<f32>,       // mix: [B, d] recorded soft inputs
+    act: Vec<f32>,       // act: [B, k] recorded noisy actions
+    clean: Vec<u32>,     // clean: [B]
     entropy: Vec<f32>,   // entropy: [B] next-token entropy of each active row
 }
 
 impl HostBufs {
-    fn with_capacity(n: usize, record_d: usize) -> Self {
+    /// `record` = (d, k): the widths of a recorded input and action.
+    fn with_capacity(n: usize, record: Option<(usize, usize)>) -> Self {
+        let (d, k) = record.unwrap_or((0, 0));
         let v = || Vec::with_capacity(n);
         HostBufs {
             ids: v(),
@@ -62,7 +69,9 @@ impl HostBufs {
             argmax: v(),
             sampled: v(),
             resampled: v(),
-            mix: Vec::with_capacity(n * record_d),
+            mix: Vec::with_capacity(n * d),
+            act: Vec::with_capacity(n * k),
+            clean: v(),
             entropy: Vec::with_capacity(n),
         }
     }
@@ -77,8 +86,13 @@ pub struct Decoder<'a, B: Backend> {
     model: &'a Model<B>,
     cfg: &'a ThinkConfig,
     tok: &'a dyn Tokens,
-    /// Per-coordinate noise of soft/fuzzy inputs (0 for greedy or hard thinking).
+    /// Per-coordinate noise std of soft/fuzzy thinking (0 for greedy or hard thinking).
     sigma: f32,
+    /// Where the noise goes; `Input` also when no noise is drawn (sigma 0 or hard thinking), so
+    /// that `Hidden` and `Logits` mean a noisy action to draw (and record) at every soft step.
+    noise_at: NoiseAt,
+    /// Width of a recorded action beyond the fed input: d (hidden), V (logits), 0 (input).
+    k: usize,
     prefills: Prefills,
     ws: Workspace<B>,
     cache: KvCache<B>,
@@ -119,9 +133,18 @@ impl<'a, B: Backend> Decoder<'a, B> {
         let t_max = check_prompts(model, cfg, tok, prompts)?;
         let max_prompt = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let prefill_tokens = if same_len(prompts) { nb * max_prompt } else { max_prompt };
-        let record_d = (cfg.mode.is_continuous() && cfg.record_inputs).then_some(d);
+        let noise_at = if cfg.mode.is_continuous() && sigma > 0.0 {
+            cfg.noise_at
+        } else {
+            NoiseAt::Input
+        };
+        let k = noise_at.action_width(d, v);
+        let record = (cfg.mode.is_continuous() && cfg.record_inputs).then_some((d, k));
+        if record.is_some() {
+            check_action_memory(noise_at, nb, cfg.think_tokens, k)?;
+        }
         let prefills = Prefills::new(tok)?;
-        let rows = (0..nb).map(|_| RowState::new(cfg, &prefills, record_d)).collect();
+        let rows = (0..nb).map(|_| RowState::new(cfg, &prefills, record)).collect();
         Ok(Decoder {
             be,
             prompts,
@@ -130,6 +153,8 @@ impl<'a, B: Backend> Decoder<'a, B> {
             cfg,
             tok,
             sigma,
+            noise_at,
+            k,
             prefills,
             ws: model.new_workspace(be, prefill_tokens.max(nb), nb)?,
             cache: model.new_cache(be, nb, t_max)?,
@@ -137,6 +162,9 @@ impl<'a, B: Backend> Decoder<'a, B> {
                 x_in: be.zeros(nb * d)?,
                 mix: be.zeros(nb * d)?,
                 p: be.zeros(nb * v)?,
+                act: be.zeros((nb * k).max(1))?,
+                hid: be.zeros(if noise_at == NoiseAt::Hidden { nb * d } else { 1 })?,
+                clean: be.ids_zeros(nb)?,
                 argmax_ids: be.ids_zeros(nb)?,
                 sampled_ids: be.ids_zeros(nb)?,
                 in_ids: be.ids_zeros(nb)?,
@@ -146,7 +174,7 @@ impl<'a, B: Backend> Decoder<'a, B> {
                 streams: be.ids_zeros(nb)?,
                 steps: be.ids_zeros(nb)?,
             },
-            host: HostBufs::with_capacity(nb, record_d.unwrap_or(0)),
+            host: HostBufs::with_capacity(nb, record),
             entropy: if cfg.record_entropy {
                 Some(Entropy::new(be, nb)?)
             } else {
@@ -177,17 +205,24 @@ impl<'a, B: Backend> Decoder<'a, B> {
     }
 
     /// Prefills every prompt into its own cache slot; the logits of each prompt's last position
-    /// land in row r of `ws.logits`. Prompts of one length go in one call, others one by one.
+    /// land in row r of `ws.logits` (and, with hidden noise, its final-normed hidden in row r of
+    /// `bufs.hid`). Prompts of one length go in one call, others one by one.
     fn prefill(&mut self) -> Result<()> {
         let (be, model, prompts) = (self.be, self.model, self.prompts);
-        let (nb, v) = (prompts.len(), model.cfg.vocab_size);
+        let (nb, v, d) = (prompts.len(), model.cfg.vocab_size, model.cfg.d());
+        let hidden = self.noise_at == NoiseAt::Hidden;
         if same_len(prompts) {
             let t = prompts[0].len();
             let ids = be.upload_ids(&prompts.concat())?;
             let slots = be.upload_ids(&(0..nb as u32).collect::<Vec<_>>())?;
             let start = be.upload_ids(&vec![0u32; nb])?;
             let batch = prompt_batch(&ids, &slots, &start, nb, t);
-            return model.forward(be, &mut self.ws, &mut self.cache, &batch);
+            model.forward(be, &mut self.ws, &mut self.cache, &batch)?;
+            if hidden {
+                let last = be.upload_ids(&(0..nb as u32).map(|r| r * t as u32 + t as u32 - 1).collect::<Vec<_>>())?;
+                be.gather_rows(&mut self.bufs.hid, &self.ws.xn, &last, nb, d)?;
+            }
+            return Ok(());
         }
         let mut stash = be.zeros(nb * v)?; // stash: [B, V]
         let start = be.upload_ids(&[0])?;
@@ -197,12 +232,18 @@ impl<'a, B: Backend> Decoder<'a, B> {
             let batch = prompt_batch(&ids, &slots, &start, 1, p.len());
             model.forward(be, &mut self.ws, &mut self.cache, &batch)?;
             be.copy(&mut stash, r * v, &self.ws.logits, 0, v)?;
+            if hidden {
+                be.copy(&mut self.bufs.hid, r * d, &self.ws.xn, (p.len() - 1) * d, d)?;
+            }
         }
         be.copy(&mut self.ws.logits, 0, &stash, 0, nb * v)
     }
 
     /// What the logits of each active row decide: argmax (shadow) ids, sampled ids where a row
-    /// samples, and the noisy mixture where a row thinks softly.
+    /// samples, and the noisy mixture where a row thinks softly. With noise at the hidden state
+    /// or the logits, a thinking row's shadow id and mixture come from its noisy logits (the
+    /// mixture fed is the one of the distribution its shadow token names); rows that do not
+    /// think keep clean logits.
     fn head(&mut self) -> Result<()> {
         let (be, model, cfg) = (self.be, self.model, self.cfg);
         let (d, v, n) = (model.cfg.d(), model.cfg.vocab_size, self.active.len());
@@ -217,8 +258,47 @@ impl<'a, B: Backend> Decoder<'a, B> {
         }
         be.write_ids(&mut b.streams, &h.streams)?;
         be.write_ids(&mut b.steps, &h.steps)?;
-        if self.head_pending {
-            let (head, e) = (model.lm_head(), model.embed());
+        // Noise at the hidden state or the logits; `noise_at` is `Input` when none is drawn.
+        let noisy = any_soft && self.noise_at != NoiseAt::Input;
+        if noisy {
+            h.clean.clear();
+            for (i, &r) in self.active.iter().enumerate() {
+                h.clean.push(if self.rows[r].thinks() { u32::MAX } else { i as u32 });
+            }
+            be.write_ids(&mut b.clean, &h.clean)?;
+        }
+        let (head, e, seed) = (model.lm_head(), model.embed(), cfg.seed);
+        if noisy && self.noise_at == NoiseAt::Hidden {
+            // act = h' = h + sigma eps on thinking rows, h elsewhere; the head reads h'.
+            let h0 = if self.head_pending { &self.ws.xn } else { &b.hid };
+            be.copy(&mut b.act, 0, h0, 0, n * d)?;
+            be.add_noise(&mut b.act, n, d, self.sigma, seed, &b.streams, &b.steps)?;
+            be.gather_rows(&mut b.act, h0, &b.clean, n, d)?;
+            let logits = &mut self.ws.logits;
+            be.soft_head(
+                logits,
+                &mut b.argmax_ids,
+                &mut b.mix,
+                &mut b.p,
+                &b.act,
+                head,
+                e,
+                n,
+                v,
+                d,
+                cfg.tau,
+            )?;
+        } else if noisy {
+            // act = z' = z + sigma eps on thinking rows, z elsewhere; ws.logits stays clean.
+            if self.head_pending {
+                be.gemm(&mut self.ws.logits, &self.ws.xn, head, Gemm::linear(n, v, d))?;
+            }
+            be.copy(&mut b.act, 0, &self.ws.logits, 0, n * v)?;
+            be.add_noise(&mut b.act, n, v, self.sigma, seed, &b.streams, &b.steps)?;
+            be.gather_rows(&mut b.act, &self.ws.logits, &b.clean, n, v)?;
+            be.argmax(&mut b.argmax_ids, &b.act, n, v)?;
+            be.mixture(&mut b.mix, &mut b.p, &b.act, e, n, v, d, cfg.tau)?;
+        } else if self.head_pending {
             be.soft_head(
                 &mut self.ws.logits,
                 &mut b.argmax_ids,
@@ -242,7 +322,7 @@ impl<'a, B: Backend> Decoder<'a, B> {
             // Nothing sampled this step: no row may read last step's draws.
             self.host.sampled.clear();
         }
-        if any_soft {
+        if any_soft && !noisy {
             let b = &mut self.bufs;
             if !self.head_pending {
                 be.mixture(&mut b.mix, &mut b.p, &self.ws.logits, model.embed(), n, v, d, cfg.tau)?;
@@ -254,8 +334,10 @@ impl<'a, B: Backend> Decoder<'a, B> {
         self.record_entropy(n)
     }
 
-    /// With `record_entropy`, appends each thinking row's next-token entropy to its generation.
-    /// Runs after the mixture, whose probabilities it overwrites.
+    /// With `record_entropy`, appends each thinking row's next-token entropy to its generation:
+    /// of the logits its shadow token was read from (noisy ones with noise at the hidden state,
+    /// in `ws.logits`, or at the logits, in `act`). Runs after the mixture, whose probabilities
+    /// it overwrites.
     fn record_entropy(&mut self, n: usize) -> Result<()> {
         let Some(ent) = self.entropy.as_mut() else {
             return Ok(());
@@ -264,16 +346,12 @@ impl<'a, B: Backend> Decoder<'a, B> {
             return Ok(());
         }
         let (b, h, v) = (&mut self.bufs, &mut self.host, self.model.cfg.vocab_size);
-        ent.compute(
-            self.be,
-            &mut h.entropy,
-            &mut b.p,
-            &self.ws.logits,
-            &b.argmax_ids,
-            &h.argmax,
-            n,
-            v,
-        )?;
+        let z = if self.noise_at == NoiseAt::Logits {
+            &b.act
+        } else {
+            &self.ws.logits
+        };
+        ent.compute(self.be, &mut h.entropy, &mut b.p, z, &b.argmax_ids, &h.argmax, n, v)?;
         for (i, &r) in self.active.iter().enumerate() {
             if self.rows[r].thinks() {
                 self.rows[r].gen.think_entropy.push(h.entropy[i]);
@@ -344,6 +422,16 @@ impl<'a, B: Backend> Decoder<'a, B> {
                     .gen
                     .think_inputs
                     .extend_from_slice(&h.mix[i * d..(i + 1) * d]);
+            }
+            let k = self.k;
+            if k > 0 {
+                self.be.download_into(&self.bufs.act, n * k, &mut h.act)?;
+                for &(r, i) in &self.record_rows {
+                    self.rows[r]
+                        .gen
+                        .think_actions
+                        .extend_from_slice(&h.act[i * k..(i + 1) * k]);
+                }
             }
         }
         Ok(())

@@ -66,6 +66,72 @@ impl ThinkMode {
     }
 }
 
+/// Where soft and fuzzy thinking draw their Gaussian noise (the paper's Table 7 ablation); see
+/// docs/TRAINING.md, "Noise placement". Each placement has its own action, noise scale and exact
+/// log-density in the estimator ([`crate::rl`]); the recorded fed inputs are constants either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NoiseAt {
+    /// The method: x = softmax(z / tau) @ E + sigma eps; the action is the fed input x (d-dim).
+    #[default]
+    Input,
+    /// On the final-normed hidden state (the lm_head's input): h' = h + sigma eps, fed
+    /// softmax(lm_head(h') / tau) @ E; the action is h' (d-dim).
+    Hidden,
+    /// On the logits: z' = z + sigma eps, fed softmax(z' / tau) @ E; the action is z' (V-dim).
+    Logits,
+}
+
+impl NoiseAt {
+    pub const ALL: [NoiseAt; 3] = [NoiseAt::Input, NoiseAt::Hidden, NoiseAt::Logits];
+
+    /// `input`, `hidden` or `logits`: the inverse of [`NoiseAt::parse`].
+    pub fn name(self) -> &'static str {
+        match self {
+            NoiseAt::Input => "input",
+            NoiseAt::Hidden => "hidden",
+            NoiseAt::Logits => "logits",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<NoiseAt> {
+        NoiseAt::ALL.into_iter().find(|n| n.name() == s)
+    }
+
+    /// Width of one recorded action beyond the fed input: d (hidden), V (logits), or 0 (input,
+    /// whose action is the fed input itself).
+    pub fn action_width(self, d: usize, v: usize) -> usize {
+        match self {
+            NoiseAt::Input => 0,
+            NoiseAt::Hidden => d,
+            NoiseAt::Logits => v,
+        }
+    }
+}
+
+/// The most host memory the recorded actions of one batch of rollouts may take: a logits action
+/// is a [C, V] matrix per rollout (512 x 128256 floats = 250 MiB for Llama 3), which a whole
+/// step's rollouts multiply.
+pub const MAX_ACTION_BYTES: u64 = 4 << 30;
+
+/// Refuses recording `rows` rollouts' actions of `think_tokens` steps of `width` floats when they
+/// would take more than [`MAX_ACTION_BYTES`].
+pub fn check_action_memory(noise_at: NoiseAt, rows: usize, think_tokens: usize, width: usize) -> Result<()> {
+    let bytes = (rows as u64)
+        .saturating_mul(think_tokens as u64)
+        .saturating_mul(width as u64)
+        .saturating_mul(4);
+    if bytes > MAX_ACTION_BYTES {
+        return Err(Error::invalid(alloc::format!(
+            "--noise-at {}: recording {rows} rollouts x {think_tokens} thinking steps x {width} floats of actions \
+             takes {:.1} GiB, over the {} GiB limit; lower the rollouts per step or per generation call, or --think-tokens",
+            noise_at.name(),
+            bytes as f64 / (1u64 << 30) as f64,
+            MAX_ACTION_BYTES >> 30
+        )));
+    }
+    Ok(())
+}
+
 /// How the noise scale sigma is derived from the embedding matrix E [V, d].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum NoiseScale {
@@ -93,6 +159,8 @@ pub struct ThinkConfig {
     pub greedy: bool,
     pub tau: f32,
     pub noise: NoiseScale,
+    /// Where the noise goes (soft/fuzzy thinking; hard and greedy thinking draw none).
+    pub noise_at: NoiseAt,
     /// Thinking budget L.
     pub think_tokens: usize,
     /// Answer budget (hard tokens after the prefill); 0 skips the answer phase and its prefill.
@@ -116,6 +184,7 @@ impl ThinkConfig {
             greedy: false,
             tau: mode.default_tau(),
             noise: NoiseScale::Rms { gamma: 0.33 },
+            noise_at: NoiseAt::Input,
             think_tokens: 128,
             answer_tokens: 32,
             answer_greedy: false,
@@ -126,14 +195,34 @@ impl ThinkConfig {
             record_entropy: false,
         }
     }
-    /// The per-coordinate noise std these settings feed with `model`'s current E: 0 for hard or
-    /// greedy thinking. The estimator's log-density must use the same value as the rollouts did.
+    /// The per-coordinate noise std these settings draw with `model`'s current weights: 0 for
+    /// hard or greedy thinking. The estimator's log-density must use the same value as the
+    /// rollouts did. Each placement's scale is gamma times the typical size of a coordinate of
+    /// its own space, so that the noise's norm is about gamma times the norm of what it perturbs:
+    /// - input: gamma rms(E) ([`NoiseScale`]);
+    /// - hidden: gamma rms(w_norm), w_norm the final norm's weight: h = x / rms(x) * w_norm has
+    ///   coordinates of rms about rms(w_norm) whatever the residual stream's scale;
+    /// - logits: gamma sqrt(d) rms(w_norm) rms(W_head), the rms of a logit h . W_v when h and the
+    ///   head's rows are unrelated: the per-logit std that hidden noise of the hidden scale puts on
+    ///   the logits, so that hidden and logits compare placements at one noise level. Not relative
+    ///   to tau: softmax(z' / tau) at fuzzy's tau = 1e-4 would then see no noise at all.
     pub fn sigma<B: Backend>(&self, be: &B, model: &Model<B>) -> Result<f32> {
         if !self.mode.is_continuous() || self.greedy {
             return Ok(0.0);
         }
         let (v, d) = (model.cfg.vocab_size, model.cfg.d());
-        Ok(self.noise.sigma(be.sum_squares(model.embed(), v * d)?, v, d))
+        let gamma = match self.noise {
+            NoiseScale::Rms { gamma } | NoiseScale::RowNorm { gamma } => gamma as f64,
+        };
+        let rms_norm = || -> Result<f64> { Ok(libm::sqrt(be.sum_squares(model.w(model.idx.norm), d)? / d as f64)) };
+        Ok(match self.noise_at {
+            NoiseAt::Input => self.noise.sigma(be.sum_squares(model.embed(), v * d)?, v, d),
+            NoiseAt::Hidden => (gamma * rms_norm()?) as f32,
+            NoiseAt::Logits => {
+                let rms_head = libm::sqrt(be.sum_squares(model.lm_head(), v * d)? / (v * d) as f64);
+                (gamma * libm::sqrt(d as f64) * rms_norm()? * rms_head) as f32
+            }
+        })
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -149,6 +238,12 @@ impl ThinkConfig {
         };
         if !(gamma.is_finite() && gamma >= 0.0) {
             return Err(Error::invalid("--noise-gamma must be a non-negative number"));
+        }
+        if matches!(self.noise, NoiseScale::RowNorm { .. }) && self.noise_at != NoiseAt::Input {
+            return Err(Error::invalid(alloc::format!(
+                "--noise-scale row-norm reads E's rows, which only --noise-at input perturbs; --noise-at {} takes rms",
+                self.noise_at.name()
+            )));
         }
         Ok(())
     }
@@ -179,6 +274,9 @@ pub struct Generation {
     pub think_ids: Vec<u32>,
     /// Soft/fuzzy with `record_inputs`: the fed inputs. think_inputs: [C, d]
     pub think_inputs: Vec<f32>,
+    /// Soft/fuzzy with `record_inputs` and noise at the hidden state or the logits: the noisy
+    /// actions drawn, one per fed input. think_actions: [C, d] (hidden) or [C, V] (logits)
+    pub think_actions: Vec<f32>,
     /// With `record_entropy`: H(softmax(z)) in nats of the distribution each thinking token was
     /// chosen from, one per thinking step ([`Entropy`]); a step that chose EOS (which is not fed)
     /// has one too.

@@ -62,14 +62,17 @@ pub struct RowState {
 }
 
 impl RowState {
-    /// A row about to read the logits of its prompt's last position. `record` sizes the recorded
-    /// inputs for `d`-wide soft rows, so that the step loop never grows a vector.
-    pub fn new(cfg: &ThinkConfig, prefills: &Prefills, record_d: Option<usize>) -> Self {
+    /// A row about to read the logits of its prompt's last position. `record` = (d, k) sizes the
+    /// recorded inputs of `d` and actions of `k` floats a step (k = 0: no actions beyond the
+    /// inputs), so that the step loop never grows a vector.
+    pub fn new(cfg: &ThinkConfig, prefills: &Prefills, record: Option<(usize, usize)>) -> Self {
+        let (d, k) = record.unwrap_or((0, 0));
         let mut row = RowState {
             phase: Phase::Think,
             gen: Generation {
                 think_ids: Vec::with_capacity(cfg.think_tokens),
-                think_inputs: Vec::with_capacity(record_d.map_or(0, |d| cfg.think_tokens * d)),
+                think_inputs: Vec::with_capacity(cfg.think_tokens * d),
+                think_actions: Vec::with_capacity(cfg.think_tokens * k),
                 think_entropy: Vec::with_capacity(if cfg.record_entropy { cfg.think_tokens } else { 0 }),
                 prefill_ids: Vec::new(),
                 answer_ids: Vec::with_capacity(cfg.answer_tokens),
