@@ -176,3 +176,90 @@ pub fn clean_leftovers(dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder under the system's temp folder, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn scratch(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("softcot-fsutil-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    #[test]
+    fn a_folder_is_replaced_whole() {
+        let s = scratch("replace");
+        let dir = s.0.join("best");
+        for (file, text) in [("a", "old"), ("b", "new")] {
+            write_dir_atomic(&dir, |tmp| write_atomic(&tmp.join(file), text.as_bytes())).unwrap();
+        }
+        let names: Vec<String> = fs::read_dir(&s.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["best"], "nothing beside the folder");
+        assert!(!dir.join("a").exists(), "no file of the earlier save remains");
+        assert_eq!(fs::read_to_string(dir.join("b")).unwrap(), "new");
+        let err = write_dir_atomic(&dir, |_| Err(Error::io("disk full"))).unwrap_err();
+        assert_eq!(err.msg, format!("{}: not saved: disk full", dir.display()));
+        assert_eq!(
+            fs::read_to_string(dir.join("b")).unwrap(),
+            "new",
+            "a failed save keeps the folder"
+        );
+        assert!(!s.0.join(".best.tmp").exists());
+    }
+
+    #[test]
+    fn leftovers_of_interrupted_writes_are_cleared_and_nothing_else() {
+        let s = scratch("leftovers");
+        let d = &s.0;
+        let make_dir = |p: &str| fs::create_dir_all(d.join(p)).unwrap();
+        let make_file = |p: &str| fs::write(d.join(p), p).unwrap();
+        make_file(".metrics.jsonl.tmp-4242"); // write_atomic cut short
+        make_dir("checkpoint-00000003/sub");
+        make_file("checkpoint-00000003/.model.safetensors.tmp-7"); // inside a visible folder
+        make_dir(".checkpoint-00000004.tmp/x"); // write_dir_atomic or remove_dir_atomic cut short
+        make_dir(".best.old"); // the fallback's two renames cut short: best/ missing
+        make_file(".best.old/model.safetensors");
+        make_dir("final");
+        make_dir(".final.old"); // ... after the second rename: the old copy goes
+                                // Not softcot's: kept.
+        make_file(".checkpoint-00000005.tmp");
+        make_file(".hidden");
+        make_file("notes.tmp-12");
+        make_file(".x.tmp-12a");
+        clean_leftovers(d);
+        for gone in [
+            ".metrics.jsonl.tmp-4242",
+            "checkpoint-00000003/.model.safetensors.tmp-7",
+            ".checkpoint-00000004.tmp",
+            ".best.old",
+            ".final.old",
+        ] {
+            assert!(!d.join(gone).exists(), "{gone} remains");
+        }
+        for kept in [
+            "checkpoint-00000003/sub",
+            "best/model.safetensors",
+            "final",
+            ".checkpoint-00000005.tmp",
+            ".hidden",
+            "notes.tmp-12",
+            ".x.tmp-12a",
+        ] {
+            assert!(d.join(kept).exists(), "{kept} is gone");
+        }
+    }
+}
