@@ -56,7 +56,7 @@ const GRID: [u8; 3] = [225, 225, 225];
 const MARKER_MAX_POINTS: usize = 50;
 
 /// Writes panels stacked vertically (shared x axis label `x_label`) into a PNG at `path`,
-/// atomically (write to a temp file beside it, then rename), so a reader never sees half a file.
+/// atomically ([`write_atomic`](softcot_core::io::fsutil::write_atomic)), so a reader never sees half a file.
 pub fn write_png(path: &Path, x_label: &str, panels: &[Panel<'_>]) -> Result<()> {
     let err = |what: String| Error::io(format!("{}: {what}", path.display()));
     let canvas = render(x_label, panels);
@@ -67,14 +67,7 @@ pub fn write_png(path: &Path, x_label: &str, panels: &[Panel<'_>]) -> Result<()>
     let mut writer = encoder.write_header().map_err(encode_err)?;
     writer.write_image_data(&canvas.rgb).map_err(encode_err)?;
     writer.finish().map_err(encode_err)?;
-    let name = path.file_name().ok_or_else(|| err("not a file path".into()))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    std::fs::write(&tmp, &bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            err(e.to_string())
-        })
+    softcot_core::io::fsutil::write_atomic(path, &bytes)
 }
 
 /// Columns of a figure of `n` panels.

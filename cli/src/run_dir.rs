@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use softcot_core::dtype::DType;
 use softcot_core::io::checkpoint::{list_checkpoints, load_checkpoint, load_fresh};
-use softcot_core::io::fsutil::{read_json, write_atomic};
+use softcot_core::io::fsutil::{clean_leftovers, read_json, remove_dir_atomic, write_atomic};
 use softcot_core::io::ModelDir;
 use softcot_core::model::Model;
 use softcot_core::optim::{cosine_lr, AdamW, AdamwConfig};
@@ -95,12 +95,15 @@ macro_rules! training_settings {
             }
 
             /// How this run saves the model it loaded from `md` (checkpoints and final models).
-            pub fn save_as(&self, md: &softcot_core::io::ModelDir) -> softcot_core::io::checkpoint::SaveAs {
-                softcot_core::io::checkpoint::SaveAs {
-                    dtype: self.save_dtype.resolve(md.config.dtype),
-                    max_shard: self.max_shard_size,
-                    source: md.path.clone(),
-                }
+            pub fn save_as(
+                &self,
+                md: &softcot_core::io::ModelDir,
+            ) -> softcot_core::Result<softcot_core::io::checkpoint::SaveAs> {
+                softcot_core::io::checkpoint::SaveAs::new(
+                    self.save_dtype.resolve(md.config.dtype),
+                    self.max_shard_size,
+                    &md.path,
+                )
             }
 
             /// The learning rate of optimizer step `step` (0-based) of `total`.
@@ -194,7 +197,7 @@ pub fn prepare_out(out: &Path, overwrite: bool, outputs: &[&str]) -> Result<()> 
             )));
         }
         for (_, ck) in list_checkpoints(out) {
-            std::fs::remove_dir_all(&ck).map_err(|e| Error::io(format!("{}: {e}", ck.display())))?;
+            remove_dir_atomic(&ck)?;
         }
         for f in ["run.json", "metrics.jsonl", TB_DIR].iter().chain(outputs) {
             let p = out.join(f);
@@ -262,8 +265,9 @@ pub struct Start<B: Train> {
 }
 
 /// A resumed run starts from the newest complete checkpoint of `out` (its metrics truncated to
-/// that step by the `root` rank, in case the run died after logging more); a new one from
-/// `model` with a fresh optimizer.
+/// that step by the `root` rank, in case the run died after logging more), or over again from
+/// `model` when it died before its first checkpoint; a new one from `model` with a fresh optimizer.
+/// The `root` rank of a resumed run first clears what writes cut short by a kill left in `out`.
 pub fn start<B: Train>(
     be: &B,
     out: &Path,
@@ -272,8 +276,21 @@ pub fn start<B: Train>(
     model: Option<&Path>,
     opt: AdamwConfig,
 ) -> Result<Start<B>> {
-    if !resume {
-        let (md, model, opt) = load_fresh(be, model.unwrap_or(Path::new("")), opt)?;
+    if resume && root {
+        clean_leftovers(out);
+    }
+    let newest = list_checkpoints(out).pop().filter(|_| resume);
+    let Some((step, ck)) = newest else {
+        let model = model.unwrap_or(Path::new(""));
+        if resume && root {
+            eprintln!(
+                "resuming {}: no checkpoint yet, starting over from {}",
+                out.display(),
+                model.display()
+            );
+            truncate_metrics(&out.join("metrics.jsonl"), None)?;
+        }
+        let (md, model, opt) = load_fresh(be, model, opt)?;
         return Ok(Start {
             md,
             model,
@@ -281,17 +298,11 @@ pub fn start<B: Train>(
             step: 0,
             state: Value::Null,
         });
-    }
-    let (step, ck) = list_checkpoints(out).pop().ok_or_else(|| {
-        Error::invalid(format!(
-            "--resume {}: no complete checkpoint to resume from",
-            out.display()
-        ))
-    })?;
+    };
     let (md, model, opt, state) = load_checkpoint(be, &ck, opt)?;
     if root {
         eprintln!("resuming {} from step {step}", out.display());
-        truncate_metrics(&out.join("metrics.jsonl"), step)?;
+        truncate_metrics(&out.join("metrics.jsonl"), Some(step))?;
     }
     Ok(Start {
         md,
@@ -302,8 +313,9 @@ pub fn start<B: Train>(
     })
 }
 
-/// Drops metric lines of steps after `step` (logged by a run that died before its next checkpoint).
-pub fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
+/// Drops metric lines of steps after `through` (logged by a run that died before its next
+/// checkpoint; all of them for `None`), and a line cut short by a kill.
+pub fn truncate_metrics(path: &Path, through: Option<u64>) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
     };
@@ -313,7 +325,7 @@ pub fn truncate_metrics(path: &Path, step: u64) -> Result<()> {
             serde_json::from_str::<Value>(l)
                 .ok()
                 .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s <= step)
+                .is_some_and(|s| through.is_some_and(|t| s <= t))
         })
         .map(|l| format!("{l}\n"))
         .collect();
@@ -341,11 +353,12 @@ impl SaveDtype {
     }
 }
 
-/// Removes all but the newest `keep` checkpoints of `out`.
+/// Removes all but the newest `keep` checkpoints of `out` (each out of sight first, so that a kill
+/// midway leaves no half-removed checkpoint that looks complete).
 pub fn prune_checkpoints(out: &Path, keep: usize) {
     let all = list_checkpoints(out);
     for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
-        let _ = std::fs::remove_dir_all(old);
+        let _ = remove_dir_atomic(old);
     }
 }
 

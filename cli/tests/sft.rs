@@ -6,19 +6,7 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{assert_clean_error, softcot, tiny_model};
-
-fn arithmetic_data(path: &Path, n: usize) {
-    let lines: Vec<String> = (0..n)
-        .map(|i| {
-            let (a, b) = (i * 7 % 50 + 1, i * 13 % 50 + 1);
-            serde_json::json!({"prompt": format!("What is {a}+{b}?"),
-                               "completion": format!(" {a}+{b}={}. The final answer is: \\boxed{{{}}}", a + b, a + b)})
-            .to_string()
-        })
-        .collect();
-    fs::write(path, lines.join("\n")).unwrap();
-}
+use common::{arithmetic_data, assert_clean_error, differing_files, softcot, tiny_model};
 
 fn losses(out: &Path) -> Vec<f64> {
     fs::read_to_string(out.join("metrics.jsonl"))
@@ -109,15 +97,11 @@ fn resume_is_bit_identical() {
         // A kill after step 6's metrics but before a later checkpoint: resume from checkpoint 6.
         let o = softcot(&["sft", "--resume", b.to_str().unwrap()]);
         assert_eq!(o.code, 0, "{}", o.stderr);
-        let (wa, wb) = (
-            fs::read(a.join("final/model.safetensors")).unwrap(),
-            fs::read(b.join("final/model.safetensors")).unwrap(),
-        );
-        println!(
-            "{dtype}: resumed run's weights equal the uninterrupted run's: {}",
-            wa == wb
-        );
-        assert!(wa == wb, "{dtype}: resumed weights differ");
+        // Every file: weights, and the tokenizer and generation config, which the resumed run
+        // takes from a checkpoint that it prunes before it saves its final model.
+        let diff = differing_files(&a.join("final"), &b.join("final"));
+        println!("{dtype}: resumed run's final/ equals the uninterrupted run's, file for file: {diff:?} differ");
+        assert!(diff.is_empty(), "{dtype}: resumed final/ differs: {diff:?}");
         assert_eq!(losses(&a), losses(&b), "{dtype}: metrics differ");
     }
 }

@@ -38,11 +38,7 @@ fn bf16_moments_round_trip_and_convert() {
     write_random_model(&src, &preset("tiny").unwrap(), 1, None, ShardSize::DEFAULT).unwrap();
     let be = CpuBackend::new();
     let model = ModelDir::open(&src).unwrap().load(&be).unwrap();
-    let to = SaveAs {
-        dtype: DType::F32,
-        max_shard: ShardSize::DEFAULT,
-        source: src.clone(),
-    };
+    let to = SaveAs::new(DType::F32, ShardSize::DEFAULT, &src).unwrap();
     // Random f32 moments (v positive), as a run on f32 moments would have them.
     let mut rng = TestRng(5);
     let mut f32_opt = AdamW::new(&be, &model, cfg(Moments::F32)).unwrap();

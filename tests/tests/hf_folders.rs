@@ -184,11 +184,7 @@ fn saved_folders_keep_generation_config_and_chat_template_jinja() {
 
     let model = md.load(&be).unwrap();
     let out = tmp.0.join("out");
-    let to = |source: &Path| SaveAs {
-        dtype: DType::F32,
-        max_shard: ShardSize(30_000),
-        source: source.to_path_buf(),
-    };
+    let to = |source: &Path| SaveAs::new(DType::F32, ShardSize(30_000), source).unwrap();
     export_model(&be, &model, &out, &to(&src)).unwrap();
     assert_eq!(
         read_json(&out.join("generation_config.json")).unwrap(),

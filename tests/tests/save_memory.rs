@@ -34,11 +34,7 @@ fn saving_holds_one_tensor_not_the_model() {
     // Headers, names, paths and the writer's buffer.
     let slack = 256 << 10;
     for (dtype, shard) in [(DType::BF16, ShardSize(2_000_000)), (DType::F32, ShardSize::DEFAULT)] {
-        let to = SaveAs {
-            dtype,
-            max_shard: shard,
-            source: src.clone(),
-        };
+        let to = SaveAs::new(dtype, shard, &src).unwrap();
         // One tensor downloaded as f32 and encoded: as `dtype` for the model, as f32 for the
         // optimizer file of a checkpoint.
         let bound = largest * (4 + dtype.size()) + slack;

@@ -169,6 +169,8 @@ struct Run<'a, B: Train> {
     a: &'a SftConfig,
     out: PathBuf,
     save_as: SaveAs,
+    /// Tokens read by the steps before this invocation (from the checkpoint resumed).
+    tokens_before: usize,
 }
 
 fn train<B: Train>(be: &B, a: &SftConfig) -> Result<()> {
@@ -185,6 +187,7 @@ fn train<B: Train>(be: &B, a: &SftConfig) -> Result<()> {
         mut model,
         mut opt,
         step: start_step,
+        state,
         ..
     } = start(be, &out, resume, true, a.model.as_deref(), a.adamw())?;
     if !resume {
@@ -236,7 +239,8 @@ fn train<B: Train>(be: &B, a: &SftConfig) -> Result<()> {
         be,
         a,
         out: out.clone(),
-        save_as: a.save_as(&md),
+        save_as: a.save_as(&md)?,
+        tokens_before: state["tokens"].as_u64().unwrap_or(0) as usize,
     };
     let end = a.stop_after.map_or(total, |k| (start_step + k).min(total));
     run.steps(&mut model, &mut opt, &examples, start_step, end, total)?;
@@ -273,7 +277,7 @@ impl<B: Train> Run<'_, B> {
         let bar = crate::progress::Progress::new(to - from, "sft", "step");
         let t0 = Instant::now();
         let mut shuffle = Shuffle::new(a.seed, ex.len());
-        let (mut tokens, mut bad) = (0usize, 0u64);
+        let (mut tokens, mut bad) = (self.tokens_before, 0u64);
         let mut step = from;
         while step < to {
             let ts = Instant::now();
@@ -299,15 +303,16 @@ impl<B: Train> Run<'_, B> {
             step += 1;
             let elapsed = t0.elapsed().as_secs_f64();
             let line = json!({"step": step, "loss": loss, "lr": lr, "grad_norm": norm, "tokens": tokens,
-                              "tokens_per_s": tokens as f64 / elapsed, "step_s": ts.elapsed().as_secs_f64()});
+                              "tokens_per_s": (tokens - self.tokens_before) as f64 / elapsed,
+                              "step_s": ts.elapsed().as_secs_f64()});
             metrics.log(&line)?;
             bar.set_message(format!(
                 "loss {loss:.4}  lr {lr:.2e}  {:.0} tok/s",
-                tokens as f64 / elapsed
+                line["tokens_per_s"].as_f64().unwrap_or(0.0)
             ));
             bar.inc(1);
             if step.is_multiple_of(a.save_every) || step == to {
-                self.checkpoint(model, opt, step)?;
+                self.checkpoint(model, opt, step, tokens)?;
                 draw_run(&self.out, SFT_PANELS)?;
             }
         }
@@ -315,9 +320,10 @@ impl<B: Train> Run<'_, B> {
         Ok(())
     }
 
-    fn checkpoint(&self, model: &Model<B>, opt: &AdamW<B>, step: u64) -> Result<()> {
+    /// Saves checkpoint `step`; `tokens` (read by steps 1..=step) carries the metric on across a resume.
+    fn checkpoint(&self, model: &Model<B>, opt: &AdamW<B>, step: u64, tokens: usize) -> Result<()> {
         let state = json!({"step": step, "seed": self.a.seed, "batch_size": self.a.batch_size,
-                           "examples_seen": step * self.a.batch_size as u64});
+                           "examples_seen": step * self.a.batch_size as u64, "tokens": tokens});
         let dir = self.out.join(checkpoint_name(step));
         save_checkpoint(self.be, &dir, model, opt, &self.save_as, &state)?;
         prune_checkpoints(&self.out, self.a.keep);

@@ -185,7 +185,7 @@ pub fn train<B: Train>(
         out: out.clone(),
         tok: &md.tokenizer,
         // Checkpoints carry the tokenizer and generation config of the model the run started from.
-        save_as: c.save_as(&md),
+        save_as: c.save_as(&md)?,
         best,
     };
     let reached = t.run(&mut model, opt, comm, &train_items, &val_items, from, end, total)?;

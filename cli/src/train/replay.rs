@@ -57,7 +57,7 @@ pub fn run<B: Train>(be: &B, flags: &TrainConfig, file: &Path) -> Result<()> {
     let lr = c.lr_at(rf.meta.step.saturating_sub(1), c.steps);
     let u = step.update(be, &mut model, &mut opt, &seqs, &rf.rl_settings(), lr)?;
     let out = flags.out.join(format!("replayed-step-{:08}", rf.meta.step));
-    export_model(be, &model, &out, &c.save_as(&md))?;
+    export_model(be, &model, &out, &c.save_as(&md)?)?;
     println!(
         "{}",
         json!({"step": rf.meta.step, "rollouts": seqs.len(), "loss": u.loss, "grad_norm": u.grad_norm, "lr": lr,

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::fsutil::{read_json, write_dir_atomic};
 use super::safetensors::{write_safetensors, Checkpoint, TensorSpec};
-use super::save::{copy_tokenizer, save_json, save_model, ShardSize};
+use super::save::{save_json, save_model, ShardSize, SourceFiles};
 use super::ModelDir;
 use crate::backend::{Backend, Moments, Train};
 use crate::dtype::DType;
@@ -82,12 +82,25 @@ fn state_bytes<B: Backend>(be: &B, p: &Param<B::Buf>, moments: Moments) -> Resul
 }
 
 /// How a trained model is saved: its stored dtype, the largest weight shard, and the folder it
-/// was loaded from (whose tokenizer files and generation config the saved folder carries).
+/// was loaded from, whose tokenizer files and generation config the saved folder carries.
 #[derive(Debug, Clone)]
 pub struct SaveAs {
     pub dtype: DType,
     pub max_shard: ShardSize,
     pub source: PathBuf,
+    /// `source`'s files, read when the run started (see [`SourceFiles`]).
+    pub files: SourceFiles,
+}
+
+impl SaveAs {
+    pub fn new(dtype: DType, max_shard: ShardSize, source: &Path) -> Result<Self> {
+        Ok(SaveAs {
+            dtype,
+            max_shard,
+            source: source.to_path_buf(),
+            files: SourceFiles::read(source)?,
+        })
+    }
 }
 
 /// Writes `model` as an HF folder at `dir`, switched into place whole (see [`write_dir_atomic`]).
@@ -99,10 +112,10 @@ fn write_model<B: Backend>(be: &B, model: &Model<B>, dir: &Path, to: &SaveAs) ->
     let mut cfg = model.cfg.clone();
     cfg.dtype = to.dtype;
     let specs = specs_of(&model.params, to.dtype, "");
-    save_model(dir, &cfg, Some(&to.source), &specs, to.max_shard, |i| {
+    save_model(dir, &cfg, Some(&to.files), &specs, to.max_shard, |i| {
         bytes_of(be, &model.params[i], to.dtype)
     })?;
-    copy_tokenizer(&to.source, dir)
+    to.files.write_tokenizer(dir)
 }
 
 /// Saves a checkpoint: the HF model, the optimizer moments (plus master weights when `to.dtype`

@@ -211,23 +211,68 @@ pub fn write_weights(
     )
 }
 
-/// `generation_config.json` of a saved model. With `source` (the folder the model was loaded
-/// from) holding one, that file (sampling defaults and all) with only what `cfg` changes: a BOS id
-/// that differs, EOS ids it lacks (added, so no stop condition of the source is lost). Without,
-/// the ids of `cfg` alone.
-pub fn generation_config(cfg: &ModelConfig, source: Option<&Path>) -> Result<Value> {
-    let path = source.map(|s| s.join("generation_config.json")).filter(|p| p.is_file());
-    let Some(path) = path else {
+/// Tokenizer files a saved model carries when its source has them: recent transformers keep the
+/// chat template in `chat_template.jinja` rather than in `tokenizer_config.json`.
+const TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+];
+
+/// What a saved model takes from the folder its model was loaded from: the tokenizer files it
+/// has and its `generation_config.json`, read once, so that later saves never need that folder
+/// again (a resumed run loads a checkpoint, which the run prunes as it goes).
+#[derive(Debug, Clone, Default)]
+pub struct SourceFiles {
+    /// (file name, bytes) of the tokenizer files present.
+    tokenizer: Vec<(&'static str, Vec<u8>)>,
+    /// `generation_config.json`, when present.
+    generation: Option<Value>,
+}
+
+impl SourceFiles {
+    pub fn read(src: &Path) -> Result<Self> {
+        let mut tokenizer = Vec::new();
+        for f in TOKENIZER_FILES {
+            let p = src.join(f);
+            if p.exists() {
+                let bytes = std::fs::read(&p).map_err(|e| Error::io(format!("{}: cannot read: {e}", p.display())))?;
+                tokenizer.push((f, bytes));
+            }
+        }
+        let path = src.join("generation_config.json");
+        let generation = match path.is_file() {
+            true => Some(read_json(&path)?),
+            false => None,
+        };
+        if generation.as_ref().is_some_and(|v| !v.is_object()) {
+            return Err(Error::format(format!("{}: not a JSON object", path.display())));
+        }
+        Ok(SourceFiles { tokenizer, generation })
+    }
+
+    /// Writes the tokenizer files into `dst`.
+    pub fn write_tokenizer(&self, dst: &Path) -> Result<()> {
+        for (f, bytes) in &self.tokenizer {
+            write_atomic(&dst.join(f), bytes)?;
+        }
+        Ok(())
+    }
+}
+
+/// `generation_config.json` of a saved model. With `source` (read from the folder the model was
+/// loaded from) holding one, that file (sampling defaults and all) with only what `cfg` changes: a
+/// BOS id that differs, EOS ids it lacks (added, so no stop condition of the source is lost).
+/// Without, the ids of `cfg` alone.
+pub fn generation_config(cfg: &ModelConfig, source: Option<&SourceFiles>) -> Value {
+    let Some(mut v) = source.and_then(|s| s.generation.clone()) else {
         let eos: Value = match cfg.eos_token_ids.as_slice() {
             [one] => json!(one),
             many => json!(many),
         };
-        return Ok(json!({"bos_token_id": cfg.bos_token_id, "eos_token_id": eos}));
+        return json!({"bos_token_id": cfg.bos_token_id, "eos_token_id": eos});
     };
-    let mut v = read_json(&path)?;
-    if !v.is_object() {
-        return Err(Error::format(format!("{}: not a JSON object", path.display())));
-    }
     if let Some(bos) = cfg.bos_token_id {
         if v.get("bos_token_id").and_then(Value::as_u64) != Some(bos as u64) {
             v["bos_token_id"] = json!(bos);
@@ -247,42 +292,24 @@ pub fn generation_config(cfg: &ModelConfig, source: Option<&Path>) -> Result<Val
             many => json!(many),
         };
     }
-    Ok(v)
+    v
 }
 
-/// Writes config, generation config (see [`generation_config`]; `source` is the folder the model
-/// came from, if any) and weights (see [`write_weights`]) into the folder `dir`, which the caller
-/// made fresh (inside [`write_dir_atomic`]). Tokenizer files are the caller's (see
-/// [`copy_tokenizer`] and `byte_tokenizer`).
+/// Writes config, generation config (see [`generation_config`]; `source` is what was read from
+/// the folder the model came from, if any) and weights (see [`write_weights`]) into the folder
+/// `dir`, which the caller made fresh (inside [`write_dir_atomic`]). Tokenizer files are the
+/// caller's (see [`SourceFiles::write_tokenizer`] and `byte_tokenizer`).
 pub fn save_model(
     dir: &Path,
     cfg: &ModelConfig,
-    source: Option<&Path>,
+    source: Option<&SourceFiles>,
     specs: &[TensorSpec],
     max: ShardSize,
     bytes_of: impl FnMut(usize) -> Result<Vec<u8>>,
 ) -> Result<()> {
     save_json(&dir.join("config.json"), &config_json(cfg))?;
-    save_json(&dir.join("generation_config.json"), &generation_config(cfg, source)?)?;
+    save_json(&dir.join("generation_config.json"), &generation_config(cfg, source))?;
     write_weights(dir, specs, max, bytes_of)
-}
-
-/// Copies the tokenizer files of `src` that exist into `dst`: recent transformers keep the chat
-/// template in `chat_template.jinja` rather than in `tokenizer_config.json`.
-pub fn copy_tokenizer(src: &Path, dst: &Path) -> Result<()> {
-    for f in [
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-        "chat_template.jinja",
-    ] {
-        let p = src.join(f);
-        if p.exists() {
-            let bytes = std::fs::read(&p).map_err(|e| Error::io(format!("{}: cannot read: {e}", p.display())))?;
-            write_atomic(&dst.join(f), &bytes)?;
-        }
-    }
-    Ok(())
 }
 
 /// Writes a randomly initialised model of `cfg` (deterministic in `seed`) as an HF folder at
@@ -310,7 +337,7 @@ pub fn write_random_model(
             Ok(crate::dtype::encode(cfg.dtype, &values))
         })?;
         match vocab_from {
-            Some(src) => copy_tokenizer(src, tmp),
+            Some(src) => SourceFiles::read(src)?.write_tokenizer(tmp),
             None => {
                 save_json(&tmp.join("tokenizer.json"), &super::byte_tokenizer::tokenizer_json())?;
                 save_json(
