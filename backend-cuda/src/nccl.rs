@@ -60,7 +60,8 @@ impl NcclComm {
         library()?;
         // Refutable only with the `host` feature, whose launcher has no GPU buffers.
         #[cfg_attr(not(feature = "host"), allow(irrefutable_let_patterns))]
-        let Launcher::Device(d) = &be.l else {
+        let Launcher::Device(d) = &be.l
+        else {
             return Err(Error::backend(
                 "nccl needs the GPU backend (the host build has no GPU buffers)",
             ));
