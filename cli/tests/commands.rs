@@ -107,6 +107,31 @@ fn generate_matches_hf_greedy_and_soft() {
     }
 }
 
+/// `softcot generate` on model `m` from the prompt `2+2=` with `--think think`, thinking exactly
+/// `budgets.0` steps (`--no-stop`) and answering in at most `budgets.1` tokens, printing JSON.
+fn generate(m: &str, think: &str, budgets: (&str, &str), extra: &[&str]) -> common::Out {
+    let mut args = vec![
+        "generate",
+        "--model",
+        m,
+        "--prompt",
+        "2+2=",
+        "--think",
+        think,
+        "--no-stop",
+    ];
+    args.extend([
+        "--think-tokens",
+        budgets.0,
+        "--answer-tokens",
+        budgets.1,
+        "--format",
+        "json",
+    ]);
+    args.extend(extra);
+    softcot(&args)
+}
+
 #[test]
 fn generate_runs_every_mode_through_the_answer() {
     // The stop and EOS rules are tested deterministically on the engine (softcot-tests,
@@ -114,24 +139,7 @@ fn generate_runs_every_mode_through_the_answer() {
     let tmp = tempfile::tempdir().unwrap();
     let m = common::tiny_model(tmp.path(), "m");
     for think in ["hard", "soft", "fuzzy"] {
-        let o = softcot(&[
-            "generate",
-            "--model",
-            &m,
-            "--prompt",
-            "2+2=",
-            "--think",
-            think,
-            "--seed",
-            "3",
-            "--no-stop",
-            "--think-tokens",
-            "12",
-            "--answer-tokens",
-            "5",
-            "--format",
-            "json",
-        ]);
+        let o = generate(&m, think, ("12", "5"), &["--seed", "3"]);
         assert_eq!(o.code, 0, "{}", o.stderr);
         let out: Value = serde_json::from_str(o.stdout.trim()).unwrap();
         assert_eq!(out["think_tokens"].as_u64().unwrap(), 12, "{think}");
@@ -153,29 +161,7 @@ fn generate_runs_every_mode_through_the_answer() {
 fn generate_takes_each_noise_placement() {
     let tmp = tempfile::tempdir().unwrap();
     let m = common::tiny_model(tmp.path(), "m");
-    let gen = |think: &str, at: &str, seed: &str| {
-        let args = [
-            "generate",
-            "--model",
-            &m,
-            "--prompt",
-            "2+2=",
-            "--think",
-            think,
-            "--noise-at",
-            at,
-            "--seed",
-            seed,
-            "--no-stop",
-            "--think-tokens",
-            "8",
-            "--answer-tokens",
-            "3",
-            "--format",
-            "json",
-        ];
-        softcot(&args)
-    };
+    let gen = |think: &str, at: &str, seed: &str| generate(&m, think, ("8", "3"), &["--noise-at", at, "--seed", seed]);
     for think in ["soft", "fuzzy"] {
         for at in ["input", "hidden", "logits"] {
             let o = gen(think, at, "5");

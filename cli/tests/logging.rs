@@ -4,16 +4,7 @@
 
 mod common;
 
-use std::path::Path;
-
-use common::{softcot, tiny_model};
-
-fn arithmetic_data(path: &Path, n: usize) {
-    let lines: Vec<String> = (0..n)
-        .map(|i| serde_json::json!({"prompt": format!("{i}+1="), "completion": format!(" {}", i + 1)}).to_string())
-        .collect();
-    std::fs::write(path, lines.join("\n")).unwrap();
-}
+use common::{arithmetic_data, softcot, tiny_model};
 
 /// The progress lines of `what` in `stderr`: `what pos/len unit ...`.
 fn lines_of<'a>(stderr: &'a str, what: &str) -> Vec<&'a str> {

@@ -50,16 +50,6 @@ pub enum Thinking {
     Noised { inputs: Vec<f32>, actions: Vec<f32> },
 }
 
-impl Thinking {
-    /// The inputs fed while thinking, when they are vectors. [C * d]
-    fn inputs(&self) -> Option<&[f32]> {
-        match self {
-            Thinking::Tokens(_) => None,
-            Thinking::Embeds(e) | Thinking::Noised { inputs: e, .. } => Some(e),
-        }
-    }
-}
-
 /// One recorded rollout, as the update sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RlSeq {
@@ -76,10 +66,9 @@ impl RlSeq {
     /// Positions of the teacher-forced sequence: prompt, thinking inputs (rows of `d` for
     /// soft/fuzzy), suffix.
     pub fn len(&self, d: usize) -> usize {
-        let c = match (&self.thinking, self.thinking.inputs()) {
-            (_, Some(e)) => e.len() / d,
-            (Thinking::Tokens(t), None) => t.len(),
-            (_, None) => 0,
+        let c = match &self.thinking {
+            Thinking::Tokens(t) => t.len(),
+            Thinking::Embeds(e) | Thinking::Noised { inputs: e, .. } => e.len() / d,
         };
         self.prompt.len() + c + self.suffix.len()
     }

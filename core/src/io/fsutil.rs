@@ -181,30 +181,14 @@ pub fn clean_leftovers(dir: &Path) {
 mod tests {
     use super::*;
 
-    /// A folder under the system's temp folder, removed when dropped.
-    struct Scratch(PathBuf);
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn scratch(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("softcot-fsutil-{}-{name}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
     #[test]
     fn a_folder_is_replaced_whole() {
-        let s = scratch("replace");
-        let dir = s.0.join("best");
+        let s = tempfile::tempdir().unwrap();
+        let dir = s.path().join("best");
         for (file, text) in [("a", "old"), ("b", "new")] {
             write_dir_atomic(&dir, |tmp| write_atomic(&tmp.join(file), text.as_bytes())).unwrap();
         }
-        let names: Vec<String> = fs::read_dir(&s.0)
+        let names: Vec<String> = fs::read_dir(s.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -218,13 +202,13 @@ mod tests {
             "new",
             "a failed save keeps the folder"
         );
-        assert!(!s.0.join(".best.tmp").exists());
+        assert!(!s.path().join(".best.tmp").exists());
     }
 
     #[test]
     fn leftovers_of_interrupted_writes_are_cleared_and_nothing_else() {
-        let s = scratch("leftovers");
-        let d = &s.0;
+        let s = tempfile::tempdir().unwrap();
+        let d = s.path();
         let make_dir = |p: &str| fs::create_dir_all(d.join(p)).unwrap();
         let make_file = |p: &str| fs::write(d.join(p), p).unwrap();
         make_file(".metrics.jsonl.tmp-4242"); // write_atomic cut short

@@ -417,21 +417,11 @@ impl<'a, B: Backend> Decoder<'a, B> {
         if !self.record_rows.is_empty() {
             let n = self.active.len();
             self.be.download_into(&self.bufs.mix, n * d, &mut h.mix)?;
-            for &(r, i) in &self.record_rows {
-                self.rows[r]
-                    .gen
-                    .think_inputs
-                    .extend_from_slice(&h.mix[i * d..(i + 1) * d]);
-            }
+            append_rows(&mut self.rows, &self.record_rows, &h.mix, d, |g| &mut g.think_inputs);
             let k = self.k;
             if k > 0 {
                 self.be.download_into(&self.bufs.act, n * k, &mut h.act)?;
-                for &(r, i) in &self.record_rows {
-                    self.rows[r]
-                        .gen
-                        .think_actions
-                        .extend_from_slice(&h.act[i * k..(i + 1) * k]);
-                }
+                append_rows(&mut self.rows, &self.record_rows, &h.act, k, |g| &mut g.think_actions);
             }
         }
         Ok(())
@@ -535,4 +525,18 @@ fn check_prompts<B: Backend>(
         )));
     }
     Ok(t_max)
+}
+
+/// Appends row i of `host` ([n, w]) to the vector `field` picks in the generation of row r, for
+/// each recorded (r, i).
+fn append_rows(
+    rows: &mut [RowState],
+    recorded: &[(usize, usize)],
+    host: &[f32],
+    w: usize,
+    field: fn(&mut Generation) -> &mut Vec<f32>,
+) {
+    for &(r, i) in recorded {
+        field(&mut rows[r].gen).extend_from_slice(&host[i * w..(i + 1) * w]);
+    }
 }
