@@ -88,36 +88,8 @@ impl Tokenizer {
                 self.origin
             ))
         })?;
-        let mut env = minijinja::Environment::new();
-        minijinja_contrib::add_to_environment(&mut env);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-            },
-        );
-        // transformers defines it for templates (Llama 3.x dates the system prompt with it).
-        env.add_function(
-            "strftime_now",
-            |fmt: String| -> std::result::Result<String, minijinja::Error> {
-                super::strftime::strftime_now(&fmt)
-                    .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))
-            },
-        );
-        env.add_template("chat", tpl)
-            .map_err(|e| Error::format(format!("{}: chat_template does not parse: {e}", self.origin)))?;
-        let t = env
-            .get_template("chat")
-            .map_err(|e| Error::format(format!("chat template: {e}")))?;
-        let ctx = minijinja::context! {
-            messages => vec![minijinja::context! { role => "user", content => user }],
-            add_generation_prompt => true,
-            bos_token => self.bos_token.clone().unwrap_or_default(),
-            eos_token => self.eos_token.clone().unwrap_or_default(),
-        };
-        t.render(ctx)
-            .map_err(|e| Error::format(format!("{}: chat_template failed to render: {e}", self.origin)))
+        let specials = (self.bos_token.as_deref(), self.eos_token.as_deref());
+        render_chat_template(tpl, specials, user, &self.origin)
     }
 
     /// Token ids of a chat-wrapped prompt (the template writes BOS itself, so no specials are added).
@@ -166,7 +138,44 @@ pub fn chat_template(dir: &Path, tc: Option<&Value>) -> Result<Option<String>> {
     })
 }
 
-fn special_token_text(v: Option<&Value>) -> Option<String> {
+/// Renders chat template `tpl` (of `origin`) for one user message with the generation prompt
+/// appended; `specials` are the BOS and EOS texts of `tokenizer_config.json`.
+pub fn render_chat_template(tpl: &str, specials: (Option<&str>, Option<&str>), user: &str, origin: &str) -> Result<String> {
+    let (bos, eos) = specials;
+    let mut env = minijinja::Environment::new();
+    minijinja_contrib::add_to_environment(&mut env);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        },
+    );
+    // transformers defines it for templates (Llama 3.x dates the system prompt with it).
+    env.add_function(
+        "strftime_now",
+        |fmt: String| -> std::result::Result<String, minijinja::Error> {
+            super::strftime::strftime_now(&fmt)
+                .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))
+        },
+    );
+    env.add_template("chat", tpl)
+        .map_err(|e| Error::format(format!("{origin}: chat_template does not parse: {e}")))?;
+    let t = env
+        .get_template("chat")
+        .map_err(|e| Error::format(format!("chat template: {e}")))?;
+    let ctx = minijinja::context! {
+        messages => vec![minijinja::context! { role => "user", content => user }],
+        add_generation_prompt => true,
+        bos_token => bos.unwrap_or_default(),
+        eos_token => eos.unwrap_or_default(),
+    };
+    t.render(ctx)
+        .map_err(|e| Error::format(format!("{origin}: chat_template failed to render: {e}")))
+}
+
+/// The text of a special token of `tokenizer_config.json`: a string, or an object's `content`.
+pub fn special_token_text(v: Option<&Value>) -> Option<String> {
     match v {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).map(str::to_string),
