@@ -21,14 +21,16 @@ use softcot_core::io::gguf::{gguf_to_hf, GgufFile};
 use softcot_core::io::rollouts::load_rollouts;
 use softcot_core::io::safetensors::Checkpoint;
 use softcot_core::io::save::ShardSize;
-use softcot_core::io::tokenizer::{chat_template, render_chat_template, special_token_text};
+use softcot_core::io::byte_tokenizer;
+use softcot_core::io::tokenizer::{chat_template, render_chat_template, special_token_text, Tokenizer};
 use softcot_core::model::params::param_specs;
 use softcot_core::model::TensorSource;
 use softcot_core::rollout::to_rl_seqs;
 use softcot_core::Result;
 
 use crate::eval::{mc, EvalArgs};
-use crate::sft::SftConfig;
+use crate::sft::data::{LoadOptions, OnBadLine, OnLong};
+use crate::sft::{self, SftConfig};
 use crate::train::TrainConfig;
 use crate::{config_file, dataset, train};
 
@@ -89,7 +91,9 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "datasets",
         body: datasets,
-        heap_per_byte: 16,
+        // The tokenizers crate keeps ~100 bytes per token (id, offsets, the token's text, masks),
+        // and the byte tokenizer makes a token of every byte.
+        heap_per_byte: 256,
         heap_base: MIB,
     },
     Target {
@@ -234,12 +238,36 @@ fn chat_template_render(data: &[u8]) {
     ok(render_chat_template(&tpl, specials, "What is 2+2?", "tokenizer_config.json"));
 }
 
-/// A JSONL file read as problems (GSM8K, MATH, OlympiadBench, prompt/answer: `train`, `eval`)
-/// and as multiple-choice items (`eval --task mc`).
+/// A JSONL file read as problems (GSM8K, MATH, OlympiadBench, prompt/answer: `train`, `eval`),
+/// as multiple-choice items (`eval --task mc`) and as `sft` examples (prompt/completion or GSM8K,
+/// tokenized by softcot's byte tokenizer, bad lines skipped and refused, long ones cut and refused).
 fn datasets(data: &[u8]) {
     let path = put("data.jsonl", data);
     ok(dataset::load(&path, 0));
     ok(mc::load(&path, 0));
+    let tok = byte_tokenizer();
+    let modes = [(OnBadLine::Skip, OnLong::Truncate), (OnBadLine::Stop, OnLong::Refuse)];
+    for (on_bad_line, on_long) in modes {
+        let o = LoadOptions {
+            seq_len: 64,
+            chat: false,
+            on_bad_line,
+            on_long,
+            vocab: byte_tokenizer::VOCAB,
+        };
+        ok(sft::data::load(&path, tok, &o));
+    }
+}
+
+/// softcot's own byte-level tokenizer (what `init-model` writes), loaded once per process.
+fn byte_tokenizer() -> &'static Tokenizer {
+    static TOK: OnceLock<Tokenizer> = OnceLock::new();
+    TOK.get_or_init(|| {
+        let json = |v: serde_json::Value| v.to_string().into_bytes();
+        put("tok/tokenizer.json", &json(byte_tokenizer::tokenizer_json()));
+        put("tok/tokenizer_config.json", &json(byte_tokenizer::tokenizer_config_json()));
+        Tokenizer::load_dir(&scratch().join("tok"), &[]).unwrap_or_else(|e| panic!("{e}"))
+    })
 }
 
 /// A `--config` TOML file under command-line flags: the first line of the input is the flags

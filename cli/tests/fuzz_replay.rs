@@ -1,9 +1,9 @@
-//! The fuzz corpora (`fuzz/corpus/<target>/`, every input libFuzzer kept and every input that once
-//! failed) through the same bodies as the fuzz targets, on stable Rust: no panic, one-line errors,
+//! The fuzz corpora (`fuzz/corpus/<target>/`: the inputs libFuzzer kept, minimized) and every
+//! input that once failed (`fuzz/regressions/<target>/`) through the same bodies as the fuzz targets, on stable Rust: no panic, one-line errors,
 //! heap peaks within each target's bound. Deterministic and seconds long, so CI catches a parser
 //! that regresses on an input the fuzzer found (docs/RELIABILITY.md).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use softcot::fuzz_bodies::{remove_scratch, TARGETS};
@@ -15,15 +15,12 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn every_corpus_input_passes_its_target() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
     for t in TARGETS {
-        let dir = root.join(t.name);
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        assert!(!files.is_empty(), "{}: no corpus", dir.display());
+        let corpus = fuzz.join("corpus").join(t.name);
+        let mut files = inputs(&corpus);
+        assert!(!files.is_empty(), "{}: no corpus", corpus.display());
+        files.extend(inputs(&fuzz.join("regressions").join(t.name)));
         let start = Instant::now();
         let (mut bytes, mut worst) = (0, 0f64);
         for f in &files {
@@ -46,4 +43,14 @@ fn every_corpus_input_passes_its_target() {
         );
     }
     remove_scratch();
+}
+
+/// The files of `dir` (none where it does not exist), sorted.
+fn inputs(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    files
 }
