@@ -28,8 +28,17 @@ pub struct Error {
 pub type Result<T> = core::result::Result<T, Error>;
 
 impl Error {
+    /// The message's line breaks are escaped (`\n`): it quotes names read from files (tensor
+    /// names, metadata keys), which may hold any character (fuzz finding: a GGUF tensor named
+    /// "\n" gave a two-line error).
     pub fn new(kind: ErrorKind, msg: impl Into<String>) -> Self {
-        Error { kind, msg: msg.into() }
+        let msg: String = msg.into();
+        let msg = if msg.contains(['\n', '\r']) {
+            msg.replace('\n', "\\n").replace('\r', "\\r")
+        } else {
+            msg
+        };
+        Error { kind, msg }
     }
     pub fn io(msg: impl Into<String>) -> Self {
         Self::new(ErrorKind::Io, msg)
@@ -65,4 +74,16 @@ macro_rules! ensure {
             return Err($err);
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzz finding (gguf): a name read from a file, quoted in an error, broke it into lines.
+    #[test]
+    fn an_error_is_one_line_whatever_it_quotes() {
+        let e = Error::format(alloc::format!("model.gguf: tensor `{}` has 0 dimensions", "a\nb\r"));
+        assert_eq!(e.msg, "model.gguf: tensor `a\\nb\\r` has 0 dimensions");
+    }
 }
