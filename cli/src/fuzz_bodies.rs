@@ -16,12 +16,12 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use softcot_core::dtype::DType;
 use softcot_core::grade::{equivalent, extract, grade, ExtractOptions};
+use softcot_core::io::byte_tokenizer;
 use softcot_core::io::config::parse_config;
 use softcot_core::io::gguf::{gguf_to_hf, GgufFile};
 use softcot_core::io::rollouts::load_rollouts;
 use softcot_core::io::safetensors::Checkpoint;
 use softcot_core::io::save::ShardSize;
-use softcot_core::io::byte_tokenizer;
 use softcot_core::io::tokenizer::{chat_template, render_chat_template, special_token_text, Tokenizer};
 use softcot_core::model::params::param_specs;
 use softcot_core::model::TensorSource;
@@ -172,7 +172,13 @@ fn tiny_shard(names: &[&str]) -> Vec<u8> {
     let entries: Vec<String> = names
         .iter()
         .enumerate()
-        .map(|(i, n)| format!("\"{n}\":{{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[{},{}]}}", 8 * i, 8 * i + 8))
+        .map(|(i, n)| {
+            format!(
+                "\"{n}\":{{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[{},{}]}}",
+                8 * i,
+                8 * i + 8
+            )
+        })
         .collect();
     let header = format!("{{{}}}", entries.join(","));
     let mut out = (header.len() as u64).to_le_bytes().to_vec();
@@ -233,9 +239,17 @@ fn chat_template_render(data: &[u8]) {
     let Some(Some(tpl)) = ok(chat_template(&scratch().join("no-such-folder"), Some(&v))) else {
         return;
     };
-    let (bos, eos) = (special_token_text(v.get("bos_token")), special_token_text(v.get("eos_token")));
+    let (bos, eos) = (
+        special_token_text(v.get("bos_token")),
+        special_token_text(v.get("eos_token")),
+    );
     let specials = (bos.as_deref(), eos.as_deref());
-    ok(render_chat_template(&tpl, specials, "What is 2+2?", "tokenizer_config.json"));
+    ok(render_chat_template(
+        &tpl,
+        specials,
+        "What is 2+2?",
+        "tokenizer_config.json",
+    ));
 }
 
 /// A JSONL file read as problems (GSM8K, MATH, OlympiadBench, prompt/answer: `train`, `eval`),
@@ -265,7 +279,10 @@ fn byte_tokenizer() -> &'static Tokenizer {
     TOK.get_or_init(|| {
         let json = |v: serde_json::Value| v.to_string().into_bytes();
         put("tok/tokenizer.json", &json(byte_tokenizer::tokenizer_json()));
-        put("tok/tokenizer_config.json", &json(byte_tokenizer::tokenizer_config_json()));
+        put(
+            "tok/tokenizer_config.json",
+            &json(byte_tokenizer::tokenizer_config_json()),
+        );
         Tokenizer::load_dir(&scratch().join("tok"), &[]).unwrap_or_else(|e| panic!("{e}"))
     })
 }

@@ -3,7 +3,6 @@
 //! Every command returns a [`softcot_core::Error`] on bad input; `main` prints it as one line and
 //! exits non-zero. Nothing here panics on user input.
 
-
 use std::process::ExitCode;
 
 use softcot::{args, bench, convert, devices, eval, generate, grade, init_model, plan, progress, score, sft, train};

@@ -173,7 +173,10 @@ pub fn parse_item(line: usize, obj: &Map<String, Value>) -> Result<Item> {
             .get("choices")
             .filter(|c| c.is_object())
             .ok_or_else(|| Error::invalid("ARC's `choices` must be an object with `text` and `label` lists"))?;
-        let (choices, labels) = (texts(c.get("text"), "choices.text")?, texts(c.get("label"), "choices.label")?);
+        let (choices, labels) = (
+            texts(c.get("text"), "choices.text")?,
+            texts(c.get("label"), "choices.label")?,
+        );
         let key = text(obj, "answerKey")?;
         let label = labels
             .iter()
@@ -399,7 +402,10 @@ mod tests {
     /// line given to `--task mc`) panicked on the missing key.
     #[test]
     fn a_missing_choices_list_is_an_error() {
-        for v in [json!({"question": "Q", "answer": "4"}), json!({"context": "c", "label": 0})] {
+        for v in [
+            json!({"question": "Q", "answer": "4"}),
+            json!({"context": "c", "label": 0}),
+        ] {
             let e = item(v).unwrap_err();
             assert!(e.msg.contains("`choices` must be a non-empty list"), "{}", e.msg);
         }

@@ -145,7 +145,12 @@ pub const TEMPLATE_FUEL: u64 = 1_000_000;
 
 /// Renders chat template `tpl` (of `origin`) for one user message with the generation prompt
 /// appended; `specials` are the BOS and EOS texts of `tokenizer_config.json`.
-pub fn render_chat_template(tpl: &str, specials: (Option<&str>, Option<&str>), user: &str, origin: &str) -> Result<String> {
+pub fn render_chat_template(
+    tpl: &str,
+    specials: (Option<&str>, Option<&str>),
+    user: &str,
+    origin: &str,
+) -> Result<String> {
     let (bos, eos) = specials;
     let mut env = minijinja::Environment::new();
     env.set_fuel(Some(TEMPLATE_FUEL));
@@ -210,7 +215,10 @@ mod tests {
         for name in ["tied-llama3-f32", "qwen2-gqa3-f16"] {
             let v = read_json(&root.join(name).join("tokenizer_config.json")).unwrap();
             let tpl = chat_template(&root.join(name), Some(&v)).unwrap().unwrap();
-            let specials = (special_token_text(v.get("bos_token")), special_token_text(v.get("eos_token")));
+            let specials = (
+                special_token_text(v.get("bos_token")),
+                special_token_text(v.get("eos_token")),
+            );
             let out = render_chat_template(&tpl, (specials.0.as_deref(), specials.1.as_deref()), "hi", name).unwrap();
             assert!(out.contains("hi"), "{name}: {out}");
         }
