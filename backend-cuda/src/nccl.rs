@@ -94,6 +94,7 @@ fn dev<T>(b: &Buffer<T>, n: usize, what: &str) -> Result<*mut c_void> {
     need(b.len(), n, what)?;
     match b.mem {
         Mem::Device(_) => Ok(b.addr() as *mut c_void),
+        // The variant exists in every build (only the host launcher creates it), so the arm does too.
         Mem::Host(_) => Err(Error::backend(
             "nccl: a host buffer (the host build has no GPU buffers)",
         )),

@@ -3,28 +3,9 @@
 //! Every command returns a [`softcot_core::Error`] on bad input; `main` prints it as one line and
 //! exits non-zero. Nothing here panics on user input.
 
-mod args;
-mod bench;
-mod config_file;
-mod convert;
-mod dataset;
-mod devices;
-mod eval;
-mod generate;
-mod grade;
-mod init_model;
-mod jsonl;
-mod metrics_plot;
-mod plan;
-mod plot;
-mod progress;
-mod run_dir;
-mod score;
-mod sft;
-mod tensorboard;
-mod train;
-
 use std::process::ExitCode;
+
+use softcot::{args, bench, convert, devices, eval, generate, grade, init_model, plan, progress, score, sft, train};
 
 use clap::{ArgMatches, Command, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 

@@ -28,8 +28,25 @@ pub struct Error {
 pub type Result<T> = core::result::Result<T, Error>;
 
 impl Error {
+    /// The message's control characters are escaped (`\n`, `\u{1b}`): it quotes names read from
+    /// files (tensor names, metadata keys), which may hold any character (fuzz finding: a GGUF
+    /// tensor named "\n" gave a two-line error; an escape sequence would reach the terminal).
     pub fn new(kind: ErrorKind, msg: impl Into<String>) -> Self {
-        Error { kind, msg: msg.into() }
+        let msg: String = msg.into();
+        let msg = if msg.contains(char::is_control) {
+            let mut escaped = String::with_capacity(msg.len() + 8);
+            for c in msg.chars() {
+                if c.is_control() {
+                    escaped.extend(c.escape_default());
+                } else {
+                    escaped.push(c);
+                }
+            }
+            escaped
+        } else {
+            msg
+        };
+        Error { kind, msg }
     }
     pub fn io(msg: impl Into<String>) -> Self {
         Self::new(ErrorKind::Io, msg)
@@ -65,4 +82,20 @@ macro_rules! ensure {
             return Err($err);
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzz finding (gguf): a name read from a file, quoted in an error, broke it into lines (or
+    /// would have cleared the terminal).
+    #[test]
+    fn an_error_is_one_line_whatever_it_quotes() {
+        let e = Error::format(alloc::format!(
+            "model.gguf: tensor `{}` has 0 dimensions",
+            "a\nb\r\u{1b}[2J"
+        ));
+        assert_eq!(e.msg, "model.gguf: tensor `a\\nb\\r\\u{1b}[2J` has 0 dimensions");
+    }
 }

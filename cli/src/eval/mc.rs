@@ -100,8 +100,8 @@ fn text<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str> {
         .ok_or_else(|| Error::invalid(format!("`{key}` must be a string")))
 }
 
-fn texts(v: &Value, key: &str) -> Result<Vec<String>> {
-    let list = v.as_array().filter(|l| !l.is_empty());
+fn texts(v: Option<&Value>, key: &str) -> Result<Vec<String>> {
+    let list = v.and_then(Value::as_array).filter(|l| !l.is_empty());
     list.and_then(|l| l.iter().map(|c| c.as_str().map(String::from)).collect())
         .ok_or_else(|| Error::invalid(format!("`{key}` must be a non-empty list of strings")))
 }
@@ -148,7 +148,7 @@ fn capitalize(s: &str) -> String {
 pub fn parse_item(line: usize, obj: &Map<String, Value>) -> Result<Item> {
     let has = |k: &str| obj.contains_key(k);
     let (context, choices, label) = if has("context") {
-        let choices = texts(&obj["choices"], "choices")?;
+        let choices = texts(obj.get("choices"), "choices")?;
         (text(obj, "context")?.to_string(), choices, index(obj, "label")?)
     } else if has("endings") {
         let ctx = match (
@@ -162,7 +162,7 @@ pub fn parse_item(line: usize, obj: &Map<String, Value>) -> Result<Item> {
             Some(activity) => format!("{activity}: {ctx}"),
             None => ctx,
         };
-        let endings = texts(&obj["endings"], "endings")?;
+        let endings = texts(obj.get("endings"), "endings")?;
         (
             hellaswag_clean(&query),
             endings.iter().map(|e| hellaswag_clean(e)).collect(),
@@ -173,7 +173,10 @@ pub fn parse_item(line: usize, obj: &Map<String, Value>) -> Result<Item> {
             .get("choices")
             .filter(|c| c.is_object())
             .ok_or_else(|| Error::invalid("ARC's `choices` must be an object with `text` and `label` lists"))?;
-        let (choices, labels) = (texts(&c["text"], "choices.text")?, texts(&c["label"], "choices.label")?);
+        let (choices, labels) = (
+            texts(c.get("text"), "choices.text")?,
+            texts(c.get("label"), "choices.label")?,
+        );
         let key = text(obj, "answerKey")?;
         let label = labels
             .iter()
@@ -187,7 +190,7 @@ pub fn parse_item(line: usize, obj: &Map<String, Value>) -> Result<Item> {
         let context = format!("Question: {}\nAnswer:", text(obj, "question")?);
         (context, choices, label)
     } else if has("answer") && has("question") {
-        let options = texts(&obj["choices"], "choices")?;
+        let options = texts(obj.get("choices"), "choices")?;
         if options.len() > 26 {
             return Err(Error::invalid(
                 "MMLU's `choices` has more than 26 options (letters A-Z)",
@@ -393,6 +396,19 @@ mod tests {
 
     fn item(v: Value) -> Result<Item> {
         parse_item(1, v.as_object().unwrap())
+    }
+
+    /// Fuzz finding (datasets): a line with `question` and `answer` but no `choices` (a GSM8K
+    /// line given to `--task mc`) panicked on the missing key.
+    #[test]
+    fn a_missing_choices_list_is_an_error() {
+        for v in [
+            json!({"question": "Q", "answer": "4"}),
+            json!({"context": "c", "label": 0}),
+        ] {
+            let e = item(v).unwrap_err();
+            assert!(e.msg.contains("`choices` must be a non-empty list"), "{}", e.msg);
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! exact resume: an interrupted run resumed with `--resume` ends with the same weights, bit for
 //! bit, as an uninterrupted one (CPU backend).
 
-mod data;
+pub mod data;
 
 use std::path::PathBuf;
 use std::time::Instant;

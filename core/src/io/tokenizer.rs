@@ -88,36 +88,8 @@ impl Tokenizer {
                 self.origin
             ))
         })?;
-        let mut env = minijinja::Environment::new();
-        minijinja_contrib::add_to_environment(&mut env);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> std::result::Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-            },
-        );
-        // transformers defines it for templates (Llama 3.x dates the system prompt with it).
-        env.add_function(
-            "strftime_now",
-            |fmt: String| -> std::result::Result<String, minijinja::Error> {
-                super::strftime::strftime_now(&fmt)
-                    .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))
-            },
-        );
-        env.add_template("chat", tpl)
-            .map_err(|e| Error::format(format!("{}: chat_template does not parse: {e}", self.origin)))?;
-        let t = env
-            .get_template("chat")
-            .map_err(|e| Error::format(format!("chat template: {e}")))?;
-        let ctx = minijinja::context! {
-            messages => vec![minijinja::context! { role => "user", content => user }],
-            add_generation_prompt => true,
-            bos_token => self.bos_token.clone().unwrap_or_default(),
-            eos_token => self.eos_token.clone().unwrap_or_default(),
-        };
-        t.render(ctx)
-            .map_err(|e| Error::format(format!("{}: chat_template failed to render: {e}", self.origin)))
+        let specials = (self.bos_token.as_deref(), self.eos_token.as_deref());
+        render_chat_template(tpl, specials, user, &self.origin)
     }
 
     /// Token ids of a chat-wrapped prompt (the template writes BOS itself, so no specials are added).
@@ -166,10 +138,89 @@ pub fn chat_template(dir: &Path, tc: Option<&Value>) -> Result<Option<String>> {
     })
 }
 
-fn special_token_text(v: Option<&Value>) -> Option<String> {
+/// The most instructions a chat template may run. A template comes with a model from strangers and
+/// its loops nest (two `range(100000)` loops ran for minutes: fuzz finding); real templates render
+/// one message in a few thousand.
+pub const TEMPLATE_FUEL: u64 = 1_000_000;
+
+/// Renders chat template `tpl` (of `origin`) for one user message with the generation prompt
+/// appended; `specials` are the BOS and EOS texts of `tokenizer_config.json`.
+pub fn render_chat_template(
+    tpl: &str,
+    specials: (Option<&str>, Option<&str>),
+    user: &str,
+    origin: &str,
+) -> Result<String> {
+    let (bos, eos) = specials;
+    let mut env = minijinja::Environment::new();
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    minijinja_contrib::add_to_environment(&mut env);
+    env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+    env.add_function(
+        "raise_exception",
+        |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        },
+    );
+    // transformers defines it for templates (Llama 3.x dates the system prompt with it).
+    env.add_function(
+        "strftime_now",
+        |fmt: String| -> std::result::Result<String, minijinja::Error> {
+            super::strftime::strftime_now(&fmt)
+                .map_err(|e| minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e))
+        },
+    );
+    env.add_template("chat", tpl)
+        .map_err(|e| Error::format(format!("{origin}: chat_template does not parse: {e}")))?;
+    let t = env
+        .get_template("chat")
+        .map_err(|e| Error::format(format!("chat template: {e}")))?;
+    let ctx = minijinja::context! {
+        messages => vec![minijinja::context! { role => "user", content => user }],
+        add_generation_prompt => true,
+        bos_token => bos.unwrap_or_default(),
+        eos_token => eos.unwrap_or_default(),
+    };
+    t.render(ctx)
+        .map_err(|e| Error::format(format!("{origin}: chat_template failed to render: {e}")))
+}
+
+/// The text of a special token of `tokenizer_config.json`: a string, or an object's `content`.
+pub fn special_token_text(v: Option<&Value>) -> Option<String> {
     match v {
         Some(Value::String(s)) => Some(s.clone()),
         Some(Value::Object(o)) => o.get("content").and_then(Value::as_str).map(str::to_string),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzz finding (chat_template, by hand after the run): nested loops ran for minutes.
+    #[test]
+    fn a_template_that_loops_for_minutes_runs_out_of_fuel() {
+        let tpl = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}";
+        let t = std::time::Instant::now();
+        let e = render_chat_template(tpl, (None, None), "hi", "tokenizer_config.json").unwrap_err();
+        println!("refused in {:.3} s: {}", t.elapsed().as_secs_f64(), e.msg);
+        assert!(e.msg.contains("fuel") && !e.msg.contains('\n'), "{}", e.msg);
+    }
+
+    /// The fuel suffices for the real templates of the fixtures (Llama 3.x and Qwen2).
+    #[test]
+    fn the_fixtures_templates_render_within_the_fuel() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        for name in ["tied-llama3-f32", "qwen2-gqa3-f16"] {
+            let v = read_json(&root.join(name).join("tokenizer_config.json")).unwrap();
+            let tpl = chat_template(&root.join(name), Some(&v)).unwrap().unwrap();
+            let specials = (
+                special_token_text(v.get("bos_token")),
+                special_token_text(v.get("eos_token")),
+            );
+            let out = render_chat_template(&tpl, (specials.0.as_deref(), specials.1.as_deref()), "hi", name).unwrap();
+            assert!(out.contains("hi"), "{name}: {out}");
+        }
     }
 }

@@ -1,0 +1,2 @@
+#![no_main]
+softcot_fuzz::target!("datasets");
