@@ -18,6 +18,8 @@ pub mod rollouts;
 pub mod safetensors;
 pub mod save;
 pub mod strftime;
+#[cfg(target_os = "linux")]
+pub mod template_child;
 pub mod tokenizer;
 
 pub use model_dir::ModelDir;

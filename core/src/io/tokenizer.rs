@@ -144,7 +144,9 @@ pub fn chat_template(dir: &Path, tc: Option<&Value>) -> Result<Option<String>> {
 pub const TEMPLATE_FUEL: u64 = 1_000_000;
 
 /// Renders chat template `tpl` (of `origin`) for one user message with the generation prompt
-/// appended; `specials` are the BOS and EOS texts of `tokenizer_config.json`.
+/// appended; `specials` are the BOS and EOS texts of `tokenizer_config.json`. On Linux the render
+/// runs in a child process whose memory is capped (`template_child`); elsewhere in this process,
+/// bounded by the fuel only.
 pub fn render_chat_template(
     tpl: &str,
     specials: (Option<&str>, Option<&str>),
@@ -152,6 +154,17 @@ pub fn render_chat_template(
     origin: &str,
 ) -> Result<String> {
     let (bos, eos) = specials;
+    #[cfg(target_os = "linux")]
+    let rendered = super::template_child::render(&super::template_child::Request { tpl, bos, eos, user }, |r| {
+        render_here(r.tpl, (r.bos, r.eos), r.user)
+    });
+    #[cfg(not(target_os = "linux"))]
+    let rendered = render_here(tpl, (bos, eos), user);
+    rendered.map_err(|msg| Error::format(format!("{origin}: {msg}")))
+}
+
+/// The render itself, in this process; Err is the message (without the file's name).
+fn render_here(tpl: &str, (bos, eos): (Option<&str>, Option<&str>), user: &str) -> std::result::Result<String, String> {
     let mut env = minijinja::Environment::new();
     env.set_fuel(Some(TEMPLATE_FUEL));
     minijinja_contrib::add_to_environment(&mut env);
@@ -171,10 +184,8 @@ pub fn render_chat_template(
         },
     );
     env.add_template("chat", tpl)
-        .map_err(|e| Error::format(format!("{origin}: chat_template does not parse: {e}")))?;
-    let t = env
-        .get_template("chat")
-        .map_err(|e| Error::format(format!("chat template: {e}")))?;
+        .map_err(|e| format!("chat_template does not parse: {e}"))?;
+    let t = env.get_template("chat").map_err(|e| format!("chat_template: {e}"))?;
     let ctx = minijinja::context! {
         messages => vec![minijinja::context! { role => "user", content => user }],
         add_generation_prompt => true,
@@ -182,7 +193,7 @@ pub fn render_chat_template(
         eos_token => eos.unwrap_or_default(),
     };
     t.render(ctx)
-        .map_err(|e| Error::format(format!("{origin}: chat_template failed to render: {e}")))
+        .map_err(|e| format!("chat_template failed to render: {e}"))
 }
 
 /// The text of a special token of `tokenizer_config.json`: a string, or an object's `content`.
@@ -206,6 +217,27 @@ mod tests {
         let e = render_chat_template(tpl, (None, None), "hi", "tokenizer_config.json").unwrap_err();
         println!("refused in {:.3} s: {}", t.elapsed().as_secs_f64(), e.msg);
         assert!(e.msg.contains("fuel") && !e.msg.contains('\n'), "{}", e.msg);
+    }
+
+    /// Fuzz finding (chat_template): doubling a string in a loop asks 2^k bytes in k instructions
+    /// (27 took 335 MB; 40 would ask a terabyte). The render's child is capped and refused; the
+    /// next render works again.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_template_that_doubles_a_string_is_refused_within_its_memory() {
+        let tpl = "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}";
+        let t = std::time::Instant::now();
+        let e = render_chat_template(tpl, (None, None), "hi", "tokenizer_config.json").unwrap_err();
+        println!("refused in {:.3} s: {}", t.elapsed().as_secs_f64(), e.msg);
+        assert!(
+            e.msg.starts_with("tokenizer_config.json: ") && e.msg.contains("MiB"),
+            "{}",
+            e.msg
+        );
+        assert!(!e.msg.contains('\n'), "{}", e.msg);
+        // Up to the cap the same template renders: 2^20 bytes.
+        let fits = tpl.replace("range(40)", "range(20)");
+        assert_eq!(render_chat_template(&fits, (None, None), "hi", "t").unwrap(), "1048576");
     }
 
     /// The fuel suffices for the real templates of the fixtures (Llama 3.x and Qwen2).
