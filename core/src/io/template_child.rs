@@ -166,6 +166,7 @@ fn spawn(serve: fn(&Request) -> Rendered) -> std::result::Result<Child, String> 
 fn child_main(mut req: File, mut rep: File, serve: fn(&Request) -> Rendered) -> ! {
     // Its output would be the allocator's abort message at the cap: the parent says it in one line.
     quiet();
+    own_signals();
     let capped = cap_address_space();
     loop {
         let Ok(reply) = serve_one(&mut req, if capped { serve } else { uncapped }) else {
@@ -200,6 +201,25 @@ fn serve_one(req: &mut File, serve: fn(&Request) -> Rendered) -> std::io::Result
     };
     put(&mut out, Some(text));
     Ok(out)
+}
+
+/// The parent's signal handlers are not the child's: Ctrl-C reaches the whole process group and
+/// is the parent's to act on (the child ends when the parent does), and a fault or abort ends the
+/// child the default way (a fuzzer's handlers, inherited, would report the parent's input).
+fn own_signals() {
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        for sig in [
+            libc::SIGABRT,
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+            libc::SIGTERM,
+        ] {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
 }
 
 /// Points the child's stdout and stderr at /dev/null.
