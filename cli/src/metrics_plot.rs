@@ -176,7 +176,7 @@ pub fn draw_run(out: &Path, specs: &[PanelSpec]) -> Result<()> {
 }
 
 /// `png`: the runs `(label, folder)` overlaid, a colour per run, a panel per key of `specs`
-/// (titled by the key's legend name where its spec has several keys).
+/// (titled `spec title: key's legend name` where its spec has several keys).
 pub fn draw_compare(png: &Path, runs: &[(String, PathBuf)], specs: &[PanelSpec]) -> Result<()> {
     let metrics: Vec<Vec<Value>> = runs.iter().map(|(_, dir)| read_metrics(dir)).collect();
     let (mut titles, mut lines) = (Vec::new(), Vec::new());
@@ -184,7 +184,7 @@ pub fn draw_compare(png: &Path, runs: &[(String, PathBuf)], specs: &[PanelSpec])
         for &(key, name) in s.keys {
             let title = match s.keys.len() {
                 1 => s.title.to_string(),
-                _ => format!("{} ({name})", s.title),
+                _ => format!("{}: {name}", s.title),
             };
             titles.push((title, s.y_label));
             let per_run = runs.iter().zip(&metrics).zip(PALETTE.iter().cycle());
