@@ -243,7 +243,7 @@ impl<B: Train> Run<'_, B> {
             a.micro_batch
         };
         let mut sft = Step::new(be, model, mb, a.seq_len, a.recompute, a.max_grad_norm)?;
-        let mut metrics = Metrics::open(&self.out)?;
+        let mut metrics = Metrics::open(&self.out, from + 1)?;
         let bar = crate::progress::Progress::new(to - from, "sft", "step");
         let t0 = Instant::now();
         let mut shuffle = Shuffle::new(a.seed, ex.len());

@@ -142,7 +142,7 @@ impl<B: Train> Trainer<'_, B> {
     ) -> Result<u64> {
         let (be, c) = (self.be, self.c);
         let mut rl = Step::new(be, model, step_config(c), max_len(train, c, self.tok)?)?;
-        let mut metrics = Metrics::open(&self.out)?;
+        let mut metrics = Metrics::open(&self.out, from + 1)?;
         let think = think_config(c, c.think);
         let bar = Progress::new(to - from, &format!("train {}", c.think.name()), "step");
         let mut shuffle = Shuffle::new(c.seed, train.len());
