@@ -38,7 +38,7 @@ pub struct SftConfig {
     /// JSONL: `{"prompt", "completion"}` lines, or GSM8K's `{"question", "answer"}`.
     #[arg(long, required_unless_present = "resume")]
     pub data: Option<PathBuf>,
-    /// Output folder: checkpoints, metrics.jsonl (and tb/, metrics.png), run.json, and the final model in `final/`.
+    /// Output folder: checkpoints, metrics.jsonl, tb/, metrics.png, run.json, and `final/` (the model).
     #[arg(long, required_unless_present = "resume")]
     pub out: Option<PathBuf>,
     /// Sequences per optimizer step.
