@@ -42,7 +42,13 @@ def expected(run):
 def check(run):
     acc = EventAccumulator(str(run / "tb"), size_guidance={"scalars": 0})
     acc.Reload()
-    got = {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+    got = {}
+    for tag in acc.Tags()["scalars"]:
+        events = acc.Scalars(tag)
+        steps = [e.step for e in events]
+        if len(set(steps)) != len(steps):
+            sys.exit(f"{run}: {tag}: TensorBoard holds a step twice (a resume's points not dropped): {steps}")
+        got[tag] = {e.step: e.value for e in events}
     want = expected(run)
     if sorted(got) != sorted(want):
         sys.exit(f"{run}: tags differ: TensorBoard {sorted(got)}, metrics.jsonl {sorted(want)}")

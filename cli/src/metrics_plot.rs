@@ -164,7 +164,7 @@ pub fn draw_run(out: &Path, specs: &[PanelSpec]) -> Result<()> {
 }
 
 /// `png`: the runs `(label, folder)` overlaid, a colour per run, a panel per key of `specs`
-/// (titled by the key's legend name where its spec has several keys).
+/// (titled `spec title: key's legend name` where its spec has several keys).
 pub fn draw_compare(png: &Path, runs: &[(String, PathBuf)], specs: &[PanelSpec]) -> Result<()> {
     let metrics: Vec<Vec<Value>> = runs.iter().map(|(_, dir)| read_metrics(dir)).collect();
     let (mut titles, mut lines) = (Vec::new(), Vec::new());
@@ -172,7 +172,7 @@ pub fn draw_compare(png: &Path, runs: &[(String, PathBuf)], specs: &[PanelSpec])
         for &(key, name) in s.keys {
             let title = match s.keys.len() {
                 1 => s.title.to_string(),
-                _ => format!("{} ({name})", s.title),
+                _ => format!("{}: {name}", s.title),
             };
             titles.push((title, s.y_label));
             let per_run = runs.iter().zip(&metrics).zip(PALETTE.iter().cycle());
@@ -206,5 +206,41 @@ mod tests {
         assert_eq!((short[0].name.as_str(), short[0].points.len()), ("val", 5));
         let lr = lines_of("lr".into(), PALETTE[2], long.clone(), false);
         assert_eq!((lr.len(), lr[0].color, lr[0].points.len()), (1, PALETTE[2], 120));
+    }
+
+    /// Two runs' metrics.jsonl overlaid: a panel per key of the RL specs, each run in its colour.
+    #[test]
+    fn compare_overlays_runs_in_their_colours() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runs = Vec::new();
+        for (k, mode) in ["hard", "soft"].into_iter().enumerate() {
+            let run = dir.path().join(mode);
+            std::fs::create_dir(&run).unwrap();
+            let lines: String = (1..=80)
+                .map(|s| {
+                    format!(
+                        "{}\n",
+                        serde_json::json!({"step": s, "reward": 10.0 * k as f64 + s as f64})
+                    )
+                })
+                .collect();
+            std::fs::write(run.join("metrics.jsonl"), lines).unwrap();
+            runs.push((mode.to_string(), run));
+        }
+        let png = dir.path().join("compare.png");
+        draw_compare(&png, &runs, RL_PANELS).unwrap();
+        let keys: usize = RL_PANELS.iter().map(|s| s.keys.len()).sum();
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut rgb = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut rgb).unwrap();
+        let (w, h) = crate::plot::size(keys);
+        println!("compare.png: {keys} panels, {}x{}", info.width, info.height);
+        assert_eq!((info.width as i64, info.height as i64), (w, h));
+        // Both runs' smoothed lines (80 points: smoothed), in the first two colours.
+        for c in &PALETTE[..2] {
+            let n = rgb.chunks(3).filter(|p| p == c).count();
+            assert!(n > 100, "colour {c:?}: {n} pixels");
+        }
     }
 }

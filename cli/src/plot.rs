@@ -225,17 +225,17 @@ impl Axis {
         (p0 as f64 + t * (p1 - p0) as f64).round() as i64
     }
 
-    /// The tick's number, as short as the step allows: `0.25`, `1200`, or `2.5e-6` for steps
-    /// below 0.001 or from a million on (learning rates, token counts).
+    /// The tick's number, as short as the step allows: `0.25`, `1200`, or `2.5e-6` on an axis
+    /// whose step is below 0.001 or which reaches a million (learning rates, token counts).
     fn label(&self, v: f64) -> String {
         // Snap float noise around zero so it prints "0", not "-0.0".
         if v.abs() < self.step / 2.0 {
             return "0".into();
         }
         let step_exp = self.step.log10().floor();
-        if self.step < 1e-3 || self.step >= 1e6 {
+        let largest = self.ticks.iter().fold(0f64, |m, t| m.max(t.abs()));
+        if self.step < 1e-3 || largest >= 1e6 {
             // One precision for the whole axis: that of its largest tick at the step's resolution.
-            let largest = self.ticks.iter().fold(0f64, |m, t| m.max(t.abs()));
             let digits = (largest.log10().floor() - step_exp).clamp(0.0, 12.0) as usize;
             return format!("{v:.digits$e}");
         }
@@ -244,7 +244,8 @@ impl Axis {
     }
 }
 
-/// Tick step and ticks (1, 2 or 5 x 10^k) covering `lo..=hi`: 4 to 6 of them where possible.
+/// Tick step and ticks (1, 2 or 5 x 10^k) covering `lo..=hi`: 4 to 7 of them where possible (7
+/// lets 0..120 end at 120, not 150).
 /// Empty, flat or non-finite ranges are padded or replaced so the axis stays drawable.
 fn nice_ticks(lo: f64, hi: f64) -> (f64, Vec<f64>) {
     // A range too narrow for a nice step (flat series, one point) is widened around its value.
@@ -266,9 +267,9 @@ fn nice_ticks(lo: f64, hi: f64) -> (f64, Vec<f64>) {
             (hi / step - 1e-9).ceil() as i64,
         )
     };
-    // Smallest step first: the first with at most 6 ticks hugs the data most tightly. The largest
+    // Smallest step first: the first with at most 7 ticks hugs the data most tightly. The largest
     // step (50 x 10^exp) exceeds the range, so one is always found; the fallback only avoids a panic.
-    let (step, a, b) = steps.map(span).find(|(_, a, b)| b - a < 6).unwrap_or((1.0, 0, 1));
+    let (step, a, b) = steps.map(span).find(|(_, a, b)| b - a < 7).unwrap_or((1.0, 0, 1));
     (step, (a..=b).map(|i| i as f64 * step).collect())
 }
 
@@ -442,14 +443,15 @@ mod tests {
         ticks(0.0, 1.0, &[0.0, 0.2, 0.4, 0.6, 0.8, 1.0]);
         ticks(0.0, 1000.0, &[0.0, 200.0, 400.0, 600.0, 800.0, 1000.0]);
         ticks(3.0, 97.0, &[0.0, 20.0, 40.0, 60.0, 80.0, 100.0]);
-        ticks(0.1, 0.7, &[0.0, 0.2, 0.4, 0.6, 0.8]);
-        ticks(-0.3, 0.7, &[-0.5, 0.0, 0.5, 1.0]);
+        ticks(0.1, 0.7, &[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]);
+        ticks(-0.3, 0.7, &[-0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8]);
+        ticks(0.0, 120.0, &[0.0, 20.0, 40.0, 60.0, 80.0, 100.0, 120.0]);
         for (lo, hi) in [(0.13, 0.87), (1e-5, 3e-5), (-7.0, 123456.0), (5.0, 5.0), (0.0, 0.0)] {
             let (step, t) = nice_ticks(lo, hi);
             let mantissa = step / 10f64.powf(step.log10().floor());
             let nice = [1.0, 2.0, 5.0].iter().any(|n| (mantissa - n).abs() < 1e-9);
             let slack = step * 1e-6;
-            let covers = (4..=6).contains(&t.len()) && t[0] <= lo + slack && hi <= t[t.len() - 1] + slack;
+            let covers = (4..=7).contains(&t.len()) && t[0] <= lo + slack && hi <= t[t.len() - 1] + slack;
             assert!(nice && covers, "{lo}..{hi}: step {step}, {t:?}");
         }
     }
@@ -477,7 +479,11 @@ mod tests {
             .collect();
         assert_eq!(
             labels,
-            ["0 5.0e-6 1.0e-5 1.5e-5", "0 1e6 2e6 3e6", "0 0.1 0.2 0.3 0.4 0.5"]
+            [
+                "0 2.0e-6 4.0e-6 6.0e-6 8.0e-6 1.0e-5 1.2e-5",
+                "0 5.0e5 1.0e6 1.5e6 2.0e6 2.5e6 3.0e6",
+                "0 0.1 0.2 0.3 0.4 0.5"
+            ]
         );
         let err = write_png(&dir.path().join("missing/dir/p.png"), "x", &[]).unwrap_err();
         assert!(err.msg.contains("missing/dir/p.png"), "{err}");

@@ -40,7 +40,8 @@ impl Progress {
     pub fn new(len: u64, what: &str, unit: &'static str) -> Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(len);
-            let style = ProgressStyle::with_template("{prefix} {bar:30} {msg}")
+            // wide_msg cuts the line at the terminal's width (from its end: the message, not the ETA).
+            let style = ProgressStyle::with_template("{prefix} {bar:20} {wide_msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
             bar.set_prefix(what.to_string());

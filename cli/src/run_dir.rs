@@ -371,14 +371,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn open(out: &Path) -> Result<Self> {
+    /// Opens the log of a run whose next optimizer step is `next`.
+    pub fn open(out: &Path, next: u64) -> Result<Self> {
         let path = out.join("metrics.jsonl");
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(format!("{}: {e}", path.display())))?;
-        let tb = EventWriter::create(&out.join(TB_DIR))?;
+        let tb = EventWriter::create(&out.join(TB_DIR), next)?;
         Ok(Metrics { path, file, tb })
     }
 

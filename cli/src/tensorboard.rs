@@ -7,7 +7,8 @@
 //!   u64 LE length | u32 LE masked crc32c(length bytes) | data | u32 LE masked crc32c(data),
 //! and each record's data is an `Event` protobuf: wall_time = 1 (double), step = 2 (int64),
 //! file_version = 3 (string, "brain.Event:2" in a file's first event), summary = 5 (`Summary`:
-//! repeated value = 1, each `Summary.Value` {tag = 1 string, simple_value = 2 float}).
+//! repeated value = 1, each `Summary.Value` {tag = 1 string, simple_value = 2 float}),
+//! session_log = 7 (`SessionLog`: status = 1, START = 1).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,17 +17,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use softcot_core::{Error, Result};
 
-/// Appends events to one file. A resumed run opens a new file (TensorBoard reads a folder's files
-/// in name order, and drops a tag's points at or past a step that is logged again).
+/// Appends events to one file. Each invocation of a run opens a new one (TensorBoard reads a
+/// folder's files in name order).
 pub struct EventWriter {
     path: PathBuf,
     file: std::fs::File,
 }
 
 impl EventWriter {
-    /// Opens a new event file in `dir` (created if missing) and writes its version event. Two runs
-    /// started in the same second on one host share the name: the second appends to the file.
-    pub fn create(dir: &Path) -> Result<Self> {
+    /// Opens a new event file in `dir` (created if missing) and writes its version event and a
+    /// session START at `first_step`, the first step this invocation logs: TensorBoard then drops
+    /// what earlier files hold from that step on (a run that died after its last checkpoint
+    /// logged steps its resume logs again), as `--resume` drops them from metrics.jsonl. Two
+    /// invocations started in the same second on one host share the name: the second appends.
+    pub fn create(dir: &Path, first_step: u64) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("{}: cannot create: {e}", dir.display())))?;
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let host = gethostname::gethostname().to_string_lossy().replace(['/', '\\'], "_");
@@ -40,6 +44,12 @@ impl EventWriter {
         let mut event = event_head(wall_time(), 0);
         put_bytes(&mut event, 3, b"brain.Event:2");
         w.write_record(&event)?;
+        let mut session = Vec::new();
+        put_key(&mut session, 1, WIRE_VARINT);
+        put_varint(&mut session, SESSION_START);
+        let mut start = event_head(wall_time(), first_step as i64);
+        put_bytes(&mut start, 7, &session);
+        w.write_record(&start)?;
         Ok(w)
     }
 
@@ -138,6 +148,9 @@ const CRC32C_TABLE: [u32; 256] = {
     table
 };
 
+/// `SessionLog.status` START.
+const SESSION_START: u64 = 1;
+
 // Protobuf wire types: varint, 64-bit, length-delimited, 32-bit.
 const WIRE_VARINT: u64 = 0;
 const WIRE_64: u64 = 1;
@@ -183,6 +196,7 @@ mod tests {
         wall_time: f64,
         step: i64,
         file_version: Option<String>,
+        session_status: Option<u64>,
         values: Vec<(String, f32)>,
     }
 
@@ -232,6 +246,11 @@ mod tests {
                 (1, WIRE_64) => e.wall_time = f64::from_le_bytes(p.try_into().unwrap()),
                 (2, WIRE_VARINT) => e.step = i64::from_le_bytes(p.try_into().unwrap()),
                 (3, WIRE_LEN) => e.file_version = Some(String::from_utf8(p).unwrap()),
+                (7, WIRE_LEN) => {
+                    let f = fields(&p);
+                    assert_eq!((f.len(), f[0].0, f[0].1), (1, 1, WIRE_VARINT), "SessionLog");
+                    e.session_status = Some(u64::from_le_bytes(f[0].2.clone().try_into().unwrap()));
+                }
                 (5, WIRE_LEN) => {
                     for (f, w, value) in fields(&p) {
                         assert_eq!((f, w), (1, WIRE_LEN), "Summary.value");
@@ -302,7 +321,7 @@ mod tests {
     fn events_read_back_with_tags_steps_and_values() {
         let dir = tempfile::tempdir().unwrap();
         let tb = dir.path().join("tb");
-        let mut w = EventWriter::create(&tb).unwrap();
+        let mut w = EventWriter::create(&tb, 7).unwrap();
         let lines = [
             json!({"step": 0, "val_acc": 0.25}),
             json!({"step": 1, "loss": -1.5, "reward": 42.0, "applied": true, "note": "text", "tokens": 1234567}),
@@ -315,11 +334,12 @@ mod tests {
         let name = w.path().file_name().unwrap().to_string_lossy().into_owned();
         assert!(name.starts_with("events.out.tfevents."), "{name}");
         let events: Vec<Event> = read_records(w.path()).iter().map(|r| parse_event(r)).collect();
-        assert_eq!(events.len(), 4, "{events:?}");
+        assert_eq!(events.len(), 5, "{events:?}");
         assert_eq!(events[0].file_version.as_deref(), Some("brain.Event:2"));
+        assert_eq!((events[1].step, events[1].session_status), (7, Some(1)), "START");
         let now = wall_time();
         assert!(events.iter().all(|e| (now - e.wall_time).abs() < 60.0), "{events:?}");
-        let got: Vec<(i64, Vec<(String, f32)>)> = events[1..]
+        let got: Vec<(i64, Vec<(String, f32)>)> = events[2..]
             .iter()
             .map(|e| {
                 let mut v = e.values.clone();

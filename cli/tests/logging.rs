@@ -97,11 +97,11 @@ fn sft_writes_events_and_a_plot() {
         .map(|e| e.unwrap().path())
         .collect();
     assert!(!events.is_empty() && events.len() <= 2, "{events:?}");
-    // Records: a version event per invocation (the two share a file when they start in the same
-    // second) and an event per step.
+    // Records: a version and a session START event per invocation (the two share a file when they
+    // start in the same second) and an event per step.
     let records: usize = events.iter().map(|p| count_records(&std::fs::read(p).unwrap())).sum();
     println!("{} event file(s), {records} records", events.len());
-    assert_eq!(records, 2 + 6);
+    assert_eq!(records, 2 * 2 + 6);
     let png = std::fs::read(out.join("metrics.png")).unwrap();
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
 }

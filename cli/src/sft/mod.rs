@@ -39,7 +39,7 @@ pub struct SftConfig {
     /// JSONL: `{"prompt", "completion"}` lines, or GSM8K's `{"question", "answer"}`.
     #[arg(long, required_unless_present_any = ["resume", "config"])]
     pub data: Option<PathBuf>,
-    /// Output folder: checkpoints, metrics.jsonl (and tb/, metrics.png), run.json, and the final model in `final/`.
+    /// Output folder: checkpoints, metrics.jsonl, tb/, metrics.png, run.json, and `final/` (the model).
     #[arg(long, required_unless_present_any = ["resume", "config"])]
     pub out: Option<PathBuf>,
     /// Sequences per optimizer step.
@@ -273,7 +273,7 @@ impl<B: Train> Run<'_, B> {
             a.micro_batch
         };
         let mut sft = Step::new(be, model, mb, a.seq_len, a.recompute, a.max_grad_norm)?;
-        let mut metrics = Metrics::open(&self.out)?;
+        let mut metrics = Metrics::open(&self.out, from + 1)?;
         let bar = crate::progress::Progress::new(to - from, "sft", "step");
         let t0 = Instant::now();
         let mut shuffle = Shuffle::new(a.seed, ex.len());

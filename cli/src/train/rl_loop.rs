@@ -163,7 +163,7 @@ impl<B: Train> Trainer<'_, B> {
         // Rank 0's metrics file and progress.
         let mut report = match root {
             true => Some((
-                Metrics::open(&self.out)?,
+                Metrics::open(&self.out, from + 1)?,
                 Progress::new(to - from, &format!("train {}", c.think.name()), "step"),
             )),
             false => None,
