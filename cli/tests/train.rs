@@ -206,10 +206,10 @@ fn bad_settings_and_data_are_refused_by_name() {
 
 /// The built-in task, seeded: the supervised warm start, then the default 120 steps of fuzzy RL,
 /// must raise held-out greedy accuracy (hard thinking on the 500-problem validation split) above
-/// the warm start's by 1.5 points (8 problems). Fuzzy: its thinking's logits get no gradient, so
-/// it learns only through the answer and E, the case the task is built for. Seed 0 gains 2.8
-/// points here; all modes and seeds are in docs/TRAINING.md (the run takes most of this test's
-/// time: the whole of `--compare` would be three times as long).
+/// the warm start's by 15 points. Fuzzy: its thinking's logits get no gradient, so it learns only
+/// through the answer and E, the case the task is built for. All modes and seeds are in
+/// docs/TRAINING.md (the run takes most of this test's time: the whole of `--compare` would be
+/// three times as long).
 #[test]
 fn the_builtin_task_learns() {
     let tmp = tempfile::tempdir().unwrap();
@@ -221,7 +221,10 @@ fn the_builtin_task_learns() {
     println!("built-in task, fuzzy RL: validation accuracy by 30 steps {val:?}");
     assert_eq!(val.len(), 5, "{val:?}");
     let best = val[1..].iter().copied().fold(0.0, f64::max);
-    assert!(best > val[0] + 0.015, "RL did not improve on the warm start: {val:?}");
+    assert!(
+        best >= val[0] + 0.15,
+        "RL did not gain 15 points over the warm start: {val:?}"
+    );
 }
 
 /// Ctrl-C (SIGINT) ends the run after the current step with a checkpoint, and --resume continues it.

@@ -4,6 +4,14 @@
 //! that end in the stop phrase and a boxed answer, RL in the chosen mode (or all three with
 //! `--compare`), then the six decodings evaluated on the held-out test split.
 //!
+//! The warm start's solutions carry a habit: 60% of them write the answer negated (a sign slip).
+//! A small model learns the majority of a noisy supervised set and little else, so a warm start
+//! that is merely weak at arithmetic is confidently wrong, and its samples rarely find what its
+//! greedy answer misses (RL then gained 2-5 points: docs/TRAINING.md). A habit on one token is
+//! learnt with its rate: the warm start's greedy answers carry it, 4 in 10 of its samples do not,
+//! and RL has right answers to find and reinforce, in every mode alike (the answer is sampled hard
+//! in all three).
+//!
 //! Layout of OUT: task/ (the data), base/ (the random model), warmstart/ (the SFT run; its model in
 //! warmstart/final), rl-MODE/ (each RL run), compare.png (with `--compare`: the runs' curves
 //! overlaid), eval.md and eval.json (the table).
@@ -24,7 +32,7 @@ use softcot_core::Backend;
 use softcot_core::{Error, Result};
 
 use super::rl_loop::check_room;
-use super::task::{generate, write_jsonl};
+use super::task::{generate, sign_slips, slipped, write_jsonl};
 use super::{train, TrainArgs, TrainConfig, OUTPUTS};
 use crate::args::{parse_noise_at, Think};
 use crate::dataset::{self, render};
@@ -45,6 +53,10 @@ const MAX_OPERAND: i64 = 9;
 /// With 300 steps (about 15%) RL rollouts were right too rarely for 120 steps of RL to gain
 /// reliably in every mode (docs/TRAINING.md).
 const SFT_STEPS: u64 = 800;
+/// Share of the warm start's solutions whose answer is written negated: a habit more often there
+/// than not, so the warm start's greedy answers carry it while its samples often do not (its
+/// pass@8 far above its pass@1, as real models' are), and RL has right answers to find.
+const SIGN_SLIP_RATE: f64 = 0.6;
 /// Samples per test problem of the sample decodings (pass@1 and pass@8).
 const EVAL_SAMPLES: usize = 8;
 
@@ -57,7 +69,7 @@ pub fn defaults() -> TrainConfig {
         think_tokens: 48,
         answer_tokens: 6,
         template: "Q: {question}\nA:".into(),
-        lr: 1e-5,
+        lr: 3e-5,
         warmup: 10,
         val_every: 30,
         val_size: VAL,
@@ -90,7 +102,7 @@ struct SftFlags {
 /// What the task and warm start were made from; a folder made from the same is reused.
 fn recipe(c: &TrainConfig) -> serde_json::Value {
     json!({"train": TRAIN, "val": VAL, "test": TEST, "max_operand": MAX_OPERAND, "sft_steps": SFT_STEPS,
-           "template": c.template, "seed": c.seed, "version": 2})
+           "template": c.template, "seed": c.seed, "sign_slip_rate": SIGN_SLIP_RATE, "version": 3})
 }
 
 pub fn run(c: &TrainConfig, a: &TrainArgs) -> Result<()> {
@@ -209,10 +221,13 @@ fn warm_start(c: &TrainConfig, out: &Path, a: &TrainArgs) -> Result<PathBuf> {
     write_jsonl(&task.join("val.jsonl"), val_p)?;
     write_jsonl(&task.join("test.jsonl"), test_p)?;
     // The warm start sees the prompts exactly as RL renders them.
+    let slips = sign_slips(train_p.len(), SIGN_SLIP_RATE, c.seed);
     let sft_lines: String = train_p
         .iter()
-        .filter_map(|p| {
-            let completion = sft::gsm8k_completion(&p.answer)?;
+        .zip(&slips)
+        .filter_map(|(p, &slip)| {
+            let answer = if slip { slipped(&p.answer) } else { p.answer.clone() };
+            let completion = sft::gsm8k_completion(&answer)?;
             Some(format!(
                 "{}\n",
                 json!({"prompt": render(&c.template, &p.question), "completion": completion})

@@ -85,6 +85,24 @@ pub fn generate(n: usize, max: i64, seed: u64) -> Vec<Arith> {
     out
 }
 
+/// Which of `n` warm-start solutions carry a sign slip (the answer written negated), each with
+/// probability `rate`, from the seed's Philox key on a stream of its own (the problems' draws are
+/// untouched).
+pub fn sign_slips(n: usize, rate: f64, seed: u64) -> Vec<bool> {
+    let key = philox::key_of(seed);
+    (0..n as u32)
+        .map(|i| (philox::philox4x32_10([i, 1, 0, 7], key)[0] as f64) < rate * 4294967296.0)
+        .collect()
+}
+
+/// The worked solution with its answer negated (`#### N` -> `#### -N`).
+pub fn slipped(answer: &str) -> String {
+    match answer.rsplit_once("#### ") {
+        Some((work, n)) => format!("{work}#### -{n}"),
+        None => answer.to_string(),
+    }
+}
+
 /// Writes problems as GSM8K-format JSONL.
 pub fn write_jsonl(path: &Path, problems: &[Arith]) -> Result<()> {
     let text: String = problems
@@ -97,6 +115,18 @@ pub fn write_jsonl(path: &Path, problems: &[Arith]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sign_slips_come_at_their_rate_and_negate_the_answer() {
+        let slips = sign_slips(4000, 0.6, 0);
+        let share = slips.iter().filter(|&&s| s).count() as f64 / 4000.0;
+        println!("sign slips: {share:.4} of 4000 at rate 0.6");
+        // Binomial: sd = sqrt(0.6 * 0.4 / 4000) = 0.0077; 4 sd.
+        assert!((share - 0.6).abs() < 0.031, "{share}");
+        assert_eq!(sign_slips(10, 0.6, 0), slips[..10], "deterministic in the seed");
+        assert_ne!(sign_slips(64, 0.6, 1), slips[..64], "and different across seeds");
+        assert_eq!(slipped("7+5=12 12-3=9\n#### 11"), "7+5=12 12-3=9\n#### -11");
+    }
 
     #[test]
     fn problems_are_consistent_and_distinct() {
