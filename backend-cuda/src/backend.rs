@@ -24,6 +24,9 @@ use crate::ops::{attention, elementwise as ew, embedding, heads, need, norm, opt
 pub struct CudaBackend {
     pub(crate) l: Launcher,
     prec: Precision,
+    /// Whether weights uploaded from f32 or f16 checkpoints in the bf16 mode get their f32 master
+    /// at once ([`CudaBackend::training`]).
+    masters_at_load: bool,
     /// The bf16 mode's roundings of a GEMM's f32 operands (a, b), each grown to the largest
     /// operand seen and reused: the only memory the backend allocates besides the core's buffers
     /// and masters (the plan counts it).
@@ -59,7 +62,20 @@ impl CudaBackend {
         CudaBackend {
             l,
             prec,
+            masters_at_load: false,
             scratch: Mutex::new([None, None]),
+        }
+    }
+
+    /// The backend for a run that trains: in the bf16 mode, a weight uploaded from an f32 or f16
+    /// checkpoint keeps its checkpoint value as its f32 master from the start (otherwise made at
+    /// its first AdamW step from its bf16 rounding, which would lose the checkpoint's low bits and
+    /// with them every update smaller than half a bf16 ulp). A bf16 checkpoint's weights need no
+    /// master until they train: widening them is exact.
+    pub fn training(self) -> Self {
+        CudaBackend {
+            masters_at_load: true,
+            ..self
         }
     }
 
@@ -351,6 +367,9 @@ impl Backend for CudaBackend {
             Precision::Bf16 => {
                 let mut b = self.alloc_bf16(len)?;
                 self.write_bf16_bits(&mut b, &bf16_bits(&host))?;
+                if self.masters_at_load {
+                    b.master = Some(Box::new(self.upload_t(&host)?));
+                }
                 Ok(b)
             }
         }

@@ -191,7 +191,7 @@ macro_rules! with_train_backend {
                 $body
             }
             $crate::args::BackendKind::Cuda => {
-                let $be = $crate::args::cuda_backend($device, $dtype)?;
+                let $be = $crate::args::cuda_backend($device, $dtype)?.training();
                 $body
             }
             other => other.require_training($cmd),

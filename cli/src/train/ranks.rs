@@ -66,7 +66,13 @@ fn one(
 ) -> Result<()> {
     match kind {
         BackendKind::Cpu => train(&CpuBackend::new(), c, resume, stop_after, Box::new(Solo)),
-        BackendKind::Cuda => train(&cuda_backend(device, dtype)?, c, resume, stop_after, Box::new(Solo)),
+        BackendKind::Cuda => train(
+            &cuda_backend(device, dtype)?.training(),
+            c,
+            resume,
+            stop_after,
+            Box::new(Solo),
+        ),
         other => other.require_training("train"),
     }
 }
@@ -86,7 +92,7 @@ fn process(
             l.rank.world
         )));
     }
-    let be = cuda_backend(l.local_rank, dtype)?;
+    let be = cuda_backend(l.local_rank, dtype)?.training();
     let id = if l.rank.is_root() { Some(unique_id()?) } else { None };
     let id = share_id(l.rank, &l.master, id, RENDEZVOUS)?;
     let comm = NcclComm::new(&be, l.rank, &id)?;
@@ -121,7 +127,7 @@ fn threads(
                 .map(|(i, &d)| {
                     let c = c.clone();
                     Box::new(move || {
-                        let be = cuda_backend(d, dtype)?;
+                        let be = cuda_backend(d, dtype)?.training();
                         let comm = NcclComm::new(&be, Rank::new(i, world)?, &id)?;
                         train(&be, &c, resume, stop_after, Box::new(comm))
                     }) as Job
