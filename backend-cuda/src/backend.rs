@@ -24,8 +24,8 @@ use crate::ops::{attention, elementwise as ew, embedding, heads, need, norm, opt
 pub struct CudaBackend {
     pub(crate) l: Launcher,
     prec: Precision,
-    /// Whether weights uploaded from f32 or f16 checkpoints in the bf16 mode get their f32 master
-    /// at once ([`CudaBackend::training`]).
+    /// Whether weights uploaded in the bf16 mode get their f32 master at once
+    /// ([`CudaBackend::training`]).
     masters_at_load: bool,
     /// The bf16 mode's roundings of a GEMM's f32 operands (a, b), each grown to the largest
     /// operand seen and reused: the only memory the backend allocates besides the core's buffers
@@ -67,11 +67,12 @@ impl CudaBackend {
         }
     }
 
-    /// The backend for a run that trains: in the bf16 mode, a weight uploaded from an f32 or f16
-    /// checkpoint keeps its checkpoint value as its f32 master from the start (otherwise made at
-    /// its first AdamW step from its bf16 rounding, which would lose the checkpoint's low bits and
-    /// with them every update smaller than half a bf16 ulp). A bf16 checkpoint's weights need no
-    /// master until they train: widening them is exact.
+    /// The backend for a run that trains: in the bf16 mode, every weight keeps its checkpoint
+    /// value as its f32 master from the upload on. Otherwise the master is made at the weight's
+    /// first AdamW step from its bf16 rounding, which loses an f32 or f16 checkpoint's low bits
+    /// and with them the sub-ulp residuals that let updates smaller than half a bf16 ulp reach
+    /// the forward. (For a bf16 checkpoint the two are equal; making every master at load keeps
+    /// one rule, and the memory a run holds from its start the same as at its first step.)
     pub fn training(self) -> Self {
         CudaBackend {
             masters_at_load: true,
@@ -350,29 +351,25 @@ impl Backend for CudaBackend {
     /// Float32 mode: every weight widened to f32 on the host, then uploaded. bf16 mode: bf16
     /// weights uploaded as stored, f32 and f16 ones rounded to bf16 (nearest even) on the host.
     fn upload_weight(&self, bytes: &[u8], dtype: DType, len: usize) -> Result<CudaBuf> {
-        if self.prec == Precision::Bf16 && dtype == DType::BF16 {
-            need(bytes.len(), 2 * len, "upload_weight: bytes")?;
-            let bits: Vec<u16> = bytes[..2 * len]
-                .chunks_exact(2)
-                .map(|h| u16::from_le_bytes([h[0], h[1]]))
-                .collect();
-            let mut b = self.alloc_bf16(len)?;
-            self.write_bf16_bits(&mut b, &bits)?;
-            return Ok(b);
-        }
         let mut host = vec![0f32; len];
         decode_into(dtype, bytes, &mut host)?;
-        match self.prec {
-            Precision::F32 => self.upload_t(&host),
-            Precision::Bf16 => {
-                let mut b = self.alloc_bf16(len)?;
-                self.write_bf16_bits(&mut b, &bf16_bits(&host))?;
-                if self.masters_at_load {
-                    b.master = Some(Box::new(self.upload_t(&host)?));
-                }
-                Ok(b)
-            }
+        if self.prec == Precision::F32 {
+            return self.upload_t(&host);
         }
+        // bf16 bytes are copied as stored (their widening then rounding is the identity).
+        let bits = match dtype {
+            DType::BF16 => bytes[..2 * len]
+                .chunks_exact(2)
+                .map(|h| u16::from_le_bytes([h[0], h[1]]))
+                .collect(),
+            _ => bf16_bits(&host),
+        };
+        let mut b = self.alloc_bf16(len)?;
+        self.write_bf16_bits(&mut b, &bits)?;
+        if self.masters_at_load {
+            b.master = Some(Box::new(self.upload_t(&host)?));
+        }
+        Ok(b)
     }
     fn sync(&self) -> Result<()> {
         match &self.l {

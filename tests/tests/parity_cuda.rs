@@ -1,7 +1,7 @@
 //! Every fixture section (`forward`, `generate`, `sft`, `adamw`, `rl.*`) on the CUDA backend's
 //! host path, for every fixture folder: the line the shared check prints (its measured error)
 //! follows a `cuda` line naming the fixture and section. With `SOFTCOT_CUDA_DEVICE=N`
-//! (tools/cuda-check.sh on a lent GPU) the same sections run on GPU N instead. The `bf16_`
+//! (tools/cuda-check.sh on a lent GPU) the same sections run on GPU N instead. The `bf16_mode_`
 //! tests run the bf16 compute mode (bf16 weights, bf16 GEMM operands, f32 accumulation) with the
 //! tolerances `parity` derives for it.
 
@@ -57,14 +57,14 @@ fn rl_loss_and_gradients_match_pytorch() {
 }
 
 #[test]
-fn bf16_forward_logits_match_hf_within_the_bf16_bound() {
+fn bf16_mode_forward_logits_match_hf() {
     each_fixture_in(Precision::Bf16, "forward (bf16)", |be, dir| {
         parity::forward_bf16(be, &cuda_under_test().0, dir)
     });
 }
 
 #[test]
-fn bf16_greedy_ids_match_hf_where_margins_allow() {
+fn bf16_mode_greedy_ids_match_hf_where_margins_allow() {
     let (be, place) = cuda_under_test_in(Precision::Bf16);
     for dir in bf16_subset() {
         println!("cuda ({place}) {:<12} generate.greedy (bf16)", name(&dir));
@@ -73,7 +73,7 @@ fn bf16_greedy_ids_match_hf_where_margins_allow() {
 }
 
 #[test]
-fn bf16_sft_matches_pytorch_within_the_bf16_bound() {
+fn bf16_mode_sft_matches_pytorch() {
     let (be, place) = cuda_under_test_in(Precision::Bf16);
     for dir in bf16_subset() {
         println!("cuda ({place}) {:<12} sft (bf16)", name(&dir));
@@ -111,7 +111,7 @@ fn bf16_subset() -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-fn bf16_adamw_trajectory_matches_pytorch_within_the_bf16_bound() {
+fn bf16_mode_adamw_trajectory_matches_f32_masters_emulation() {
     let (be, place) = cuda_under_test_in(Precision::Bf16);
     let be = be.training();
     for dir in bf16_subset() {
@@ -121,7 +121,7 @@ fn bf16_adamw_trajectory_matches_pytorch_within_the_bf16_bound() {
 }
 
 #[test]
-fn bf16_rl_runs_and_reports_its_errors() {
+fn bf16_mode_rl_runs_and_reports_its_errors() {
     let (be, place) = cuda_under_test_in(Precision::Bf16);
     let be = be.training();
     for dir in bf16_subset() {
