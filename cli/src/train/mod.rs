@@ -91,7 +91,7 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
         c.out = dir.clone();
         c.validate()?;
         if let Some((_, ck)) = list_checkpoints(dir).pop() {
-            refuse_unless_fits(a.backend, &a.devices, &c, &ck)?;
+            refuse_unless_fits(a.backend, &a.devices, a.dtype, &c, &ck)?;
         }
         return ranks::train_on(a.backend, &a.devices, a.dtype, &c, true, a.stop_after);
     }
@@ -124,7 +124,7 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
         prepare_out(&c.out, a.overwrite, OUTPUTS)?;
     }
     if let Some(model) = &c.model {
-        refuse_unless_fits(a.backend, &a.devices, &c, model)?;
+        refuse_unless_fits(a.backend, &a.devices, a.dtype, &c, model)?;
     }
     ranks::train_on(a.backend, &a.devices, a.dtype, &c, false, a.stop_after)
 }
@@ -141,13 +141,20 @@ fn is_root_process() -> Result<bool> {
 /// allocation, or after its first rollouts).
 /// With `--devices`, the plan is a rank's (its share of the step, ZeRO-1 shards) on the first
 /// device listed. A torchrun/SLURM process checks nothing here yet.
-fn refuse_unless_fits(backend: BackendKind, devices: &[usize], c: &TrainConfig, model: &Path) -> Result<()> {
+fn refuse_unless_fits(
+    backend: BackendKind,
+    devices: &[usize],
+    dtype: Option<ComputeDtype>,
+    c: &TrainConfig,
+    model: &Path,
+) -> Result<()> {
     if backend != BackendKind::Cuda || !is_root_process()? {
         return Ok(());
     }
+    let bf16 = crate::args::precision(backend, dtype)? == softcot_cuda::Precision::Bf16;
     let be = softcot_cuda::CudaBackend::new(devices.first().copied().unwrap_or(0))?;
     match be.memory()? {
-        Some((free, _)) => crate::plan::check_run(c, model, free as u64, &be.name(), devices.len().max(1)),
+        Some((free, _)) => crate::plan::check_run(c, model, free as u64, &be.name(), devices.len().max(1), bf16),
         None => Ok(()),
     }
 }
