@@ -420,8 +420,8 @@ PY
         bench "rl-step 2x8 rollouts" 90 '--model "$MODEL"' --workload rl-step --batch 2 --samples 8 --new-tokens 64 --answer-tokens 16 --repeats 2
         # The memory plan against the GPU: `softcot plan`'s total for a short RL run beside the
         # run's peak device memory (nvidia-smi every 0.2 s, less the idle GPU's), within 10%; with
-        # f32 moments and with the one-GPU option, bf16 moments. In the float32 mode: `softcot plan`
-        # does not count the bf16 mode's storage yet.
+        # f32 moments and with the one-GPU option, bf16 moments. In the float32 mode, whose plan is
+        # exact (the bf16 mode's GEMM scratch is planned as an upper bound).
         local moments
         for moments in f32 bf16; do
         step "plan vs measured memory (train, 2 steps, $moments moments)" 180 'D="$WORK/plan-data.jsonl";

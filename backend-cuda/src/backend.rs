@@ -85,6 +85,14 @@ impl CudaBackend {
         self.prec
     }
 
+    /// Bytes the bf16 mode's GEMM scratch holds now (it only grows; 0 in float32).
+    pub fn gemm_scratch_bytes(&self) -> usize {
+        self.scratch
+            .lock()
+            .map(|s| s.iter().flatten().map(|b| 2 * b.len).sum())
+            .unwrap_or(0)
+    }
+
     /// Free and total bytes of the GPU's memory (the plan of a run is checked against the free
     /// part before anything is allocated); None on the host build, which has no device memory.
     pub fn memory(&self) -> Result<Option<(usize, usize)>> {

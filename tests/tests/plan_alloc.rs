@@ -1,6 +1,6 @@
 //! `softcot plan`'s figures against the bytes the CPU backend, and the CUDA backend's host build
 //! in both compute modes (the same allocation code as on a GPU, with host vectors for device
-//! memory; the bf16 mode's GEMM scratch, an upper bound in the plan, is not checked here), allocate, component
+//! memory; the bf16 mode's GEMM scratch, an upper bound in the plan, checked as one), allocate, component
 //! by component, for the tiny preset and every fixture model: loading the weights, `new_grads`, `AdamW::new`,
 //! `new_train_acts` with and without recomputation, a rollout batch's `Decoder::new`, and the peak
 //! of one micro-batch of the RL update. A global allocator of this test binary counts live heap
@@ -237,5 +237,22 @@ fn check_backend<B: Train>(be: &B, bf16: bool) {
 fn plan_matches_what_the_backends_allocate() {
     check_backend(&CpuBackend::new(), false);
     check_backend(&CudaBackend::host(), false);
-    check_backend(&CudaBackend::host_with(Precision::Bf16).training(), true);
+    let bf16 = CudaBackend::host_with(Precision::Bf16).training();
+    check_backend(&bf16, true);
+    // The scratch has grown to the largest GEMM operands of every model's loads, rollouts and
+    // updates above: within the largest of their plans' bounds.
+    let bound = std::iter::once(preset("tiny").unwrap())
+        .chain(fixtures::discover().iter().map(|d| ModelDir::open(d).unwrap().config))
+        .map(|c| {
+            let s = RunShape {
+                bf16: true,
+                ..shape(false)
+            };
+            plan::plan(&c, &s).scratch
+        })
+        .max()
+        .unwrap();
+    let held = bf16.gemm_scratch_bytes() as u64;
+    println!("bf16 gemm scratch: {held} bytes held, plan's bound {bound}");
+    assert!(held <= bound, "the gemm scratch outgrew the plan's bound");
 }
