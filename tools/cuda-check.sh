@@ -268,9 +268,11 @@ step() {
 # "test result:" line otherwise, unknown when it did not get that far (a timeout).
 test_rows() {
     local prefix="$2" bin="$3" log t
+    shift 3
     log="$work/logs/$(log_name "$1").log"
     [ -f "$log" ] || return 0
-    "$bin" --list 2>/dev/null | sed -n 's/: test$//p' >"$work/tests.list"
+    # the tests the step ran: its filter arguments, if any, applied to the list
+    "$bin" --list "$@" 2>/dev/null | sed -n 's/: test$//p' >"$work/tests.list"
     while read -r t; do
         if grep -q -x "    $t" "$log"; then
             add_row "  $prefix: $t" "FAIL" "-" "$(grep -m 1 -A 1 "'$t'.*panicked at" "$log" | tail -n 1 | cut -c1-160 | tr '|' '/')"
@@ -357,11 +359,14 @@ run() {
     # 2. Correctness on the GPU, float32 mode.
     step "nvrtc compile (sm_90, no spills)" 90 'SOFTCOT_REQUIRE_NVRTC=1 "$PACK/bin/nvrtc_compile" --nocapture --test-threads 1'
     step "conformance (f32)" 150 '"$PACK/bin/conformance_cuda" --exact cuda_backend_conforms --nocapture --test-threads 1'
-    step "fixtures: every section (f32)" 180 '"$PACK/bin/parity_cuda" --nocapture --test-threads 1'
-    test_rows "fixtures: every section (f32)" "fixtures (f32)" "$PACK/bin/parity_cuda"
+    step "fixtures: every section (f32)" 180 '"$PACK/bin/parity_cuda" --skip bf16_mode_ --nocapture --test-threads 1'
+    test_rows "fixtures: every section (f32)" "fixtures (f32)" "$PACK/bin/parity_cuda" --skip bf16_mode_
     step "nccl collectives (one rank)" 60 '"$PACK/bin/conformance_cuda" --exact nccl_on_one_rank --nocapture --test-threads 1'
-    add_row "conformance + fixtures (bf16)" "not-built" "0" \
-        "bf16 compute is not built yet: CudaBackend is float32 only (every buffer f32, cuBLASLt f32 without TF32)"
+    # 2b. The bf16 compute mode (bf16 weights, cuBLASLt on bf16 operands with f32 accumulation):
+    # the suite with bf16-rounding references, and the fixtures with the tolerances of docs/CUDA.md.
+    step "conformance (bf16)" 150 '"$PACK/bin/conformance_cuda" --exact cuda_backend_conforms_in_bf16 --nocapture --test-threads 1'
+    step "fixtures (bf16)" 180 '"$PACK/bin/parity_cuda" bf16_mode_ --nocapture --test-threads 1'
+    test_rows "fixtures (bf16)" "fixtures (bf16)" "$PACK/bin/parity_cuda" bf16_mode_
     write_summary
 
     # 3. compute-sanitizer over a small subset: elementwise, rmsnorm, rope, attention, heads, noise,
@@ -404,7 +409,8 @@ PY
             printf "{\"bench\": \"%s\", \"result\": %s}\n" "'"$label"'" "$(tail -n 1 "$WORK/bench.out")" >> "$OUT_DIR/bench.jsonl";
             python3 "$WORK/note.py" < "$WORK/bench.out" 2>/dev/null || echo "NOTE: $(tail -n 1 "$WORK/bench.out" | cut -c1-160 | tr -d "\"{}")"'
     }
-    bench "matmul 8192 (f32)" 45 --workload matmul --size 8192 --repeats 5
+    bench "matmul 8192 (f32)" 45 --workload matmul --size 8192 --repeats 5 --dtype f32
+    bench "matmul 8192 (bf16)" 45 --workload matmul --size 8192 --repeats 5 --dtype bf16
     bench "memory (read GB/s)" 30 --workload memory --repeats 5
     if [ -n "${CUDA_CHECK_MODEL:-}" ] || [ "$(cat "$work/init.rc" 2>/dev/null)" = 0 ]; then
         bench "prefill 8x256" 60 '--model "$MODEL"' --workload prefill --batch 8 --prompt-len 256 --repeats 3
@@ -414,7 +420,8 @@ PY
         bench "rl-step 2x8 rollouts" 90 '--model "$MODEL"' --workload rl-step --batch 2 --samples 8 --new-tokens 64 --answer-tokens 16 --repeats 2
         # The memory plan against the GPU: `softcot plan`'s total for a short RL run beside the
         # run's peak device memory (nvidia-smi every 0.2 s, less the idle GPU's), within 10%; with
-        # f32 moments and with the one-GPU option, bf16 moments.
+        # f32 moments and with the one-GPU option, bf16 moments. In the float32 mode, whose plan is
+        # exact (the bf16 mode's GEMM scratch is planned as an upper bound).
         local moments
         for moments in f32 bf16; do
         step "plan vs measured memory (train, 2 steps, $moments moments)" 180 'D="$WORK/plan-data.jsonl";
@@ -423,7 +430,7 @@ PY
             "$SOFTCOT" plan $S --format json > "$WORK/plan.json" || exit 1;
             idle=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0);
             (while sleep 0.2; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0; done) > "$WORK/mem.log" & w=$!;
-            "$SOFTCOT" train --backend cuda $S --out "$WORK/plan-run-'"$moments"'" --overwrite; rc=$?; kill $w;
+            "$SOFTCOT" train --backend cuda --dtype f32 $S --out "$WORK/plan-run-'"$moments"'" --overwrite; rc=$?; kill $w;
             [ $rc -eq 0 ] || exit $rc;
             python3 - "$WORK/plan.json" "$WORK/mem.log" "$idle" <<'"'"'PY'"'"'
 import json, sys

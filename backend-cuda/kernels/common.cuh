@@ -36,6 +36,14 @@ static __device__ __forceinline__ bf16_t f32_to_bf16(float f) {
     return (bf16_t)(u >> 16);
 }
 
+// A float buffer's element as f32 whether the buffer stores f32 or bf16 (weights in the bf16
+// mode), and a store rounding to the destination's storage: kernels that read weights are
+// templates over the weight's storage, instantiated by one extern "C" entry point per storage.
+static __device__ __forceinline__ float load_f32(const float* p, idx_t i) { return p[i]; }
+static __device__ __forceinline__ float load_f32(const bf16_t* p, idx_t i) { return bf16_to_f32(p[i]); }
+static __device__ __forceinline__ void store_f32(float* p, idx_t i, float v) { p[i] = v; }
+static __device__ __forceinline__ void store_f32(bf16_t* p, idx_t i, float v) { p[i] = f32_to_bf16(v); }
+
 // ---- reductions -------------------------------------------------------------------------------
 // Warp reductions need all 32 lanes present: kernels that call them use blockDim.x % 32 == 0.
 

@@ -32,6 +32,8 @@
 //   gather_rows(float* dst, const float* src, const u32_t* index, u32_t rows, u32_t d, u32_t n)
 //     dst: [rows, d]; src: [n, d]; index: [rows]. Grid-stride over rows * d; rows whose index is
 //     u32::MAX (or >= n: the caller reports those) are kept.
+//   gather_rows_bf16(float* dst, const bf16_t* src, ...): the same from a bf16 src (E in the bf16
+//     mode), widened.
 
 #define HEADS_NO_INDEX 0xffffffffu
 
@@ -286,10 +288,19 @@ extern "C" __global__ void scale_rows(float* x, const float* s, u32_t rows, u32_
 
 // dst[r, :] = src[index[r], :] where index[r] < n; other rows are kept.
 // dst: [rows, d]; src: [n, d]; index: [rows]
-extern "C" __global__ void gather_rows(float* dst, const float* src, const u32_t* index, u32_t rows,
-                                       u32_t d, u32_t n) {
+template <typename W>
+static __device__ __forceinline__ void gather_rows_body(float* dst, const W* src, const u32_t* index, u32_t rows,
+                                                        u32_t d, u32_t n) {
     GRID_STRIDE(i, (idx_t)rows * d) {
         u32_t from = index[i / d];
-        if (from < n) dst[i] = src[(idx_t)from * d + i % d];
+        if (from < n) dst[i] = load_f32(src, (idx_t)from * d + i % d);
     }
+}
+extern "C" __global__ void gather_rows(float* dst, const float* src, const u32_t* index, u32_t rows,
+                                       u32_t d, u32_t n) {
+    gather_rows_body(dst, src, index, rows, d, n);
+}
+extern "C" __global__ void gather_rows_bf16(float* dst, const bf16_t* src, const u32_t* index, u32_t rows,
+                                            u32_t d, u32_t n) {
+    gather_rows_body(dst, src, index, rows, d, n);
 }

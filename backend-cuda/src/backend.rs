@@ -1,14 +1,21 @@
-//! `CudaBackend`: `softcot_core::Backend` on the GPU (float32 mode: every buffer f32, cuBLASLt
-//! in f32 without TF32) or, with the `host` feature, on the host build of the same kernels.
+//! `CudaBackend`: `softcot_core::Backend` on the GPU or, with the `host` feature, on the host
+//! build of the same kernels, in one of two compute modes ([`Precision`]):
+//! - float32: every buffer f32, cuBLASLt in f32 without TF32 (what the parity tests check exactly);
+//! - bf16: weights stored bf16 (bf16 checkpoints as stored, f32 and f16 ones rounded to nearest
+//!   even), GEMMs on bf16 operands with f32 accumulation into f32 (an f32 operand, an activation or
+//!   a gradient, is rounded into a bf16 scratch first); activations, gradients, softmax, norms,
+//!   losses and the optimizer state stay f32, and a trained weight keeps an f32 master.
+//!
 //! Each op is a call into `ops/`, which checks sizes and launches.
 
 use std::mem::size_of;
+use std::sync::Mutex;
 
 use softcot_core::backend::{AdamwStep, AttnShape, Backend, Gemm, RopeShape, Train};
 use softcot_core::dtype::{decode_into, DType};
-use softcot_core::Result;
+use softcot_core::{Error, Result};
 
-use crate::buffer::{Buffer, CudaBuf, CudaIds, Mem};
+use crate::buffer::{Buffer, CudaBuf, CudaIds, Mem, Precision};
 use crate::gemm::col_major;
 use crate::launch::Launcher;
 use crate::ops::{attention, elementwise as ew, embedding, heads, need, norm, optim, rope};
@@ -16,20 +23,74 @@ use crate::ops::{attention, elementwise as ew, embedding, heads, need, norm, opt
 /// The CUDA backend (see the crate docs).
 pub struct CudaBackend {
     pub(crate) l: Launcher,
+    prec: Precision,
+    /// Whether weights uploaded in the bf16 mode get their f32 master at once
+    /// ([`CudaBackend::training`]).
+    masters_at_load: bool,
+    /// The bf16 mode's roundings of a GEMM's f32 operands (a, b), each grown to the largest
+    /// operand seen and reused: the only memory the backend allocates besides the core's buffers
+    /// and masters (the plan counts it).
+    scratch: Mutex<[Option<CudaBuf>; 2]>,
 }
 
 #[cfg(feature = "host")]
-fn mismatch() -> softcot_core::Error {
-    softcot_core::Error::backend("cuda: a buffer from another launcher (host and device buffers do not mix)")
+fn mismatch() -> Error {
+    Error::backend("cuda: a buffer from another launcher (host and device buffers do not mix)")
+}
+
+/// `v` rounded to bf16 bits, nearest even (common.cuh's `f32_to_bf16`, bit for bit).
+fn bf16_bits(v: &[f32]) -> Vec<u16> {
+    v.iter().map(|&x| half::bf16::from_f32(x).to_bits()).collect()
 }
 
 impl CudaBackend {
-    /// Opens GPU `ordinal`: one-line errors when the CUDA libraries, the driver or the device
-    /// are missing or unusable.
+    /// Opens GPU `ordinal` in the float32 mode: [`CudaBackend::new_with`].
     pub fn new(ordinal: usize) -> Result<Self> {
-        Ok(CudaBackend {
-            l: Launcher::Device(crate::device::Device::open(ordinal)?),
-        })
+        Self::new_with(ordinal, Precision::F32)
+    }
+
+    /// Opens GPU `ordinal` computing in `prec`: one-line errors when the CUDA libraries, the
+    /// driver or the device are missing or unusable.
+    pub fn new_with(ordinal: usize, prec: Precision) -> Result<Self> {
+        Ok(Self::with(
+            Launcher::Device(crate::device::Device::open(ordinal)?),
+            prec,
+        ))
+    }
+
+    fn with(l: Launcher, prec: Precision) -> Self {
+        CudaBackend {
+            l,
+            prec,
+            masters_at_load: false,
+            scratch: Mutex::new([None, None]),
+        }
+    }
+
+    /// The backend for a run that trains: in the bf16 mode, every weight keeps its checkpoint
+    /// value as its f32 master from the upload on. Otherwise the master is made at the weight's
+    /// first AdamW step from its bf16 rounding, which loses an f32 or f16 checkpoint's low bits
+    /// and with them the sub-ulp residuals that let updates smaller than half a bf16 ulp reach
+    /// the forward. (For a bf16 checkpoint the two are equal; making every master at load keeps
+    /// one rule, and the memory a run holds from its start the same as at its first step.)
+    pub fn training(self) -> Self {
+        CudaBackend {
+            masters_at_load: true,
+            ..self
+        }
+    }
+
+    /// The compute mode (see the module docs).
+    pub fn precision(&self) -> Precision {
+        self.prec
+    }
+
+    /// Bytes the bf16 mode's GEMM scratch holds now (it only grows; 0 in float32).
+    pub fn gemm_scratch_bytes(&self) -> usize {
+        self.scratch
+            .lock()
+            .map(|s| s.iter().flatten().map(|b| 2 * b.len).sum())
+            .unwrap_or(0)
     }
 
     /// Free and total bytes of the GPU's memory (the plan of a run is checked against the free
@@ -42,28 +103,35 @@ impl CudaBackend {
         }
     }
 
-    /// The backend on the host build of the kernels (no GPU needed).
+    /// The backend on the host build of the kernels (no GPU needed), in the float32 mode.
     #[cfg(feature = "host")]
     pub fn host() -> Self {
-        CudaBackend {
-            l: Launcher::Host(crate::host::Host),
-        }
+        Self::host_with(Precision::F32)
+    }
+
+    /// The backend on the host build of the kernels, computing in `prec`.
+    #[cfg(feature = "host")]
+    pub fn host_with(prec: Precision) -> Self {
+        Self::with(Launcher::Host(crate::host::Host), prec)
     }
 
     fn alloc<T: Copy + Default>(&self, len: usize) -> Result<Buffer<T>> {
         let mem = match &self.l {
             Launcher::Device(d) => Mem::Device(d.alloc_zeroed(len * size_of::<T>())?),
             #[cfg(feature = "host")]
-            Launcher::Host(_) => {
-                let mut v = Vec::new();
-                v.try_reserve_exact(len).map_err(|_| {
-                    softcot_core::Error::backend(format!("cuda (host build): no memory for a buffer of {len} elements"))
-                })?;
-                v.resize(len, T::default());
-                Mem::Host(v)
-            }
+            Launcher::Host(_) => Mem::Host(host_vec(len)?),
         };
-        Ok(Buffer { mem, len })
+        Ok(Buffer::new(mem, len, Precision::F32))
+    }
+
+    /// A zeroed bf16 float buffer of `len` elements.
+    fn alloc_bf16(&self, len: usize) -> Result<CudaBuf> {
+        let mem = match &self.l {
+            Launcher::Device(d) => Mem::Device(d.alloc_zeroed(len * 2)?),
+            #[cfg(feature = "host")]
+            Launcher::Host(_) => Mem::HostBf16(host_vec(len)?),
+        };
+        Ok(Buffer::new(mem, len, Precision::Bf16))
     }
 
     pub(crate) fn write_t<T: Copy>(&self, dst: &mut Buffer<T>, host: &[T]) -> Result<()> {
@@ -73,6 +141,7 @@ impl CudaBackend {
             (Mem::Device(m), Launcher::Device(d)) => d.upload(m, host)?,
             #[cfg(feature = "host")]
             (Mem::Device(_), Launcher::Host(_)) => return Err(mismatch()),
+            (Mem::HostBf16(_), _) => return Err(internal_bf16()),
         }
         Ok(())
     }
@@ -88,6 +157,39 @@ impl CudaBackend {
             }
             #[cfg(feature = "host")]
             (Mem::Device(_), Launcher::Host(_)) => return Err(mismatch()),
+            (Mem::HostBf16(_), _) => return Err(internal_bf16()),
+        }
+        Ok(())
+    }
+
+    /// Overwrites the prefix of a bf16 buffer's storage with `bits`.
+    fn write_bf16_bits(&self, dst: &mut CudaBuf, bits: &[u16]) -> Result<()> {
+        need(dst.len, bits.len(), "write: destination")?;
+        match (&mut dst.mem, &self.l) {
+            (Mem::HostBf16(v), _) => v[..bits.len()].copy_from_slice(bits),
+            (Mem::Device(m), Launcher::Device(d)) => d.upload(m, bits)?,
+            #[cfg(feature = "host")]
+            (Mem::Device(_), Launcher::Host(_)) => return Err(mismatch()),
+            (Mem::Host(_), _) => return Err(internal_bf16()),
+        }
+        Ok(())
+    }
+
+    /// The first `len` bf16 values of a bf16 buffer's storage, widened.
+    fn read_bf16(&self, src: &CudaBuf, len: usize, host: &mut Vec<f32>) -> Result<()> {
+        need(src.len, len, "download: source")?;
+        let widen = |h: &u16| f32::from_bits((*h as u32) << 16);
+        host.clear();
+        match (&src.mem, &self.l) {
+            (Mem::HostBf16(v), _) => host.extend(v[..len].iter().map(widen)),
+            (Mem::Device(m), Launcher::Device(d)) => {
+                let mut bits = vec![0u16; len];
+                d.download(&mut bits, m)?;
+                host.extend(bits.iter().map(widen));
+            }
+            #[cfg(feature = "host")]
+            (Mem::Device(_), Launcher::Host(_)) => return Err(mismatch()),
+            (Mem::Host(_), _) => return Err(internal_bf16()),
         }
         Ok(())
     }
@@ -101,9 +203,71 @@ impl CudaBackend {
     fn heads(&self) -> heads::Heads<'_> {
         heads::Heads::new(&self.l)
     }
+
+    /// `x`'s elements `off .. end` as a bf16 operand: `x` itself if it stores bf16 (offset kept),
+    /// else their rounding into `slot` (offset 0), grown to fit.
+    fn bf16_operand<'a>(
+        &self,
+        x: &'a CudaBuf,
+        off: usize,
+        end: usize,
+        slot: &'a mut Option<CudaBuf>,
+    ) -> Result<(&'a CudaBuf, usize)> {
+        if x.prec == Precision::Bf16 {
+            return Ok((x, off));
+        }
+        let n = end - off;
+        // A scratch too small is freed before its successor is allocated.
+        let kept = slot.take().filter(|s| s.len >= n);
+        let s = match kept {
+            Some(s) => slot.insert(s),
+            None => slot.insert(self.alloc_bf16(n)?),
+        };
+        ew::copy(&self.l, s, 0, x, off, n)?;
+        Ok((s, 0))
+    }
+
+    /// [`Backend::gemm`] in the bf16 mode: both operands bf16, f32 accumulation, f32 `c`.
+    fn gemm_bf16(&self, c: &mut CudaBuf, a: &CudaBuf, b: &CudaBuf, g: Gemm) -> Result<()> {
+        let (la, lb, _) = g.required_lens();
+        let mut scratch = self
+            .scratch
+            .lock()
+            .map_err(|_| Error::backend("cuda: the gemm scratch's lock is poisoned"))?;
+        let [sa, sb] = &mut *scratch;
+        let (a, off_a) = self.bf16_operand(a, g.off_a, la, sa)?;
+        let (b, off_b) = self.bf16_operand(b, g.off_b, lb, sb)?;
+        // The column-major call's A operand is the core's b, its B the core's a (see gemm.rs).
+        let p = col_major(&Gemm { off_a, off_b, ..g });
+        match &self.l {
+            Launcher::Device(d) => d.lt.gemm(&p, Precision::Bf16, b.addr(), a.addr(), c.addr()),
+            #[cfg(feature = "host")]
+            Launcher::Host(_) => match (&mut c.mem, &a.mem, &b.mem) {
+                (Mem::Host(c), Mem::HostBf16(a), Mem::HostBf16(b)) => {
+                    crate::gemm::host_gemm(&p, b, a, c);
+                    Ok(())
+                }
+                _ => Err(mismatch()),
+            },
+        }
+    }
 }
 
-/// Host slices of the three gemm operands (host path).
+fn internal_bf16() -> Error {
+    Error::backend("cuda: internal: a bf16 buffer's storage taken for 4-byte elements or the reverse")
+}
+
+/// A zeroed host vector of `len` elements, or a one-line error when memory runs out.
+#[cfg(feature = "host")]
+fn host_vec<T: Copy + Default>(len: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len)
+        .map_err(|_| Error::backend(format!("cuda (host build): no memory for a buffer of {len} elements")))?;
+    v.resize(len, T::default());
+    Ok(v)
+}
+
+/// Host slices of the three f32 gemm operands (host path).
 #[cfg(feature = "host")]
 fn host_operands<'a>(
     c: &'a mut CudaBuf,
@@ -144,16 +308,33 @@ impl Backend for CudaBackend {
     fn upload(&self, host: &[f32]) -> Result<CudaBuf> {
         self.upload_t(host)
     }
+    /// A trained bf16 weight's write sets its master and rounds that into its storage; an
+    /// untrained one's is rounded on the host.
     fn write(&self, dst: &mut CudaBuf, host: &[f32]) -> Result<()> {
-        self.write_t(dst, host)
+        if let Some(mut m) = dst.master.take() {
+            let r = self
+                .write_t(&mut m, host)
+                .and_then(|_| ew::copy(&self.l, dst, 0, &m, 0, host.len()));
+            dst.master = Some(m);
+            return r;
+        }
+        match dst.prec {
+            Precision::F32 => self.write_t(dst, host),
+            Precision::Bf16 => self.write_bf16_bits(dst, &bf16_bits(host)),
+        }
     }
     fn download(&self, src: &CudaBuf, len: usize) -> Result<Vec<f32>> {
         let mut v = Vec::new();
-        self.read_t(src, len, &mut v)?;
+        self.download_into(src, len, &mut v)?;
         Ok(v)
     }
+    /// A buffer's value: a trained bf16 weight's master, an untrained one's bf16 widened.
     fn download_into(&self, src: &CudaBuf, len: usize, host: &mut Vec<f32>) -> Result<()> {
-        self.read_t(src, len, host)
+        let src = src.master.as_deref().unwrap_or(src);
+        match src.prec {
+            Precision::F32 => self.read_t(src, len, host),
+            Precision::Bf16 => self.read_bf16(src, len, host),
+        }
     }
     fn len(&self, buf: &CudaBuf) -> usize {
         buf.len()
@@ -175,11 +356,28 @@ impl Backend for CudaBackend {
     fn download_ids_into(&self, src: &CudaIds, len: usize, host: &mut Vec<u32>) -> Result<()> {
         self.read_t(src, len, host)
     }
-    /// Float32 mode: bf16 and f16 weights are widened to f32 on the host, then uploaded.
+    /// Float32 mode: every weight widened to f32 on the host, then uploaded. bf16 mode: bf16
+    /// weights uploaded as stored, f32 and f16 ones rounded to bf16 (nearest even) on the host.
     fn upload_weight(&self, bytes: &[u8], dtype: DType, len: usize) -> Result<CudaBuf> {
         let mut host = vec![0f32; len];
         decode_into(dtype, bytes, &mut host)?;
-        self.upload_t(&host)
+        if self.prec == Precision::F32 {
+            return self.upload_t(&host);
+        }
+        // bf16 bytes are copied as stored (their widening then rounding is the identity).
+        let bits = match dtype {
+            DType::BF16 => bytes[..2 * len]
+                .chunks_exact(2)
+                .map(|h| u16::from_le_bytes([h[0], h[1]]))
+                .collect(),
+            _ => bf16_bits(&host),
+        };
+        let mut b = self.alloc_bf16(len)?;
+        self.write_bf16_bits(&mut b, &bits)?;
+        if self.masters_at_load {
+            b.master = Some(Box::new(self.upload_t(&host)?));
+        }
+        Ok(b)
     }
     fn sync(&self) -> Result<()> {
         match &self.l {
@@ -195,13 +393,22 @@ impl Backend for CudaBackend {
         need(a.len(), la, "gemm: a")?;
         need(b.len(), lb, "gemm: b")?;
         need(c.len(), lc, "gemm: c")?;
+        if c.prec != Precision::F32 {
+            return Err(Error::backend("gemm: c is a bf16 buffer; products are written in f32"));
+        }
         if g.m == 0 || g.n == 0 || g.batch == 0 {
             return Ok(());
+        }
+        if self.prec == Precision::Bf16 {
+            return self.gemm_bf16(c, a, b, g);
+        }
+        if a.prec != Precision::F32 || b.prec != Precision::F32 {
+            return Err(Error::backend("gemm: a bf16 operand in the float32 mode"));
         }
         // The column-major call's A operand is the core's b, its B the core's a (see gemm.rs).
         let p = col_major(&g);
         match &self.l {
-            Launcher::Device(d) => d.lt.gemm_f32(&p, b.addr(), a.addr(), c.addr()),
+            Launcher::Device(d) => d.lt.gemm(&p, Precision::F32, b.addr(), a.addr(), c.addr()),
             #[cfg(feature = "host")]
             Launcher::Host(_) => {
                 let (c, a, b) = host_operands(c, a, b)?;
@@ -216,8 +423,17 @@ impl Backend for CudaBackend {
     fn add(&self, y: &mut CudaBuf, x: &CudaBuf, n: usize) -> Result<()> {
         ew::add(&self.l, y, x, n)
     }
+    /// Copies values: a trained bf16 weight is read from its master, and written to its master
+    /// and the master's rounding; other storages convert (f32 <-> bf16 widens or rounds).
     fn copy(&self, dst: &mut CudaBuf, dst_off: usize, src: &CudaBuf, src_off: usize, n: usize) -> Result<()> {
-        ew::copy(&self.l, dst, dst_off, src, src_off, n)
+        let src = src.master.as_deref().unwrap_or(src);
+        let Some(mut m) = dst.master.take() else {
+            return ew::copy(&self.l, dst, dst_off, src, src_off, n);
+        };
+        let r = ew::copy(&self.l, &mut m, dst_off, src, src_off, n)
+            .and_then(|_| ew::copy(&self.l, dst, dst_off, &m, dst_off, n));
+        dst.master = Some(m);
+        r
     }
 
     // ---- transformer layers --------------------------------------------------------------------
@@ -419,6 +635,237 @@ impl Train for CudaBackend {
         n: usize,
         h: AdamwStep,
     ) -> Result<()> {
-        optim::adamw(&self.l, p, g, m, v, n, h)
+        if p.prec == Precision::F32 {
+            return optim::adamw(&self.l, p, g, m, v, n, h);
+        }
+        // A bf16 weight trains through its f32 master, made from its bf16 values at its first
+        // step (its value then), updated there and rounded back into its storage.
+        let mut master = match p.master.take() {
+            Some(m) => m,
+            None => {
+                let mut m = self.alloc(p.len)?;
+                ew::copy(&self.l, &mut m, 0, p, 0, p.len)?;
+                Box::new(m)
+            }
+        };
+        let r = optim::adamw(&self.l, &mut master, g, m, v, n, h).and_then(|_| ew::copy(&self.l, p, 0, &master, 0, n));
+        p.master = Some(master);
+        r
+    }
+}
+
+/// The bf16 mode on the host path: the rounding, the GEMM against float64, masters, refusals.
+#[cfg(all(test, feature = "host"))]
+mod tests {
+    use super::*;
+
+    fn bf16_of(b: &CudaBuf) -> Vec<u16> {
+        match &b.mem {
+            Mem::HostBf16(v) => v.clone(),
+            _ => panic!("not a bf16 host buffer"),
+        }
+    }
+
+    /// The copy kernel's rounding (common.cuh's f32_to_bf16, what the GEMM's operands and a
+    /// master's storage get) and the host's (`half`, what upload_weight and write use) agree bit
+    /// for bit: ties both ways, values rounding up to the next binade or to infinity, subnormals,
+    /// infinities, NaN.
+    #[test]
+    fn bf16_rounding_is_the_same_on_host_and_in_kernels() {
+        let be = CudaBackend::host_with(Precision::Bf16);
+        let mut vals = vec![
+            0.0f32,
+            -0.0,
+            1.0,
+            f32::from_bits(0x3f80_8000), // a tie, even below: stays 1.0
+            f32::from_bits(0x3f81_8000), // a tie, odd below: rounds up
+            f32::from_bits(0x3f80_8001), // just above a tie
+            f32::from_bits(0x3fff_ffff), // rounds up into the next binade
+            f32::MAX,                    // rounds to infinity
+            f32::MIN_POSITIVE,
+            f32::from_bits(0x0000_8000), // a subnormal tie
+            f32::from_bits(0x0001_7fff),
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        let mut rng = 0x1234_5678u32;
+        vals.extend((0..4000).map(|_| {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            f32::from_bits(rng)
+        }));
+        let src = be.upload(&vals).unwrap();
+        let mut dst = be.alloc_bf16(vals.len()).unwrap();
+        be.copy(&mut dst, 0, &src, 0, vals.len()).unwrap();
+        let (got, want) = (bf16_of(&dst), bf16_bits(&vals));
+        let same = |a: u16, b: u16| a == b || (a & 0x7fff > 0x7f80 && b & 0x7fff > 0x7f80);
+        let bad = got.iter().zip(&want).filter(|(&a, &b)| !same(a, b)).count();
+        println!(
+            "bf16 rounding: kernel and host differ on {bad} of {} values",
+            vals.len()
+        );
+        assert_eq!(bad, 0);
+        // Widening back is exact: download gives the rounded values.
+        let back = be.download(&dst, vals.len()).unwrap();
+        assert!(back
+            .iter()
+            .zip(&want)
+            .all(|(b, &w)| b.to_bits() == (w as u32) << 16 || b.is_nan()));
+    }
+
+    /// The bf16 GEMM (operands f32 rounded into the scratch, or bf16 weights as stored) against
+    /// float64 sums of the rounded operands. Their products are exact in f32, so the only error is
+    /// f32 accumulation: at most k 2^-24 sum |a b| per element (the classic gamma_k bound), which
+    /// is the tolerance; the measured fraction of it is printed.
+    #[test]
+    fn bf16_gemm_matches_float64_of_rounded_operands() {
+        let be = CudaBackend::host_with(Precision::Bf16);
+        let mut seed = 7u32;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let rounded = |v: &[f32]| -> Vec<f64> {
+            bf16_bits(v)
+                .iter()
+                .map(|&h| f32::from_bits((h as u32) << 16) as f64)
+                .collect()
+        };
+        let cases = [
+            (Gemm::linear(5, 33, 70), true),
+            (Gemm::nn(9, 17, 300), false),
+            (
+                Gemm {
+                    trans_a: true,
+                    ..Gemm::linear(6, 11, 40)
+                },
+                true,
+            ),
+            (
+                Gemm {
+                    batch: 3,
+                    stride_a: 7 * 13 + 2,
+                    stride_b: 13 * 5,
+                    stride_c: 7 * 5 + 1,
+                    off_a: 3,
+                    off_b: 4,
+                    off_c: 2,
+                    alpha: 0.5,
+                    beta: 1.0,
+                    ..Gemm::nn(7, 5, 13)
+                },
+                false,
+            ),
+        ];
+        for (g, weight_b) in cases {
+            let (la, lb, lc) = g.required_lens();
+            let a: Vec<f32> = (0..la).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..lb).map(|_| rnd()).collect();
+            let c0: Vec<f32> = (0..lc).map(|_| rnd()).collect();
+            // b a weight (bf16 storage, read as stored) or an f32 operand (rounded into scratch).
+            let bb = if weight_b {
+                be.upload_weight(&softcot_core::dtype::encode(DType::F32, &b), DType::F32, lb)
+                    .unwrap()
+            } else {
+                be.upload(&b).unwrap()
+            };
+            let mut cb = be.upload(&c0).unwrap();
+            be.gemm(&mut cb, &be.upload(&a).unwrap(), &bb, g).unwrap();
+            let got = be.download(&cb, lc).unwrap();
+            let (ar, br) = (rounded(&a), rounded(&b));
+            let mut worst = 0f64;
+            for item in 0..g.batch {
+                for (i, j) in (0..g.m).flat_map(|i| (0..g.n).map(move |j| (i, j))) {
+                    let ae = |l: usize| {
+                        let at = if g.trans_a { l * g.m + i } else { i * g.k + l };
+                        ar[g.off_a + item * g.stride_a + at]
+                    };
+                    let be_ = |l: usize| {
+                        let at = if g.trans_b { j * g.k + l } else { l * g.n + j };
+                        br[g.off_b + item * g.stride_b + at]
+                    };
+                    let dot: f64 = (0..g.k).map(|l| ae(l) * be_(l)).sum();
+                    let mag: f64 = (0..g.k).map(|l| (ae(l) * be_(l)).abs()).sum();
+                    let at = g.off_c + item * g.stride_c + i * g.n + j;
+                    let want = g.alpha as f64 * dot + g.beta as f64 * c0[at] as f64;
+                    // Accumulation, plus alpha, beta and the final sum each rounding once.
+                    let bound = (g.k as f64 * mag + 3.0 * want.abs().max(1e-30)) * 2f64.powi(-24) + 1e-30;
+                    worst = worst.max((got[at] as f64 - want).abs() / bound);
+                }
+            }
+            println!(
+                "bf16 gemm {}x{}x{} batch {} (b {}): max error {worst:.3} of the f32 accumulation bound",
+                g.m,
+                g.n,
+                g.k,
+                g.batch,
+                if weight_b { "a bf16 weight" } else { "f32, rounded" }
+            );
+            assert!(worst <= 1.0, "bf16 gemm error {worst} x its bound");
+        }
+    }
+
+    /// Ops that read and write f32 only refuse a bf16 buffer in one line naming the kernel;
+    /// gemm refuses a bf16 c; the float32 mode refuses bf16 operands.
+    #[test]
+    fn bf16_buffers_are_refused_where_f32_is_read() {
+        let be = CudaBackend::host_with(Precision::Bf16);
+        let w = be
+            .upload_weight(&softcot_core::dtype::encode(DType::F32, &[1.0; 8]), DType::F32, 8)
+            .unwrap();
+        let mut p = be.zeros(8).unwrap();
+        let e = be.softmax(&mut p, &w, 2, 4, 1.0).unwrap_err();
+        println!("softmax of a bf16 buffer: {}", e.msg);
+        assert!(e.msg.contains("softmax_rows") && !e.msg.contains('\n'), "{}", e.msg);
+        let mut wc = be
+            .upload_weight(&softcot_core::dtype::encode(DType::F32, &[1.0; 8]), DType::F32, 8)
+            .unwrap();
+        let e = be.gemm(&mut wc, &p, &p, Gemm::nn(2, 2, 2)).unwrap_err();
+        assert!(e.msg.starts_with("gemm: c"), "{}", e.msg);
+        let f = CudaBackend::host();
+        let mut c = f.zeros(4).unwrap();
+        let e = f.gemm(&mut c, &p, &w, Gemm::nn(2, 2, 2)).unwrap_err();
+        assert!(e.msg.contains("float32 mode"), "{}", e.msg);
+    }
+
+    /// A trained bf16 weight: AdamW makes an f32 master at the first step and updates it; the
+    /// storage is the master's rounding; download, write and copy see the master.
+    #[test]
+    fn a_trained_bf16_weight_keeps_an_f32_master() {
+        let (be, f) = (CudaBackend::host_with(Precision::Bf16), CudaBackend::host());
+        let n = 37;
+        let w0: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        let g: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos() * 1e-3).collect();
+        let bytes = softcot_core::dtype::encode(DType::BF16, &w0);
+        let mut p = be.upload_weight(&bytes, DType::BF16, n).unwrap();
+        let mut q = f.upload_weight(&bytes, DType::BF16, n).unwrap(); // the same values in f32
+        let (gb, gf) = (be.upload(&g).unwrap(), f.upload(&g).unwrap());
+        let (mut m, mut v, mut mf, mut vf) = (
+            be.zeros(n).unwrap(),
+            be.zeros(n).unwrap(),
+            f.zeros(n).unwrap(),
+            f.zeros(n).unwrap(),
+        );
+        for step in 1..=3 {
+            let h = AdamwStep::new(1e-4, 0.9, 0.95, 1e-8, 0.1, step);
+            be.adamw(&mut p, &gb, &mut m, &mut v, n, h).unwrap();
+            f.adamw(&mut q, &gf, &mut mf, &mut vf, n, h).unwrap();
+        }
+        let (master, want) = (be.download(&p, n).unwrap(), f.download(&q, n).unwrap());
+        assert!(p.has_master());
+        assert_eq!(master, want, "the master follows the f32 trajectory exactly");
+        assert_eq!(bf16_of(&p), bf16_bits(&master), "storage = the master's rounding");
+        // Updates of 1e-4 are below bf16's resolution near 1: only the master keeps them.
+        assert!(master.iter().zip(&w0).any(|(a, b)| a != b));
+        // write and copy go through the master too.
+        let vals: Vec<f32> = (0..n).map(|i| 1.0 + i as f32 * 1e-4).collect();
+        be.write(&mut p, &vals).unwrap();
+        assert_eq!(be.download(&p, n).unwrap(), vals);
+        assert_eq!(bf16_of(&p), bf16_bits(&vals));
+        let mut out = be.zeros(n).unwrap();
+        be.copy(&mut out, 0, &p, 0, n).unwrap();
+        assert_eq!(be.download(&out, n).unwrap(), vals);
     }
 }

@@ -8,6 +8,8 @@ use cudarc::cublaslt::{result as lt, sys as ltsys};
 use softcot_core::backend::Gemm;
 use softcot_core::{Error, Result};
 
+use crate::buffer::Precision;
+
 /// A column-major batched GEMM as cuBLAS states it:
 /// `C[i] = alpha * op(A[i]) @ op(B[i]) + beta * C[i]`, op(A) `[m, k]`, op(B) `[k, n]`, C `[m, n]`,
 /// each stored column-major with its leading dimension; `A[i]` starts at `off_a + i * stride_a`.
@@ -60,23 +62,43 @@ pub(crate) fn col_major(g: &Gemm) -> ColMajor {
     }
 }
 
-/// The host stand-in for cuBLASLt: `p` computed exactly as stated (float32 sums over k in order),
-/// with columns of C in parallel. Sizes must have been checked (`Gemm::required_lens`).
+/// An operand element of the host stand-in: f32, or bf16 bits (the bf16 mode's operands).
 #[cfg(feature = "host")]
-pub(crate) fn host_gemm(p: &ColMajor, a: &[f32], b: &[f32], c: &mut [f32]) {
+pub(crate) trait HostElem: Copy + Sync {
+    fn widen(self) -> f32;
+}
+#[cfg(feature = "host")]
+impl HostElem for f32 {
+    fn widen(self) -> f32 {
+        self
+    }
+}
+#[cfg(feature = "host")]
+impl HostElem for u16 {
+    fn widen(self) -> f32 {
+        f32::from_bits((self as u32) << 16)
+    }
+}
+
+/// The host stand-in for cuBLASLt: `p` computed exactly as stated (float32 sums over k in order),
+/// with columns of C in parallel. Operands are f32 or bf16 (`u16` bits), whose products are exact
+/// in f32 (8 + 8 significant bits), so the bf16 mode sums the same exact products in f32 as
+/// cuBLASLt's bf16 GEMM with f32 accumulation. Sizes must have been checked (`Gemm::required_lens`).
+#[cfg(feature = "host")]
+pub(crate) fn host_gemm<E: HostElem>(p: &ColMajor, a: &[E], b: &[E], c: &mut [f32]) {
     use rayon::prelude::*;
     let at = |base: usize, i: usize, l: usize| {
         if p.trans_a {
-            a[base + l + i * p.lda]
+            a[base + l + i * p.lda].widen()
         } else {
-            a[base + i + l * p.lda]
+            a[base + i + l * p.lda].widen()
         }
     };
     let bt = |base: usize, l: usize, j: usize| {
         if p.trans_b {
-            b[base + j + l * p.ldb]
+            b[base + j + l * p.ldb].widen()
         } else {
-            b[base + l + j * p.ldb]
+            b[base + l + j * p.ldb].widen()
         }
     };
     for item in 0..p.batch {
@@ -126,10 +148,15 @@ impl Lt {
         })
     }
 
-    /// `p` in float32 with float32 accumulation and no TF32 (CUBLAS_COMPUTE_32F), on the null
-    /// stream. `a`, `b`, `c` are the device addresses of element 0 of the A, B, C buffers.
-    pub fn gemm_f32(&self, p: &ColMajor, a: u64, b: u64, c: u64) -> Result<()> {
+    /// `p` with A and B stored as `ab` (f32 or bf16) and C f32, accumulated in float32 with no
+    /// TF32 (CUBLAS_COMPUTE_32F), on the null stream. `a`, `b`, `c` are the device addresses of
+    /// element 0 of the A, B, C buffers.
+    pub fn gemm(&self, p: &ColMajor, ab: Precision, a: u64, b: u64, c: u64) -> Result<()> {
         let f32t = ltsys::cudaDataType::CUDA_R_32F;
+        let abt = match ab {
+            Precision::F32 => f32t,
+            Precision::Bf16 => ltsys::cudaDataType::CUDA_R_16BF,
+        };
         let desc = lt::create_matmul_desc(ltsys::cublasComputeType_t::CUBLAS_COMPUTE_32F, f32t)
             .map_err(|e| lt_err("matmul descriptor", e))?;
         let mut layouts = Vec::with_capacity(3);
@@ -152,12 +179,12 @@ impl Lt {
             // Stored shapes: A is [m, k] or, transposed, [k, m]; B [k, n] or [n, k].
             let (ar, ac) = if p.trans_a { (p.k, p.m) } else { (p.m, p.k) };
             let (br, bc) = if p.trans_b { (p.n, p.k) } else { (p.k, p.n) };
-            for (rows, cols, ld, stride) in [
-                (ar, ac, p.lda, p.stride_a),
-                (br, bc, p.ldb, p.stride_b),
-                (p.m, p.n, p.ldc, p.stride_c),
+            for (ty, rows, cols, ld, stride) in [
+                (abt, ar, ac, p.lda, p.stride_a),
+                (abt, br, bc, p.ldb, p.stride_b),
+                (f32t, p.m, p.n, p.ldc, p.stride_c),
             ] {
-                let l = lt::create_matrix_layout(f32t, rows as u64, cols as u64, ld as i64)
+                let l = lt::create_matrix_layout(ty, rows as u64, cols as u64, ld as i64)
                     .map_err(|e| lt_err("matrix layout", e))?;
                 layouts.push(l);
                 let (count, stride) = (p.batch as i32, stride as i64);
@@ -181,7 +208,8 @@ impl Lt {
                 .map_err(|e| lt_err("batch layout", e))?;
             }
             let (al, be) = (p.alpha, p.beta);
-            let (pa, pb, pc) = (a + 4 * p.off_a as u64, b + 4 * p.off_b as u64, c + 4 * p.off_c as u64);
+            let es = ab.size() as u64;
+            let (pa, pb, pc) = (a + es * p.off_a as u64, b + es * p.off_b as u64, c + 4 * p.off_c as u64);
             // SAFETY: the op checked every buffer against the call's extent; no algorithm is
             // given, so cuBLASLt picks one by its heuristic, with no workspace.
             unsafe {

@@ -18,13 +18,15 @@
 //!
 //! The arguments are given in the kernel's parameter order: `R`/`W` for float buffers read or
 //! written (the kernel sees `const float*` / `float*`, at element 0: offsets go as `U32`/`U64`
-//! scalars), `RI`/`WI` for u32 buffers, and scalars of the kernel's exact C type (`u32_t` = `U32`,
+//! scalars; a bf16 buffer there is refused at launch), `RS`/`WS` for float buffers in their stored
+//! dtype (`const float*` or `const bf16_t*`: the op picks the kernel of the buffer's dtype),
+//! `RI`/`WI` for u32 buffers, and scalars of the kernel's exact C type (`u32_t` = `U32`,
 //! `float` = `F32`, `u64_t` = `U64`). A mismatch is not caught by a compiler: the
 //! conformance suite on the host path is what catches it.
 
 use softcot_core::{Error, Result};
 
-use crate::buffer::{CudaBuf, CudaIds};
+use crate::buffer::{CudaBuf, CudaIds, Precision};
 
 /// Grid, block and dynamic shared memory of a launch, as `cuLaunchKernel` takes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +67,11 @@ pub(crate) enum Arg<'a> {
     R(&'a CudaBuf),
     /// A float buffer the kernel writes (or reads and writes): `float*`.
     W(&'a mut CudaBuf),
+    /// A float buffer read as stored: `const float*` or `const bf16_t*` (a weight; the op
+    /// launches the kernel of the buffer's dtype).
+    RS(&'a CudaBuf),
+    /// A float buffer written as stored: `float*` or `bf16_t*` (a conversion's destination).
+    WS(&'a mut CudaBuf),
     /// A u32 buffer the kernel reads: `const u32_t*`.
     RI(&'a CudaIds),
     /// A u32 buffer the kernel writes: `u32_t*`.
@@ -81,6 +88,8 @@ impl Arg<'_> {
         match self {
             Arg::R(b) => b.addr(),
             Arg::W(b) => b.addr(),
+            Arg::RS(b) => b.addr(),
+            Arg::WS(b) => b.addr(),
             Arg::RI(b) => b.addr(),
             Arg::WI(b) => b.addr(),
             Arg::U32(v) => *v as u64,
@@ -128,6 +137,20 @@ impl Launcher {
                 "cuda kernel {kernel}: bad launch (grid {:?}, block {:?})",
                 cfg.grid, cfg.block
             )));
+        }
+        for (i, a) in args.iter().enumerate() {
+            let prec = match a {
+                Arg::R(b) => b.prec,
+                Arg::W(b) => b.prec,
+                _ => Precision::F32,
+            };
+            if prec != Precision::F32 {
+                return Err(Error::backend(format!(
+                    "cuda kernel {kernel}: argument {i} is a {} buffer, and this op reads and writes f32 there \
+                     (only weights are stored narrower)",
+                    prec.name()
+                )));
+            }
         }
         let mut params = Params::new(args);
         match self {

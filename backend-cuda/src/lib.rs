@@ -17,7 +17,7 @@ pub mod nvrtc;
 mod ops;
 
 pub use backend::CudaBackend;
-pub use buffer::{Buffer, CudaBuf, CudaIds};
+pub use buffer::{Buffer, CudaBuf, CudaIds, Precision};
 pub use device::DeviceInfo;
 pub use nccl::{unique_id, NcclComm, NcclId};
 use softcot_core::{Error, Result};

@@ -13,7 +13,7 @@ use softcot_core::dist::{Collective, Rank};
 use softcot_core::{Error, Result};
 
 use crate::backend::CudaBackend;
-use crate::buffer::{Buffer, Mem};
+use crate::buffer::{Buffer, Mem, Precision};
 use crate::launch::Launcher;
 use crate::ops::need;
 
@@ -92,10 +92,17 @@ impl Drop for NcclComm {
 /// The device address of a buffer holding at least `n` elements.
 fn dev<T>(b: &Buffer<T>, n: usize, what: &str) -> Result<*mut c_void> {
     need(b.len(), n, what)?;
+    if b.prec != Precision::F32 {
+        // Collectives carry gradients and f32 shards; weights are never reduced.
+        return Err(Error::backend(format!(
+            "{what}: a {} buffer, nccl reduces f32",
+            b.prec.name()
+        )));
+    }
     match b.mem {
         Mem::Device(_) => Ok(b.addr() as *mut c_void),
-        // The variant exists in every build (only the host launcher creates it), so the arm does too.
-        Mem::Host(_) => Err(Error::backend(
+        // The variants exist in every build (only the host launcher creates them), so the arm does too.
+        Mem::Host(_) | Mem::HostBf16(_) => Err(Error::backend(
             "nccl: a host buffer (the host build has no GPU buffers)",
         )),
     }

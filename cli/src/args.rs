@@ -102,12 +102,46 @@ pub fn check_device(kind: BackendKind, device: usize) -> Result<()> {
     )))
 }
 
-/// Runs `$body` with `$be` bound to the chosen backend, on GPU `$device` for CUDA. GPU backends
-/// that are not available report it plainly (a clear error, non-zero exit).
+/// `--dtype`: the precision a backend computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComputeDtype {
+    /// Weights bf16, matmuls on bf16 operands with f32 accumulation; activations, softmax, norms,
+    /// losses and optimizer state f32 (--backend cuda only, and its default).
+    Bf16,
+    /// Float32 throughout, matmuls without TF32 (cpu and wgpu always; cuda on request).
+    F32,
+}
+
+/// The CUDA backend's compute mode for `--dtype` (bf16 when not given: the paper's setting, the
+/// one an 8B model's training state fits); cpu and wgpu compute in f32 only, so `--dtype bf16`
+/// with them is refused.
+pub fn precision(kind: BackendKind, dtype: Option<ComputeDtype>) -> Result<softcot_cuda::Precision> {
+    match (kind, dtype) {
+        (BackendKind::Cuda, None | Some(ComputeDtype::Bf16)) => Ok(softcot_cuda::Precision::Bf16),
+        (_, None | Some(ComputeDtype::F32)) => Ok(softcot_cuda::Precision::F32),
+        (other, Some(ComputeDtype::Bf16)) => Err(Error::invalid(format!(
+            "--dtype bf16: only --backend cuda computes in bf16; --backend {} computes in f32",
+            other
+                .to_possible_value()
+                .map_or_else(String::new, |v| v.get_name().to_string())
+        ))),
+    }
+}
+
+/// The CUDA backend on GPU `device` in the mode `--dtype` asks for.
+pub fn cuda_backend(device: usize, dtype: Option<ComputeDtype>) -> Result<softcot_cuda::CudaBackend> {
+    softcot_cuda::CudaBackend::new_with(device, precision(BackendKind::Cuda, dtype)?)
+}
+
+/// Runs `$body` with `$be` bound to the chosen backend, on GPU `$device` for CUDA, computing in
+/// `$dtype` (`--dtype`, see [`precision`]). GPU backends that are not available report it plainly
+/// (a clear error, non-zero exit).
 #[macro_export]
 macro_rules! with_backend {
-    ($kind:expr, $device:expr, |$be:ident| $body:expr) => {{
+    ($kind:expr, $device:expr, $dtype:expr, |$be:ident| $body:expr) => {{
         $crate::args::check_device($kind, $device)?;
+        $crate::args::precision($kind, $dtype)?;
         match $kind {
             $crate::args::BackendKind::Cpu => {
                 let $be = softcot_cpu::CpuBackend::new();
@@ -119,7 +153,7 @@ macro_rules! with_backend {
             }
             // A one-line error when the CUDA libraries, driver or device are missing.
             $crate::args::BackendKind::Cuda => {
-                let $be = softcot_cuda::CudaBackend::new($device)?;
+                let $be = $crate::args::cuda_backend($device, $dtype)?;
                 $body
             }
         }
@@ -148,15 +182,16 @@ impl BackendKind {
 /// checked [`BackendKind::require_training`] first, so the other arms only repeat its refusal.
 #[macro_export]
 macro_rules! with_train_backend {
-    ($kind:expr, $device:expr, $cmd:expr, |$be:ident| $body:expr) => {{
+    ($kind:expr, $device:expr, $dtype:expr, $cmd:expr, |$be:ident| $body:expr) => {{
         $crate::args::check_device($kind, $device)?;
+        $crate::args::precision($kind, $dtype)?;
         match $kind {
             $crate::args::BackendKind::Cpu => {
                 let $be = softcot_cpu::CpuBackend::new();
                 $body
             }
             $crate::args::BackendKind::Cuda => {
-                let $be = softcot_cuda::CudaBackend::new($device)?;
+                let $be = $crate::args::cuda_backend($device, $dtype)?.training();
                 $body
             }
             other => other.require_training($cmd),

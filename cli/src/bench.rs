@@ -32,7 +32,7 @@ use softcot_core::sft::{Example, Step as SftStep};
 use softcot_core::think::{generate, ThinkConfig, ThinkMode, Tokens, PREFILL_AT_BUDGET};
 use softcot_core::{philox, Backend, Error, Result, Train};
 
-use crate::args::{BackendKind, Format, Think, MAX_ROWS};
+use crate::args::{BackendKind, ComputeDtype, Format, Think, MAX_ROWS};
 use crate::progress::Progress;
 use crate::{with_backend, with_train_backend};
 
@@ -109,6 +109,10 @@ pub struct BenchArgs {
     /// The GPU to run on with --backend cuda, as `softcot devices` numbers them.
     #[arg(long, default_value_t = 0)]
     device: usize,
+    /// Compute precision: bf16 (--backend cuda's default: bf16 weights and matmul operands, f32
+    /// accumulation) or f32 (the only one of cpu and wgpu).
+    #[arg(long, value_enum)]
+    dtype: Option<ComputeDtype>,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
 }
@@ -184,9 +188,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     match a.workload {
         Workload::RlStep | Workload::TrainStep => {
             a.backend.require_training("bench --workload train-step|rl-step")?;
-            with_train_backend!(a.backend, a.device, "bench", |be| train_bench_on(&be, &a))
+            with_train_backend!(a.backend, a.device, a.dtype, "bench", |be| train_bench_on(&be, &a))
         }
-        _ => with_backend!(a.backend, a.device, |be| bench_on(&be, &a)),
+        _ => with_backend!(a.backend, a.device, a.dtype, |be| bench_on(&be, &a)),
     }
 }
 

@@ -8,7 +8,7 @@ use softcot_core::io::ModelDir;
 use softcot_core::think::{generate, ThinkConfig, Tokens};
 use softcot_core::{Backend, Error, Result};
 
-use crate::args::{check_noise, parse_ids, parse_noise_at, BackendKind, Format, NoiseKind, Think};
+use crate::args::{check_noise, parse_ids, parse_noise_at, BackendKind, ComputeDtype, Format, NoiseKind, Think};
 use crate::with_backend;
 
 #[derive(Args)]
@@ -62,6 +62,10 @@ pub struct GenerateArgs {
     /// The GPU to run on with --backend cuda, as `softcot devices` numbers them.
     #[arg(long, default_value_t = 0)]
     device: usize,
+    /// Compute precision: bf16 (--backend cuda's default: bf16 weights and matmul operands, f32
+    /// accumulation) or f32 (the only one of cpu and wgpu).
+    #[arg(long, value_enum)]
+    dtype: Option<ComputeDtype>,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
 }
@@ -89,7 +93,9 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     cfg.think_tokens = a.think_tokens;
     cfg.answer_tokens = a.answer_tokens;
     cfg.stop = !a.no_stop;
-    with_backend!(a.backend, a.device, |be| run_on(&be, &md, &prompt, &cfg, a.format))
+    with_backend!(a.backend, a.device, a.dtype, |be| run_on(
+        &be, &md, &prompt, &cfg, a.format
+    ))
 }
 
 fn run_on<B: Backend>(be: &B, md: &ModelDir, prompt: &[u32], cfg: &ThinkConfig, format: Format) -> Result<()> {

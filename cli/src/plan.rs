@@ -40,7 +40,8 @@ pub struct PlanArgs {
     /// The memory the plan must fit, e.g. 80GB or 79.6GiB (instead of --gpu).
     #[arg(long, conflicts_with = "gpu")]
     pub gpu_memory: Option<String>,
-    /// Storage dtype of weights, gradients and optimizer state.
+    /// Compute precision of the CUDA backend (`train --dtype`): f32 stores every buffer in
+    /// float32; bf16 weights as bf16 with f32 masters, plus the GEMM scratch.
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: PlanDtype,
     /// Tokens of the longest prompt (default: the longest of --data with --model, else 256).
@@ -70,9 +71,10 @@ impl Gpu {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PlanDtype {
-    /// float32: what every backend stores today.
+    /// float32 throughout (cpu, wgpu, and cuda's --dtype f32).
     F32,
-    /// bfloat16 storage (not built yet: refused).
+    /// the CUDA backend's bf16 mode (its default): bf16 weights with f32 masters, f32 gradients
+    /// and moments, and a GEMM scratch.
     Bf16,
 }
 
@@ -80,11 +82,6 @@ pub enum PlanDtype {
 const DEFAULT_PROMPT_TOKENS: usize = 256;
 
 pub fn run(a: PlanArgs, matches: &ArgMatches) -> Result<()> {
-    if a.dtype == PlanDtype::Bf16 {
-        return Err(Error::unsupported(
-            "--dtype bf16: softcot stores weights and gradients in float32 on every backend (bf16 storage is not built yet for them; --adam-moments bf16 halves the moments); plan with --dtype f32",
-        ));
-    }
     if a.devices == 0 || a.devices > MAX_ROWS {
         return Err(Error::invalid(format!("--devices must be between 1 and {MAX_ROWS}")));
     }
@@ -99,7 +96,7 @@ pub fn run(a: PlanArgs, matches: &ArgMatches) -> Result<()> {
     };
     let prefix = prefix_tokens(&c, md.as_ref())?;
     let zero = a.zero.map_or(a.devices > 1, |z| z == 1);
-    let s = run_shape(&c, prompt, prefix, a.devices, zero);
+    let s = run_shape(&c, prompt, prefix, a.devices, zero, a.dtype == PlanDtype::Bf16);
     check_sizes(&s, &model)?;
     let m = plan::plan(&model, &s);
     let report = Report {
@@ -118,7 +115,7 @@ pub fn run(a: PlanArgs, matches: &ArgMatches) -> Result<()> {
 
 /// The plan's view of a run with settings `c`: `prompt` tokens of the longest prompt, a forced
 /// answer prefix of `prefix` tokens, on `devices` ranks.
-pub fn run_shape(c: &TrainConfig, prompt: usize, prefix: usize, devices: usize, zero: bool) -> RunShape {
+pub fn run_shape(c: &TrainConfig, prompt: usize, prefix: usize, devices: usize, zero: bool, bf16: bool) -> RunShape {
     RunShape {
         prompts: c.prompts_per_step,
         samples: c.samples_per_prompt,
@@ -134,6 +131,7 @@ pub fn run_shape(c: &TrainConfig, prompt: usize, prefix: usize, devices: usize, 
         devices,
         zero,
         moments: c.adam_moments.moments(),
+        bf16,
     }
 }
 
@@ -267,7 +265,7 @@ impl Report<'_> {
         json!({
             "model": self.name,
             "params": self.params(),
-            "dtype": "f32",
+            "dtype": if s.bf16 { "bf16" } else { "f32" },
             "devices": s.devices,
             "zero": u8::from(s.zero),
             "settings": {
@@ -295,6 +293,7 @@ impl Report<'_> {
                 "logits": m.logits,
                 "workspace": m.workspace,
                 "checkpoint": m.checkpoint,
+                "gemm_scratch": m.scratch,
             },
             "activations_cached_bytes": self.activations(false),
             "activations_recompute_bytes": self.activations(true),
@@ -310,9 +309,14 @@ impl Report<'_> {
     fn text(&self) -> String {
         let (s, m) = (&self.s, &self.m);
         let mut out = format!(
-            "model: {} ({:.2}e9 parameters), float32 weights and gradients, AdamW moments {}\n",
+            "model: {} ({:.2}e9 parameters), {}, AdamW moments {}\n",
             self.name,
             self.params() as f64 / 1e9,
+            if s.bf16 {
+                "bf16 weights with f32 masters, float32 gradients"
+            } else {
+                "float32 weights and gradients"
+            },
             match s.moments {
                 Moments::F32 => "float32",
                 Moments::Bf16 => "bfloat16 (--adam-moments bf16)",
@@ -348,8 +352,9 @@ impl Report<'_> {
         } else {
             "  with --recompute"
         };
-        let rows: [(&str, u64); 11] = [
+        let rows: [(&str, u64); 12] = [
             ("weights", m.weights),
+            ("gemm scratch (bf16)", m.scratch),
             ("gradients", m.gradients),
             (
                 if s.zero {
@@ -372,7 +377,7 @@ impl Report<'_> {
         for (name, b) in rows {
             out += &format!("{name:<28} {:>10.2} {b:>16}\n", gib(b));
         }
-        out += "(peak = weights + gradients + optimizer + activations + the largest of the update's rl terms, the rollouts and a checkpoint)\n";
+        out += "(peak = weights + gradients + optimizer + activations + gemm scratch + the largest of the update's rl terms, the rollouts and a checkpoint)\n";
         if let (Some(g), Some((rollout, micro))) = (self.gpu, self.largest()) {
             let verdict = if m.total() <= g {
                 format!("fits: yes, {:.2} GiB to spare", gib(g - m.total()))
@@ -401,10 +406,10 @@ impl Report<'_> {
 
 /// The plan of `c` on a device with `free` bytes free: refused, with the plan's numbers, if it
 /// does not fit (the CUDA training path's check before it allocates).
-pub fn check_run(c: &TrainConfig, model: &Path, free: u64, device: &str, ranks: usize) -> Result<()> {
+pub fn check_run(c: &TrainConfig, model: &Path, free: u64, device: &str, ranks: usize, bf16: bool) -> Result<()> {
     let md = ModelDir::open(model)?;
     let prompt = longest_prompt(c, &md)?;
-    let s = run_shape(c, prompt, prefix_tokens(c, Some(&md))?, ranks, ranks > 1);
+    let s = run_shape(c, prompt, prefix_tokens(c, Some(&md))?, ranks, ranks > 1, bf16);
     plan::check_fits(&plan::plan(&md.config, &s), free, device)
 }
 
@@ -433,10 +438,11 @@ mod tests {
                 prefix_tokens(&c, Some(&md)).unwrap(),
                 1,
                 false,
+                false,
             );
             let total = plan::plan(&md.config, &s).total();
-            assert!(check_run(&c, &model, total, "cuda 0", 1).is_ok());
-            let e = check_run(&c, &model, total - 1, "cuda 0", 1).unwrap_err();
+            assert!(check_run(&c, &model, total, "cuda 0", 1, false).is_ok());
+            let e = check_run(&c, &model, total - 1, "cuda 0", 1, false).unwrap_err();
             assert!(
                 e.msg.starts_with("cuda 0: the run needs") && e.msg.contains("weights"),
                 "{}",

@@ -9,7 +9,7 @@ use softcot_core::eval::loglik::{LogLik, Scored};
 use softcot_core::io::ModelDir;
 use softcot_core::{Backend, Error, Result};
 
-use crate::args::{BackendKind, Format};
+use crate::args::{BackendKind, ComputeDtype, Format};
 use crate::jsonl::for_each_object;
 use crate::with_backend;
 
@@ -30,6 +30,10 @@ pub struct ScoreArgs {
     /// The GPU to run on with --backend cuda, as `softcot devices` numbers them.
     #[arg(long, default_value_t = 0)]
     device: usize,
+    /// Compute precision: bf16 (--backend cuda's default: bf16 weights and matmul operands, f32
+    /// accumulation) or f32 (the only one of cpu and wgpu).
+    #[arg(long, value_enum)]
+    dtype: Option<ComputeDtype>,
     /// json: one object per line with ids, logprobs, nll, n_tokens; text: a summary per line.
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
@@ -37,7 +41,7 @@ pub struct ScoreArgs {
 
 pub fn run(a: ScoreArgs) -> Result<()> {
     let md = ModelDir::open(&a.model)?;
-    with_backend!(a.backend, a.device, |be| score_all(&be, &md, &a))
+    with_backend!(a.backend, a.device, a.dtype, |be| score_all(&be, &md, &a))
 }
 
 fn score_all<B: Backend>(be: &B, md: &ModelDir, a: &ScoreArgs) -> Result<()> {

@@ -182,6 +182,9 @@ fn bad_inputs_to_commands() {
     // A device index means a CUDA device; the CPU has none to choose from.
     let o = softcot(&["generate", "--model", &m, "--prompt", "hi", "--device", "1"]);
     assert_clean_error(&o, "--device 1: only --backend cuda chooses a device");
+    // bf16 compute is the CUDA backend's; the CPU computes in f32 only.
+    let o = softcot(&["generate", "--model", &m, "--prompt", "hi", "--dtype", "bf16"]);
+    assert_clean_error(&o, "--dtype bf16: only --backend cuda computes in bf16");
     let o = softcot(&[
         "init-model",
         "--preset",
@@ -223,6 +226,32 @@ fn training_needs_a_backend_that_trains() {
             &["bench", "--workload", "rl-step", "--model", m, "--backend", "wgpu"],
         ],
         "the backends that can train are: cpu, cuda",
+    );
+}
+
+/// `--dtype bf16` with a backend that computes in f32 only is refused by the training commands
+/// within a second, before any model or data is read.
+#[test]
+fn bf16_compute_needs_cuda() {
+    let m = MISSING;
+    refused_before_reading(
+        &[
+            &["train", "--model", m, "--data", m, "--dtype", "bf16"],
+            &["train", "--steps", "1", "--dtype", "bf16"],
+            &["sft", "--model", m, "--data", m, "--out", m, "--dtype", "bf16"],
+            &[
+                "bench",
+                "--workload",
+                "decode",
+                "--model",
+                m,
+                "--backend",
+                "wgpu",
+                "--dtype",
+                "bf16",
+            ],
+        ],
+        "--dtype bf16: only --backend cuda computes in bf16",
     );
 }
 

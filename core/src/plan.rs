@@ -3,9 +3,12 @@
 //! backend). `softcot plan` prints it; the CUDA training path refuses a run whose plan exceeds
 //! the device's free memory before it allocates anything.
 //!
-//! What it counts is what the code allocates, buffer for buffer (every buffer is f32 or u32: the
-//! CPU and CUDA backends store weights, gradients and moments in float32):
-//! - weights: every parameter (`param_specs`) and the rope table (`Model::load`);
+//! What it counts is what the code allocates, buffer for buffer (every buffer is f32 or u32, but
+//! for the CUDA backend's bf16 mode, [`RunShape::bf16`]):
+//! - weights: every parameter (`param_specs`) and the rope table (`Model::load`); in the bf16
+//!   mode each parameter 2 bytes plus its f32 master (4), which a training backend makes at load;
+//! - gemm scratch (bf16 mode only): the bf16 copies of a GEMM's largest f32 operands, A and B,
+//!   which the backend keeps for the run (an upper bound, [`gemm_scratch_bytes`]);
 //! - gradients: one buffer per parameter (`Model::new_grads`), each padded to a multiple of the
 //!   ranks when there are several (`new_grads_padded`);
 //! - optimizer: AdamW's m and v per parameter (`AdamW::new`; two bf16 per f32 slot with
@@ -67,6 +70,8 @@ pub struct RunShape {
     pub zero: bool,
     /// AdamW's moment storage (`--adam-moments`): bf16 packs two per f32 slot.
     pub moments: Moments,
+    /// The CUDA backend's bf16 compute mode: bf16 weights with f32 masters, and a GEMM scratch.
+    pub bf16: bool,
 }
 
 impl RunShape {
@@ -131,12 +136,14 @@ pub struct Memory {
     pub workspace: u64,
     /// The whole m and v gathered for a checkpoint (ZeRO-1 only).
     pub checkpoint: u64,
+    /// The bf16 mode's GEMM scratch, kept for the run once grown (0 in float32).
+    pub scratch: u64,
 }
 
 impl Memory {
     /// Kept for the whole run.
     pub fn persistent(&self) -> u64 {
-        self.weights + self.gradients + self.optimizer + self.activations
+        self.weights + self.gradients + self.optimizer + self.activations + self.scratch
     }
 
     /// Rollouts.
@@ -156,10 +163,30 @@ pub fn param_numels(cfg: &ModelConfig) -> Vec<u64> {
     specs.iter().map(|(_, s)| s.iter().product::<usize>() as u64).collect()
 }
 
-/// Weights: every parameter and the rope table inv_freq [hd / 2].
-pub fn weights_bytes(cfg: &ModelConfig) -> u64 {
+/// Weights: every parameter and the rope table inv_freq [hd / 2] (f32); in the bf16 mode each
+/// parameter as bf16 (2 bytes) and its f32 master (4).
+pub fn weights_bytes(cfg: &ModelConfig, bf16: bool) -> u64 {
     let params: u64 = param_numels(cfg).iter().sum();
-    ELEM * (params + (cfg.head_dim / 2) as u64)
+    let per_param = if bf16 { 2 + ELEM } else { ELEM };
+    per_param * params + ELEM * (cfg.head_dim / 2) as u64
+}
+
+/// The bf16 mode's GEMM scratch, an upper bound: bf16 copies (2 bytes an element) of the largest
+/// f32 A operand, [n, max(V, F, q_dim, d)] (an activation or output gradient, the [n, V] logits
+/// gradient of the head's backward the largest in training; n the positions of one forward:
+/// the update's micro-batch, a prefill's tokens), and of the largest f32 B operand, [n, max(d, F,
+/// q_dim)] (a layer input of a weight gradient dY^T X); the mixture's p [rows, V] is an A operand
+/// too. `n_train`: positions of the update's forward; `n_decode`: of a rollout forward; `rows`:
+/// rollout rows.
+pub fn gemm_scratch_bytes(cfg: &ModelConfig, n_train: usize, n_decode: usize, rows: usize) -> u64 {
+    let (d, qd, _, f) = dims(cfg);
+    let v = cfg.vocab_size as u64;
+    let (nt, nd, r) = (n_train as u64, n_decode as u64, rows as u64);
+    let a = (nt * v.max(f).max(qd).max(d))
+        .max(nd * f.max(qd).max(d).max(v))
+        .max(r * v);
+    let b = nt.max(nd) * d.max(f).max(qd);
+    2 * (a + b)
 }
 
 /// n rounded up to a multiple of `ranks`.
@@ -290,8 +317,11 @@ pub fn plan(cfg: &ModelConfig, s: &RunShape) -> Memory {
     let max_t = s.max_t();
     let decode_rows = s.rollout_rows().max(s.val_rows());
     let dec = decode_bytes(cfg, decode_rows, s.prompt_tokens, max_t);
+    // a rollout forward's positions: the larger prefill (one call for equal prompts, else the
+    // longer of a prompt and the rows), at least a decode step's rows
+    let n_decode = (decode_rows * s.prompt_tokens).max(decode_rows);
     Memory {
-        weights: weights_bytes(cfg),
+        weights: weights_bytes(cfg, s.bf16),
         gradients: gradients_bytes(cfg, s.devices),
         optimizer: optimizer_bytes(cfg, s.devices, s.zero, s.moments),
         activations: activations_bytes(cfg, rows, max_t, s.recompute),
@@ -300,6 +330,11 @@ pub fn plan(cfg: &ModelConfig, s: &RunShape) -> Memory {
         logits: dec.logits,
         workspace: dec.workspace,
         checkpoint: checkpoint_bytes(cfg, s.zero),
+        scratch: if s.bf16 {
+            gemm_scratch_bytes(cfg, rows * max_t, n_decode, decode_rows)
+        } else {
+            0
+        },
     }
 }
 
@@ -344,7 +379,7 @@ pub fn check_fits(m: &Memory, free: u64, device: &str) -> crate::Result<()> {
     }
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     Err(crate::Error::invalid(alloc::format!(
-        "{device}: the run needs {:.2} GiB ({total} bytes) but {:.2} GiB ({free} bytes) are free (weights {:.2}, gradients {:.2}, optimizer {:.2}, activations {:.2}, rl terms {:.2}, kv cache {:.2}, logits {:.2}, workspace {:.2}, checkpoint {:.2} GiB); see `softcot plan` (--micro-batch, --rollout-batch, --recompute)",
+        "{device}: the run needs {:.2} GiB ({total} bytes) but {:.2} GiB ({free} bytes) are free (weights {:.2}, gradients {:.2}, optimizer {:.2}, activations {:.2}, rl terms {:.2}, kv cache {:.2}, logits {:.2}, workspace {:.2}, checkpoint {:.2}, gemm scratch {:.2} GiB); see `softcot plan` (--micro-batch, --rollout-batch, --recompute)",
         gib(total),
         gib(free),
         gib(m.weights),
@@ -356,6 +391,7 @@ pub fn check_fits(m: &Memory, free: u64, device: &str) -> crate::Result<()> {
         gib(m.logits),
         gib(m.workspace),
         gib(m.checkpoint),
+        gib(m.scratch),
     )))
 }
 
@@ -394,6 +430,7 @@ mod tests {
             devices: 1,
             zero: false,
             moments: Moments::F32,
+            bf16: false,
         }
     }
 
@@ -403,7 +440,12 @@ mod tests {
         // embed 40, input norm 4, q 16, k 8, v 8, o 16, post norm 4, gate/up/down 32 each,
         // final norm 4, lm_head 40
         assert_eq!(param_numels(&c).iter().sum::<u64>(), 236);
-        assert_eq!(weights_bytes(&c), 4 * (236 + 1), "plus inv_freq [hd / 2]");
+        assert_eq!(weights_bytes(&c, false), 4 * (236 + 1), "plus inv_freq [hd / 2]");
+        assert_eq!(
+            weights_bytes(&c, true),
+            6 * 236 + 4,
+            "bf16 and its f32 master; inv_freq f32"
+        );
         assert_eq!(gradients_bytes(&c, 1), 4 * 236);
         assert_eq!(optimizer_bytes(&c, 3, false, Moments::F32), 4 * 2 * 236);
         // bf16 moments: ceil(n / 2) slots per tensor, 20 + 2 + 8 + 4 + 4 + 8 + 2 + 3 x 16 + 2 + 20
@@ -518,6 +560,7 @@ mod tests {
             logits: 1 << 30,
             workspace: 1 << 30,
             checkpoint: 0,
+            scratch: 0,
         };
         assert_eq!(m.total(), 142 << 30);
         assert!(check_fits(&m, 142 << 30, "cuda 0").is_ok());

@@ -9,27 +9,56 @@ use softcot_core::philox;
 use crate::reference::{self as r, up};
 use crate::{max_abs_err, rel_err, TestRng};
 
+/// How a backend computes: float32 throughout, or the CUDA backend's bf16 mode, which stores
+/// weights as bf16 and whose GEMMs multiply their operands rounded to bf16 (products exact in f32,
+/// summed in f32). The references round the same way, so the float32 tolerances hold in both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compute {
+    F32,
+    Bf16,
+}
+
+impl Compute {
+    /// `x` as a GEMM multiplies it, or as a weight is stored.
+    pub fn round(self, x: &[f32]) -> Vec<f32> {
+        match self {
+            Compute::F32 => x.to_vec(),
+            Compute::Bf16 => stored(DType::BF16, x),
+        }
+    }
+}
+
 /// Runs every check on `be` (forward and backward); panics on the first failure with the measured
 /// error. Backends that train run this.
 pub fn run_all<B: Train>(be: &B) {
-    run_forward(be);
-    crate::gradcheck::run_all(be);
+    run_all_in(be, Compute::F32);
+}
+
+/// [`run_all`] for a backend computing as `ops` says.
+pub fn run_all_in<B: Train>(be: &B, ops: Compute) {
+    run_forward_in(be, ops);
+    crate::gradcheck::run_all(be, ops);
     adamw_bf16_moments(be);
     stochastic_rounding_is_unbiased(be);
 }
 
 /// The forward ops only: what an inference backend (wgpu) must pass.
 pub fn run_forward<B: Backend>(be: &B) {
-    println!("conformance on {}", be.name());
-    gemm(be);
+    run_forward_in(be, Compute::F32);
+}
+
+/// [`run_forward`] for a backend computing as `ops` says.
+pub fn run_forward_in<B: Backend>(be: &B, ops: Compute) {
+    println!("conformance on {} (compute {ops:?})", be.name());
+    gemm(be, ops);
     elementwise(be);
     rmsnorm(be);
     rope(be);
     attention(be);
-    heads(be);
-    soft_head(be);
+    heads(be, ops);
+    soft_head(be, ops);
     for dtype in [DType::F32, DType::F16, DType::BF16] {
-        sum_squares(be, dtype);
+        sum_squares(be, dtype, ops);
     }
     noise(be);
     sampling(be);
@@ -49,16 +78,20 @@ pub fn stored(dtype: DType, host: &[f32]) -> Vec<f32> {
     out
 }
 
-/// `sum_squares` of a weight stored as `dtype` against the float64 sum of its stored values, on
-/// sizes around wgpu's 256-thread and 4096-element blocks and the CPU's 65536-element tasks, and
-/// ones spanning many of each.
-pub fn sum_squares<B: Backend>(be: &B, dtype: DType) {
+/// `sum_squares` of a weight stored as `dtype` against the float64 sum of its stored values (as
+/// `ops` stores weights: bf16-rounded in the bf16 mode), on sizes around wgpu's 256-thread and
+/// 4096-element blocks and the CPU's 65536-element tasks, and ones spanning many of each.
+pub fn sum_squares<B: Backend>(be: &B, dtype: DType, ops: Compute) {
     let mut rng = TestRng(7);
     for n in [1, 17, 255, 257, 4097, 65_537, 100_003, 300_001] {
         // Magnitudes from 2^-8 to 2^4, so that blocks add terms of very different sizes.
         let host: Vec<f32> = (0..n).map(|i| rng.uniform() * 2f32.powi((i % 13) as i32 - 8)).collect();
         let buf = be.upload_weight(&encode(dtype, &host), dtype, n).unwrap();
-        let want: f64 = stored(dtype, &host).iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let want: f64 = ops
+            .round(&stored(dtype, &host))
+            .iter()
+            .map(|&v| (v as f64) * (v as f64))
+            .sum();
         let got = be.sum_squares(&buf, n).unwrap();
         let rel = (got - want).abs() / want;
         println!("sum_squares n = {n:<6} {dtype:?}: relative error {rel:.2e} (tol {TOL_SUMSQ:.1e})");
@@ -71,14 +104,14 @@ fn report(op: &str, err: f64, tol: f64) {
     assert!(err <= tol, "{op}: error {err:.3e} exceeds {tol:.1e}");
 }
 
-fn check_gemm<B: Backend>(be: &B, rng: &mut TestRng, g: Gemm, label: &str) {
+fn check_gemm<B: Backend>(be: &B, ops: Compute, rng: &mut TestRng, g: Gemm, label: &str) {
     let (la, lb, lc) = g.required_lens();
     let (a, b, c) = (rng.vec(la, 1.0), rng.vec(lb, 1.0), rng.vec(lc, 1.0));
     let mut cb = be.upload(&c).unwrap();
     be.gemm(&mut cb, &be.upload(&a).unwrap(), &be.upload(&b).unwrap(), g)
         .unwrap();
     let got = be.download(&cb, lc).unwrap();
-    let want = r::gemm(&up(&c), &up(&a), &up(&b), g);
+    let want = r::gemm(&up(&c), &up(&ops.round(&a)), &up(&ops.round(&b)), g);
     // float32 dot products of k terms of magnitude <= 1: error grows like sqrt(k) * eps.
     report(
         label,
@@ -87,7 +120,7 @@ fn check_gemm<B: Backend>(be: &B, rng: &mut TestRng, g: Gemm, label: &str) {
     );
 }
 
-pub fn gemm<B: Backend>(be: &B) {
+pub fn gemm<B: Backend>(be: &B, ops: Compute) {
     let mut rng = TestRng(1);
     for &(m, n, k) in &[
         (1, 1, 1),
@@ -109,7 +142,7 @@ pub fn gemm<B: Backend>(be: &B) {
                     trans_b: tb,
                     ..Gemm::nn(m, n, k)
                 };
-                check_gemm(be, &mut rng, g, &format!("gemm {m}x{n}x{k} ta={ta} tb={tb}"));
+                check_gemm(be, ops, &mut rng, g, &format!("gemm {m}x{n}x{k} ta={ta} tb={tb}"));
             }
         }
     }
@@ -118,7 +151,7 @@ pub fn gemm<B: Backend>(be: &B) {
         beta: 1.0,
         ..Gemm::linear(5, 19, 23)
     };
-    check_gemm(be, &mut rng, acc, "gemm alpha=0.5 beta=1 (accumulate)");
+    check_gemm(be, ops, &mut rng, acc, "gemm alpha=0.5 beta=1 (accumulate)");
     // A prefill-sized x @ W^T with k >= n: the CPU multiplies a transposed copy of W (as 130x70x200
     // above); here accumulating, so the copy's product must honour alpha and beta too.
     let acc_t = Gemm {
@@ -126,13 +159,19 @@ pub fn gemm<B: Backend>(be: &B) {
         beta: 1.0,
         ..Gemm::linear(70, 33, 90)
     };
-    check_gemm(be, &mut rng, acc_t, "gemm 70x33x90 ta=false tb=true alpha=0.5 beta=1");
+    check_gemm(
+        be,
+        ops,
+        &mut rng,
+        acc_t,
+        "gemm 70x33x90 ta=false tb=true alpha=0.5 beta=1",
+    );
     let acc_nn = Gemm {
         alpha: 0.5,
         beta: 1.0,
         ..Gemm::nn(3, 40, 4500)
     };
-    check_gemm(be, &mut rng, acc_nn, "gemm nn, long k, alpha=0.5 beta=1");
+    check_gemm(be, ops, &mut rng, acc_nn, "gemm nn, long k, alpha=0.5 beta=1");
     let batched = Gemm {
         batch: 3,
         stride_a: 9 * 11 + 2,
@@ -143,7 +182,7 @@ pub fn gemm<B: Backend>(be: &B) {
         off_c: 2,
         ..Gemm::nn(9, 6, 11)
     };
-    check_gemm(be, &mut rng, batched, "gemm batched, strided, offset");
+    check_gemm(be, ops, &mut rng, batched, "gemm batched, strided, offset");
     let last_rows = Gemm {
         m: 1,
         batch: 5,
@@ -154,11 +193,12 @@ pub fn gemm<B: Backend>(be: &B) {
     };
     check_gemm(
         be,
+        ops,
         &mut rng,
         last_rows,
         "gemm last-row-per-batch (lm_head on last tokens)",
     );
-    check_gemm(be, &mut rng, Gemm::nn(4, 5, 0), "gemm k=0");
+    check_gemm(be, ops, &mut rng, Gemm::nn(4, 5, 0), "gemm k=0");
 }
 
 pub fn elementwise<B: Backend>(be: &B) {
@@ -406,7 +446,7 @@ fn attention_calls<B: Backend>(
     }
 }
 
-pub fn heads<B: Backend>(be: &B) {
+pub fn heads<B: Backend>(be: &B, ops: Compute) {
     let mut rng = TestRng(6);
     let (rows, v) = (3, 1001);
     let z = rng.vec(rows * v, 8.0);
@@ -453,7 +493,7 @@ pub fn heads<B: Backend>(be: &B) {
     assert_eq!(got[1], 10, "argmax must take the lowest index on ties");
     println!("  {:<44} exact", "argmax (ties to lowest index)");
 
-    check_mixture(be, &z, rows, v, 24, 0.5, &mut rng);
+    check_mixture(be, ops, &z, rows, v, 24, 0.5, &mut rng);
     // Vocabularies of a few thousand (the CPU's skinny product sums E in chunks of 2048 rows) with
     // the decode batch's 8 rows, 10 (the kernel's register tiles change at 8 and 10 rows) and the
     // rollouts' 16, soft and fuzzy, plus the RL update's many.
@@ -461,7 +501,7 @@ pub fn heads<B: Backend>(be: &B) {
     for (rows, v, d) in [(8, 4000, 40), (10, 2100, 53), (16, 3000, 19), (20, 2500, 8)] {
         let z = rng.vec(rows * v, 8.0);
         for tau in [0.5, 1e-4] {
-            check_mixture(be, &z, rows, v, d, tau, &mut rng);
+            check_mixture(be, ops, &z, rows, v, d, tau, &mut rng);
         }
     }
 }
@@ -472,7 +512,7 @@ pub fn heads<B: Backend>(be: &B) {
 /// vocabulary chunks. An untied table rewritten between two calls must give the new table's mixture
 /// (a backend keeping a derived copy must not read a stale one), and so must a later call reading
 /// a shorter prefix of the same buffers.
-fn soft_head<B: Backend>(be: &B) {
+fn soft_head<B: Backend>(be: &B, ops: Compute) {
     let mut rng = TestRng(11);
     for (rows, v, d, tied) in [
         (3, 1001, 24, true),
@@ -507,6 +547,7 @@ fn soft_head<B: Backend>(be: &B) {
             let table = if tied { &head } else { &untied };
             check_soft_head(
                 be,
+                ops,
                 &xn,
                 &head,
                 table,
@@ -518,11 +559,12 @@ fn soft_head<B: Backend>(be: &B) {
         if !tied {
             let rewritten = rng.vec(v * d, 1.0);
             be.write(&mut tb, &rewritten).unwrap();
-            check_soft_head(be, &xn, &head, &rewritten, (&xb, &hb, &tb), (rows, v, d), 0.5);
+            check_soft_head(be, ops, &xn, &head, &rewritten, (&xb, &hb, &tb), (rows, v, d), 0.5);
             // The same buffers read as a shorter vocabulary (ops use the prefix their sizes cover).
             let w = (v - 7) * d;
             check_soft_head(
                 be,
+                ops,
                 &xn,
                 &head[..w],
                 &rewritten[..w],
@@ -536,8 +578,10 @@ fn soft_head<B: Backend>(be: &B) {
 
 /// One `soft_head` call on uploaded xn, head and table against float64: logits, ids (row 0 holds a
 /// tie at 5, see [`soft_head`]) and the mixture of the logits the backend computed.
+#[allow(clippy::too_many_arguments)]
 fn check_soft_head<B: Backend>(
     be: &B,
+    ops: Compute,
     xn: &[f32],
     head: &[f32],
     table: &[f32],
@@ -556,7 +600,12 @@ fn check_soft_head<B: Backend>(
     let tied = std::ptr::eq(hb, tb);
     let shape = format!("{rows}x{v}x{d} tied={tied} tau={tau}");
     let got = be.download(&logits, rows * v).unwrap();
-    let want = r::gemm(&vec![0.0; rows * v], &up(xn), &up(head), Gemm::linear(rows, v, d));
+    let want = r::gemm(
+        &vec![0.0; rows * v],
+        &up(&ops.round(xn)),
+        &up(&ops.round(head)),
+        Gemm::linear(rows, v, d),
+    );
     report(
         &format!("soft_head logits {shape}"),
         max_abs_err(&got, &want),
@@ -573,10 +622,7 @@ fn check_soft_head<B: Backend>(
     assert_eq!(be.download_ids(&ids, rows).unwrap(), argmax, "soft_head ids {shape}");
     // The mixture of the logits the backend computed (a logit's rounding, times 1 / tau, is
     // not the mixture's error).
-    let pr = r::softmax(&up(&got), rows, v, tau as f64);
-    let want: Vec<f64> = (0..rows * d)
-        .map(|i| (0..v).map(|j| pr[(i / d) * v + j] * table[j * d + i % d] as f64).sum())
-        .collect();
+    let want = mixture_of(ops, &r::softmax(&up(&got), rows, v, tau as f64), table, rows, v, d);
     report(
         &format!("soft_head mixture {shape}"),
         max_abs_err(&be.download(&mix, rows * d).unwrap(), &want),
@@ -591,17 +637,41 @@ fn mixture_tol(v: usize) -> f64 {
     2e-6 * (v as f64 / 1001.0).sqrt().max(1.0)
 }
 
+/// The mixture `p @ table` (p: [rows, v], table: [v, d]) in float64 of the operands as a GEMM of
+/// `ops` multiplies them: with bf16 operands, p as the backend holds it (f32) rounded to bf16.
+/// (Where p's f32 rounding straddles a bf16 rounding boundary the two roundings differ by one bf16
+/// ulp of one p_j: a change of at most 2^-8 p_j |E| <= 2^-8 / V on average, far under the tolerance
+/// unless the element is one of the few large p_j, which these inputs do not put near a boundary.)
+fn mixture_of(ops: Compute, p: &[f64], table: &[f32], rows: usize, v: usize, d: usize) -> Vec<f64> {
+    let p: Vec<f64> = match ops {
+        Compute::F32 => p.to_vec(),
+        Compute::Bf16 => up(&ops.round(&p.iter().map(|&x| x as f32).collect::<Vec<_>>())),
+    };
+    let table = ops.round(table);
+    (0..rows * d)
+        .map(|i| (0..v).map(|j| p[(i / d) * v + j] * table[j * d + i % d] as f64).sum())
+        .collect()
+}
+
 /// `mixture` against the float64 softmax and product; `p` must hold the softmax afterwards.
-fn check_mixture<B: Backend>(be: &B, z: &[f32], rows: usize, v: usize, d: usize, tau: f32, rng: &mut TestRng) {
+#[allow(clippy::too_many_arguments)]
+fn check_mixture<B: Backend>(
+    be: &B,
+    ops: Compute,
+    z: &[f32],
+    rows: usize,
+    v: usize,
+    d: usize,
+    tau: f32,
+    rng: &mut TestRng,
+) {
     let table = rng.vec(v * d, 1.0);
     let (mut mix, mut p) = (be.zeros(rows * d).unwrap(), be.zeros(rows * v).unwrap());
     let zb = be.upload(z).unwrap();
     be.mixture(&mut mix, &mut p, &zb, &be.upload(&table).unwrap(), rows, v, d, tau)
         .unwrap();
     let pr = r::softmax(&up(z), rows, v, tau as f64);
-    let want: Vec<f64> = (0..rows * d)
-        .map(|i| (0..v).map(|j| pr[(i / d) * v + j] * table[j * d + i % d] as f64).sum())
-        .collect();
+    let want = mixture_of(ops, &pr, &table, rows, v, d);
     let shape = format!("{rows}x{v}x{d}, tau={tau}");
     report(
         &format!("mixture softmax(z/tau) @ E {shape}"),
@@ -612,6 +682,73 @@ fn check_mixture<B: Backend>(be: &B, z: &[f32], rows: usize, v: usize, d: usize,
         &format!("mixture leaves p = softmax {shape}"),
         max_abs_err(&be.download(&p, rows * v).unwrap(), &pr),
         2e-6,
+    );
+}
+
+/// The forward ops that read a weight, given weights uploaded from bf16 bytes (what a bf16
+/// checkpoint holds): each against float64 of the stored values with the float32 tolerances, so a
+/// backend storing weights narrower (the CUDA backend's bf16 mode) must read them as stored.
+/// Values bf16 holds exactly and f16 too (multiples of 2^-6 up to 1 in magnitude).
+pub fn bf16_weights<B: Backend>(be: &B, ops: Compute) {
+    let mut rng = TestRng(31);
+    let mut weight = |n: usize| -> (Vec<f32>, B::Buf) {
+        let v: Vec<f32> = (0..n).map(|_| (rng.uniform() * 64.0).round() / 64.0).collect();
+        let b = be.upload_weight(&encode(DType::BF16, &v), DType::BF16, n).unwrap();
+        (v, b)
+    };
+    let (rows, d, v) = (5, 37, 11);
+    let x = TestRng(32).vec(rows * d, 2.0);
+    let xb = be.upload(&x).unwrap();
+
+    let (w, wb) = weight(d);
+    let (mut out, mut rstd) = (be.zeros(rows * d).unwrap(), be.zeros(rows).unwrap());
+    be.rmsnorm(&mut out, Some(&mut rstd), &xb, &wb, rows, d, 1e-5).unwrap();
+    let want = r::rmsnorm(&up(&x), &up(&w), rows, d, 1e-5).0;
+    report(
+        "rmsnorm, bf16-stored w",
+        max_abs_err(&be.download(&out, rows * d).unwrap(), &want),
+        2e-6,
+    );
+
+    let (bias, bb) = weight(d);
+    let mut y = be.upload(&x).unwrap();
+    be.add_bias(&mut y, &bb, rows, d).unwrap();
+    let want: Vec<f64> = (0..rows * d).map(|i| x[i] as f64 + bias[i % d] as f64).collect();
+    report(
+        "add_bias, bf16-stored bias",
+        max_abs_err(&be.download(&y, rows * d).unwrap(), &want),
+        1e-6,
+    );
+
+    let (table, tb) = weight(v * d);
+    let ids = [3u32, 0, 10, 3, 7];
+    let mut e = be.zeros(rows * d).unwrap();
+    be.embedding(&mut e, &tb, &be.upload_ids(&ids).unwrap(), rows, d)
+        .unwrap();
+    let want: Vec<f32> = ids
+        .iter()
+        .flat_map(|&i| table[i as usize * d..][..d].to_vec())
+        .collect();
+    assert_eq!(
+        be.download(&e, rows * d).unwrap(),
+        want,
+        "embedding of a bf16-stored table"
+    );
+    println!("  {:<44} exact", "embedding, bf16-stored table");
+
+    let (wl, wlb) = weight(v * d);
+    let mut yl = be.zeros(rows * v).unwrap();
+    be.gemm(&mut yl, &xb, &wlb, Gemm::linear(rows, v, d)).unwrap();
+    let want = r::gemm(
+        &vec![0.0; rows * v],
+        &up(&ops.round(&x)),
+        &up(&wl),
+        Gemm::linear(rows, v, d),
+    );
+    report(
+        "linear x W^T, bf16-stored W",
+        max_abs_err(&be.download(&yl, rows * v).unwrap(), &want),
+        1e-5 * (d as f64).sqrt() * 4.0,
     );
 }
 

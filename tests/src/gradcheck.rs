@@ -4,6 +4,9 @@
 
 use softcot_core::backend::{AdamwStep, AttnShape, Gemm, RopeShape, Train};
 
+use softcot_core::dtype::{encode, DType};
+
+use crate::conformance::{stored, Compute};
 use crate::reference::{self as r, up};
 use crate::{rel_err, TestRng};
 
@@ -37,24 +40,35 @@ fn check(op: &str, got: &[f32], want: &[f64]) {
     assert!(e < TOL, "{op}: relative error {e:.3e}");
 }
 
-pub fn run_all<B: Train>(be: &B) {
-    linear(be);
+/// Every backward check; `ops` says how the backend's GEMM rounds its operands. With bf16
+/// operands the soft policy check is left out: its loss runs through GEMMs whose rounded operands
+/// (p, E) are what the finite differences would differentiate, so only float32 defines it; its
+/// ops are checked in the float32 mode and the bf16 GEMM by `linear` and `conformance::gemm`.
+pub fn run_all<B: Train>(be: &B, ops: Compute) {
+    linear(be, ops);
     rmsnorm(be);
     rope(be);
     attention(be);
     swiglu(be);
     embedding_and_bias(be);
     cross_entropy(be);
-    soft_policy(be);
+    match ops {
+        Compute::F32 => soft_policy(be),
+        Compute::Bf16 => println!("  {:<44} float32 mode only", "soft policy gradients"),
+    }
     adamw(be);
 }
 
-/// y = x W^T: dx = dy W and dW += dy^T x through the transposed products the model uses.
-fn linear<B: Train>(be: &B) {
+/// y = x W^T: dx = dy W and dW += dy^T x through the transposed products the model uses. With
+/// bf16 operands the backward products multiply rounded dy, W and x, so the loss differentiated
+/// is dy_r . (x W_r^T) for dx and dy_r . (x_r W^T) for dW (r: rounded), whose derivatives are
+/// exactly those products.
+fn linear<B: Train>(be: &B, ops: Compute) {
     let mut rng = TestRng(21);
     let (m, n, k) = (5, 7, 9);
     let (x, w, dy) = (rng.vec(m * k, 1.0), rng.vec(n * k, 1.0), rng.vec(m * n, 1.0));
-    let loss = |x: &[f64], w: &[f64]| dot(&up(&dy), &r::gemm(&vec![0.0; m * n], x, w, Gemm::linear(m, n, k)));
+    let (xr, wr, dyr) = (up(&ops.round(&x)), up(&ops.round(&w)), up(&ops.round(&dy)));
+    let loss = |x: &[f64], w: &[f64]| dot(&dyr, &r::gemm(&vec![0.0; m * n], x, w, Gemm::linear(m, n, k)));
     let (xb, wb, dyb) = (be.upload(&x).unwrap(), be.upload(&w).unwrap(), be.upload(&dy).unwrap());
     let mut dx = be.zeros(m * k).unwrap();
     be.gemm(&mut dx, &dyb, &wb, Gemm::nn(m, k, n)).unwrap();
@@ -73,21 +87,28 @@ fn linear<B: Train>(be: &B) {
     check(
         "linear dx = dy W",
         &be.download(&dx, m * k).unwrap(),
-        &fd(|x| loss(x, &up(&w)), &up(&x)),
+        &fd(|x| loss(x, &wr), &up(&x)),
     );
     check(
         "linear dW += dy^T x",
         &be.download(&dw, n * k).unwrap(),
-        &fd(|w| loss(&up(&x), w), &up(&w)),
+        &fd(|w| loss(&xr, w), &up(&w)),
     );
 }
 
 fn rmsnorm<B: Train>(be: &B) {
     let mut rng = TestRng(22);
     let (rows, d, eps) = (6, 13, 1e-5);
-    let (x, w, dy) = (rng.vec(rows * d, 2.0), rng.vec(d, 1.5), rng.vec(rows * d, 1.0));
+    // w as a model's weight: uploaded from bf16 bytes (values bf16 holds), which a backend storing
+    // weights narrower must read as stored.
+    let (x, w, dy) = (
+        rng.vec(rows * d, 2.0),
+        stored(DType::BF16, &rng.vec(d, 1.5)),
+        rng.vec(rows * d, 1.0),
+    );
     let loss = |x: &[f64], w: &[f64]| dot(&up(&dy), &r::rmsnorm(x, w, rows, d, eps).0);
-    let (xb, wb) = (be.upload(&x).unwrap(), be.upload(&w).unwrap());
+    let xb = be.upload(&x).unwrap();
+    let wb = be.upload_weight(&encode(DType::BF16, &w), DType::BF16, d).unwrap();
     let (mut out, mut rstd) = (be.zeros(rows * d).unwrap(), be.zeros(rows).unwrap());
     be.rmsnorm(&mut out, Some(&mut rstd), &xb, &wb, rows, d, eps).unwrap();
     let (mut dx, mut dw) = (

@@ -56,16 +56,21 @@ pub mod memmodel;
 /// `SOFTCOT_CUDA_DEVICE` names (tools/cuda-check.sh on a lent GPU; a GPU that cannot be opened
 /// fails the test).
 pub fn cuda_under_test() -> (softcot_cuda::CudaBackend, String) {
+    cuda_under_test_in(softcot_cuda::Precision::F32)
+}
+
+/// [`cuda_under_test`] in the compute mode `prec` (float32, or bf16 weights and GEMMs).
+pub fn cuda_under_test_in(prec: softcot_cuda::Precision) -> (softcot_cuda::CudaBackend, String) {
     match std::env::var("SOFTCOT_CUDA_DEVICE") {
         Ok(n) => {
             let ordinal: usize = n
                 .trim()
                 .parse()
                 .unwrap_or_else(|_| panic!("SOFTCOT_CUDA_DEVICE={n}: not a device ordinal"));
-            let be = softcot_cuda::CudaBackend::new(ordinal)
+            let be = softcot_cuda::CudaBackend::new_with(ordinal, prec)
                 .unwrap_or_else(|e| panic!("SOFTCOT_CUDA_DEVICE={n}: {}", e.msg));
             (be, format!("GPU {ordinal}"))
         }
-        Err(_) => (softcot_cuda::CudaBackend::host(), "host build".to_string()),
+        Err(_) => (softcot_cuda::CudaBackend::host_with(prec), "host build".to_string()),
     }
 }

@@ -3,13 +3,27 @@
 //! With `SOFTCOT_CUDA_DEVICE=N` (tools/cuda-check.sh on a lent GPU) the same checks run on GPU N,
 //! and a GPU that cannot be opened fails the test.
 
-use softcot_tests::{conformance, cuda_under_test};
+use softcot_cuda::Precision;
+use softcot_tests::conformance::{self, Compute};
+use softcot_tests::{cuda_under_test, cuda_under_test_in};
 
 #[test]
 fn cuda_backend_conforms() {
     let (be, place) = cuda_under_test();
     println!("cuda conformance on the {place}");
     conformance::run_all(&be);
+    conformance::bf16_weights(&be, Compute::F32);
+}
+
+/// The whole suite in the bf16 compute mode: GEMMs on bf16 operands (the references round them
+/// too, so the float32 tolerances hold), every other op in f32 as in the float32 mode, and the
+/// ops that read weights on weights stored bf16.
+#[test]
+fn cuda_backend_conforms_in_bf16() {
+    let (be, place) = cuda_under_test_in(Precision::Bf16);
+    println!("cuda conformance (bf16 mode) on the {place}");
+    conformance::run_all_in(&be, Compute::Bf16);
+    conformance::bf16_weights(&be, Compute::Bf16);
 }
 
 /// A few kernel families, forward only (elementwise, rmsnorm, rope, attention, heads, noise,
@@ -22,7 +36,7 @@ fn cuda_kernel_subset() {
     conformance::rmsnorm(&be);
     conformance::rope(&be);
     conformance::attention(&be);
-    conformance::heads(&be);
+    conformance::heads(&be, Compute::F32);
     conformance::noise(&be);
     conformance::sampling(&be);
 }

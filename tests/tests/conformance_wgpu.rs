@@ -379,8 +379,8 @@ fn check_f16_kernels(be: &WgpuBackend, max_binding: Option<u64>) {
     let err = max_abs_err(&be.download(&out, rows * d).unwrap(), &biased);
     assert!(err < 4e-6, "f16 add_bias: {err:.3e}");
 
-    c::sum_squares(be, DType::F16);
-    c::sum_squares(be, DType::BF16);
+    c::sum_squares(be, DType::F16, c::Compute::F32);
+    c::sum_squares(be, DType::BF16, c::Compute::F32);
 
     // A bf16 tensor with a value beyond f16's range stays f32 instead of holding infinity.
     let big = [1.0f32, 3.0e5, -2.0];

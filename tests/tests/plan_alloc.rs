@@ -1,5 +1,6 @@
 //! `softcot plan`'s figures against the bytes the CPU backend, and the CUDA backend's host build
-//! (the same allocation code as on a GPU, with host vectors for device memory), allocate, component
+//! in both compute modes (the same allocation code as on a GPU, with host vectors for device
+//! memory; the bf16 mode's GEMM scratch, an upper bound in the plan, checked as one), allocate, component
 //! by component, for the tiny preset and every fixture model: loading the weights, `new_grads`, `AdamW::new`,
 //! `new_train_acts` with and without recomputation, a rollout batch's `Decoder::new`, and the peak
 //! of one micro-batch of the RL update. A global allocator of this test binary counts live heap
@@ -24,7 +25,7 @@ use softcot_core::rl::{RlSeq, RlSettings, Step, StepConfig, Thinking};
 use softcot_core::think::{Decoder, NoiseAt, RowState, ThinkConfig, ThinkMode, PREFILL_AFTER_STOP, PREFILL_AT_BUDGET};
 use softcot_core::{Backend, Train};
 use softcot_cpu::CpuBackend;
-use softcot_cuda::CudaBackend;
+use softcot_cuda::{CudaBackend, Precision};
 use softcot_tests::fixtures;
 use softcot_tests::heap::{kept, peak_growth, Counting};
 use softcot_tests::memmodel::{MemSource, ScriptedTokens};
@@ -69,16 +70,25 @@ fn shape(recompute: bool) -> RunShape {
         devices: 1,
         zero: false,
         moments: Moments::F32,
+        bf16: false,
     }
 }
 
-fn check_model<B: Train>(name: &str, be: &B, load: impl FnOnce() -> Model<B>) {
+/// `bf16`: the backend is the CUDA backend's bf16 mode made for training, whose weights are bf16
+/// with an f32 master each (a boxed buffer: its handle is host bookkeeping).
+fn check_model<B: Train>(name: &str, be: &B, bf16: bool, load: impl FnOnce() -> Model<B>) {
     let (model, bytes) = kept(load);
     let c = model.cfg.clone();
+    let masters = if bf16 {
+        model.params.len() * size_of::<B::Buf>()
+    } else {
+        0
+    };
     let host = list_heap(&model.params)
         + model.idx.layers.capacity() * size_of::<LayerIdx>()
-        + model.cfg.eos_token_ids.capacity() * size_of::<u32>();
-    exact(name, "weights (load)", bytes, plan::weights_bytes(&c), host);
+        + model.cfg.eos_token_ids.capacity() * size_of::<u32>()
+        + masters;
+    exact(name, "weights (load)", bytes, plan::weights_bytes(&c, bf16), host);
 
     let (grads, bytes) = kept(|| model.new_grads(be).unwrap());
     exact(
@@ -211,20 +221,38 @@ fn check_update<B: Train>(name: &str, be: &B, model: &Model<B>, s: &RunShape) {
     );
 }
 
-fn check_backend<B: Train>(be: &B) {
-    println!("{}", be.name());
+fn check_backend<B: Train>(be: &B, bf16: bool) {
+    println!("{}{}", be.name(), if bf16 { ", bf16 mode" } else { "" });
     let tiny: ModelConfig = preset("tiny").unwrap();
     let src = MemSource::random(&tiny, 3);
-    check_model("tiny", be, || Model::load(be, tiny.clone(), &src).unwrap());
+    check_model("tiny", be, bf16, || Model::load(be, tiny.clone(), &src).unwrap());
     for dir in fixtures::discover() {
         let md = ModelDir::open(&dir).unwrap();
-        check_model(&fixtures::name(&dir), be, || md.load(be).unwrap());
+        check_model(&fixtures::name(&dir), be, bf16, || md.load(be).unwrap());
     }
 }
 
 /// One test, so that nothing else allocates while it counts.
 #[test]
 fn plan_matches_what_the_backends_allocate() {
-    check_backend(&CpuBackend::new());
-    check_backend(&CudaBackend::host());
+    check_backend(&CpuBackend::new(), false);
+    check_backend(&CudaBackend::host(), false);
+    let bf16 = CudaBackend::host_with(Precision::Bf16).training();
+    check_backend(&bf16, true);
+    // The scratch has grown to the largest GEMM operands of every model's loads, rollouts and
+    // updates above: within the largest of their plans' bounds.
+    let bound = std::iter::once(preset("tiny").unwrap())
+        .chain(fixtures::discover().iter().map(|d| ModelDir::open(d).unwrap().config))
+        .map(|c| {
+            let s = RunShape {
+                bf16: true,
+                ..shape(false)
+            };
+            plan::plan(&c, &s).scratch
+        })
+        .max()
+        .unwrap();
+    let held = bf16.gemm_scratch_bytes() as u64;
+    println!("bf16 gemm scratch: {held} bytes held, plan's bound {bound}");
+    assert!(held <= bound, "the gemm scratch outgrew the plan's bound");
 }

@@ -43,6 +43,7 @@ pub(crate) fn host_copy<'a, T: Copy + Default>(l: &Launcher, buf: &'a Buffer<T>,
         }
         #[cfg(feature = "host")]
         (Mem::Device(_), Launcher::Host(_)) => Err(Error::backend("a device buffer given to the host launcher")),
+        (Mem::HostBf16(_), _) => Err(Error::backend("internal: a bf16 buffer read as 4-byte elements")),
     }
 }
 
@@ -384,21 +385,18 @@ pub(crate) mod tests {
     use softcot_core::backend::AttnShape;
     use softcot_core::philox::sample_uniform;
 
-    use crate::buffer::{Buffer, CudaBuf, CudaIds, Mem};
+    use crate::buffer::{Buffer, CudaBuf, CudaIds, Mem, Precision};
     use crate::host::Host;
     use crate::launch::Launcher;
 
     /// A host-path buffer holding `v`.
     pub(crate) fn buf<T: Copy>(v: &[T]) -> Buffer<T> {
-        Buffer {
-            mem: Mem::Host(v.to_vec()),
-            len: v.len(),
-        }
+        Buffer::new(Mem::Host(v.to_vec()), v.len(), Precision::F32)
     }
     pub(crate) fn read<T: Copy>(b: &Buffer<T>) -> Vec<T> {
         match &b.mem {
             Mem::Host(v) => v.clone(),
-            Mem::Device(_) => unreachable!("host-path tests hold host buffers"),
+            _ => unreachable!("host-path tests hold f32 host buffers"),
         }
     }
     /// `n` values in [-scale, scale), from Philox (stream `seed`).

@@ -2,8 +2,8 @@
 
 use softcot_core::Result;
 
-use super::need;
-use crate::buffer::CudaBuf;
+use super::{by_precision, need};
+use crate::buffer::{CudaBuf, Precision};
 use crate::launch::{u32_of, Arg, LaunchCfg, Launcher};
 
 /// One grid-stride launch of `kernel` over `n` elements (nothing to do for none).
@@ -21,9 +21,9 @@ pub(crate) fn add_bias(l: &Launcher, x: &mut CudaBuf, bias: &CudaBuf, rows: usiz
     let (r, c) = (u32_of(rows, "add_bias: rows")?, u32_of(n, "add_bias: n")?);
     run(
         l,
-        "add_bias_f32",
+        by_precision(bias, "add_bias_f32", "add_bias_bf16"),
         rows * n,
-        &[Arg::W(x), Arg::R(bias), Arg::U32(r), Arg::U32(c)],
+        &[Arg::W(x), Arg::RS(bias), Arg::U32(r), Arg::U32(c)],
     )
 }
 
@@ -35,7 +35,9 @@ pub(crate) fn add(l: &Launcher, y: &mut CudaBuf, x: &CudaBuf, n: usize) -> Resul
     run(l, "add_f32", n, &[Arg::W(y), Arg::R(x), Arg::U32(n32)])
 }
 
-/// `dst[dst_off ..][..n] = src[src_off ..][..n]`.
+/// `dst[dst_off ..][..n] = src[src_off ..][..n]` between the buffers' storages as they are:
+/// f32 <-> bf16 widens or rounds to nearest even (the gemm's operand conversion, a master's
+/// rounding); the backend's `copy` resolves masters before calling it.
 pub(crate) fn copy(
     l: &Launcher,
     dst: &mut CudaBuf,
@@ -46,14 +48,20 @@ pub(crate) fn copy(
 ) -> Result<()> {
     need(dst.len(), dst_off + n, "copy: dst")?;
     need(src.len(), src_off + n, "copy: src")?;
+    let kernel = match (dst.prec, src.prec) {
+        (Precision::F32, Precision::F32) => "copy_f32",
+        (Precision::F32, Precision::Bf16) => "copy_bf16_to_f32",
+        (Precision::Bf16, Precision::F32) => "copy_f32_to_bf16",
+        (Precision::Bf16, Precision::Bf16) => "copy_bf16",
+    };
     let args = [
-        Arg::W(dst),
+        Arg::WS(dst),
         Arg::U64(dst_off as u64),
-        Arg::R(src),
+        Arg::RS(src),
         Arg::U64(src_off as u64),
         Arg::U64(n as u64),
     ];
-    run(l, "copy_f32", n, &args)
+    run(l, kernel, n, &args)
 }
 
 /// `x[..n] = value`.

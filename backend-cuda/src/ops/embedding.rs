@@ -5,7 +5,7 @@ use softcot_core::backend::check::ids_in_vocab;
 use softcot_core::Result;
 
 use super::attention::host_copy;
-use super::need;
+use super::{by_precision, need};
 use crate::buffer::{CudaBuf, CudaIds};
 use crate::launch::{u32_of, Arg, LaunchCfg, Launcher};
 
@@ -51,8 +51,8 @@ pub(crate) fn embedding(
     check(l, "embedding", table.len(), out.len(), ids, rows, d)?;
     launch(
         l,
-        "embedding_forward",
-        [Arg::W(out), Arg::R(table), Arg::RI(ids)],
+        by_precision(table, "embedding_forward", "embedding_forward_bf16"),
+        [Arg::W(out), Arg::RS(table), Arg::RI(ids)],
         rows,
         d,
     )

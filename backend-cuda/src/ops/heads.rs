@@ -12,7 +12,7 @@ use softcot_core::backend::check::id_outside;
 use softcot_core::Result;
 
 use super::attention::host_copy;
-use super::need;
+use super::{by_precision, need};
 use crate::buffer::{CudaBuf, CudaIds};
 use crate::launch::{u32_of, Arg, LaunchCfg, Launcher};
 
@@ -219,13 +219,14 @@ pub(crate) fn gather_rows(
     let n = (src.len() / d).min(u32::MAX as usize) as u32;
     let args = [
         Arg::W(dst),
-        Arg::R(src),
+        Arg::RS(src),
         Arg::RI(index),
         Arg::U32(u32_of(rows, "gather_rows: rows")?),
         Arg::U32(u32_of(d, "gather_rows: d")?),
         Arg::U32(n),
     ];
-    l.launch("heads", "gather_rows", LaunchCfg::elements(rows * d), &args)
+    let kernel = by_precision(src, "gather_rows", "gather_rows_bf16");
+    l.launch("heads", kernel, LaunchCfg::elements(rows * d), &args)
 }
 
 /// Every row kernel at 32 to 1024 threads against float64 (exact where the op is), on the host

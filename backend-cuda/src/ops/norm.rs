@@ -3,7 +3,7 @@
 
 use softcot_core::Result;
 
-use super::need;
+use super::{by_precision, need};
 use crate::buffer::CudaBuf;
 use crate::launch::{u32_of, Arg, LaunchCfg, Launcher};
 
@@ -44,12 +44,13 @@ pub(crate) fn rmsnorm(
         Arg::W(out),
         rstd_arg,
         Arg::R(x),
-        Arg::R(w),
+        Arg::RS(w),
         Arg::U32(d32),
         Arg::F32(eps),
         Arg::U32(write),
     ];
-    l.launch("norm", "rmsnorm_forward", LaunchCfg::rows(rows, threads)?, &args)
+    let kernel = by_precision(w, "rmsnorm_forward", "rmsnorm_forward_bf16");
+    l.launch("norm", kernel, LaunchCfg::rows(rows, threads)?, &args)
 }
 
 /// Backward of [`rmsnorm`]: accumulates into `dx` and `dw`; `threads` per row of `dx`.
@@ -88,11 +89,12 @@ pub(crate) fn rmsnorm_backward(
         Arg::W(dx),
         Arg::R(dy),
         Arg::R(x),
-        Arg::R(w),
+        Arg::RS(w),
         Arg::R(rstd),
         Arg::U32(d32),
     ];
-    l.launch("norm", "rmsnorm_backward_dx", LaunchCfg::rows(rows, threads)?, &dx_args)?;
+    let kernel = by_precision(w, "rmsnorm_backward_dx", "rmsnorm_backward_dx_bf16");
+    l.launch("norm", kernel, LaunchCfg::rows(rows, threads)?, &dx_args)?;
     let dw_args = [
         Arg::W(dw),
         Arg::R(dy),

@@ -354,7 +354,7 @@ pub fn markdown(rows: &[(&str, &str, &McReport)]) -> String {
 pub fn run(a: &EvalArgs, model: &Path, data: &Path) -> Result<()> {
     let items = load(data, a.limit)?;
     let md = ModelDir::open(model)?;
-    with_backend!(a.backend, a.device, |be| run_on(&be, a, data, &md, &items))
+    with_backend!(a.backend, a.device, a.dtype, |be| run_on(&be, a, data, &md, &items))
 }
 
 /// Scores on one backend, writes OUT/eval.json and OUT/eval.md, prints the table (or the JSON).

@@ -25,7 +25,7 @@ use softcot_core::rollout::{reward, Rewards};
 use softcot_core::think::{after_prompt, generate, NoiseAt, NoiseScale, Tokens};
 use softcot_core::{Backend, Error, Result};
 
-use crate::args::{check_noise, parse_noise_at, BackendKind, Format, NoiseKind};
+use crate::args::{check_noise, parse_noise_at, BackendKind, ComputeDtype, Format, NoiseKind};
 use crate::dataset::{self, Problem, PAPER_TEMPLATE};
 use crate::progress::Progress;
 use crate::{config_file, with_backend};
@@ -117,6 +117,10 @@ pub struct EvalArgs {
     /// The GPU to run on with --backend cuda, as `softcot devices` numbers them.
     #[arg(long, default_value_t = 0)]
     device: usize,
+    /// Compute precision: bf16 (--backend cuda's default: bf16 weights and matmul operands, f32
+    /// accumulation) or f32 (the only one of cpu and wgpu).
+    #[arg(long, value_enum)]
+    dtype: Option<ComputeDtype>,
     /// The model's name in the table (default: the model folder name).
     #[arg(long)]
     label: Option<String>,
@@ -479,7 +483,9 @@ pub fn run(a: EvalArgs, matches: &ArgMatches) -> Result<()> {
         eprintln!("warning: {warning}");
     }
     let md = ModelDir::open(model)?;
-    with_backend!(a.backend, a.device, |be| run_on(&be, &a, data, &s, &md, &problems))
+    with_backend!(a.backend, a.device, a.dtype, |be| run_on(
+        &be, &a, data, &s, &md, &problems
+    ))
 }
 
 /// Evaluates on one backend, then writes OUT/eval.json and OUT/eval.md and prints the table.

@@ -16,7 +16,7 @@ use softcot_core::optim::AdamW;
 use softcot_core::sft::Step;
 use softcot_core::{Error, Result, Train};
 
-use crate::args::{BackendKind, MAX_ROWS};
+use crate::args::{BackendKind, ComputeDtype, MAX_ROWS};
 use crate::metrics_plot::{draw_run, SFT_PANELS};
 use crate::run_dir::{
     prepare_out, prune_checkpoints, refuse_settings_on_resume, save_settings, saved_settings, start, Metrics, Shuffle,
@@ -86,6 +86,11 @@ pub struct SftConfig {
     #[arg(long, default_value_t = 0)]
     #[serde(skip)]
     pub device: usize,
+    /// Compute precision: bf16 (--backend cuda's default: bf16 weights and matmul operands, f32
+    /// accumulation) or f32 (the only one of cpu and wgpu).
+    #[arg(long, value_enum)]
+    #[serde(skip)]
+    pub dtype: Option<ComputeDtype>,
 }
 }
 
@@ -109,12 +114,13 @@ pub fn run_command(a: SftConfig, matches: &ArgMatches) -> Result<()> {
     }
     let mut c = config_file::resolve(&a, matches, a.config.as_deref(), |_| SftConfig::default())?;
     // Not settings of the run (skipped by serde): as given on the command line.
-    (c.overwrite, c.stop_after, c.backend) = (a.overwrite, a.stop_after, a.backend);
+    (c.overwrite, c.stop_after, c.backend, c.dtype) = (a.overwrite, a.stop_after, a.backend, a.dtype);
     run(c)
 }
 
 pub fn run(mut a: SftConfig) -> Result<()> {
     a.backend.require_training("sft")?;
+    crate::args::precision(a.backend, a.dtype)?;
     if let Some(dir) = a.resume.clone() {
         let saved: SftConfig = saved_settings(&dir, "sft")?;
         a = SftConfig {
@@ -122,12 +128,13 @@ pub fn run(mut a: SftConfig) -> Result<()> {
             stop_after: a.stop_after,
             backend: a.backend,
             device: a.device,
+            dtype: a.dtype,
             out: Some(dir),
             ..saved
         };
     }
     validate(&a)?;
-    with_train_backend!(a.backend, a.device, "sft", |be| train(&be, &a))
+    with_train_backend!(a.backend, a.device, a.dtype, "sft", |be| train(&be, &a))
 }
 
 fn validate(a: &SftConfig) -> Result<()> {

@@ -127,7 +127,7 @@ pub fn run(c: &TrainConfig, a: &TrainArgs) -> Result<()> {
         };
         prepare_out(&rc.out, a.overwrite, OUTPUTS)?;
         eprintln!("RL with {} thinking into {}", mode.name(), rc.out.display());
-        with_train_backend!(a.backend, a.device(), "train", |be| train(
+        with_train_backend!(a.backend, a.device(), a.dtype, "train", |be| train(
             &be,
             &rc,
             false,
@@ -144,7 +144,7 @@ pub fn run(c: &TrainConfig, a: &TrainArgs) -> Result<()> {
     if !a.no_eval {
         let mut models = vec![("warm start".to_string(), warm)];
         models.extend(runs);
-        with_backend!(a.backend, a.device(), |be| evaluate_all(&be, c, &out, &models))?;
+        with_backend!(a.backend, a.device(), a.dtype, |be| evaluate_all(&be, c, &out, &models))?;
     }
     eprintln!(
         "built-in task done in {:.0} s; everything is in {}",

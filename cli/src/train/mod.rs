@@ -20,7 +20,7 @@ use softcot_core::io::ModelDir;
 use softcot_core::rollout::Task;
 use softcot_core::{Backend, Error, Result, Train};
 
-use crate::args::BackendKind;
+use crate::args::{BackendKind, ComputeDtype};
 use crate::dataset;
 use crate::metrics_plot::{draw_run, RL_PANELS};
 use crate::run_dir::{
@@ -65,6 +65,10 @@ pub struct TrainArgs {
     /// `--device N` is `--devices N`: one rank, on GPU N.
     #[arg(long, alias = "device", value_delimiter = ',', value_name = "LIST")]
     pub devices: Vec<usize>,
+    /// Compute precision: bf16 (--backend cuda's default: bf16 weights and matmul operands, f32
+    /// accumulation) or f32 (the only one of cpu and wgpu).
+    #[arg(long, value_enum)]
+    pub dtype: Option<ComputeDtype>,
 }
 
 impl TrainArgs {
@@ -79,6 +83,7 @@ const OUTPUTS: &[&str] = &["best", "best.json", "final", "metrics.png", "rollout
 
 pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
     a.backend.require_training("train")?;
+    crate::args::precision(a.backend, a.dtype)?;
     catch_interrupt();
     if let Some(dir) = &a.resume {
         refuse_settings_on_resume::<TrainArgs>(matches, dir)?;
@@ -86,9 +91,9 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
         c.out = dir.clone();
         c.validate()?;
         if let Some((_, ck)) = list_checkpoints(dir).pop() {
-            refuse_unless_fits(a.backend, &a.devices, &c, &ck)?;
+            refuse_unless_fits(a.backend, &a.devices, a.dtype, &c, &ck)?;
         }
-        return ranks::train_on(a.backend, &a.devices, &c, true, a.stop_after);
+        return ranks::train_on(a.backend, &a.devices, a.dtype, &c, true, a.stop_after);
     }
     let c = config::resolve(&a.cfg, matches, a.config.as_deref(), |builtin| {
         if builtin {
@@ -99,7 +104,7 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
     })?;
     if let Some(file) = &a.replay {
         c.validate_update()?;
-        return with_train_backend!(a.backend, a.device(), "train", |be| replay::run(&be, &c, file));
+        return with_train_backend!(a.backend, a.device(), a.dtype, "train", |be| replay::run(&be, &c, file));
     }
     c.validate()?;
     if c.is_builtin() {
@@ -119,9 +124,9 @@ pub fn run(a: TrainArgs, matches: &ArgMatches) -> Result<()> {
         prepare_out(&c.out, a.overwrite, OUTPUTS)?;
     }
     if let Some(model) = &c.model {
-        refuse_unless_fits(a.backend, &a.devices, &c, model)?;
+        refuse_unless_fits(a.backend, &a.devices, a.dtype, &c, model)?;
     }
-    ranks::train_on(a.backend, &a.devices, &c, false, a.stop_after)
+    ranks::train_on(a.backend, &a.devices, a.dtype, &c, false, a.stop_after)
 }
 
 /// Whether this process is rank 0 of its launch (or the only process): the one that prepares
@@ -136,13 +141,20 @@ fn is_root_process() -> Result<bool> {
 /// allocation, or after its first rollouts).
 /// With `--devices`, the plan is a rank's (its share of the step, ZeRO-1 shards) on the first
 /// device listed. A torchrun/SLURM process checks nothing here yet.
-fn refuse_unless_fits(backend: BackendKind, devices: &[usize], c: &TrainConfig, model: &Path) -> Result<()> {
+fn refuse_unless_fits(
+    backend: BackendKind,
+    devices: &[usize],
+    dtype: Option<ComputeDtype>,
+    c: &TrainConfig,
+    model: &Path,
+) -> Result<()> {
     if backend != BackendKind::Cuda || !is_root_process()? {
         return Ok(());
     }
+    let bf16 = crate::args::precision(backend, dtype)? == softcot_cuda::Precision::Bf16;
     let be = softcot_cuda::CudaBackend::new(devices.first().copied().unwrap_or(0))?;
     match be.memory()? {
-        Some((free, _)) => crate::plan::check_run(c, model, free as u64, &be.name(), devices.len().max(1)),
+        Some((free, _)) => crate::plan::check_run(c, model, free as u64, &be.name(), devices.len().max(1), bf16),
         None => Ok(()),
     }
 }

@@ -14,10 +14,10 @@ use std::time::Duration;
 use softcot_core::dist::{share_id, thread_ranks, Launch, Rank, Solo};
 use softcot_core::{Error, Result};
 use softcot_cpu::CpuBackend;
-use softcot_cuda::{unique_id, CudaBackend, NcclComm};
+use softcot_cuda::{unique_id, NcclComm};
 
 use super::{train, TrainConfig};
-use crate::args::BackendKind;
+use crate::args::{cuda_backend, precision, BackendKind, ComputeDtype};
 
 /// How long the ranks of a multi-process run wait for each other at the rendezvous.
 const RENDEZVOUS: Duration = Duration::from_secs(600);
@@ -26,10 +26,12 @@ const RENDEZVOUS: Duration = Duration::from_secs(600);
 pub fn train_on(
     kind: BackendKind,
     devices: &[usize],
+    dtype: Option<ComputeDtype>,
     c: &TrainConfig,
     resume: bool,
     stop_after: Option<u64>,
 ) -> Result<()> {
+    precision(kind, dtype)?;
     let launch = Launch::from_env(|k| std::env::var(k).ok())?;
     let ranks = launch.as_ref().map_or(devices.len(), |l| l.rank.world);
     if ranks > 1 && c.save_rollouts > 0 {
@@ -41,29 +43,56 @@ pub fn train_on(
         Some(_) if !devices.is_empty() => Err(Error::invalid(
             "--devices and a torchrun/SLURM launch (WORLD_SIZE or SLURM_NTASKS) both name the ranks; give one",
         )),
-        Some(l) => process(kind, &l, c, resume, stop_after),
-        None if devices.len() > 1 => threads(kind, devices, c, resume, stop_after),
-        None => one(kind, devices.first().copied().unwrap_or(0), c, resume, stop_after),
+        Some(l) => process(kind, &l, dtype, c, resume, stop_after),
+        None if devices.len() > 1 => threads(kind, devices, dtype, c, resume, stop_after),
+        None => one(
+            kind,
+            devices.first().copied().unwrap_or(0),
+            dtype,
+            c,
+            resume,
+            stop_after,
+        ),
     }
 }
 
-fn one(kind: BackendKind, device: usize, c: &TrainConfig, resume: bool, stop_after: Option<u64>) -> Result<()> {
+fn one(
+    kind: BackendKind,
+    device: usize,
+    dtype: Option<ComputeDtype>,
+    c: &TrainConfig,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> Result<()> {
     match kind {
         BackendKind::Cpu => train(&CpuBackend::new(), c, resume, stop_after, Box::new(Solo)),
-        BackendKind::Cuda => train(&CudaBackend::new(device)?, c, resume, stop_after, Box::new(Solo)),
+        BackendKind::Cuda => train(
+            &cuda_backend(device, dtype)?.training(),
+            c,
+            resume,
+            stop_after,
+            Box::new(Solo),
+        ),
         other => other.require_training("train"),
     }
 }
 
 /// This process is one rank of a torchrun/SLURM launch: its GPU is its local rank.
-fn process(kind: BackendKind, l: &Launch, c: &TrainConfig, resume: bool, stop_after: Option<u64>) -> Result<()> {
+fn process(
+    kind: BackendKind,
+    l: &Launch,
+    dtype: Option<ComputeDtype>,
+    c: &TrainConfig,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> Result<()> {
     if kind != BackendKind::Cuda {
         return Err(Error::invalid(format!(
             "a launch of {} processes (torchrun or SLURM) needs --backend cuda: processes talk through NCCL",
             l.rank.world
         )));
     }
-    let be = CudaBackend::new(l.local_rank)?;
+    let be = cuda_backend(l.local_rank, dtype)?.training();
     let id = if l.rank.is_root() { Some(unique_id()?) } else { None };
     let id = share_id(l.rank, &l.master, id, RENDEZVOUS)?;
     let comm = NcclComm::new(&be, l.rank, &id)?;
@@ -73,7 +102,14 @@ fn process(kind: BackendKind, l: &Launch, c: &TrainConfig, resume: bool, stop_af
 type Job = Box<dyn FnOnce() -> Result<()> + Send>;
 
 /// One thread per device, rank i on `devices[i]`.
-fn threads(kind: BackendKind, devices: &[usize], c: &TrainConfig, resume: bool, stop_after: Option<u64>) -> Result<()> {
+fn threads(
+    kind: BackendKind,
+    devices: &[usize],
+    dtype: Option<ComputeDtype>,
+    c: &TrainConfig,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> Result<()> {
     let world = devices.len();
     let jobs: Vec<Job> = match kind {
         BackendKind::Cpu => thread_ranks(world)?
@@ -91,7 +127,7 @@ fn threads(kind: BackendKind, devices: &[usize], c: &TrainConfig, resume: bool, 
                 .map(|(i, &d)| {
                     let c = c.clone();
                     Box::new(move || {
-                        let be = CudaBackend::new(d)?;
+                        let be = cuda_backend(d, dtype)?.training();
                         let comm = NcclComm::new(&be, Rank::new(i, world)?, &id)?;
                         train(&be, &c, resume, stop_after, Box::new(comm))
                     }) as Job
