@@ -51,3 +51,19 @@ extern "C" __global__ void bug_reduce_missing_sync(float* out, const float* x, u
 extern "C" __global__ void bug_blocks_race(float* out, const float* x) {
     if (threadIdx.x == 0) out[0] += x[blockIdx.x];
 }
+
+// A tiled dot product whose loop lacks its trailing barrier: a thread refills the tile for the
+// next round while another still reads the last one (what compute-sanitizer's racecheck calls a
+// write-after-read hazard).  out: [32]; x: [32 * rounds]; one block of 32 threads.
+extern "C" __global__ void bug_tile_reuse_missing_sync(float* out, const float* x, u32_t rounds) {
+    __shared__ float tile[32];
+    const u32_t t = threadIdx.x;
+    float acc = 0.0f;
+    for (u32_t r = 0; r < rounds; r++) {
+        tile[t] = x[r * 32 + t];
+        __syncthreads();
+        acc += tile[(t + 1) % 32];
+        // the __syncthreads() that belongs here is missing
+    }
+    out[t] = acc;
+}
