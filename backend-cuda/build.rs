@@ -168,7 +168,11 @@ fn build_host(root: &Path, out: &Path, mods: &[Module]) -> Vec<PathBuf> {
 fn sanitized_builds(rs: &mut String, root: &Path, out: &Path, wrappers: &[PathBuf]) {
     let bugs = module(root.join("host/sanitizer_bugs.cu"));
     let names: Vec<(&str, &str)> = bugs.kernels.iter().map(|k| (bugs.name.as_str(), k.as_str())).collect();
-    writeln!(rs, "/// (module, kernel) of the known-bug kernels, which only the sanitized libraries have.").unwrap();
+    writeln!(
+        rs,
+        "/// (module, kernel) of the known-bug kernels, which only the sanitized libraries have."
+    )
+    .unwrap();
     writeln!(rs, "pub(crate) const BUG_KERNELS: &[(&str, &str)] = &{names:?};").unwrap();
     let mut sources = wrappers.to_vec();
     sources.push(wrapper(out, &bugs));

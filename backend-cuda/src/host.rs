@@ -82,7 +82,10 @@ fn load(san: &str) -> std::result::Result<Kernels, String> {
         // plain build declares for it above.
         unsafe { library.get::<T>(name).map(|s| *s) }.map_err(|e| format!("{name}: {e}"))
     }
-    let kernels = HOST_KERNELS.iter().map(|&(m, k, _)| (m, k)).chain(BUG_KERNELS.iter().copied());
+    let kernels = HOST_KERNELS
+        .iter()
+        .map(|&(m, k, _)| (m, k))
+        .chain(BUG_KERNELS.iter().copied());
     let entries = kernels
         .map(|(m, k)| Ok(((m, k), symbol(&library, &format!("softcot_host_{k}"))?)))
         .collect::<std::result::Result<_, String>>()?;
@@ -136,7 +139,15 @@ impl Host {
             // SAFETY: the op checked its buffers against the sizes it passes; `ptrs` and the
             // values in `params` outlive the launch.
             match unsafe {
-                (k.run_block)(entry, a.0, cfg.grid.as_ptr(), cfg.block.as_ptr(), b, cfg.shared_bytes, a.1)
+                (k.run_block)(
+                    entry,
+                    a.0,
+                    cfg.grid.as_ptr(),
+                    cfg.block.as_ptr(),
+                    b,
+                    cfg.shared_bytes,
+                    a.1,
+                )
             } {
                 0 => Ok(()),
                 1 => Err(Error::backend(format!(

@@ -163,9 +163,9 @@ pub(crate) struct SanitizedBuild {
 }
 
 mod generated {
+    use super::KernelModule;
     #[cfg(feature = "host")]
     use super::{HostEntry, SanitizedBuild};
-    use super::KernelModule;
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 pub(crate) use generated::*;

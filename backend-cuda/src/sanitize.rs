@@ -112,17 +112,21 @@ pub fn run_tests(san: Sanitizer, tests: &[&str]) -> Option<SanitizedRun> {
         .map(|b| b.build)
         .unwrap_or(Err("not in build.rs's list"));
     // The paths are the build machine's: a test binary copied elsewhere finds neither.
-    let present = |(lib, runtime): (&'static str, &'static str)| {
-        match [lib, runtime].into_iter().find(|p| !std::path::Path::new(p).exists()) {
-            Some(missing) => Err(format!("{missing} is missing")),
-            None => Ok(runtime),
-        }
+    let present = |(lib, runtime): (&'static str, &'static str)| match [lib, runtime]
+        .into_iter()
+        .find(|p| !std::path::Path::new(p).exists())
+    {
+        Some(missing) => Err(format!("{missing} is missing")),
+        None => Ok(runtime),
     };
     let runtime = match build.map_err(str::to_string).and_then(present) {
         Ok(runtime) => runtime,
         Err(why) => {
             let msg = format!("no {} sanitizer build of the host kernels: {why}", san.name());
-            assert!(std::env::var(REQUIRE_ENV).as_deref() != Ok("1"), "{REQUIRE_ENV}=1 but {msg}");
+            assert!(
+                std::env::var(REQUIRE_ENV).as_deref() != Ok("1"),
+                "{REQUIRE_ENV}=1 but {msg}"
+            );
             println!("notice: {msg}; skipped");
             return None;
         }
@@ -181,7 +185,11 @@ mod tests {
     const BUGS: [(&str, Sanitizer, &str); 6] = [
         ("bug_read_past_end", Sanitizer::Address, "heap-buffer-overflow"),
         ("bug_shared_past_end", Sanitizer::Address, "global-buffer-overflow"),
-        ("bug_dynamic_shared_past_end", Sanitizer::Address, "heap-buffer-overflow"),
+        (
+            "bug_dynamic_shared_past_end",
+            Sanitizer::Address,
+            "heap-buffer-overflow",
+        ),
         ("bug_reduce_missing_sync", Sanitizer::Thread, "data race"),
         ("bug_tile_reuse_missing_sync", Sanitizer::Thread, "data race"),
         ("bug_blocks_race", Sanitizer::Thread, "data race"),
@@ -243,7 +251,12 @@ mod tests {
     #[test]
     #[ignore = "run under a sanitizer by sanitizers_report_every_known_bug"]
     fn bug_read_past_end() {
-        launch_bug("bug_read_past_end", LaunchCfg::elements(1000), &random(1000, 1.0, 1), Some(1000));
+        launch_bug(
+            "bug_read_past_end",
+            LaunchCfg::elements(1000),
+            &random(1000, 1.0, 1),
+            Some(1000),
+        );
     }
 
     #[test]
@@ -255,19 +268,34 @@ mod tests {
     #[test]
     #[ignore = "run under a sanitizer by sanitizers_report_every_known_bug"]
     fn bug_dynamic_shared_past_end() {
-        launch_bug("bug_dynamic_shared_past_end", block(1, 32, 32 * 4), &random(32, 1.0, 1), None);
+        launch_bug(
+            "bug_dynamic_shared_past_end",
+            block(1, 32, 32 * 4),
+            &random(32, 1.0, 1),
+            None,
+        );
     }
 
     #[test]
     #[ignore = "run under a sanitizer by sanitizers_report_every_known_bug"]
     fn bug_reduce_missing_sync() {
-        launch_bug("bug_reduce_missing_sync", block(1, 256, 0), &random(4096, 1.0, 1), Some(4096));
+        launch_bug(
+            "bug_reduce_missing_sync",
+            block(1, 256, 0),
+            &random(4096, 1.0, 1),
+            Some(4096),
+        );
     }
 
     #[test]
     #[ignore = "run under a sanitizer by sanitizers_report_every_known_bug"]
     fn bug_tile_reuse_missing_sync() {
-        launch_bug("bug_tile_reuse_missing_sync", block(1, 32, 0), &random(32 * 4, 1.0, 1), Some(4));
+        launch_bug(
+            "bug_tile_reuse_missing_sync",
+            block(1, 32, 0),
+            &random(32 * 4, 1.0, 1),
+            Some(4),
+        );
     }
 
     #[test]
