@@ -4,6 +4,12 @@
 //! one generated entry point per kernel (`softcot_host_<kernel>(void** args)`, CUDA's argument
 //! convention) and a table of them by name. Generated, not written per kernel: adding a kernel to
 //! a `.cu` file is all it takes, so the host table can never miss one or disagree with NVRTC's.
+//!
+//! With `host`, it also builds the kernels, `host/runtime.cpp` and the known-bug kernels of
+//! `host/sanitizer_bugs.cu` into two shared libraries, one under AddressSanitizer and one under
+//! ThreadSanitizer, which `src/host.rs` loads instead of the plain build when
+//! `SOFTCOT_HOST_SANITIZE` asks (see `src/sanitize.rs`). A compiler without a sanitizer does not
+//! fail the build: the library's entry records why it is missing, and the tests say so.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -30,6 +36,16 @@ fn kernel_names(src: &str) -> Vec<String> {
         .collect()
 }
 
+fn module(path: PathBuf) -> Module {
+    let src = fs::read_to_string(&path).expect("kernel source is UTF-8");
+    let name = path.file_stem().expect("file stem").to_string_lossy().into_owned();
+    Module {
+        name,
+        kernels: kernel_names(&src),
+        path,
+    }
+}
+
 fn modules(dir: &Path) -> Vec<Module> {
     let mut paths: Vec<PathBuf> = fs::read_dir(dir)
         .expect("backend-cuda/kernels is readable")
@@ -37,18 +53,7 @@ fn modules(dir: &Path) -> Vec<Module> {
         .filter(|p| p.extension().is_some_and(|e| e == "cu"))
         .collect();
     paths.sort();
-    paths
-        .into_iter()
-        .map(|path| {
-            let src = fs::read_to_string(&path).expect("kernel source is UTF-8");
-            let name = path.file_stem().expect("file stem").to_string_lossy().into_owned();
-            Module {
-                name,
-                kernels: kernel_names(&src),
-                path,
-            }
-        })
-        .collect()
+    paths.into_iter().map(module).collect()
 }
 
 fn main() {
@@ -93,7 +98,8 @@ fn main() {
             }
         }
         writeln!(rs, "];").unwrap();
-        build_host(&root, &out, &mods);
+        let wrappers = build_host(&root, &out, &mods);
+        sanitized_builds(&mut rs, &root, &out, &wrappers);
     }
     fs::write(out.join("kernels.rs"), rs).expect("write kernels.rs");
 }
@@ -116,29 +122,129 @@ static void softcot_call(void (*f)(P...), void** a) {
 "#;
 
 #[cfg(feature = "host")]
-fn build_host(root: &Path, out: &Path, mods: &[Module]) {
+/// What the plain and the sanitized builds share: C++17 with the shim forced in.
+fn host_build(root: &Path) -> cc::Build {
     let mut b = cc::Build::new();
     b.cpp(true)
         .std("c++17")
-        .opt_level(2)
         .flag("-include")
         .flag(root.join("kernels/host_shim.h").to_str().expect("UTF-8 path"))
         // Philox noise must round as the CPU does: no fused multiply-add.
         .flag("-ffp-contract=off")
-        .flag_if_supported("-Wno-unused-function")
-        .file(root.join("host/runtime.cpp"));
-    for m in mods {
-        let mut cpp = format!("#include {:?}\n{CALL}", m.path);
-        for k in &m.kernels {
-            writeln!(
-                cpp,
-                "extern \"C\" void softcot_host_{k}(void** a) {{ softcot_call({k}, a); }}"
-            )
-            .unwrap();
-        }
-        let gen = out.join(format!("host_{}.cpp", m.name));
-        fs::write(&gen, cpp).expect("write host wrapper");
-        b.file(gen);
+        .flag_if_supported("-Wno-unused-function");
+    b
+}
+
+#[cfg(feature = "host")]
+/// `$OUT_DIR/host_<module>.cpp`: the module and one entry point per kernel.
+fn wrapper(out: &Path, m: &Module) -> PathBuf {
+    let mut cpp = format!("#include {:?}\n{CALL}", m.path);
+    for k in &m.kernels {
+        writeln!(
+            cpp,
+            "extern \"C\" void softcot_host_{k}(void** a) {{ softcot_call({k}, a); }}"
+        )
+        .unwrap();
     }
+    let gen = out.join(format!("host_{}.cpp", m.name));
+    fs::write(&gen, cpp).expect("write host wrapper");
+    gen
+}
+
+#[cfg(feature = "host")]
+/// The plain host build, linked into the crate; returns the modules' wrappers.
+fn build_host(root: &Path, out: &Path, mods: &[Module]) -> Vec<PathBuf> {
+    let mut b = host_build(root);
+    b.opt_level(2).file(root.join("host/runtime.cpp"));
+    let wrappers: Vec<PathBuf> = mods.iter().map(|m| wrapper(out, m)).collect();
+    b.files(&wrappers);
     b.compile("softcot_cuda_host");
+    wrappers
+}
+
+#[cfg(feature = "host")]
+/// Builds the sanitized libraries (the shipped kernels' `wrappers` and the known-bug kernels)
+/// and writes their table, `BUG_KERNELS` and `SANITIZED`, into `rs`.
+fn sanitized_builds(rs: &mut String, root: &Path, out: &Path, wrappers: &[PathBuf]) {
+    let bugs = module(root.join("host/sanitizer_bugs.cu"));
+    let names: Vec<(&str, &str)> = bugs.kernels.iter().map(|k| (bugs.name.as_str(), k.as_str())).collect();
+    writeln!(
+        rs,
+        "/// (module, kernel) of the known-bug kernels, which only the sanitized libraries have."
+    )
+    .unwrap();
+    writeln!(rs, "pub(crate) const BUG_KERNELS: &[(&str, &str)] = &{names:?};").unwrap();
+    let mut sources = wrappers.to_vec();
+    sources.push(wrapper(out, &bugs));
+    writeln!(rs, "/// Each sanitizer's build of the kernels.").unwrap();
+    writeln!(rs, "pub(crate) const SANITIZED: &[SanitizedBuild] = &[").unwrap();
+    for san in ["address", "thread"] {
+        let build = match build_sanitized(root, out, san, &sources) {
+            Ok((lib, runtime)) => format!("Ok(({lib:?}, {runtime:?}))"),
+            // The first line says what failed; the compiler's own output went to cargo's log.
+            Err(why) => format!("Err({:?})", why.lines().next().unwrap_or_default()),
+        };
+        writeln!(rs, "    SanitizedBuild {{ sanitizer: {san:?}, build: {build} }},").unwrap();
+    }
+    writeln!(rs, "];").unwrap();
+}
+
+#[cfg(feature = "host")]
+/// `$OUT_DIR/libsoftcot_cuda_host_<san>.so`: `sources` (kernel wrappers) instrumented by
+/// `-fsanitize=<san>` with the runtime, for `dlopen` in a process that preloads the sanitizer's
+/// runtime library; returns (library, runtime library) or why it cannot be built.
+fn build_sanitized(root: &Path, out: &Path, san: &str, sources: &[PathBuf]) -> Result<(PathBuf, PathBuf), String> {
+    let dir = out.join(format!("sanitize-{san}"));
+    fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let define = format!("SOFTCOT_SANITIZE_{}", san.to_uppercase());
+    let fsanitize = format!("-fsanitize={san}");
+    let mut kernels = host_build(root);
+    // -O1 and frame pointers: ASan's and TSan's advice for usable stacks at a bearable speed.
+    kernels
+        .opt_level(1)
+        .debug(true)
+        .define(&define, None)
+        .flag(&fsanitize)
+        .flag("-fno-omit-frame-pointer")
+        .out_dir(dir.join("kernels"))
+        .files(sources);
+    let mut runtime = host_build(root);
+    runtime
+        .opt_level(1)
+        .debug(true)
+        .define(&define, None)
+        .out_dir(dir.join("runtime"))
+        .file(root.join("host/runtime.cpp"));
+    // The runtime's bookkeeping goes unseen by TSan (see host/runtime.cpp); ASan checks it too.
+    if san == "address" {
+        runtime.flag(&fsanitize);
+    }
+    let mut objects = kernels.try_compile_intermediates().map_err(|e| e.to_string())?;
+    objects.extend(runtime.try_compile_intermediates().map_err(|e| e.to_string())?);
+    let compiler = kernels.try_get_compiler().map_err(|e| e.to_string())?;
+    let lib = out.join(format!("libsoftcot_cuda_host_{san}.so"));
+    let status = compiler
+        .to_command()
+        .arg("-shared")
+        .arg(&fsanitize)
+        .arg("-o")
+        .arg(&lib)
+        .args(&objects)
+        .status()
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("linking {} failed ({status})", lib.display()));
+    }
+    let name = format!("lib{}.so", if san == "address" { "asan" } else { "tsan" });
+    let found = compiler
+        .to_command()
+        .arg(format!("-print-file-name={name}"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    let runtime_lib = PathBuf::from(String::from_utf8_lossy(&found.stdout).trim());
+    // The compiler echoes the bare name when it has no such library.
+    if !runtime_lib.is_absolute() || !runtime_lib.exists() {
+        return Err(format!("{} has no {name}", compiler.path().display()));
+    }
+    Ok((lib, runtime_lib))
 }

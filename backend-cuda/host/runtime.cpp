@@ -7,6 +7,23 @@
 // own on x86-64 (callee-saved registers, MXCSR and the x87 control word, as the ABI asks);
 // ucontext's swapcontext makes a signal-mask system call per switch, which made the conformance
 // suite seven times slower (357 s against 50 s). Other targets use ucontext.
+//
+// Sanitized builds (build.rs, docs/CUDA.md "Sanitizers") define one of:
+// - SOFTCOT_SANITIZE_ADDRESS: every stack switch is announced to ASan (it would otherwise take a
+//   fiber's stack for a wild one), `__shared__` is a plain static that ASan fences with
+//   redzones (host_shim.h), so blocks run one at a time, and dynamic shared memory is allocated
+//   at exactly the launch's size, so reading past it hits ASan's heap redzone.
+// - SOFTCOT_SANITIZE_THREAD: each CUDA thread is a TSan fiber, switched without any
+//   happens-before of its own; what orders CUDA threads is declared explicitly, as on a GPU: a
+//   barrier (block or warp) orders what its members did before it with what they do after; a
+//   launch's start orders the launching thread's past (and so every earlier launch) before the
+//   block; a block's end orders it before the launcher's return (src/host.rs calls
+//   softcot_host_launch_begin / _end around every launch, from Rust code TSan cannot see). Blocks
+//   that run one after the other on the same pool thread are ordered too (they reuse its
+//   `__shared__` copy), so TSan sees races between blocks when they ran on different pool
+//   threads. This file itself is built without TSan's instrumentation (build.rs): its
+//   bookkeeping is per pool thread, and instrumented it would race with itself from fibers that
+//   carry no happens-before by design.
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -17,6 +34,20 @@
 #endif
 
 #include <vector>
+
+#if defined(SOFTCOT_SANITIZE_ADDRESS)
+#include <sanitizer/common_interface_defs.h>
+
+#include <mutex>
+#endif
+#if defined(SOFTCOT_SANITIZE_THREAD)
+#include <sanitizer/tsan_interface.h>
+#define TSAN_ACQUIRE(addr) __tsan_acquire((void*)(addr))
+#define TSAN_RELEASE(addr) __tsan_release((void*)(addr))
+#else
+#define TSAN_ACQUIRE(addr) ((void)0)
+#define TSAN_RELEASE(addr) ((void)0)
+#endif
 
 #include "../kernels/host_shim.h"
 
@@ -64,14 +95,15 @@ softcot_switch:
     .size softcot_switch, .-softcot_switch
 )");
 
-struct Context {
+// The registers of a suspended context: its stack pointer (softcot_switch saved the rest on it).
+struct Regs {
     void* sp;
 };
 
 void fiber_main();
 
 // A fresh context on `stack` that starts in fiber_main: the frame softcot_switch pops.
-void make_context(Context& c, char* stack, size_t bytes) {
+void make_regs(Regs& r, char* stack, size_t bytes) {
     uintptr_t top = ((uintptr_t)stack + bytes) & ~(uintptr_t)15;
     uint64_t* sp = (uint64_t*)top;
     *--sp = 0;                        // fiber_main's return address (it never returns)
@@ -82,27 +114,53 @@ void make_context(Context& c, char* stack, size_t bytes) {
     asm volatile("stmxcsr %0" : "=m"(csr));
     asm volatile("fnstcw %0" : "=m"(cw));
     *--sp = (uint64_t)csr | ((uint64_t)cw << 32);
-    c.sp = sp;
+    r.sp = sp;
 }
 
-void switch_to(Context& from, Context& to) { softcot_switch(&from.sp, to.sp); }
+void switch_regs(Regs& from, Regs& to) { softcot_switch(&from.sp, to.sp); }
 #else
-struct Context {
+struct Regs {
     ucontext_t uc;
 };
 
 void fiber_main();
 
-void make_context(Context& c, char* stack, size_t bytes) {
-    getcontext(&c.uc);
-    c.uc.uc_stack.ss_sp = stack;
-    c.uc.uc_stack.ss_size = bytes;
-    c.uc.uc_link = nullptr;
-    makecontext(&c.uc, fiber_main, 0);
+void make_regs(Regs& r, char* stack, size_t bytes) {
+    getcontext(&r.uc);
+    r.uc.uc_stack.ss_sp = stack;
+    r.uc.uc_stack.ss_size = bytes;
+    r.uc.uc_link = nullptr;
+    makecontext(&r.uc, fiber_main, 0);
 }
 
-void switch_to(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+void switch_regs(Regs& from, Regs& to) { swapcontext(&from.uc, &to.uc); }
 #endif
+
+// A context to switch to, and what the sanitizers are told when switching to it.
+struct Context {
+    Regs regs;
+    const void* stack_bottom;  // ASan: the stack it runs on (the pool thread's: learned in fiber_main)
+    size_t stack_size;
+    void* fake_stack;          // ASan: its fake stack while it is switched away from
+    void* tsan_fiber;          // TSan: its fiber (the pool thread's own for the scheduler)
+};
+
+// Leaves `from` for `to`; returns when something switches back to `from`. `from_done`: `from` is
+// never resumed (a finished fiber), so ASan may drop its fake stack.
+void switch_to(Context& from, Context& to, bool from_done) {
+#if defined(SOFTCOT_SANITIZE_ADDRESS)
+    __sanitizer_start_switch_fiber(from_done ? nullptr : &from.fake_stack, to.stack_bottom, to.stack_size);
+#endif
+#if defined(SOFTCOT_SANITIZE_THREAD)
+    // No happens-before from the switch itself: fibers are ordered by barriers only.
+    __tsan_switch_to_fiber(to.tsan_fiber, __tsan_switch_to_fiber_no_sync);
+#endif
+    (void)from_done;
+    switch_regs(from.regs, to.regs);
+#if defined(SOFTCOT_SANITIZE_ADDRESS)
+    __sanitizer_finish_switch_fiber(from.fake_stack, nullptr, nullptr);
+#endif
+}
 
 enum State { READY, WAITING, DONE };
 
@@ -117,6 +175,9 @@ struct Fiber {
 
 struct Barrier {
     unsigned size, arrived, gen;
+    // TSan: what arrivals at generation g release and departures acquire, by g's parity (a fast
+    // thread may arrive at g + 1 before a slow one has left g, never at g + 2).
+    char sync[2];
 };
 
 struct Worker {
@@ -127,6 +188,8 @@ struct Worker {
     unsigned cur;
     Entry entry;
     void** args;
+    const char* launch;  // TSan: the launch's token (softcot_host_launch_begin)
+    char blocks_sync;    // TSan: orders the blocks this pool thread runs, one after the other
     std::vector<unsigned char> shared;
     uint64_t exchange[MAX_THREADS];
 };
@@ -134,38 +197,60 @@ struct Worker {
 thread_local Worker* W = nullptr;
 
 Worker* worker() {
-    if (!W) W = new Worker();  // one per pool thread, kept for the thread's life
+    if (!W) {
+        W = new Worker();  // one per pool thread, kept for the thread's life
+#if defined(SOFTCOT_SANITIZE_THREAD)
+        W->main.tsan_fiber = __tsan_get_current_fiber();
+#endif
+    }
     return W;
 }
 
 void fiber_main() {
     Worker* w = W;
+#if defined(SOFTCOT_SANITIZE_ADDRESS)
+    // The first switch into this fiber: finish it, learning the pool thread's stack.
+    __sanitizer_finish_switch_fiber(nullptr, &w->main.stack_bottom, &w->main.stack_size);
+#endif
+    TSAN_ACQUIRE(w->launch);
+    TSAN_ACQUIRE(&w->blocks_sync);
     w->entry(w->args);
+    TSAN_RELEASE(&w->blocks_sync);
+    TSAN_RELEASE(w->launch + 1);
     Fiber& f = w->fibers[w->cur];
     f.state = DONE;
-    switch_to(f.ctx, w->main);  // never resumed: the next block makes a fresh context
+    switch_to(f.ctx, w->main, true);  // never resumed: the next block makes a fresh context
     __builtin_unreachable();
 }
 
 // Arrive at barrier `b` (group -1 the block, else a warp) and wait until all its fibers have.
 void arrive(Barrier& b, int group) {
     Worker* w = W;
+    const unsigned gen = b.gen;
+    TSAN_RELEASE(&b.sync[gen & 1]);
     if (++b.arrived == b.size) {
         b.arrived = 0;
         b.gen++;
+        TSAN_ACQUIRE(&b.sync[gen & 1]);
         return;  // the last to arrive goes on; the others are resumed by the scheduler
     }
     Fiber& f = w->fibers[w->cur];
     f.state = WAITING;
     f.group = group;
-    f.wait_gen = b.gen;
-    switch_to(f.ctx, w->main);
+    f.wait_gen = gen;
+    switch_to(f.ctx, w->main, false);
+    TSAN_ACQUIRE(&b.sync[gen & 1]);
 }
 
 bool released(const Worker* w, const Fiber& f) {
     const Barrier& b = f.group < 0 ? w->block : w->warps[f.group];
     return b.gen != f.wait_gen;
 }
+
+#if defined(SOFTCOT_SANITIZE_ADDRESS)
+// `__shared__` is one static copy per kernel in this build (host_shim.h): one block at a time.
+std::mutex one_block_at_a_time;
+#endif
 
 }  // namespace
 
@@ -183,12 +268,38 @@ void* softcot_dynamic_shared(void) { return W->shared.data(); }
 
 uint64_t* softcot_exchange(unsigned int tid) { return &W->exchange[tid]; }
 
+// The token of a launch about to start, from the launching thread: TSan learns that what this
+// thread did so far happens before the launch's blocks. Null in builds without TSan.
+const char* softcot_host_launch_begin(void) {
+#if defined(SOFTCOT_SANITIZE_THREAD)
+    char* token = (char*)malloc(2);  // [0]: the launch's start, [1]: its blocks' ends
+    __tsan_release(token);
+    return token;
+#else
+    return nullptr;
+#endif
+}
+
+// The launch of `token` is done (every block returned): what its blocks did happens before
+// what the launching thread does next.
+void softcot_host_launch_end(const char* token) {
+#if defined(SOFTCOT_SANITIZE_THREAD)
+    __tsan_acquire((void*)(token + 1));
+    free((void*)token);
+#else
+    (void)token;
+#endif
+}
+
 // Runs block `block_linear` (x fastest) of a launch of `entry` with CUDA-style `args` (each a
-// pointer to the argument's value). Returns 0, or 1 when the block's threads deadlocked at a
-// barrier (some exited or wait at another one), 2 when the block is too large or no stack could
-// be mapped.
+// pointer to the argument's value); `launch`: the token of softcot_host_launch_begin. Returns 0,
+// or 1 when the block's threads deadlocked at a barrier (some exited or wait at another one), 2
+// when the block is too large or no stack could be mapped.
 int softcot_host_run_block(Entry entry, void** args, const unsigned grid[3], const unsigned block[3],
-                           unsigned long long block_linear, unsigned shared_bytes) {
+                           unsigned long long block_linear, unsigned shared_bytes, const char* launch) {
+#if defined(SOFTCOT_SANITIZE_ADDRESS)
+    std::lock_guard<std::mutex> lock(one_block_at_a_time);
+#endif
     Worker* w = worker();
     const unsigned n = block[0] * block[1] * block[2];
     if (n == 0 || n > MAX_THREADS) return 2;
@@ -199,24 +310,32 @@ int softcot_host_run_block(Entry entry, void** args, const unsigned grid[3], con
         Fiber f;
         memset(&f, 0, sizeof f);
         f.stack = (char*)s;
+        f.ctx.stack_bottom = s;
+        f.ctx.stack_size = STACK_BYTES;
+#if defined(SOFTCOT_SANITIZE_THREAD)
+        f.ctx.tsan_fiber = __tsan_create_fiber(0);
+#endif
         w->fibers.push_back(f);
     }
-    if (w->shared.size() < shared_bytes) w->shared.resize(shared_bytes);
+    // Exactly the launch's bytes (a fresh allocation when the size changes), so that reading
+    // past them is reading past an allocation (ASan's heap redzone).
+    if (w->shared.size() != shared_bytes) w->shared = std::vector<unsigned char>(shared_bytes);
     w->entry = entry;
     w->args = args;
+    w->launch = launch;
     gridDim = dim3{grid[0], grid[1], grid[2]};
     blockDim = dim3{block[0], block[1], block[2]};
     blockIdx = dim3{(unsigned)(block_linear % grid[0]), (unsigned)(block_linear / grid[0] % grid[1]),
                     (unsigned)(block_linear / grid[0] / grid[1])};
-    w->block = Barrier{n, 0, 0};
+    w->block = Barrier{n, 0, 0, {}};
     const unsigned nwarps = (n + 31) / 32;
-    w->warps.assign(nwarps, Barrier{32, 0, 0});
+    w->warps.assign(nwarps, Barrier{32, 0, 0, {}});
     w->warps[nwarps - 1].size = n - 32 * (nwarps - 1);
     for (unsigned t = 0; t < n; t++) {
         Fiber& f = w->fibers[t];
         f.state = READY;
         f.tid = dim3{t % block[0], t / block[0] % block[1], t / block[0] / block[1]};
-        make_context(f.ctx, f.stack, STACK_BYTES);
+        make_regs(f.ctx.regs, f.stack, STACK_BYTES);
     }
     // Round robin: run every fiber that can run until it finishes or waits at a barrier.
     unsigned done = 0;
@@ -228,7 +347,7 @@ int softcot_host_run_block(Entry entry, void** args, const unsigned grid[3], con
             f.state = READY;
             w->cur = t;
             threadIdx = f.tid;
-            switch_to(w->main, f.ctx);
+            switch_to(w->main, f.ctx, false);
             if (f.state == DONE) done++;
             ran = true;
         }

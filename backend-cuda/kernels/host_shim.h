@@ -8,7 +8,9 @@
 // - threadIdx / blockIdx / blockDim / gridDim are thread-locals that the scheduler sets before it
 //   resumes a fiber.
 // - `__shared__` is `static thread_local`: one copy per host thread, which runs one block at a
-//   time, so it is per block and shared by the block's fibers, as on a GPU.
+//   time, so it is per block and shared by the block's fibers, as on a GPU. In the
+//   AddressSanitizer build it is a plain `static` instead (ASan fences globals with redzones but
+//   not thread-locals), and host/runtime.cpp runs one block at a time.
 // - Atomics between blocks are real atomics (blocks run on several host threads at once).
 #pragma once
 #define SOFTCOT_HOST 1
@@ -28,7 +30,11 @@ extern thread_local dim3 threadIdx, blockIdx, blockDim, gridDim;
 #define __host__
 #define __forceinline__ inline
 #define __restrict__ __restrict
+#if defined(SOFTCOT_SANITIZE_ADDRESS)
+#define __shared__ static
+#else
 #define __shared__ static thread_local
+#endif
 #define __launch_bounds__(...)
 
 extern "C" {

@@ -177,10 +177,18 @@ pub(crate) struct KernelModule {
 #[cfg(feature = "host")]
 pub(crate) type HostEntry = unsafe extern "C" fn(*mut *mut core::ffi::c_void);
 
+/// A sanitizer's build of the host kernels (build.rs): the shared library and the sanitizer's
+/// runtime library that a process loading it must preload, or why it was not built.
+#[cfg(feature = "host")]
+pub(crate) struct SanitizedBuild {
+    pub sanitizer: &'static str,
+    pub build: core::result::Result<(&'static str, &'static str), &'static str>,
+}
+
 mod generated {
-    #[cfg(feature = "host")]
-    use super::HostEntry;
     use super::KernelModule;
+    #[cfg(feature = "host")]
+    use super::{HostEntry, SanitizedBuild};
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 }
 pub(crate) use generated::*;

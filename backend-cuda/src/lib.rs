@@ -15,6 +15,8 @@ mod launch;
 mod nccl;
 pub mod nvrtc;
 mod ops;
+#[cfg(feature = "host")]
+pub mod sanitize;
 
 pub use backend::CudaBackend;
 pub use buffer::{Buffer, CudaBuf, CudaIds, Precision};

@@ -32,13 +32,48 @@ fn cuda_backend_conforms_in_bf16() {
 fn cuda_kernel_subset() {
     let (be, place) = cuda_under_test();
     println!("cuda kernel subset on the {place}");
-    conformance::elementwise(&be);
-    conformance::rmsnorm(&be);
-    conformance::rope(&be);
-    conformance::attention(&be);
+    kernel_families(&be);
     conformance::heads(&be, Compute::F32);
-    conformance::noise(&be);
     conformance::sampling(&be);
+}
+
+/// The subset but the heads and sampling, which the sanitizers' run leaves to the heads' block-size
+/// sweeps (`softcot_cuda::sanitize`'s SWEEPS: the same kernels at 32 to 1024 threads, 512 the
+/// backend's own): under ThreadSanitizer the soft head's mixture checks took 22 s of this run's 30,
+/// and sampling's chi-square over 20,000 draws takes 18 s even without a sanitizer.
+fn kernel_families(be: &softcot_cuda::CudaBackend) {
+    conformance::elementwise(be);
+    conformance::rmsnorm(be);
+    conformance::rope(be);
+    conformance::attention(be);
+    conformance::noise(be);
+}
+
+#[test]
+#[ignore = "run under each sanitizer by cuda_kernel_families_under_sanitizers"]
+fn cuda_kernel_families() {
+    kernel_families(&softcot_cuda::CudaBackend::host());
+}
+
+/// The kernel families on the host build of the kernels under AddressSanitizer and
+/// ThreadSanitizer (`softcot_cuda::sanitize`), in child processes that fail on any report: the
+/// families through the backend's own sizes, grids and launches. On a GPU, compute-sanitizer
+/// checks the subset instead (tools/cuda-check.sh).
+#[test]
+fn cuda_kernel_families_under_sanitizers() {
+    use softcot_cuda::sanitize::{run_tests, Sanitizer};
+
+    for san in Sanitizer::ALL {
+        let start = std::time::Instant::now();
+        if let Some(run) = run_tests(san, &["cuda_kernel_families"]) {
+            run.assert_clean();
+            println!(
+                "cuda_kernel_families under {}: no report, {:.1} s",
+                san.name(),
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
 }
 
 /// NCCL on one rank (a lent machine has one GPU; several ranks are tested as host threads in

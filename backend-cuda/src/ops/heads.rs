@@ -239,7 +239,8 @@ mod tests {
     use crate::launch::Launcher;
     use crate::ops::attention::tests::{buf, max_err, random, read};
 
-    const THREADS: [u32; 4] = [32, 64, 256, 1024];
+    /// llm.c's sweep (512 is the backend's own ROW_THREADS).
+    const THREADS: [u32; 6] = [32, 64, 128, 256, 512, 1024];
     const ROWS: usize = 3;
     const V: usize = 5003;
 

@@ -113,8 +113,9 @@ mod tests {
     use super::*;
     use crate::CudaBackend;
 
-    /// Forward and backward at every block size from 1 to 32 warps, against float64, on rows
-    /// shorter and longer than the block.
+    /// Forward and backward at every block size from 1 to 32 warps (under ThreadSanitizer, the
+    /// powers of two: see `sanitize::sweep`), against float64, on rows shorter and longer than
+    /// the block.
     #[test]
     fn rmsnorm_at_every_block_size() {
         let be = CudaBackend::host();
@@ -139,7 +140,7 @@ mod tests {
                 }
             }
             let (xb, wb, dyb) = (be.upload(&x).unwrap(), be.upload(&w).unwrap(), be.upload(&dy).unwrap());
-            for threads in (1..=32).map(|warps| 32 * warps) {
+            for threads in crate::sanitize::sweep((1..=32).map(|warps| 32 * warps)) {
                 let (mut out, mut rstd) = (be.zeros(rows * d).unwrap(), be.zeros(rows).unwrap());
                 rmsnorm(&be.l, threads, &mut out, Some(&mut rstd), &xb, &wb, rows, d, eps).unwrap();
                 let (mut dx, mut dw) = (be.zeros(rows * d).unwrap(), be.zeros(d).unwrap());
