@@ -168,10 +168,8 @@ fn child_main(mut req: File, mut rep: File, serve: fn(&Request) -> Rendered) -> 
     quiet();
     own_signals();
     let capped = cap_address_space();
-    loop {
-        let Ok(reply) = serve_one(&mut req, if capped { serve } else { uncapped }) else {
-            break;
-        };
+    let serve = if capped { serve } else { uncapped };
+    while let Ok(reply) = serve_one(&mut req, serve) {
         if rep.write_all(&reply).is_err() {
             break;
         }
