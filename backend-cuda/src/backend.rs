@@ -11,14 +11,14 @@
 use std::mem::size_of;
 use std::sync::Mutex;
 
-use softcot_core::backend::{AdamwStep, AttnShape, Backend, Gemm, RopeShape, Train};
+use softcot_core::backend::{soft_head_unfused, AdamwStep, AttnShape, Backend, Gemm, RopeShape, Train};
 use softcot_core::dtype::{decode_into, DType};
 use softcot_core::{Error, Result};
 
 use crate::buffer::{Buffer, CudaBuf, CudaIds, Mem, Precision};
 use crate::gemm::col_major;
 use crate::launch::Launcher;
-use crate::ops::{attention, elementwise as ew, embedding, heads, need, norm, optim, rope};
+use crate::ops::{attention, elementwise as ew, embedding, heads, need, norm, optim, rope, soft_head};
 
 /// The CUDA backend (see the crate docs).
 pub struct CudaBackend {
@@ -478,6 +478,44 @@ impl Backend for CudaBackend {
     // ---- heads, sampling and thinking ----------------------------------------------------------
     fn softmax(&self, p: &mut CudaBuf, logits: &CudaBuf, rows: usize, v: usize, tau: f32) -> Result<()> {
         self.heads().softmax(p, logits, rows, v, tau)
+    }
+    /// Fused where it can be (`ops/soft_head.rs`): the mixture's weights are then the f32
+    /// softmax in both modes. Else the unfused head, whose mixture GEMM in the bf16 mode rounds
+    /// them as an operand (widths past 4096, head and table stored differently).
+    #[allow(clippy::too_many_arguments)]
+    fn soft_head(
+        &self,
+        logits: &mut CudaBuf,
+        ids: &mut CudaIds,
+        mix: &mut CudaBuf,
+        p: &mut CudaBuf,
+        xn: &CudaBuf,
+        head: &CudaBuf,
+        table: &CudaBuf,
+        rows: usize,
+        v: usize,
+        d: usize,
+        tau: f32,
+    ) -> Result<()> {
+        let fused = soft_head::SoftHead {
+            l: &self.l,
+            threads: None,
+        };
+        if fused.run(
+            logits,
+            ids,
+            mix,
+            p,
+            xn,
+            head,
+            table,
+            (rows, v, d),
+            tau,
+            self.prec == Precision::Bf16,
+        )? {
+            return Ok(());
+        }
+        soft_head_unfused(self, logits, ids, mix, p, xn, head, table, rows, v, d, tau)
     }
     fn logprob_gather(
         &self,

@@ -173,12 +173,13 @@ mod tests {
     use crate::ops::attention::tests::{buf, random};
 
     /// The block-size sweeps of ops/, run under each sanitizer.
-    const SWEEPS: [&str; 5] = [
+    const SWEEPS: [&str; 6] = [
         "ops::norm::tests::rmsnorm_at_every_block_size",
         "ops::heads::tests::row_kernels_at_every_block_size",
         "ops::heads::tests::backward_rows_at_every_block_size",
         "ops::heads::tests::scale_and_gather_rows",
         "ops::attention::tests::attention_forward_and_backward_at_every_block_size",
+        "ops::soft_head::tests::fused_soft_head_at_every_block_size",
     ];
 
     /// Each known bug, the sanitizer that must report it and what it must call it.

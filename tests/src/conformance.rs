@@ -621,8 +621,15 @@ fn check_soft_head<B: Backend>(
     assert_eq!(argmax[0], 5, "soft_head test: row 0's tie");
     assert_eq!(be.download_ids(&ids, rows).unwrap(), argmax, "soft_head ids {shape}");
     // The mixture of the logits the backend computed (a logit's rounding, times 1 / tau, is
-    // not the mixture's error).
-    let want = mixture_of(ops, &r::softmax(&up(&got), rows, v, tau as f64), table, rows, v, d);
+    // not the mixture's error), weighted by their softmax unrounded in either mode: a fused head
+    // has no GEMM operand to round them in (Backend::soft_head), the table is rounded as stored.
+    let want = weighted_rows(
+        &r::softmax(&up(&got), rows, v, tau as f64),
+        &ops.round(table),
+        rows,
+        v,
+        d,
+    );
     report(
         &format!("soft_head mixture {shape}"),
         max_abs_err(&be.download(&mix, rows * d).unwrap(), &want),
@@ -647,9 +654,13 @@ fn mixture_of(ops: Compute, p: &[f64], table: &[f32], rows: usize, v: usize, d: 
         Compute::F32 => p.to_vec(),
         Compute::Bf16 => up(&ops.round(&p.iter().map(|&x| x as f32).collect::<Vec<_>>())),
     };
-    let table = ops.round(table);
+    weighted_rows(&p, &ops.round(table), rows, v, d)
+}
+
+/// `w @ table` in float64 (w: [rows, v], table: [v, d]).
+fn weighted_rows(w: &[f64], table: &[f32], rows: usize, v: usize, d: usize) -> Vec<f64> {
     (0..rows * d)
-        .map(|i| (0..v).map(|j| p[(i / d) * v + j] * table[j * d + i % d] as f64).sum())
+        .map(|i| (0..v).map(|j| w[(i / d) * v + j] * table[j * d + i % d] as f64).sum())
         .collect()
 }
 

@@ -4,9 +4,8 @@
 //! Each method mirrors its `Backend` method: the same arguments, checks and error messages as the
 //! CPU backend.
 //!
-//! `mixture` and `soft_head` keep the trait's defaults (softmax, then the GEMM; the lm_head GEMM,
-//! argmax and mixture): their cost is the two GEMMs, which cuBLASLt runs near the machine's
-//! rate. A fused soft head (one pass over E for tied models) is a decode optimisation still to do.
+//! `mixture` keeps the trait's default (softmax, then the GEMM); the soft head is fused
+//! (`soft_head.rs`).
 
 use softcot_core::backend::check::id_outside;
 use softcot_core::Result;

@@ -8,6 +8,7 @@ pub(crate) mod heads;
 pub(crate) mod norm;
 pub(crate) mod optim;
 pub(crate) mod rope;
+pub(crate) mod soft_head;
 
 /// `have >= len`, or an error naming the buffer: every op checks its buffers first, so a kernel
 /// never reads or writes past one (the core's check, shared by every backend).

@@ -348,8 +348,9 @@ pub trait Backend {
     /// The head of a soft-thinking decode step: `logits = xn @ head^T`, `ids = argmax(logits)`
     /// (lowest index on ties) and `mix = softmax(logits / tau) @ table`, with `p` as scratch.
     /// `head` and `table` are the same buffer for tied embeddings, which a fused kernel reads once
-    /// for all three (the design's online-softmax head). Default: the lm_head product, argmax and
-    /// [`Backend::mixture`].
+    /// for all three (the design's online-softmax head). The mixture's weights are the f32
+    /// softmax: a compute mode that rounds GEMM operands (the CUDA backend's bf16) rounds xn,
+    /// head and table, not them. Default: the lm_head product, argmax and [`Backend::mixture`].
     /// logits, p: [rows, V]; ids: [rows]; mix, xn: [rows, d]; head, table: [V, d]
     #[allow(clippy::too_many_arguments)]
     fn soft_head(
