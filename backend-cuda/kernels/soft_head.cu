@@ -28,7 +28,7 @@
 //     index of each row's maximum (a later chunk wins only if larger); mix: [rows, d].
 //
 // Registers: each thread holds SH_ROWS x SH_COLS partial sums (32 floats) and SH_ROWS dot products
-// (64 registers in all at sm_90, no spills: tests/tests/nvrtc_compile.rs).
+// (58 registers in all at sm_90, no spills: tests/tests/nvrtc_compile.rs).
 
 #define SH_ROWS 4
 #define SH_COLS 8
