@@ -169,6 +169,39 @@ pub(crate) mod tests {
         (z, ids, mix)
     }
 
+    /// One call (float32 operands) on fresh outputs, the logits filled with 7: whether it fused,
+    /// and the logits, ids and mixture it left.
+    fn call(
+        sh: &SoftHead,
+        xb: &CudaBuf,
+        eb: &CudaBuf,
+        tb: &CudaBuf,
+        (rows, v, d): (usize, usize, usize),
+        tau: f32,
+    ) -> (bool, Vec<f32>, Vec<u32>, Vec<f32>) {
+        let (mut logits, mut mix, mut p) = (
+            buf(&vec![7.0; rows * v]),
+            buf(&vec![0.0; rows * d]),
+            buf(&vec![0.0; rows * v]),
+        );
+        let mut ids: CudaIds = buf(&vec![0u32; rows]);
+        let fused = sh
+            .run(
+                &mut logits,
+                &mut ids,
+                &mut mix,
+                &mut p,
+                xb,
+                eb,
+                tb,
+                (rows, v, d),
+                tau,
+                false,
+            )
+            .unwrap();
+        (fused, read(&logits), read(&ids), read(&mix))
+    }
+
     /// The fused head against float64 at every block size its width allows (llm.c's sweep, up to
     /// the kernel's launch bounds), rows over one to three groups of 4, vocabularies over many chunks with a partial last tile, tied
     /// and untied, soft and fuzzy temperatures; ties go to the lower index across chunks.
@@ -207,34 +240,15 @@ pub(crate) mod tests {
                         if sh.threads_for(d).is_none() {
                             continue;
                         }
-                        let (mut logits, mut mix, mut p) = (
-                            buf(&vec![0.0; rows * v]),
-                            buf(&vec![0.0; rows * d]),
-                            buf(&vec![0.0; rows * v]),
-                        );
-                        let mut ids: CudaIds = buf(&vec![0u32; rows]);
-                        let fused = sh
-                            .run(
-                                &mut logits,
-                                &mut ids,
-                                &mut mix,
-                                &mut p,
-                                &xb,
-                                &eb,
-                                tb,
-                                (rows, v, d),
-                                tau,
-                                false,
-                            )
-                            .unwrap();
+                        let (fused, logits, ids, mix) = call(&sh, &xb, &eb, tb, (rows, v, d), tau);
                         assert!(fused);
-                        let (ez, em) = (max_err(&read(&logits), &z), max_err(&read(&mix), &want_mix));
+                        let (ez, em) = (max_err(&logits, &z), max_err(&mix, &want_mix));
                         println!(
                             "soft_head {rows}x{v}x{d} tied={tied} threads={threads} tau={tau}: logits err {ez:.1e}, mixture err {em:.1e}"
                         );
                         assert!(ez < 4e-5 * (d as f64).sqrt(), "logits err {ez}");
                         assert!(em < 2e-6 * (v as f64 / 1001.0).sqrt().max(1.0), "mixture err {em}");
-                        assert_eq!(read(&ids), want_ids, "ids threads={threads} tau={tau}");
+                        assert_eq!(ids, want_ids, "ids threads={threads} tau={tau}");
                     }
                 }
             }
@@ -248,29 +262,10 @@ pub(crate) mod tests {
         let l = Launcher::Host(Host);
         let sh = SoftHead { l: &l, threads: None };
         for (rows, v, d) in [(2, 8, 4100), (2, 8, 16)] {
-            let (mut logits, mut mix, mut p) = (
-                buf(&vec![7.0; rows * v]),
-                buf(&vec![0.0; rows * d]),
-                buf(&vec![0.0; rows * v]),
-            );
-            let mut ids: CudaIds = buf(&vec![0u32; rows]);
             let (xb, eb) = (buf(&random(rows * d, 1.0, 1)), buf(&random(v * d, 1.0, 2)));
-            let fused = sh
-                .run(
-                    &mut logits,
-                    &mut ids,
-                    &mut mix,
-                    &mut p,
-                    &xb,
-                    &eb,
-                    &eb,
-                    (rows, v, d),
-                    0.5,
-                    false,
-                )
-                .unwrap();
+            let (fused, logits, _, _) = call(&sh, &xb, &eb, &eb, (rows, v, d), 0.5);
             assert!(!fused, "{rows}x{v}x{d}");
-            assert!(read(&logits).iter().all(|&x| x == 7.0));
+            assert!(logits.iter().all(|&x| x == 7.0));
         }
     }
 }
